@@ -1,0 +1,328 @@
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteOptions, DB,
+};
+
+use crate::{Error, Result};
+
+/// User values of raw KV, and MVCC values of transactions.
+pub const CF_DEFAULT: &str = "default";
+/// Percolator locks.
+pub const CF_LOCK: &str = "lock";
+/// Percolator commit records.
+pub const CF_WRITE: &str = "write";
+/// Raft logs, hard states, apply states and region metadata.
+pub const CF_RAFT: &str = "raft";
+/// Every column family, in the order they are opened.
+pub const ALL_CFS: [&str; 4] = [CF_DEFAULT, CF_LOCK, CF_WRITE, CF_RAFT];
+
+/// Tuning knobs of the engine; the defaults suit tests and small machines.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Memtable size per column family, bytes.
+    pub write_buffer_size: usize,
+    /// Background compaction and flush threads.
+    pub background_jobs: i32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            write_buffer_size: 32 << 20,
+            background_jobs: 2,
+        }
+    }
+}
+
+/// A handle to the store's RocksDB. Cheap to clone; all clones share one database.
+#[derive(Clone)]
+pub struct Engine {
+    db: Arc<DB>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("path", &self.db.path())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Opens (creating if missing) the database at `path` with all column families.
+    pub fn open(path: impl AsRef<Path>, opts: &EngineOptions) -> Result<Engine> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(opts.background_jobs);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut cf_opts = Options::default();
+            cf_opts.set_write_buffer_size(opts.write_buffer_size);
+            if *name != CF_RAFT {
+                cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            }
+            ColumnFamilyDescriptor::new(*name, cf_opts)
+        });
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
+        Ok(Engine { db: Arc::new(db) })
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| Error::UnknownCf(name.to_owned()))
+    }
+
+    /// Reads the latest value of `key` in column family `cf`.
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+    }
+
+    /// Writes `batch` atomically; with `sync` the write is on disk when this returns.
+    pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for op in batch.ops {
+            let cf = self.cf(op.cf)?;
+            match op.kind {
+                OpKind::Put(k, v) => wb.put_cf(&cf, k, v),
+                OpKind::Delete(k) => wb.delete_cf(&cf, k),
+                OpKind::DeleteRange(s, e) => wb.delete_range_cf(&cf, s, e),
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(wb, &wo)?;
+        Ok(())
+    }
+
+    /// Takes a consistent point-in-time view of the whole database.
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            engine: self,
+            snap: self.db.snapshot(),
+        }
+    }
+
+    /// Scans `[start, end)` of `cf` on the latest state; see [`Snapshot::scan`].
+    pub fn scan(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.snapshot().scan(cf, start, end, false, f)
+    }
+
+    /// Flushes memtables of every column family to SST files.
+    pub fn flush(&self) -> Result<()> {
+        for name in ALL_CFS {
+            self.db.flush_cf(self.cf(name)?)?;
+        }
+        Ok(())
+    }
+
+    /// The database's directory.
+    pub fn path(&self) -> &Path {
+        self.db.path()
+    }
+}
+
+/// A consistent view of the database at the moment it was taken.
+pub struct Snapshot<'a> {
+    engine: &'a Engine,
+    snap: rocksdb::SnapshotWithThreadMode<'a, DB>,
+}
+
+impl Snapshot<'_> {
+    /// Reads `key` in `cf` as of the snapshot.
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let cf = self.engine.cf(cf)?;
+        Ok(self.snap.get_cf(&cf, key)?)
+    }
+
+    /// Visits the keys of `cf` in `[start, end)` (`end = None`: to the end of the column family),
+    /// ascending, or descending when `reverse`. The visitor returns `false` to stop.
+    pub fn scan(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+        mut f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let handle = self.engine.cf(cf)?;
+        let mut ro = ReadOptions::default();
+        ro.set_snapshot(&self.snap);
+        ro.set_iterate_lower_bound(start.to_vec());
+        if let Some(end) = end {
+            ro.set_iterate_upper_bound(end.to_vec());
+        }
+        let mode = if reverse {
+            IteratorMode::End
+        } else {
+            IteratorMode::From(start, Direction::Forward)
+        };
+        for item in self.engine.db.iterator_cf_opt(&handle, ro, mode) {
+            let (k, v) = item?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+enum OpKind {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    DeleteRange(Vec<u8>, Vec<u8>),
+}
+
+struct Op {
+    cf: &'static str,
+    kind: OpKind,
+}
+
+/// A set of writes applied atomically by [`Engine::write`].
+///
+/// It is engine-independent (plain owned bytes) so that it can be built on any thread and sent
+/// across channels; the RocksDB batch is assembled at write time.
+#[derive(Default)]
+pub struct WriteBatch {
+    ops: Vec<Op>,
+    size: usize,
+}
+
+impl WriteBatch {
+    pub fn new() -> WriteBatch {
+        WriteBatch::default()
+    }
+
+    pub fn put(&mut self, cf: &'static str, key: &[u8], value: &[u8]) {
+        self.size += key.len() + value.len();
+        self.ops.push(Op {
+            cf,
+            kind: OpKind::Put(key.to_vec(), value.to_vec()),
+        });
+    }
+
+    pub fn delete(&mut self, cf: &'static str, key: &[u8]) {
+        self.size += key.len();
+        self.ops.push(Op {
+            cf,
+            kind: OpKind::Delete(key.to_vec()),
+        });
+    }
+
+    /// Deletes every key in `[start, end)` of `cf`.
+    pub fn delete_range(&mut self, cf: &'static str, start: &[u8], end: &[u8]) {
+        self.size += start.len() + end.len();
+        self.ops.push(Op {
+            cf,
+            kind: OpKind::DeleteRange(start.to_vec(), end.to_vec()),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn count(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Approximate payload bytes.
+    pub fn data_size(&self) -> usize {
+        self.size
+    }
+
+    /// Moves every operation of `other` to the end of this batch.
+    pub fn append(&mut self, other: &mut WriteBatch) {
+        self.size += other.size;
+        self.ops.append(&mut other.ops);
+        other.size = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Engine) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
+        (dir, engine)
+    }
+
+    #[test]
+    fn batch_is_atomic_across_cfs_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
+            let mut wb = WriteBatch::new();
+            wb.put(CF_DEFAULT, b"a", b"1");
+            wb.put(CF_RAFT, b"r", b"2");
+            engine.write(wb, true).unwrap();
+        }
+        let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
+        assert_eq!(engine.get(CF_DEFAULT, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(engine.get(CF_RAFT, b"r").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(engine.get(CF_LOCK, b"a").unwrap(), None);
+    }
+
+    #[test]
+    fn snapshot_does_not_see_later_writes() {
+        let (_dir, engine) = open();
+        let mut wb = WriteBatch::new();
+        wb.put(CF_DEFAULT, b"k", b"old");
+        engine.write(wb, false).unwrap();
+        let snap = engine.snapshot();
+        let mut wb = WriteBatch::new();
+        wb.put(CF_DEFAULT, b"k", b"new");
+        wb.put(CF_DEFAULT, b"k2", b"x");
+        engine.write(wb, false).unwrap();
+        assert_eq!(snap.get(CF_DEFAULT, b"k").unwrap(), Some(b"old".to_vec()));
+        assert_eq!(snap.get(CF_DEFAULT, b"k2").unwrap(), None);
+        assert_eq!(engine.get(CF_DEFAULT, b"k").unwrap(), Some(b"new".to_vec()));
+    }
+
+    #[test]
+    fn scan_bounds_and_reverse() {
+        let (_dir, engine) = open();
+        let mut wb = WriteBatch::new();
+        for k in [b"a", b"b", b"c", b"d"] {
+            wb.put(CF_DEFAULT, k, k);
+        }
+        engine.write(wb, false).unwrap();
+        let collect = |start: &[u8], end: Option<&[u8]>, reverse: bool| {
+            let mut out = Vec::new();
+            engine
+                .snapshot()
+                .scan(CF_DEFAULT, start, end, reverse, |k, _| {
+                    out.push(k.to_vec());
+                    true
+                })
+                .unwrap();
+            out
+        };
+        assert_eq!(
+            collect(b"b", Some(b"d"), false),
+            vec![b"b".to_vec(), b"c".to_vec()]
+        );
+        assert_eq!(
+            collect(b"b", Some(b"d"), true),
+            vec![b"c".to_vec(), b"b".to_vec()]
+        );
+        assert_eq!(collect(b"", None, true).len(), 4);
+        let mut wb = WriteBatch::new();
+        wb.delete_range(CF_DEFAULT, b"a", b"c");
+        engine.write(wb, false).unwrap();
+        assert_eq!(
+            collect(b"", None, false),
+            vec![b"c".to_vec(), b"d".to_vec()]
+        );
+    }
+}

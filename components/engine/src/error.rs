@@ -1,0 +1,12 @@
+/// Errors of the storage engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("rocksdb: {0}")]
+    RocksDb(#[from] rocksdb::Error),
+    #[error("unknown column family {0:?}")]
+    UnknownCf(String),
+    #[error("corrupt key encoding: {0}")]
+    Codec(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

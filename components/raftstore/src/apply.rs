@@ -1,0 +1,353 @@
+//! Apply workers: execute committed commands on the engine.
+//!
+//! Each region is pinned to one worker (by region id), so its entries apply in log order. A
+//! worker drains every queued task into one write batch, writes it **unsynced** (the Raft log is
+//! the durable record; after a crash the unapplied suffix is replayed), then completes the
+//! callbacks of the proposals it applied and reports progress back to the peers.
+//!
+//! Invariants:
+//! - The apply state (applied index, truncated state) is written in the same batch as the data of
+//!   the entries it covers, so a replay after a crash applies every entry exactly once.
+//! - An entry at or below the applied index is skipped (it is a replay).
+//! - Applying is deterministic: every replica computes the same result from the same log. A
+//!   command that fails a check (stale epoch, key outside the region) fails on every replica and
+//!   changes nothing; an engine write error is not a command failure and stops the store.
+//!
+//! Deliberately absent: split, conf change, snapshot application.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam::channel::{self, Receiver, Sender};
+use engine::{keys, Engine, WriteBatch};
+use prost::Message as _;
+use proto::metapb;
+use raft::eraftpb::{Entry, EntryType};
+use raft_log::ApplyState;
+use tracing::{error, warn};
+
+use crate::cmd::{engine_cf, CasResult, OpKind, RaftCmd, WriteOp, WriteResponse};
+use crate::util::{epoch_version, key_in_range};
+use crate::{Error, Result};
+
+/// Completes a proposal.
+pub type WriteCallback = Box<dyn FnOnce(Result<WriteResponse>) + Send>;
+
+/// Committed entries of one region, with the callbacks of the proposals among them.
+pub struct ApplyTask {
+    pub region_id: u64,
+    pub entries: Vec<Entry>,
+    /// `(index, term, callback)`, ascending by index.
+    pub callbacks: Vec<(u64, u64, WriteCallback)>,
+}
+
+/// Progress reported back to a peer after a batch was written.
+#[derive(Clone, Debug)]
+pub struct ApplyRes {
+    pub region_id: u64,
+    pub state: ApplyState,
+}
+
+pub enum ApplyMsg {
+    Register {
+        region: metapb::Region,
+        state: ApplyState,
+    },
+    Apply(ApplyTask),
+    Destroy {
+        region_id: u64,
+    },
+}
+
+/// Where workers report [`ApplyRes`].
+pub type ApplyNotifier = Arc<dyn Fn(ApplyRes) + Send + Sync>;
+
+/// Senders to the apply workers.
+#[derive(Clone)]
+pub struct ApplyRouter {
+    senders: Vec<Sender<ApplyMsg>>,
+}
+
+impl ApplyRouter {
+    pub fn send(&self, region_id: u64, msg: ApplyMsg) {
+        let idx = (region_id % self.senders.len() as u64) as usize;
+        if self.senders[idx].send(msg).is_err() {
+            warn!(region_id, "apply worker is gone");
+        }
+    }
+}
+
+/// The apply worker threads.
+pub struct ApplyPool {
+    router: Option<ApplyRouter>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl ApplyPool {
+    pub fn start(size: usize, engine: Engine, notifier: ApplyNotifier) -> ApplyPool {
+        let mut senders = Vec::new();
+        let mut workers = Vec::new();
+        for i in 0..size.max(1) {
+            let (tx, rx) = channel::unbounded();
+            senders.push(tx);
+            let worker = Worker {
+                engine: engine.clone(),
+                notifier: notifier.clone(),
+                delegates: HashMap::new(),
+            };
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("apply-{i}"))
+                    .spawn(move || worker.run(rx))
+                    .expect("spawn apply worker"),
+            );
+        }
+        ApplyPool {
+            router: Some(ApplyRouter { senders }),
+            workers,
+        }
+    }
+
+    pub fn router(&self) -> ApplyRouter {
+        self.router.clone().expect("apply pool is running")
+    }
+
+    /// Stops the workers once every clone of the router is dropped and their queues drained.
+    pub fn shutdown(&mut self) {
+        self.router.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+struct Delegate {
+    region: metapb::Region,
+    state: ApplyState,
+}
+
+struct Worker {
+    engine: Engine,
+    notifier: ApplyNotifier,
+    delegates: HashMap<u64, Delegate>,
+}
+
+/// One batch in the making: data, callbacks to run and regions to report after the write.
+struct Batch {
+    wb: WriteBatch,
+    done: Vec<(WriteCallback, Result<WriteResponse>)>,
+    touched: Vec<u64>,
+}
+
+const MAX_TASKS_PER_BATCH: usize = 512;
+
+impl Worker {
+    fn run(mut self, rx: Receiver<ApplyMsg>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = Batch {
+                wb: WriteBatch::new(),
+                done: Vec::new(),
+                touched: Vec::new(),
+            };
+            self.handle(first, &mut batch);
+            for msg in rx.try_iter().take(MAX_TASKS_PER_BATCH) {
+                self.handle(msg, &mut batch);
+            }
+            self.finish(batch);
+        }
+    }
+
+    fn handle(&mut self, msg: ApplyMsg, batch: &mut Batch) {
+        match msg {
+            ApplyMsg::Register { region, state } => {
+                self.delegates.insert(region.id, Delegate { region, state });
+            }
+            ApplyMsg::Destroy { region_id } => {
+                self.delegates.remove(&region_id);
+            }
+            ApplyMsg::Apply(task) => self.apply(task, batch),
+        }
+    }
+
+    fn finish(&mut self, mut batch: Batch) {
+        let wb = std::mem::take(&mut batch.wb);
+        if !wb.is_empty() {
+            if let Err(e) = self.engine.write(wb, false) {
+                // The state machine cannot go on without its writes: stop rather than diverge.
+                error!(%e, "apply write failed");
+                panic!("apply write failed: {e}");
+            }
+        }
+        for (cb, res) in batch.done {
+            cb(res);
+        }
+        batch.touched.sort_unstable();
+        batch.touched.dedup();
+        for region_id in batch.touched {
+            if let Some(d) = self.delegates.get(&region_id) {
+                (self.notifier)(ApplyRes {
+                    region_id,
+                    state: d.state,
+                });
+            }
+        }
+    }
+
+    /// Writes out what the batch holds so far, keeping callbacks for later; used before a
+    /// command that must read its own region's latest state.
+    fn flush_writes(&self, batch: &mut Batch) {
+        let wb = std::mem::take(&mut batch.wb);
+        if !wb.is_empty() {
+            if let Err(e) = self.engine.write(wb, false) {
+                error!(%e, "apply write failed");
+                panic!("apply write failed: {e}");
+            }
+        }
+    }
+
+    fn apply(&mut self, task: ApplyTask, batch: &mut Batch) {
+        let region_id = task.region_id;
+        let Some(mut delegate) = self.delegates.remove(&region_id) else {
+            for (_, _, cb) in task.callbacks {
+                batch.done.push((cb, Err(Error::RegionNotFound(region_id))));
+            }
+            return;
+        };
+        let mut callbacks = task.callbacks.into_iter().peekable();
+        for entry in task.entries {
+            if entry.index <= delegate.state.applied_index {
+                continue;
+            }
+            let result = self.apply_entry(&mut delegate, &entry, batch);
+            delegate.state.applied_index = entry.index;
+            delegate.state.applied_term = entry.term;
+            while let Some((idx, _, _)) = callbacks.peek() {
+                if *idx > entry.index {
+                    break;
+                }
+                let (idx, term, cb) = callbacks.next().expect("peeked");
+                if idx == entry.index && term == entry.term {
+                    batch.done.push((cb, result.clone()));
+                } else {
+                    batch.done.push((cb, Err(Error::StaleCommand)));
+                }
+            }
+        }
+        for (_, _, cb) in callbacks {
+            batch.done.push((cb, Err(Error::StaleCommand)));
+        }
+        delegate.state.write(region_id, &mut batch.wb);
+        batch.touched.push(region_id);
+        self.delegates.insert(region_id, delegate);
+    }
+
+    fn apply_entry(
+        &self,
+        d: &mut Delegate,
+        entry: &Entry,
+        batch: &mut Batch,
+    ) -> Result<WriteResponse> {
+        if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+            // The empty entry a new leader appends, or a conf change (not supported yet).
+            return Ok(WriteResponse::default());
+        }
+        let cmd = match RaftCmd::decode(&entry.data[..]) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                // Every replica decodes the same bytes the same way: skip it everywhere.
+                error!(region_id = d.region.id, index = entry.index, %e, "undecodable command");
+                return Err(Error::InvalidRequest(format!("undecodable command: {e}")));
+            }
+        };
+        if let Some(admin) = &cmd.admin {
+            let s = &mut d.state;
+            if admin.compact_index > s.truncated_index && admin.compact_index <= entry.index {
+                s.truncated_index = admin.compact_index;
+                s.truncated_term = admin.compact_term;
+            }
+            return Ok(WriteResponse::default());
+        }
+        let version = cmd.epoch.as_ref().map_or(0, |e| e.version);
+        if version != epoch_version(&d.region) {
+            return Err(Error::EpochNotMatch {
+                msg: format!(
+                    "command epoch version {version}, region {}",
+                    epoch_version(&d.region)
+                ),
+                current_regions: vec![d.region.clone()],
+            });
+        }
+        for op in &cmd.ops {
+            check_op(&d.region, op)?;
+        }
+        let mut resp = WriteResponse::default();
+        for op in &cmd.ops {
+            let cf = engine_cf(&op.cf).expect("checked");
+            match op.op_kind() {
+                OpKind::Put => batch.wb.put(cf, &keys::data_key(&op.key), &op.value),
+                OpKind::Delete => batch.wb.delete(cf, &keys::data_key(&op.key)),
+                OpKind::DeleteRange => {
+                    let end = if op.end_key.is_empty() {
+                        &d.region.end_key[..]
+                    } else {
+                        &op.end_key[..]
+                    };
+                    batch
+                        .wb
+                        .delete_range(cf, &keys::data_key(&op.key), &keys::data_end_key(end));
+                }
+                OpKind::CompareAndSwap => {
+                    self.flush_writes(batch);
+                    let key = keys::data_key(&op.key);
+                    let previous = self.engine.get(cf, &key).unwrap_or_else(|e| {
+                        error!(%e, "apply read failed");
+                        panic!("apply read failed: {e}");
+                    });
+                    let succeeded = match &previous {
+                        None => op.cas_expect_absent,
+                        Some(v) => !op.cas_expect_absent && v[..] == op.cas_expect_value[..],
+                    };
+                    if succeeded {
+                        batch.wb.put(cf, &key, &op.value);
+                    }
+                    resp.cas.push(CasResult {
+                        succeeded,
+                        previous,
+                    });
+                }
+            }
+        }
+        Ok(resp)
+    }
+}
+
+/// Apply-time checks of one op against the region: deterministic, so every replica agrees.
+fn check_op(region: &metapb::Region, op: &WriteOp) -> Result<()> {
+    if engine_cf(&op.cf).is_none() {
+        return Err(Error::InvalidRequest(format!(
+            "unknown column family {:?}",
+            op.cf
+        )));
+    }
+    let not_in_region = |key: &[u8]| Error::KeyNotInRegion {
+        key: key.to_vec(),
+        region_id: region.id,
+        start_key: region.start_key.to_vec(),
+        end_key: region.end_key.to_vec(),
+    };
+    if !key_in_range(&op.key, &region.start_key, &region.end_key) {
+        return Err(not_in_region(&op.key));
+    }
+    if op.op_kind() == OpKind::DeleteRange && !op.end_key.is_empty() {
+        if op.end_key[..] < op.key[..] {
+            return Err(Error::InvalidRequest(
+                "delete range end before start".into(),
+            ));
+        }
+        if !region.end_key.is_empty() && op.end_key[..] > region.end_key[..] {
+            return Err(not_in_region(&op.end_key));
+        }
+    }
+    Ok(())
+}

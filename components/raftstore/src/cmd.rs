@@ -1,0 +1,139 @@
+//! The replicated command format: what a proposal puts into a Raft log entry, and what applying
+//! it returns.
+//!
+//! Commands are prost messages defined here (not in `proto/`), because they never leave the
+//! store group: only replicas of the same rangekv version read them.
+
+use bytes::Bytes;
+use proto::metapb;
+
+/// One log entry's worth of writes to a region, or one admin command.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RaftCmd {
+    #[prost(uint64, tag = "1")]
+    pub region_id: u64,
+    /// The epoch the command was checked against when proposed; re-checked at apply.
+    #[prost(message, optional, tag = "2")]
+    pub epoch: Option<metapb::RegionEpoch>,
+    #[prost(message, repeated, tag = "3")]
+    pub ops: Vec<WriteOp>,
+    #[prost(message, optional, tag = "4")]
+    pub admin: Option<AdminCmd>,
+}
+
+/// The kinds of [`WriteOp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum OpKind {
+    Put = 0,
+    Delete = 1,
+    DeleteRange = 2,
+    /// Compare-and-swap of `key`: see [`WriteOp::cas_expect_absent`].
+    CompareAndSwap = 3,
+}
+
+/// One write. Keys are user keys; apply adds the data prefix.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WriteOp {
+    #[prost(enumeration = "OpKind", tag = "1")]
+    pub kind: i32,
+    #[prost(string, tag = "2")]
+    pub cf: String,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub key: Bytes,
+    #[prost(bytes = "bytes", tag = "4")]
+    pub value: Bytes,
+    /// Exclusive end of a delete-range; empty means the end of the region.
+    #[prost(bytes = "bytes", tag = "5")]
+    pub end_key: Bytes,
+    /// CAS: succeed only if the key is absent.
+    #[prost(bool, tag = "6")]
+    pub cas_expect_absent: bool,
+    /// CAS: otherwise succeed only if the current value equals this.
+    #[prost(bytes = "bytes", tag = "7")]
+    pub cas_expect_value: Bytes,
+}
+
+impl WriteOp {
+    pub fn put(cf: &str, key: Bytes, value: Bytes) -> WriteOp {
+        WriteOp {
+            kind: OpKind::Put as i32,
+            cf: cf.to_owned(),
+            key,
+            value,
+            ..Default::default()
+        }
+    }
+
+    pub fn delete(cf: &str, key: Bytes) -> WriteOp {
+        WriteOp {
+            kind: OpKind::Delete as i32,
+            cf: cf.to_owned(),
+            key,
+            ..Default::default()
+        }
+    }
+
+    pub fn delete_range(cf: &str, start: Bytes, end: Bytes) -> WriteOp {
+        WriteOp {
+            kind: OpKind::DeleteRange as i32,
+            cf: cf.to_owned(),
+            key: start,
+            end_key: end,
+            ..Default::default()
+        }
+    }
+
+    /// Puts `value` if the current value is `expect` (`None`: the key is absent).
+    pub fn compare_and_swap(cf: &str, key: Bytes, value: Bytes, expect: Option<Bytes>) -> WriteOp {
+        WriteOp {
+            kind: OpKind::CompareAndSwap as i32,
+            cf: cf.to_owned(),
+            key,
+            value,
+            cas_expect_absent: expect.is_none(),
+            cas_expect_value: expect.unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    pub fn op_kind(&self) -> OpKind {
+        OpKind::try_from(self.kind).unwrap_or(OpKind::Put)
+    }
+}
+
+/// Region administration replicated through the log.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AdminCmd {
+    /// Compact the log up to and including this index ...
+    #[prost(uint64, tag = "1")]
+    pub compact_index: u64,
+    /// ... whose entry has this term.
+    #[prost(uint64, tag = "2")]
+    pub compact_term: u64,
+}
+
+/// The outcome of a compare-and-swap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CasResult {
+    pub succeeded: bool,
+    /// The value before the command (`None`: absent).
+    pub previous: Option<Vec<u8>>,
+}
+
+/// What applying a command returns to its proposer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteResponse {
+    /// One entry per compare-and-swap op, in op order.
+    pub cas: Vec<CasResult>,
+}
+
+/// Maps a client-facing column family name to the engine's; empty means `default`.
+pub fn engine_cf(name: &str) -> Option<&'static str> {
+    match name {
+        "" | "default" => Some(engine::CF_DEFAULT),
+        "lock" => Some(engine::CF_LOCK),
+        "write" => Some(engine::CF_WRITE),
+        _ => None,
+    }
+}

@@ -1,0 +1,82 @@
+use std::time::Duration;
+
+/// Raftstore tuning. Defaults suit a small cluster on a laptop; tests shorten the tick.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// One Raft tick.
+    pub raft_base_tick: Duration,
+    /// Ticks without a leader before a follower campaigns.
+    pub raft_election_ticks: usize,
+    /// Ticks between leader heartbeats.
+    pub raft_heartbeat_ticks: usize,
+    /// Largest encoded command accepted into the log.
+    pub raft_entry_max_size: usize,
+    /// Largest append message in bytes.
+    pub raft_max_size_per_msg: u64,
+    /// Unacknowledged append messages per follower.
+    pub raft_max_inflight_msgs: usize,
+    /// Ticks between Raft log GC checks on the leader.
+    pub raft_log_gc_ticks: usize,
+    /// Compact only once this many entries could be removed.
+    pub raft_log_gc_threshold: u64,
+    /// Poller threads of the raftstore.
+    pub store_pool_size: usize,
+    /// Apply worker threads.
+    pub apply_pool_size: usize,
+    /// Most peers handled in one poll round (one group commit).
+    pub max_batch_size: usize,
+    /// Most messages one peer handles in one round before yielding.
+    pub messages_per_tick: usize,
+    /// Pending ReadIndex requests older than this are answered with an error.
+    pub read_index_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            raft_base_tick: Duration::from_millis(100),
+            raft_election_ticks: 10,
+            raft_heartbeat_ticks: 2,
+            raft_entry_max_size: 8 << 20,
+            raft_max_size_per_msg: 1 << 20,
+            raft_max_inflight_msgs: 256,
+            raft_log_gc_ticks: 10,
+            raft_log_gc_threshold: 64,
+            store_pool_size: 2,
+            apply_pool_size: 2,
+            max_batch_size: 256,
+            messages_per_tick: 4096,
+            read_index_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// The leader lease: strictly shorter than the time a follower that has heard from the
+    /// leader refuses to vote for anyone else (the election timeout minus one tick of
+    /// granularity), with one more tick of margin for scheduling delays.
+    pub fn lease_duration(&self) -> Duration {
+        self.raft_base_tick * (self.raft_election_ticks.saturating_sub(2).max(1) as u32)
+    }
+
+    pub fn election_timeout(&self) -> Duration {
+        self.raft_base_tick * self.raft_election_ticks as u32
+    }
+
+    /// Checks the configuration for values that would break Raft's assumptions.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.raft_heartbeat_ticks == 0 || self.raft_election_ticks <= self.raft_heartbeat_ticks {
+            return Err("raft election ticks must exceed heartbeat ticks (> 0)".into());
+        }
+        if self.raft_election_ticks < 3 {
+            return Err("raft election ticks must be at least 3 for leader leases".into());
+        }
+        if self.store_pool_size == 0 || self.apply_pool_size == 0 {
+            return Err("pool sizes must be positive".into());
+        }
+        if self.raft_base_tick.is_zero() {
+            return Err("raft base tick must be positive".into());
+        }
+        Ok(())
+    }
+}

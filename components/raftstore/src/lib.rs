@@ -1,0 +1,32 @@
+//! The raftstore: every region replica ("peer") of one store, driven as Raft groups by a batched
+//! poller loop, with committed commands applied by a separate apply pool.
+//!
+//! Code map:
+//! - [`store`]: start-up (load regions from the engine, spawn pollers, apply workers and the
+//!   ticker), the poll handler that group-commits all peers' Raft writes once per round, and the
+//!   [`StoreRouter`] through which the server talks to peers.
+//! - [`peer`]: one region replica: Raft state machine, proposals, context checks, reads
+//!   (lease and ReadIndex), Raft log GC.
+//! - [`apply`]: apply workers: execute committed commands on the engine in write batches and
+//!   complete their callbacks.
+//! - [`cmd`]: the replicated command format and the results of applying it.
+//! - [`bootstrap`]: writing the initial state of a store and of its regions.
+//! - [`transport`]: the trait the store sends Raft messages through.
+//!
+//! Deliberately absent (later roadmap steps): split, conf change, Raft snapshots, leader
+//! transfer, hibernation of idle regions, creation of peers from incoming messages.
+
+pub mod apply;
+pub mod bootstrap;
+pub mod cmd;
+mod config;
+mod error;
+pub mod peer;
+pub mod store;
+pub mod transport;
+mod util;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use store::{ReadGrant, RequestHeader, Store, StoreRouter};
+pub use transport::Transport;

@@ -1,0 +1,365 @@
+//! The store: all peers of one store, the poller loop that drives them and the router that
+//! reaches them.
+//!
+//! One poll round ([`RaftPoller`]):
+//! 1. `handle` each scheduled peer: step its messages, proposals, reads and ticks, then
+//!    [`Peer::collect_ready`] — send leader messages at once, stage log entries and hard state
+//!    into the round's single write batch;
+//! 2. `end`: write that batch **synced**, once for every peer of the round (group commit); then
+//!    [`Peer::post_persist`] each peer — send the messages that needed persistence, advance
+//!    raft-rs, dispatch committed entries to the apply workers; flush the transport.
+//!
+//! Invariants:
+//! - No message that raft-rs marks as needing persistence leaves before the sync.
+//! - One write batch per poll round, never one fsync per region.
+//! - A peer handled in a round is advanced in the same round, so two pollers never hold staged
+//!   state of one peer.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use batch_system::{BatchSystem, HandlerBuilder, PollHandler, Router};
+use bytes::Bytes;
+use crossbeam::channel;
+use engine::{Engine, WriteBatch};
+use futures::channel::oneshot;
+use proto::metapb;
+use proto::raft_serverpb::{PeerState, RaftMessage};
+use tracing::{error, info};
+
+use crate::apply::{ApplyNotifier, ApplyPool, ApplyRouter};
+use crate::bootstrap::load_region_states;
+use crate::cmd::{WriteOp, WriteResponse};
+use crate::peer::{Peer, PeerFsm, PeerMsg, PeerStatus};
+use crate::util::find_peer_on_store;
+use crate::{Config, Error, Result, Transport};
+
+/// What a client request says about where it was routed; checked by the peer.
+#[derive(Clone, Debug, Default)]
+pub struct RequestHeader {
+    pub region_id: u64,
+    pub epoch: Option<metapb::RegionEpoch>,
+    /// The peer the client meant to reach (its store id is checked).
+    pub peer: Option<metapb::Peer>,
+    /// Keys the request touches; each must lie in the region.
+    pub keys: Vec<Bytes>,
+}
+
+/// Permission to read a region now: the peer is (still) the leader and has applied everything
+/// that was committed when the read arrived. The reader reads the engine directly, clamped to
+/// `region`'s range.
+#[derive(Clone, Debug)]
+pub struct ReadGrant {
+    pub region: metapb::Region,
+}
+
+/// State shared by the peers of one poll round.
+pub struct PollContext<T> {
+    pub cfg: Arc<Config>,
+    pub engine: Engine,
+    pub transport: T,
+    /// The round's write batch: every peer's log entries and hard states.
+    pub wb: WriteBatch,
+    router: Router<PeerFsm>,
+    to_wake: Vec<u64>,
+}
+
+impl<T> PollContext<T> {
+    /// Schedules another round for `region_id` after this one.
+    pub fn wake(&mut self, region_id: u64) {
+        self.to_wake.push(region_id);
+    }
+}
+
+struct RaftPoller<T> {
+    ctx: PollContext<T>,
+}
+
+impl<T: Transport> PollHandler<PeerFsm> for RaftPoller<T> {
+    fn begin(&mut self, _batch_size: usize) {}
+
+    fn handle(&mut self, fsm: &mut PeerFsm) {
+        fsm.handle(&mut self.ctx);
+    }
+
+    fn end(&mut self, batch: &mut [Box<PeerFsm>]) {
+        self.write(true);
+        for fsm in batch.iter_mut() {
+            fsm.peer.post_persist(&mut self.ctx);
+        }
+        // Commit-index updates from post_persist: no sync needed (the commit index can be
+        // recovered), but write them now so no staged state outlives the round.
+        self.write(false);
+        self.ctx.transport.flush();
+        for region_id in self.ctx.to_wake.drain(..) {
+            let _ = self.ctx.router.send(region_id, PeerMsg::Wake);
+        }
+    }
+}
+
+impl<T> RaftPoller<T> {
+    fn write(&mut self, sync: bool) {
+        if self.ctx.wb.is_empty() {
+            return;
+        }
+        let wb = std::mem::take(&mut self.ctx.wb);
+        if let Err(e) = self.ctx.engine.write(wb, sync) {
+            // Raft's durability promise cannot be kept: stop instead of acknowledging.
+            error!(%e, "raft log write failed");
+            panic!("raft log write failed: {e}");
+        }
+    }
+}
+
+struct PollerBuilder<T> {
+    cfg: Arc<Config>,
+    engine: Engine,
+    transport: T,
+    router: Router<PeerFsm>,
+}
+
+impl<T: Transport> HandlerBuilder<PeerFsm> for PollerBuilder<T> {
+    type Handler = RaftPoller<T>;
+
+    fn build(&mut self) -> RaftPoller<T> {
+        RaftPoller {
+            ctx: PollContext {
+                cfg: self.cfg.clone(),
+                engine: self.engine.clone(),
+                transport: self.transport.clone(),
+                wb: WriteBatch::new(),
+                router: self.router.clone(),
+                to_wake: Vec::new(),
+            },
+        }
+    }
+}
+
+/// The handle through which the server and tests reach the peers of a store.
+#[derive(Clone)]
+pub struct StoreRouter {
+    store_id: u64,
+    router: Router<PeerFsm>,
+}
+
+impl StoreRouter {
+    pub fn store_id(&self) -> u64 {
+        self.store_id
+    }
+
+    /// Delivers a Raft message from another store. Messages for regions this store does not
+    /// host are dropped (peers are not created from messages yet).
+    pub fn send_raft_message(&self, msg: RaftMessage) -> Result<()> {
+        let region_id = msg.region_id;
+        self.router
+            .send(region_id, PeerMsg::Raft(Box::new(msg)))
+            .map_err(|_| Error::RegionNotFound(region_id))
+    }
+
+    fn send(&self, region_id: u64, msg: PeerMsg) -> Result<()> {
+        self.router.send(region_id, msg).map_err(|e| {
+            let err = Error::RegionNotFound(region_id);
+            match e.0 {
+                PeerMsg::Propose { cb, .. } => cb(Err(err.clone())),
+                PeerMsg::Read { cb, .. } => cb(Err(err.clone())),
+                _ => {}
+            }
+            err
+        })
+    }
+
+    /// Proposes `ops` to the region named by `header`; `cb` runs when they are applied (or fail).
+    pub fn propose(
+        &self,
+        header: RequestHeader,
+        ops: Vec<WriteOp>,
+        cb: impl FnOnce(Result<WriteResponse>) + Send + 'static,
+    ) {
+        let region_id = header.region_id;
+        let _ = self.send(
+            region_id,
+            PeerMsg::Propose {
+                header,
+                ops,
+                cb: Box::new(cb),
+            },
+        );
+    }
+
+    /// Asks for a linearizable read grant on the region named by `header`.
+    pub fn read(&self, header: RequestHeader, cb: impl FnOnce(Result<ReadGrant>) + Send + 'static) {
+        let region_id = header.region_id;
+        let _ = self.send(
+            region_id,
+            PeerMsg::Read {
+                header,
+                cb: Box::new(cb),
+            },
+        );
+    }
+
+    /// [`StoreRouter::propose`] as a future.
+    pub async fn write(&self, header: RequestHeader, ops: Vec<WriteOp>) -> Result<WriteResponse> {
+        let (tx, rx) = oneshot::channel();
+        self.propose(header, ops, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await.unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// [`StoreRouter::read`] as a future.
+    pub async fn read_grant(&self, header: RequestHeader) -> Result<ReadGrant> {
+        let (tx, rx) = oneshot::channel();
+        self.read(header, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await.unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// The status of the local peer of `region_id`.
+    pub async fn peer_status(&self, region_id: u64) -> Result<PeerStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.router
+            .send(
+                region_id,
+                PeerMsg::Query(Box::new(move |s| {
+                    let _ = tx.send(s);
+                })),
+            )
+            .map_err(|_| Error::RegionNotFound(region_id))?;
+        rx.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// Ids of every region with a peer on this store, sorted.
+    pub fn region_ids(&self) -> Vec<u64> {
+        self.router.ids()
+    }
+}
+
+/// A running store: pollers, apply workers and the ticker.
+pub struct Store {
+    router: StoreRouter,
+    system: BatchSystem<PeerFsm>,
+    apply: ApplyPool,
+    stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl Store {
+    /// Loads every region with a peer on `store_id` from `engine` and starts driving them.
+    pub fn start<T: Transport>(
+        store_id: u64,
+        engine: Engine,
+        cfg: Config,
+        transport: T,
+    ) -> Result<Store> {
+        cfg.validate().map_err(Error::InvalidRequest)?;
+        let cfg = Arc::new(cfg);
+        let (router, mut system) =
+            batch_system::create_system::<PeerFsm>("raftstore", cfg.max_batch_size);
+        let notify_router = router.clone();
+        let notifier: ApplyNotifier = Arc::new(move |res| {
+            let _ = notify_router.send(res.region_id, PeerMsg::ApplyRes(res));
+        });
+        let apply = ApplyPool::start(cfg.apply_pool_size, engine.clone(), notifier);
+        let logger = slog::Logger::root(
+            tracing_slog::TracingSlogDrain,
+            slog::o!("store_id" => store_id),
+        );
+        let mut loaded = 0;
+        for state in load_region_states(&engine)? {
+            if state.state != PeerState::Normal as i32 {
+                continue;
+            }
+            let Some(region) = state.region else { continue };
+            if find_peer_on_store(&region, store_id).is_none() {
+                continue;
+            }
+            Self::add_peer(
+                store_id,
+                region,
+                &engine,
+                &cfg,
+                apply.router(),
+                &router,
+                &logger,
+            )?;
+            loaded += 1;
+        }
+        system.spawn(
+            cfg.store_pool_size,
+            PollerBuilder {
+                cfg: cfg.clone(),
+                engine: engine.clone(),
+                transport,
+                router: router.clone(),
+            },
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let stop = stop.clone();
+            let router = router.clone();
+            let tick = cfg.raft_base_tick;
+            std::thread::Builder::new()
+                .name(format!("ticker-{store_id}"))
+                .spawn(move || ticker_loop(router, tick, stop))
+                .expect("spawn ticker")
+        };
+        info!(store_id, regions = loaded, "store started");
+        Ok(Store {
+            router: StoreRouter { store_id, router },
+            system,
+            apply,
+            stop,
+            ticker: Some(ticker),
+        })
+    }
+
+    fn add_peer(
+        store_id: u64,
+        region: metapb::Region,
+        engine: &Engine,
+        cfg: &Arc<Config>,
+        apply: ApplyRouter,
+        router: &Router<PeerFsm>,
+        logger: &slog::Logger,
+    ) -> Result<()> {
+        let region_id = region.id;
+        let peer = Peer::create(store_id, region, engine.clone(), cfg.clone(), apply, logger)?;
+        let (tx, rx) = channel::unbounded();
+        router.register(region_id, tx, Box::new(PeerFsm::new(peer, rx)));
+        Ok(())
+    }
+
+    pub fn router(&self) -> StoreRouter {
+        self.router.clone()
+    }
+
+    /// Stops ticking, polling and applying; outstanding requests fail with `Shutdown`.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+        self.system.shutdown();
+        for region_id in self.router.region_ids() {
+            self.router.router.unregister(region_id);
+        }
+        self.apply.shutdown();
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn ticker_loop(router: Router<PeerFsm>, tick: Duration, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(tick);
+        router.broadcast(|| PeerMsg::Tick);
+    }
+}

@@ -1,0 +1,178 @@
+//! Server configuration: a TOML file whose every field has a default, overridden by flags.
+//! Unknown fields are rejected so that a typo is an error, not a silently ignored setting.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Configuration of one store process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the gRPC server listens on (KV API and Raft transport).
+    pub addr: String,
+    /// Address other nodes and clients use to reach this store; empty: `addr`.
+    pub advertise_addr: String,
+    /// Directory of the store's RocksDB.
+    pub data_dir: PathBuf,
+    /// PD client endpoints.
+    pub pd_endpoints: Vec<String>,
+    /// Seconds between store heartbeats to PD.
+    pub store_heartbeat_secs: u64,
+    /// Seconds between region heartbeats of each leader to PD.
+    pub region_heartbeat_secs: u64,
+    pub raftstore: RaftstoreConfig,
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: "127.0.0.1:20160".into(),
+            advertise_addr: String::new(),
+            data_dir: PathBuf::from("./data/store"),
+            pd_endpoints: vec!["127.0.0.1:2379".into()],
+            store_heartbeat_secs: 10,
+            region_heartbeat_secs: 10,
+            raftstore: RaftstoreConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str) -> Result<ServerConfig, String> {
+        let cfg: ServerConfig = toml::from_str(text).map_err(|e| format!("invalid config: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn advertise(&self) -> &str {
+        if self.advertise_addr.is_empty() {
+            &self.addr
+        } else {
+            &self.advertise_addr
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.raftstore.to_raftstore().validate()?;
+        self.limits.validate()?;
+        if self.pd_endpoints.is_empty() {
+            return Err("pd_endpoints must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// The raftstore knobs worth exposing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftstoreConfig {
+    pub raft_base_tick_ms: u64,
+    pub raft_election_ticks: usize,
+    pub raft_heartbeat_ticks: usize,
+    pub raft_entry_max_size: usize,
+    pub raft_log_gc_threshold: u64,
+    pub store_pool_size: usize,
+    pub apply_pool_size: usize,
+}
+
+impl Default for RaftstoreConfig {
+    fn default() -> Self {
+        let d = raftstore::Config::default();
+        RaftstoreConfig {
+            raft_base_tick_ms: d.raft_base_tick.as_millis() as u64,
+            raft_election_ticks: d.raft_election_ticks,
+            raft_heartbeat_ticks: d.raft_heartbeat_ticks,
+            raft_entry_max_size: d.raft_entry_max_size,
+            raft_log_gc_threshold: d.raft_log_gc_threshold,
+            store_pool_size: d.store_pool_size,
+            apply_pool_size: d.apply_pool_size,
+        }
+    }
+}
+
+impl RaftstoreConfig {
+    pub fn to_raftstore(&self) -> raftstore::Config {
+        raftstore::Config {
+            raft_base_tick: Duration::from_millis(self.raft_base_tick_ms),
+            raft_election_ticks: self.raft_election_ticks,
+            raft_heartbeat_ticks: self.raft_heartbeat_ticks,
+            raft_entry_max_size: self.raft_entry_max_size,
+            raft_log_gc_threshold: self.raft_log_gc_threshold,
+            store_pool_size: self.store_pool_size,
+            apply_pool_size: self.apply_pool_size,
+            ..Default::default()
+        }
+    }
+}
+
+/// Limits on client requests. A request beyond them is answered with an error and changes
+/// nothing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest key, bytes.
+    pub max_key_size: usize,
+    /// Largest value, bytes.
+    pub max_value_size: usize,
+    /// Most keys or pairs in one batch request.
+    pub max_batch_keys: usize,
+    /// Largest scan limit.
+    pub max_scan_limit: u32,
+    /// Largest gRPC message, bytes.
+    pub max_grpc_message_size: usize,
+    /// How long a request may wait for the raftstore, milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_size: 8 * 1024,
+            max_value_size: 6 * 1024 * 1024,
+            max_batch_keys: 16 * 1024,
+            max_scan_limit: 64 * 1024,
+            max_grpc_message_size: 16 * 1024 * 1024,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_key_size == 0 || self.max_value_size == 0 || self.max_batch_keys == 0 {
+            return Err("limits must be positive".into());
+        }
+        if self.max_value_size >= self.max_grpc_message_size {
+            return Err("max_value_size must be below max_grpc_message_size".into());
+        }
+        Ok(())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_config_parses_and_typos_are_rejected() {
+        let cfg = ServerConfig::from_toml(
+            "addr = \"127.0.0.1:1\"\n[raftstore]\nraft_base_tick_ms = 50\n[limits]\nmax_key_size = 100\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.addr, "127.0.0.1:1");
+        assert_eq!(cfg.raftstore.raft_base_tick_ms, 50);
+        assert_eq!(cfg.limits.max_key_size, 100);
+        assert!(ServerConfig::from_toml("adr = \"x\"").is_err());
+        assert!(ServerConfig::from_toml("[raftstore]\nraft_election_ticks = 1\n").is_err());
+        assert!(ServerConfig::from_toml("addr = 5").is_err());
+    }
+}

@@ -1,0 +1,25 @@
+//! The store server: the gRPC face of one store.
+//!
+//! - [`raw`]: the raw KV storage API on top of the raftstore: request validation, limits,
+//!   proposals for writes and reads of the engine under a [`raftstore::ReadGrant`].
+//! - [`service`]: `tikvpb.Tikv` (wire-compatible with TiKV's client protocol) and the
+//!   store-to-store `BatchRaft` stream.
+//! - [`transport`]: the Raft transport to other stores: batched per destination store over one
+//!   streaming RPC, reconnecting with backoff, addresses found through a [`StoreResolver`].
+//! - [`errors`]: the single conversion from internal errors to `errorpb` region errors.
+//! - [`config`]: server configuration (TOML + flags).
+//! - [`node`]: start-up of a store process: engine, PD registration, bootstrap, heartbeats.
+//!
+//! Deliberately absent: transactional KV (Percolator), coprocessor, TLS, status server.
+
+pub mod config;
+pub mod errors;
+pub mod node;
+pub mod raw;
+pub mod service;
+pub mod transport;
+
+pub use config::{Limits, ServerConfig};
+pub use raw::RawStorage;
+pub use service::TikvService;
+pub use transport::{GrpcTransport, StaticResolver, StoreResolver};

@@ -1,0 +1,1 @@
+//! node (issue 3)

@@ -1,0 +1,411 @@
+//! Raw KV on the raftstore: validation and limits, writes as proposals, reads of the engine
+//! under a read grant.
+//!
+//! Every request's `Context` (region id, epoch, peer) and every key it touches is checked by the
+//! region's leader before anything happens; a request that fails validation changes nothing.
+//!
+//! Deliberately absent: TTL (API V1 only; a non-zero TTL is an error), API V2 keyspaces.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use engine::{keys, Engine};
+use proto::errorpb;
+use proto::kvrpcpb::{self, Context, KvPair};
+use raftstore::cmd::{engine_cf, WriteOp};
+use raftstore::{ReadGrant, RequestHeader, StoreRouter};
+
+use crate::config::Limits;
+use crate::errors::{to_wire, WireError};
+
+/// Why a raw request failed: a region error (the client re-routes and retries) or a message.
+#[derive(Debug)]
+pub enum Failure {
+    Region(Box<errorpb::Error>),
+    Message(String),
+}
+
+impl From<raftstore::Error> for Failure {
+    fn from(e: raftstore::Error) -> Self {
+        match to_wire(&e) {
+            WireError::Region(r) => Failure::Region(r),
+            WireError::Other(m) => Failure::Message(m),
+        }
+    }
+}
+
+impl From<engine::Error> for Failure {
+    fn from(e: engine::Error) -> Self {
+        Failure::Message(format!("engine: {e}"))
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> Failure {
+    Failure::Message(msg.into())
+}
+
+pub type RawResult<T> = Result<T, Failure>;
+
+/// The raw KV API of one store.
+#[derive(Clone)]
+pub struct RawStorage {
+    router: StoreRouter,
+    engine: Engine,
+    limits: Arc<Limits>,
+}
+
+impl RawStorage {
+    pub fn new(router: StoreRouter, engine: Engine, limits: Limits) -> RawStorage {
+        RawStorage {
+            router,
+            engine,
+            limits: Arc::new(limits),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn router(&self) -> &StoreRouter {
+        &self.router
+    }
+
+    fn header(&self, ctx: Option<&Context>, keys: Vec<Bytes>) -> RawResult<RequestHeader> {
+        let ctx = ctx.ok_or_else(|| invalid("request has no context"))?;
+        if ctx.api_version != kvrpcpb::ApiVersion::V1 as i32 {
+            return Err(invalid(
+                "only API V1 (raw keys without keyspace) is supported",
+            ));
+        }
+        if ctx.region_id == 0 {
+            return Err(invalid("context has no region id"));
+        }
+        Ok(RequestHeader {
+            region_id: ctx.region_id,
+            epoch: ctx.region_epoch,
+            peer: ctx.peer,
+            keys,
+        })
+    }
+
+    fn check_key(&self, key: &[u8]) -> RawResult<()> {
+        if key.is_empty() {
+            return Err(invalid("key must not be empty"));
+        }
+        if key.len() > self.limits.max_key_size {
+            return Err(invalid(format!(
+                "key is {} bytes, more than the limit of {}",
+                key.len(),
+                self.limits.max_key_size
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> RawResult<()> {
+        if value.len() > self.limits.max_value_size {
+            return Err(invalid(format!(
+                "value is {} bytes, more than the limit of {}",
+                value.len(),
+                self.limits.max_value_size
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_batch(&self, n: usize) -> RawResult<()> {
+        if n > self.limits.max_batch_keys {
+            return Err(invalid(format!(
+                "batch of {n} keys is more than the limit of {}",
+                self.limits.max_batch_keys
+            )));
+        }
+        Ok(())
+    }
+
+    fn cf(name: &str) -> RawResult<&'static str> {
+        engine_cf(name).ok_or_else(|| invalid(format!("unknown column family {name:?}")))
+    }
+
+    fn check_ttl(ttl: u64) -> RawResult<()> {
+        if ttl != 0 {
+            return Err(invalid("TTL is not supported (API V1)"));
+        }
+        Ok(())
+    }
+
+    async fn grant(&self, header: RequestHeader) -> RawResult<ReadGrant> {
+        match tokio::time::timeout(
+            self.limits.request_timeout(),
+            self.router.read_grant(header),
+        )
+        .await
+        {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(raftstore::Error::ServerIsBusy("read timed out".into()).into()),
+        }
+    }
+
+    async fn write(
+        &self,
+        header: RequestHeader,
+        ops: Vec<WriteOp>,
+    ) -> RawResult<raftstore::cmd::WriteResponse> {
+        match tokio::time::timeout(
+            self.limits.request_timeout(),
+            self.router.write(header, ops),
+        )
+        .await
+        {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(raftstore::Error::ServerIsBusy("write timed out".into()).into()),
+        }
+    }
+
+    pub async fn raw_get(&self, req: kvrpcpb::RawGetRequest) -> RawResult<kvrpcpb::RawGetResponse> {
+        self.check_key(&req.key)?;
+        let cf = Self::cf(&req.cf)?;
+        let header = self.header(req.context.as_ref(), vec![req.key.clone()])?;
+        self.grant(header).await?;
+        let value = self.engine.get(cf, &keys::data_key(&req.key))?;
+        Ok(kvrpcpb::RawGetResponse {
+            not_found: value.is_none(),
+            value: value.map(Bytes::from).unwrap_or_default(),
+            ..Default::default()
+        })
+    }
+
+    pub async fn raw_batch_get(
+        &self,
+        req: kvrpcpb::RawBatchGetRequest,
+    ) -> RawResult<kvrpcpb::RawBatchGetResponse> {
+        self.check_batch(req.keys.len())?;
+        for k in &req.keys {
+            self.check_key(k)?;
+        }
+        let cf = Self::cf(&req.cf)?;
+        let header = self.header(req.context.as_ref(), req.keys.clone())?;
+        self.grant(header).await?;
+        let snap = self.engine.snapshot();
+        let mut pairs = Vec::with_capacity(req.keys.len());
+        for k in req.keys {
+            if let Some(v) = snap.get(cf, &keys::data_key(&k))? {
+                pairs.push(KvPair {
+                    key: k,
+                    value: v.into(),
+                    ..Default::default()
+                });
+            }
+        }
+        Ok(kvrpcpb::RawBatchGetResponse {
+            pairs,
+            ..Default::default()
+        })
+    }
+
+    pub async fn raw_put(&self, req: kvrpcpb::RawPutRequest) -> RawResult<kvrpcpb::RawPutResponse> {
+        self.check_key(&req.key)?;
+        self.check_value(&req.value)?;
+        Self::check_ttl(req.ttl)?;
+        let cf = Self::cf(&req.cf)?;
+        let header = self.header(req.context.as_ref(), vec![req.key.clone()])?;
+        self.write(header, vec![WriteOp::put(cf, req.key, req.value)])
+            .await?;
+        Ok(Default::default())
+    }
+
+    pub async fn raw_batch_put(
+        &self,
+        req: kvrpcpb::RawBatchPutRequest,
+    ) -> RawResult<kvrpcpb::RawBatchPutResponse> {
+        self.check_batch(req.pairs.len())?;
+        Self::check_ttl(req.ttl)?;
+        for ttl in &req.ttls {
+            Self::check_ttl(*ttl)?;
+        }
+        let cf = Self::cf(&req.cf)?;
+        let mut total = 0usize;
+        for p in &req.pairs {
+            self.check_key(&p.key)?;
+            self.check_value(&p.value)?;
+            total += p.key.len() + p.value.len();
+        }
+        if total > self.limits.max_value_size {
+            return Err(invalid(format!(
+                "batch carries {total} bytes, more than the limit of {}",
+                self.limits.max_value_size
+            )));
+        }
+        let keys = req.pairs.iter().map(|p| p.key.clone()).collect();
+        let header = self.header(req.context.as_ref(), keys)?;
+        let ops = req
+            .pairs
+            .into_iter()
+            .map(|p| WriteOp::put(cf, p.key, p.value))
+            .collect();
+        self.write(header, ops).await?;
+        Ok(Default::default())
+    }
+
+    pub async fn raw_delete(
+        &self,
+        req: kvrpcpb::RawDeleteRequest,
+    ) -> RawResult<kvrpcpb::RawDeleteResponse> {
+        self.check_key(&req.key)?;
+        let cf = Self::cf(&req.cf)?;
+        let header = self.header(req.context.as_ref(), vec![req.key.clone()])?;
+        self.write(header, vec![WriteOp::delete(cf, req.key)])
+            .await?;
+        Ok(Default::default())
+    }
+
+    pub async fn raw_batch_delete(
+        &self,
+        req: kvrpcpb::RawBatchDeleteRequest,
+    ) -> RawResult<kvrpcpb::RawBatchDeleteResponse> {
+        self.check_batch(req.keys.len())?;
+        for k in &req.keys {
+            self.check_key(k)?;
+        }
+        let cf = Self::cf(&req.cf)?;
+        let header = self.header(req.context.as_ref(), req.keys.clone())?;
+        let ops = req
+            .keys
+            .into_iter()
+            .map(|k| WriteOp::delete(cf, k))
+            .collect();
+        self.write(header, ops).await?;
+        Ok(Default::default())
+    }
+
+    pub async fn raw_delete_range(
+        &self,
+        req: kvrpcpb::RawDeleteRangeRequest,
+    ) -> RawResult<kvrpcpb::RawDeleteRangeResponse> {
+        let cf = Self::cf(&req.cf)?;
+        if req.start_key.len() > self.limits.max_key_size
+            || req.end_key.len() > self.limits.max_key_size
+        {
+            return Err(invalid("range bound longer than the key size limit"));
+        }
+        if !req.end_key.is_empty() && req.end_key <= req.start_key {
+            return Err(invalid(
+                "delete range: end key must be greater than start key",
+            ));
+        }
+        let header = self.header(req.context.as_ref(), vec![req.start_key.clone()])?;
+        self.write(
+            header,
+            vec![WriteOp::delete_range(cf, req.start_key, req.end_key)],
+        )
+        .await?;
+        Ok(Default::default())
+    }
+
+    pub async fn raw_compare_and_swap(
+        &self,
+        req: kvrpcpb::RawCasRequest,
+    ) -> RawResult<kvrpcpb::RawCasResponse> {
+        self.check_key(&req.key)?;
+        self.check_value(&req.value)?;
+        Self::check_ttl(req.ttl)?;
+        let cf = Self::cf(&req.cf)?;
+        let header = self.header(req.context.as_ref(), vec![req.key.clone()])?;
+        let expect = if req.previous_not_exist {
+            None
+        } else {
+            Some(req.previous_value)
+        };
+        let resp = self
+            .write(
+                header,
+                vec![WriteOp::compare_and_swap(cf, req.key, req.value, expect)],
+            )
+            .await?;
+        let cas = resp
+            .cas
+            .into_iter()
+            .next()
+            .ok_or_else(|| invalid("compare-and-swap produced no result"))?;
+        Ok(kvrpcpb::RawCasResponse {
+            succeed: cas.succeeded,
+            previous_not_exist: cas.previous.is_none(),
+            previous_value: cas.previous.map(Bytes::from).unwrap_or_default(),
+            ..Default::default()
+        })
+    }
+
+    pub async fn raw_scan(
+        &self,
+        req: kvrpcpb::RawScanRequest,
+    ) -> RawResult<kvrpcpb::RawScanResponse> {
+        let cf = Self::cf(&req.cf)?;
+        if req.limit > self.limits.max_scan_limit {
+            return Err(invalid(format!(
+                "scan limit {} is more than the maximum {}",
+                req.limit, self.limits.max_scan_limit
+            )));
+        }
+        if req.start_key.len() > self.limits.max_key_size
+            || req.end_key.len() > self.limits.max_key_size
+        {
+            return Err(invalid("scan bound longer than the key size limit"));
+        }
+        // Forward: [start_key, end_key). Reverse: [end_key, start_key), start_key empty = +inf.
+        let checked = if req.reverse {
+            vec![]
+        } else {
+            vec![req.start_key.clone()]
+        };
+        let header = self.header(req.context.as_ref(), checked)?;
+        let grant = self.grant(header).await?;
+        let region = &grant.region;
+        let (lower, upper): (&[u8], &[u8]) = if req.reverse {
+            if !req.start_key.is_empty()
+                && (req.start_key[..] <= region.start_key[..]
+                    || (!region.end_key.is_empty() && req.start_key[..] > region.end_key[..]))
+            {
+                return Err(raftstore::Error::KeyNotInRegion {
+                    key: req.start_key.to_vec(),
+                    region_id: region.id,
+                    start_key: region.start_key.to_vec(),
+                    end_key: region.end_key.to_vec(),
+                }
+                .into());
+            }
+            (&req.end_key, &req.start_key)
+        } else {
+            (&req.start_key, &req.end_key)
+        };
+        let lower = lower.max(&region.start_key[..]);
+        let upper = match (upper.is_empty(), region.end_key.is_empty()) {
+            (true, _) => &region.end_key[..],
+            (false, true) => upper,
+            (false, false) => upper.min(&region.end_key[..]),
+        };
+        let mut kvs = Vec::new();
+        let limit = req.limit as usize;
+        if limit > 0 && (upper.is_empty() || lower < upper) {
+            let (lo, hi) = (keys::data_key(lower), keys::data_end_key(upper));
+            self.engine
+                .snapshot()
+                .scan(cf, &lo, Some(&hi), req.reverse, |k, v| {
+                    kvs.push(KvPair {
+                        key: Bytes::copy_from_slice(keys::origin_key(k)),
+                        value: if req.key_only {
+                            Bytes::new()
+                        } else {
+                            Bytes::copy_from_slice(v)
+                        },
+                        ..Default::default()
+                    });
+                    kvs.len() < limit
+                })?;
+        }
+        Ok(kvrpcpb::RawScanResponse {
+            kvs,
+            ..Default::default()
+        })
+    }
+}

@@ -1,0 +1,179 @@
+//! `tikvpb.Tikv`: the client-facing raw KV RPCs and the store-to-store `BatchRaft` stream.
+//!
+//! Handlers are thin: they call [`RawStorage`] and put its failure where TiKV puts it — region
+//! errors in `region_error`, other errors in the response's `error` field, or as an
+//! `InvalidArgument` status for responses that have no such field.
+
+use futures::StreamExt;
+use proto::kvrpcpb;
+use proto::raft_serverpb::Done;
+use proto::tikvpb::tikv_server::Tikv;
+use proto::tikvpb::BatchRaftMessage;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::debug;
+
+use crate::raw::{Failure, RawStorage};
+
+/// The gRPC service of one store.
+#[derive(Clone)]
+pub struct TikvService {
+    storage: RawStorage,
+}
+
+impl TikvService {
+    pub fn new(storage: RawStorage) -> TikvService {
+        TikvService { storage }
+    }
+}
+
+/// Turns a [`Failure`] into a response (or a status) of the right shape.
+trait FromFailure: Sized {
+    fn from_failure(f: Failure) -> Result<Self, Status>;
+}
+
+macro_rules! with_error_field {
+    ($($t:ty),*) => {$(
+        impl FromFailure for $t {
+            fn from_failure(f: Failure) -> Result<Self, Status> {
+                let mut r = <$t>::default();
+                match f {
+                    Failure::Region(e) => r.region_error = Some(*e),
+                    Failure::Message(m) => r.error = m,
+                }
+                Ok(r)
+            }
+        }
+    )*};
+}
+
+macro_rules! without_error_field {
+    ($($t:ty),*) => {$(
+        impl FromFailure for $t {
+            fn from_failure(f: Failure) -> Result<Self, Status> {
+                match f {
+                    Failure::Region(e) => Ok(<$t>::default().with_region_error(*e)),
+                    Failure::Message(m) => Err(Status::invalid_argument(m)),
+                }
+            }
+        }
+    )*};
+}
+
+trait WithRegionError {
+    fn with_region_error(self, e: proto::errorpb::Error) -> Self;
+}
+
+impl WithRegionError for kvrpcpb::RawBatchGetResponse {
+    fn with_region_error(mut self, e: proto::errorpb::Error) -> Self {
+        self.region_error = Some(e);
+        self
+    }
+}
+
+impl WithRegionError for kvrpcpb::RawScanResponse {
+    fn with_region_error(mut self, e: proto::errorpb::Error) -> Self {
+        self.region_error = Some(e);
+        self
+    }
+}
+
+with_error_field!(
+    kvrpcpb::RawGetResponse,
+    kvrpcpb::RawPutResponse,
+    kvrpcpb::RawBatchPutResponse,
+    kvrpcpb::RawDeleteResponse,
+    kvrpcpb::RawBatchDeleteResponse,
+    kvrpcpb::RawDeleteRangeResponse,
+    kvrpcpb::RawCasResponse
+);
+without_error_field!(kvrpcpb::RawBatchGetResponse, kvrpcpb::RawScanResponse);
+
+fn respond<T: FromFailure>(r: Result<T, Failure>) -> Result<Response<T>, Status> {
+    match r {
+        Ok(v) => Ok(Response::new(v)),
+        Err(f) => T::from_failure(f).map(Response::new),
+    }
+}
+
+#[tonic::async_trait]
+impl Tikv for TikvService {
+    async fn raw_get(
+        &self,
+        req: Request<kvrpcpb::RawGetRequest>,
+    ) -> Result<Response<kvrpcpb::RawGetResponse>, Status> {
+        respond(self.storage.raw_get(req.into_inner()).await)
+    }
+
+    async fn raw_batch_get(
+        &self,
+        req: Request<kvrpcpb::RawBatchGetRequest>,
+    ) -> Result<Response<kvrpcpb::RawBatchGetResponse>, Status> {
+        respond(self.storage.raw_batch_get(req.into_inner()).await)
+    }
+
+    async fn raw_put(
+        &self,
+        req: Request<kvrpcpb::RawPutRequest>,
+    ) -> Result<Response<kvrpcpb::RawPutResponse>, Status> {
+        respond(self.storage.raw_put(req.into_inner()).await)
+    }
+
+    async fn raw_batch_put(
+        &self,
+        req: Request<kvrpcpb::RawBatchPutRequest>,
+    ) -> Result<Response<kvrpcpb::RawBatchPutResponse>, Status> {
+        respond(self.storage.raw_batch_put(req.into_inner()).await)
+    }
+
+    async fn raw_delete(
+        &self,
+        req: Request<kvrpcpb::RawDeleteRequest>,
+    ) -> Result<Response<kvrpcpb::RawDeleteResponse>, Status> {
+        respond(self.storage.raw_delete(req.into_inner()).await)
+    }
+
+    async fn raw_batch_delete(
+        &self,
+        req: Request<kvrpcpb::RawBatchDeleteRequest>,
+    ) -> Result<Response<kvrpcpb::RawBatchDeleteResponse>, Status> {
+        respond(self.storage.raw_batch_delete(req.into_inner()).await)
+    }
+
+    async fn raw_scan(
+        &self,
+        req: Request<kvrpcpb::RawScanRequest>,
+    ) -> Result<Response<kvrpcpb::RawScanResponse>, Status> {
+        respond(self.storage.raw_scan(req.into_inner()).await)
+    }
+
+    async fn raw_delete_range(
+        &self,
+        req: Request<kvrpcpb::RawDeleteRangeRequest>,
+    ) -> Result<Response<kvrpcpb::RawDeleteRangeResponse>, Status> {
+        respond(self.storage.raw_delete_range(req.into_inner()).await)
+    }
+
+    async fn raw_compare_and_swap(
+        &self,
+        req: Request<kvrpcpb::RawCasRequest>,
+    ) -> Result<Response<kvrpcpb::RawCasResponse>, Status> {
+        respond(self.storage.raw_compare_and_swap(req.into_inner()).await)
+    }
+
+    async fn batch_raft(
+        &self,
+        req: Request<Streaming<BatchRaftMessage>>,
+    ) -> Result<Response<Done>, Status> {
+        let mut stream = req.into_inner();
+        let router = self.storage.router().clone();
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            for msg in batch.msgs {
+                if let Err(e) = router.send_raft_message(msg) {
+                    debug!(%e, "raft message dropped");
+                }
+            }
+        }
+        Ok(Response::new(Done {}))
+    }
+}

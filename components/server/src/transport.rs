@@ -1,0 +1,209 @@
+//! The Raft transport between stores over gRPC.
+//!
+//! Each poller owns a [`GrpcTransport`] clone that buffers messages per destination store and,
+//! on `flush`, hands each buffer to that store's connection task. A connection task (one per
+//! destination, started on first use) resolves the address through a [`StoreResolver`], opens
+//! one `BatchRaft` client stream and forwards batches down it; on any failure it drops what it
+//! cannot send (Raft retransmits) and reconnects with exponential backoff.
+//!
+//! Invariants: `send`/`flush` never block the raftstore; a slow or dead peer store costs a
+//! bounded queue, never memory without bound.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use proto::raft_serverpb::RaftMessage;
+use proto::tikvpb::tikv_client::TikvClient;
+use proto::tikvpb::BatchRaftMessage;
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+/// Finds the address of a store.
+pub trait StoreResolver: Send + Sync + 'static {
+    fn resolve(&self, store_id: u64) -> BoxFuture<'static, Result<String, String>>;
+}
+
+/// A fixed store-id → address map (tests, static clusters).
+#[derive(Default, Clone)]
+pub struct StaticResolver {
+    addrs: Arc<Mutex<HashMap<u64, String>>>,
+}
+
+impl StaticResolver {
+    pub fn insert(&self, store_id: u64, addr: String) {
+        self.addrs.lock().insert(store_id, addr);
+    }
+}
+
+impl StoreResolver for StaticResolver {
+    fn resolve(&self, store_id: u64) -> BoxFuture<'static, Result<String, String>> {
+        let r = self
+            .addrs
+            .lock()
+            .get(&store_id)
+            .cloned()
+            .ok_or_else(|| format!("store {store_id} unknown"));
+        Box::pin(async move { r })
+    }
+}
+
+/// Batches queued per destination before new ones are dropped.
+const QUEUE_BATCHES: usize = 1024;
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+struct Shared {
+    runtime: tokio::runtime::Handle,
+    resolver: Arc<dyn StoreResolver>,
+    conns: Mutex<HashMap<u64, mpsc::Sender<Vec<RaftMessage>>>>,
+    max_message_size: usize,
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct GrpcTransport {
+    shared: Arc<Shared>,
+    pending: HashMap<u64, Vec<RaftMessage>>,
+}
+
+impl GrpcTransport {
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        resolver: Arc<dyn StoreResolver>,
+        max_message_size: usize,
+    ) -> GrpcTransport {
+        GrpcTransport {
+            shared: Arc::new(Shared {
+                runtime,
+                resolver,
+                conns: Mutex::new(HashMap::new()),
+                max_message_size,
+            }),
+            pending: HashMap::new(),
+        }
+    }
+
+    fn connection(shared: &Arc<Shared>, store_id: u64) -> mpsc::Sender<Vec<RaftMessage>> {
+        let mut conns = shared.conns.lock();
+        if let Some(tx) = conns.get(&store_id) {
+            if !tx.is_closed() {
+                return tx.clone();
+            }
+        }
+        let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
+        conns.insert(store_id, tx.clone());
+        shared
+            .runtime
+            .spawn(connection_loop(shared.clone(), store_id, rx));
+        tx
+    }
+}
+
+impl raftstore::Transport for GrpcTransport {
+    fn send(&mut self, msg: RaftMessage) {
+        let Some(to) = msg.to_peer.as_ref().map(|p| p.store_id) else {
+            return;
+        };
+        self.pending.entry(to).or_default().push(msg);
+    }
+
+    fn flush(&mut self) {
+        for (store_id, msgs) in self.pending.drain() {
+            if msgs.is_empty() {
+                continue;
+            }
+            let tx = Self::connection(&self.shared, store_id);
+            if tx.try_send(msgs).is_err() {
+                debug!(store_id, "raft queue full, batch dropped");
+            }
+        }
+    }
+}
+
+async fn connection_loop(
+    shared: Arc<Shared>,
+    store_id: u64,
+    mut rx: mpsc::Receiver<Vec<RaftMessage>>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let addr = match shared.resolver.resolve(store_id).await {
+            Ok(a) => a,
+            Err(e) => {
+                debug!(store_id, %e, "resolve failed");
+                if !drain_for(&mut rx, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let url = if addr.starts_with("http") {
+            addr.clone()
+        } else {
+            format!("http://{addr}")
+        };
+        let client = match TikvClient::connect(url).await {
+            Ok(c) => c
+                .max_decoding_message_size(shared.max_message_size)
+                .max_encoding_message_size(shared.max_message_size),
+            Err(e) => {
+                debug!(store_id, %addr, %e, "connect failed");
+                if !drain_for(&mut rx, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        info!(store_id, %addr, "raft connection established");
+        backoff = Duration::from_millis(50);
+        let (stream_tx, stream_rx) = mpsc::channel::<BatchRaftMessage>(64);
+        let mut client = client;
+        let call = tokio::spawn(async move {
+            client
+                .batch_raft(tokio_stream::wrappers::ReceiverStream::new(stream_rx))
+                .await
+        });
+        loop {
+            let Some(msgs) = rx.recv().await else {
+                return;
+            };
+            let mut batch = BatchRaftMessage { msgs };
+            // Coalesce whatever else is queued into the same stream message.
+            while let Ok(more) = rx.try_recv() {
+                batch.msgs.extend(more);
+                if batch.msgs.len() >= 4096 {
+                    break;
+                }
+            }
+            if stream_tx.send(batch).await.is_err() {
+                break;
+            }
+        }
+        drop(stream_tx);
+        match call.await {
+            Ok(Ok(_)) => debug!(store_id, "raft stream closed"),
+            Ok(Err(e)) => debug!(store_id, %e, "raft stream failed"),
+            Err(e) => debug!(store_id, %e, "raft stream task failed"),
+        }
+        if !drain_for(&mut rx, backoff).await {
+            return;
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Waits `d`, discarding queued messages (they would be stale); false if the queue closed.
+async fn drain_for(rx: &mut mpsc::Receiver<Vec<RaftMessage>>, d: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + d;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => return false,
+            Err(_) => return true,
+        }
+    }
+}

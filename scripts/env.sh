@@ -1,0 +1,40 @@
+# Shared set-up of the build environment, sourced by the other scripts.
+# Installs what a fresh Debian/Ubuntu machine lacks and points cargo at a build cache that
+# outlives any one clone (a clean build of RocksDB takes ~20 minutes on 2 cores).
+
+set -euo pipefail
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/rangekv-target}"
+export SCCACHE_DIR="${SCCACHE_DIR:-/var/tmp/rangekv-sccache}"
+export SCCACHE_CACHE_SIZE="${SCCACHE_CACHE_SIZE:-20G}"
+
+need_pkgs=()
+# RocksDB's bindings need libclang; sccache caches the C++ objects of RocksDB across
+# dependency changes that would otherwise rebuild it.
+[ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need_pkgs+=(libclang-dev)
+command -v sccache >/dev/null 2>&1 || need_pkgs+=(sccache)
+command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "installing: ${need_pkgs[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${need_pkgs[@]}"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+if command -v sccache >/dev/null 2>&1; then
+  export RUSTC_WRAPPER="${RUSTC_WRAPPER:-$(command -v sccache)}"
+fi
+
+# Prints how long a step took.
+timed() {
+  local name=$1
+  shift
+  local start=$SECONDS
+  echo "==> $name"
+  "$@"
+  echo "<== $name took $((SECONDS - start))s"
+}

@@ -1,0 +1,411 @@
+//! An in-process cluster: N stores, each with its own RocksDB in a temporary directory, joined
+//! by a [`SimNetwork`], bootstrapped with pre-split regions replicated on every store.
+//!
+//! Requests go through [`server::RawStorage`], the layer the gRPC service calls, so the harness
+//! exercises the same validation, region checks and read path as a real client.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use bytes::Bytes;
+use engine::{keys, Engine, EngineOptions, CF_DEFAULT};
+use proto::errorpb;
+use proto::kvrpcpb::{self, Context};
+use proto::metapb;
+use raftstore::peer::PeerStatus;
+use raftstore::Store;
+use server::raw::Failure;
+use server::{Limits, RawStorage};
+use tempfile::TempDir;
+
+use crate::network::{Filter, SimNetwork};
+
+/// A running (or partly stopped) in-process cluster.
+pub struct Cluster {
+    pub cfg: raftstore::Config,
+    pub limits: Limits,
+    pub net: SimNetwork,
+    pub regions: Vec<metapb::Region>,
+    store_ids: Vec<u64>,
+    dirs: HashMap<u64, TempDir>,
+    engines: HashMap<u64, Engine>,
+    stores: HashMap<u64, Store>,
+    storages: HashMap<u64, RawStorage>,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// A raftstore config with a short tick so that tests run fast.
+pub fn test_config() -> raftstore::Config {
+    raftstore::Config {
+        raft_base_tick: Duration::from_millis(50),
+        raft_election_ticks: 10,
+        raft_heartbeat_ticks: 2,
+        raft_log_gc_ticks: 5,
+        raft_log_gc_threshold: 16,
+        ..Default::default()
+    }
+}
+
+impl Cluster {
+    /// `stores` stores; regions split at `split_keys` (sorted), each replicated on every store.
+    pub fn new(stores: u64, split_keys: &[&[u8]]) -> Cluster {
+        Self::with_config(stores, split_keys, test_config())
+    }
+
+    pub fn with_config(stores: u64, split_keys: &[&[u8]], cfg: raftstore::Config) -> Cluster {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("RANGEKV_TEST_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+        let store_ids: Vec<u64> = (1..=stores).collect();
+        let mut bounds: Vec<Vec<u8>> = vec![vec![]];
+        bounds.extend(split_keys.iter().map(|k| k.to_vec()));
+        bounds.push(vec![]);
+        let mut next_peer_id = 1000;
+        let regions: Vec<metapb::Region> = bounds
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                let peers = store_ids
+                    .iter()
+                    .map(|s| {
+                        next_peer_id += 1;
+                        metapb::Peer {
+                            id: next_peer_id,
+                            store_id: *s,
+                            ..Default::default()
+                        }
+                    })
+                    .collect();
+                metapb::Region {
+                    id: i as u64 + 1,
+                    start_key: w[0].clone().into(),
+                    end_key: w[1].clone().into(),
+                    region_epoch: Some(metapb::RegionEpoch {
+                        conf_ver: 1,
+                        version: 1,
+                    }),
+                    peers,
+                }
+            })
+            .collect();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut cluster = Cluster {
+            cfg,
+            limits: Limits::default(),
+            net: SimNetwork::new(42),
+            regions,
+            store_ids: store_ids.clone(),
+            dirs: HashMap::new(),
+            engines: HashMap::new(),
+            stores: HashMap::new(),
+            storages: HashMap::new(),
+            runtime,
+        };
+        for id in store_ids {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let engine = Engine::open(dir.path(), &EngineOptions::default()).expect("open engine");
+            raftstore::bootstrap::bootstrap_store(&engine, 1, id).expect("bootstrap store");
+            for r in &cluster.regions {
+                raftstore::bootstrap::bootstrap_region(&engine, r).expect("bootstrap region");
+            }
+            drop(engine);
+            cluster.dirs.insert(id, dir);
+            cluster.start_store(id);
+        }
+        cluster
+    }
+
+    pub fn store_ids(&self) -> &[u64] {
+        &self.store_ids
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// Starts (or restarts) store `id` from its data directory.
+    pub fn start_store(&mut self, id: u64) {
+        assert!(!self.stores.contains_key(&id), "store {id} is running");
+        let engine =
+            Engine::open(self.dirs[&id].path(), &EngineOptions::default()).expect("open engine");
+        let store = Store::start(id, engine.clone(), self.cfg.clone(), self.net.transport(id))
+            .expect("start store");
+        self.net.register(id, store.router());
+        self.storages.insert(
+            id,
+            RawStorage::new(store.router(), engine.clone(), self.limits.clone()),
+        );
+        self.engines.insert(id, engine);
+        self.stores.insert(id, store);
+    }
+
+    /// Stops store `id` as a crash would look to the others: it vanishes from the network, its
+    /// threads stop and its engine is closed. (Unsynced applied state may be lost, as in a
+    /// crash; the synced Raft log is not.)
+    pub fn stop_store(&mut self, id: u64) {
+        self.net.unregister(id);
+        self.storages.remove(&id);
+        if let Some(mut store) = self.stores.remove(&id) {
+            store.shutdown();
+        }
+        self.engines.remove(&id);
+    }
+
+    pub fn restart_store(&mut self, id: u64) {
+        self.stop_store(id);
+        self.start_store(id);
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.stores.contains_key(&id)
+    }
+
+    pub fn add_filter(&self, f: impl Filter + 'static) {
+        self.net.add_filter(f);
+    }
+
+    pub fn clear_filters(&self) {
+        self.net.clear_filters();
+    }
+
+    pub fn engine(&self, store_id: u64) -> &Engine {
+        &self.engines[&store_id]
+    }
+
+    pub fn storage(&self, store_id: u64) -> &RawStorage {
+        &self.storages[&store_id]
+    }
+
+    /// The region whose range holds `key` (regions never change in this harness).
+    pub fn region_for_key(&self, key: &[u8]) -> &metapb::Region {
+        self.regions
+            .iter()
+            .find(|r| key >= &r.start_key[..] && (r.end_key.is_empty() || key < &r.end_key[..]))
+            .expect("regions cover the keyspace")
+    }
+
+    /// The status of region `region_id`'s peer on `store_id`, if the store runs.
+    pub fn peer_status(&self, store_id: u64, region_id: u64) -> Option<PeerStatus> {
+        let store = self.stores.get(&store_id)?;
+        let router = store.router();
+        self.block_on(async move {
+            tokio::time::timeout(Duration::from_secs(5), router.peer_status(region_id))
+                .await
+                .ok()?
+                .ok()
+        })
+    }
+
+    /// The store of the leader with the highest term among running stores, if any.
+    pub fn leader_store(&self, region_id: u64) -> Option<u64> {
+        self.store_ids
+            .iter()
+            .filter_map(|s| self.peer_status(*s, region_id).map(|st| (*s, st)))
+            .filter(|(_, st)| st.is_leader)
+            .max_by_key(|(_, st)| st.term)
+            .map(|(s, _)| s)
+    }
+
+    /// Waits until region `region_id` has a leader among running stores.
+    pub fn wait_leader(&self, region_id: u64, timeout: Duration) -> u64 {
+        let mut found = None;
+        crate::wait_until(&format!("a leader of region {region_id}"), timeout, || {
+            found = self.leader_store(region_id);
+            found.is_some()
+        });
+        found.expect("found")
+    }
+
+    /// The request context for `region` aimed at its peer on `store_id`.
+    pub fn context(&self, region: &metapb::Region, store_id: u64) -> Context {
+        Context {
+            region_id: region.id,
+            region_epoch: region.region_epoch,
+            peer: region
+                .peers
+                .iter()
+                .find(|p| p.store_id == store_id)
+                .cloned(),
+            ..Default::default()
+        }
+    }
+
+    /// Runs `op` against the leader of the key's region, retrying region errors (and following
+    /// NotLeader hints) until `timeout`.
+    fn with_leader<T>(
+        &self,
+        key: &[u8],
+        timeout: Duration,
+        mut op: impl FnMut(&RawStorage, Context) -> std::result::Result<T, Failure>,
+    ) -> Result<T> {
+        let region = self.region_for_key(key).clone();
+        let deadline = Instant::now() + timeout;
+        let mut target: Option<u64> = None;
+        let mut last_err = String::from("no attempt");
+        let mut pause = Duration::from_millis(5);
+        while Instant::now() < deadline {
+            let store = match target.take().or_else(|| self.leader_store(region.id)) {
+                Some(s) if self.storages.contains_key(&s) => s,
+                _ => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            match op(&self.storages[&store], self.context(&region, store)) {
+                Ok(v) => return Ok(v),
+                Err(Failure::Region(e)) => {
+                    last_err = format!("{e:?}");
+                    if let Some(l) = e.not_leader.as_ref().and_then(|n| n.leader.as_ref()) {
+                        target = Some(l.store_id);
+                    }
+                }
+                Err(Failure::Message(m)) => bail!("request failed: {m}"),
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+        Err(anyhow!("timed out; last error: {last_err}"))
+    }
+
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.with_leader(key, Duration::from_secs(15), |s, ctx| {
+            let req = kvrpcpb::RawPutRequest {
+                context: Some(ctx),
+                key: Bytes::copy_from_slice(key),
+                value: Bytes::copy_from_slice(value),
+                ..Default::default()
+            };
+            let resp = self.block_on(s.raw_put(req))?;
+            check_message(resp.error)
+        })
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.with_leader(key, Duration::from_secs(15), |s, ctx| {
+            let req = kvrpcpb::RawGetRequest {
+                context: Some(ctx),
+                key: Bytes::copy_from_slice(key),
+                ..Default::default()
+            };
+            let resp = self.block_on(s.raw_get(req))?;
+            check_message(resp.error.clone())?;
+            Ok((!resp.not_found).then(|| resp.value.to_vec()))
+        })
+    }
+
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        self.with_leader(key, Duration::from_secs(15), |s, ctx| {
+            let req = kvrpcpb::RawDeleteRequest {
+                context: Some(ctx),
+                key: Bytes::copy_from_slice(key),
+                ..Default::default()
+            };
+            let resp = self.block_on(s.raw_delete(req))?;
+            check_message(resp.error)
+        })
+    }
+
+    pub fn must_put(&self, key: &[u8], value: &[u8]) {
+        self.put(key, value)
+            .unwrap_or_else(|e| panic!("put {:?}: {e}", String::from_utf8_lossy(key)));
+    }
+
+    pub fn must_get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.get(key)
+            .unwrap_or_else(|e| panic!("get {:?}: {e}", String::from_utf8_lossy(key)))
+    }
+
+    /// Reads `key` straight from `store_id`'s engine (no Raft): to check replication.
+    pub fn local_get(&self, store_id: u64, key: &[u8]) -> Option<Vec<u8>> {
+        self.engines[&store_id]
+            .get(CF_DEFAULT, &keys::data_key(key))
+            .expect("engine read")
+    }
+
+    /// Waits until every running store's engine holds `value` for `key`.
+    pub fn wait_replicated(&self, key: &[u8], value: Option<&[u8]>, timeout: Duration) {
+        crate::wait_until("replication to every running store", timeout, || {
+            self.stores
+                .keys()
+                .all(|s| self.local_get(*s, key).as_deref() == value)
+        });
+    }
+
+    /// A put sent to `store_id`'s peer without retry: the raw outcome.
+    pub fn put_on(
+        &self,
+        store_id: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> std::result::Result<(), Failure> {
+        let region = self.region_for_key(key).clone();
+        let req = kvrpcpb::RawPutRequest {
+            context: Some(self.context(&region, store_id)),
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+            ..Default::default()
+        };
+        self.block_on(self.storages[&store_id].raw_put(req))
+            .map(|_| ())
+    }
+
+    /// A get sent to `store_id`'s peer without retry: the raw outcome.
+    pub fn get_on(
+        &self,
+        store_id: u64,
+        key: &[u8],
+    ) -> std::result::Result<Option<Vec<u8>>, Failure> {
+        let region = self.region_for_key(key).clone();
+        let req = kvrpcpb::RawGetRequest {
+            context: Some(self.context(&region, store_id)),
+            key: Bytes::copy_from_slice(key),
+            ..Default::default()
+        };
+        let resp = self.block_on(self.storages[&store_id].raw_get(req))?;
+        Ok((!resp.not_found).then(|| resp.value.to_vec()))
+    }
+
+    /// Stops every store.
+    pub fn shutdown(&mut self) {
+        for id in self.store_ids.clone() {
+            self.stop_store(id);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+        self.net.close();
+    }
+}
+
+fn check_message(error: String) -> std::result::Result<(), Failure> {
+    if error.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Message(error))
+    }
+}
+
+/// Whether a region error is of the kind a client answers by retrying elsewhere or later.
+pub fn is_retryable(e: &errorpb::Error) -> bool {
+    e.not_leader.is_some()
+        || e.epoch_not_match.is_some()
+        || e.server_is_busy.is_some()
+        || e.stale_command.is_some()
+}

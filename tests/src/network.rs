@@ -1,0 +1,320 @@
+//! The in-process Raft network of the cluster harness.
+//!
+//! Every message a store flushes passes each installed [`Filter`], which may deliver, drop or
+//! delay it; delayed messages are delivered by a timer thread, so random delays also reorder.
+//! [`SimNetwork::set_reorder`] additionally shuffles each flushed batch.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use proto::raft_serverpb::RaftMessage;
+use raftstore::StoreRouter;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+/// What a filter decides for one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Deliver,
+    Drop,
+    Delay(Duration),
+}
+
+pub trait Filter: Send + Sync {
+    fn check(&self, from_store: u64, to_store: u64, msg: &RaftMessage) -> Verdict;
+}
+
+/// Drops messages between stores of different groups (stores in no group are unaffected).
+pub struct Partition {
+    groups: Vec<HashSet<u64>>,
+}
+
+impl Partition {
+    pub fn new(groups: &[&[u64]]) -> Partition {
+        Partition {
+            groups: groups.iter().map(|g| g.iter().copied().collect()).collect(),
+        }
+    }
+}
+
+impl Filter for Partition {
+    fn check(&self, from: u64, to: u64, _: &RaftMessage) -> Verdict {
+        let group = |s| self.groups.iter().position(|g| g.contains(&s));
+        match (group(from), group(to)) {
+            (Some(a), Some(b)) if a != b => Verdict::Drop,
+            _ => Verdict::Deliver,
+        }
+    }
+}
+
+/// Drops every message to or from one store.
+pub struct Isolate(pub u64);
+
+impl Filter for Isolate {
+    fn check(&self, from: u64, to: u64, _: &RaftMessage) -> Verdict {
+        if from == self.0 || to == self.0 {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    }
+}
+
+/// Drops each message with the given probability (seeded).
+pub struct RandomDrop {
+    rate: f64,
+    rng: Mutex<StdRng>,
+}
+
+impl RandomDrop {
+    pub fn new(rate: f64, seed: u64) -> RandomDrop {
+        RandomDrop {
+            rate,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+}
+
+impl Filter for RandomDrop {
+    fn check(&self, _: u64, _: u64, _: &RaftMessage) -> Verdict {
+        if self.rng.lock().random_bool(self.rate) {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    }
+}
+
+/// Delays each message by a random duration in `[min, max]` (seeded), which also reorders.
+pub struct RandomDelay {
+    min: Duration,
+    max: Duration,
+    rng: Mutex<StdRng>,
+}
+
+impl RandomDelay {
+    pub fn new(min: Duration, max: Duration, seed: u64) -> RandomDelay {
+        RandomDelay {
+            min,
+            max,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+}
+
+impl Filter for RandomDelay {
+    fn check(&self, _: u64, _: u64, _: &RaftMessage) -> Verdict {
+        let span = self.max.saturating_sub(self.min).as_micros() as u64;
+        let extra = if span == 0 {
+            0
+        } else {
+            self.rng.lock().random_range(0..=span)
+        };
+        Verdict::Delay(self.min + Duration::from_micros(extra))
+    }
+}
+
+struct Delayed {
+    at: Instant,
+    seq: u64,
+    to_store: u64,
+    msg: RaftMessage,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Delayed {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+struct Inner {
+    routers: RwLock<HashMap<u64, StoreRouter>>,
+    filters: RwLock<Vec<Arc<dyn Filter>>>,
+    reorder: AtomicBool,
+    rng: Mutex<StdRng>,
+    delayed: Mutex<(BinaryHeap<Reverse<Delayed>>, u64)>,
+    wakeup: Condvar,
+    closed: AtomicBool,
+}
+
+impl Inner {
+    fn deliver_now(&self, to_store: u64, msg: RaftMessage) {
+        let router = self.routers.read().get(&to_store).cloned();
+        if let Some(r) = router {
+            let _ = r.send_raft_message(msg);
+        }
+    }
+}
+
+/// The simulated network shared by the stores of a [`crate::Cluster`].
+#[derive(Clone)]
+pub struct SimNetwork {
+    inner: Arc<Inner>,
+}
+
+impl SimNetwork {
+    pub fn new(seed: u64) -> SimNetwork {
+        let inner = Arc::new(Inner {
+            routers: RwLock::default(),
+            filters: RwLock::default(),
+            reorder: AtomicBool::new(false),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            delayed: Mutex::new((BinaryHeap::new(), 0)),
+            wakeup: Condvar::new(),
+            closed: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("sim-net-delay".into())
+            .spawn(move || delay_loop(weak))
+            .expect("spawn delay thread");
+        SimNetwork { inner }
+    }
+
+    pub fn register(&self, store_id: u64, router: StoreRouter) {
+        self.inner.routers.write().insert(store_id, router);
+    }
+
+    pub fn unregister(&self, store_id: u64) {
+        self.inner.routers.write().remove(&store_id);
+    }
+
+    pub fn add_filter(&self, f: impl Filter + 'static) {
+        self.inner.filters.write().push(Arc::new(f));
+    }
+
+    pub fn clear_filters(&self) {
+        self.inner.filters.write().clear();
+    }
+
+    pub fn set_reorder(&self, on: bool) {
+        self.inner.reorder.store(on, Ordering::SeqCst);
+    }
+
+    /// The transport of one store.
+    pub fn transport(&self, store_id: u64) -> SimTransport {
+        SimTransport {
+            from_store: store_id,
+            net: self.clone(),
+            buf: Vec::new(),
+        }
+    }
+
+    fn deliver(&self, from_store: u64, mut msgs: Vec<RaftMessage>) {
+        if self.inner.reorder.load(Ordering::SeqCst) {
+            msgs.shuffle(&mut *self.inner.rng.lock());
+        }
+        let filters: Vec<Arc<dyn Filter>> = self.inner.filters.read().clone();
+        for msg in msgs {
+            let Some(to_store) = msg.to_peer.as_ref().map(|p| p.store_id) else {
+                continue;
+            };
+            let mut verdict = Verdict::Deliver;
+            for f in &filters {
+                match f.check(from_store, to_store, &msg) {
+                    Verdict::Deliver => {}
+                    Verdict::Drop => {
+                        verdict = Verdict::Drop;
+                        break;
+                    }
+                    Verdict::Delay(d) => {
+                        verdict = match verdict {
+                            Verdict::Delay(e) => Verdict::Delay(e.max(d)),
+                            _ => Verdict::Delay(d),
+                        }
+                    }
+                }
+            }
+            match verdict {
+                Verdict::Deliver => self.inner.deliver_now(to_store, msg),
+                Verdict::Drop => {}
+                Verdict::Delay(d) => {
+                    let mut q = self.inner.delayed.lock();
+                    q.1 += 1;
+                    let seq = q.1;
+                    q.0.push(Reverse(Delayed {
+                        at: Instant::now() + d,
+                        seq,
+                        to_store,
+                        msg,
+                    }));
+                    self.inner.wakeup.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Stops the delay thread.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.wakeup.notify_all();
+    }
+}
+
+fn delay_loop(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if inner.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let due = {
+            let mut q = inner.delayed.lock();
+            let now = Instant::now();
+            let mut due = Vec::new();
+            while q.0.peek().is_some_and(|d| d.0.at <= now) {
+                due.push(q.0.pop().expect("peeked").0);
+            }
+            if due.is_empty() {
+                let wait =
+                    q.0.peek()
+                        .map_or(Duration::from_millis(20), |d| d.0.at - now);
+                inner
+                    .wakeup
+                    .wait_for(&mut q, wait.min(Duration::from_millis(20)));
+            }
+            due
+        };
+        for d in due {
+            inner.deliver_now(d.to_store, d.msg);
+        }
+    }
+}
+
+/// The [`raftstore::Transport`] of one store in the harness.
+#[derive(Clone)]
+pub struct SimTransport {
+    from_store: u64,
+    net: SimNetwork,
+    buf: Vec<RaftMessage>,
+}
+
+impl raftstore::Transport for SimTransport {
+    fn send(&mut self, msg: RaftMessage) {
+        self.buf.push(msg);
+    }
+
+    fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            let msgs = std::mem::take(&mut self.buf);
+            self.net.deliver(self.from_store, msgs);
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Bad input gets a clear error and changes nothing; the cluster keeps serving.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use proto::kvrpcpb::KvPair;
+use proto::kvrpcpb::{
+    RawBatchPutRequest, RawCasRequest, RawDeleteRangeRequest, RawGetRequest, RawPutRequest,
+    RawScanRequest,
+};
+use proto::tikvpb::tikv_server::Tikv;
+use server::TikvService;
+use tests::Cluster;
+use tonic::Request;
+
+#[test]
+fn bad_requests_get_errors_not_panics() {
+    let cluster = Cluster::new(3, &[]);
+    let leader = cluster.wait_leader(1, Duration::from_secs(10));
+    let region = cluster.regions[0].clone();
+    let ctx = || Some(cluster.context(&region, leader));
+    let svc = TikvService::new(cluster.storage(leader).clone());
+    let limits = cluster.limits.clone();
+    let put = |key: Bytes, value: Bytes, cf: &str, ttl: u64| {
+        cluster
+            .block_on(svc.raw_put(Request::new(RawPutRequest {
+                context: ctx(),
+                key,
+                value,
+                cf: cf.into(),
+                ttl,
+                ..Default::default()
+            })))
+            .unwrap()
+            .into_inner()
+    };
+    let too_long_key = Bytes::from(vec![b'k'; limits.max_key_size + 1]);
+    let r = put(too_long_key.clone(), Bytes::from_static(b"v"), "", 0);
+    assert!(r.error.contains("key is"), "{}", r.error);
+    let r = put(
+        Bytes::from_static(b"k"),
+        Bytes::from(vec![0u8; limits.max_value_size + 1]),
+        "",
+        0,
+    );
+    assert!(r.error.contains("value is"), "{}", r.error);
+    let r = put(Bytes::new(), Bytes::from_static(b"v"), "", 0);
+    assert!(r.error.contains("empty"), "{}", r.error);
+    let r = put(
+        Bytes::from_static(b"k"),
+        Bytes::from_static(b"v"),
+        "nope",
+        0,
+    );
+    assert!(r.error.contains("column family"), "{}", r.error);
+    let r = put(Bytes::from_static(b"k"), Bytes::from_static(b"v"), "", 10);
+    assert!(r.error.contains("TTL"), "{}", r.error);
+
+    // No context at all.
+    let r = cluster
+        .block_on(svc.raw_get(Request::new(RawGetRequest {
+            key: Bytes::from_static(b"k"),
+            ..Default::default()
+        })))
+        .unwrap()
+        .into_inner();
+    assert!(r.error.contains("context"), "{}", r.error);
+
+    // Batch beyond the limit: rejected as a whole.
+    let pairs: Vec<KvPair> = (0..=limits.max_batch_keys)
+        .map(|i| KvPair {
+            key: Bytes::from(format!("b{i}")),
+            value: Bytes::from_static(b"v"),
+            ..Default::default()
+        })
+        .collect();
+    let r = cluster
+        .block_on(svc.raw_batch_put(Request::new(RawBatchPutRequest {
+            context: ctx(),
+            pairs,
+            ..Default::default()
+        })))
+        .unwrap()
+        .into_inner();
+    assert!(r.error.contains("batch"), "{}", r.error);
+
+    // Scan with an absurd limit: an InvalidArgument status (the response has no error field).
+    let status = cluster
+        .block_on(svc.raw_scan(Request::new(RawScanRequest {
+            context: ctx(),
+            limit: u32::MAX,
+            ..Default::default()
+        })))
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+    // Inverted delete range.
+    let r = cluster
+        .block_on(svc.raw_delete_range(Request::new(RawDeleteRangeRequest {
+            context: ctx(),
+            start_key: Bytes::from_static(b"z"),
+            end_key: Bytes::from_static(b"a"),
+            ..Default::default()
+        })))
+        .unwrap()
+        .into_inner();
+    assert!(r.error.contains("end key"), "{}", r.error);
+
+    // CAS with an oversized value.
+    let r = cluster
+        .block_on(svc.raw_compare_and_swap(Request::new(RawCasRequest {
+            context: ctx(),
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from(vec![0u8; limits.max_value_size + 1]),
+            previous_not_exist: true,
+            ..Default::default()
+        })))
+        .unwrap()
+        .into_inner();
+    assert!(!r.error.is_empty());
+
+    // Nothing was written, and the cluster still serves.
+    assert_eq!(cluster.must_get(b"k"), None);
+    cluster.must_put(b"k", b"fine");
+    assert_eq!(cluster.must_get(b"k"), Some(b"fine".to_vec()));
+    assert_eq!(cluster.local_get(leader, &too_long_key), None);
+}
+
+#[test]
+fn a_command_beyond_the_raft_entry_limit_is_a_region_error() {
+    let mut cfg = tests::cluster::test_config();
+    cfg.raft_entry_max_size = 1024;
+    let cluster = Cluster::with_config(3, &[], cfg);
+    let leader = cluster.wait_leader(1, Duration::from_secs(10));
+    match cluster.put_on(leader, b"big", &[7u8; 4096]) {
+        Err(server::raw::Failure::Region(e)) => assert!(e.raft_entry_too_large.is_some(), "{e:?}"),
+        other => panic!("expected RaftEntryTooLarge, got {other:?}"),
+    }
+    cluster.must_put(b"small", b"ok");
+    assert_eq!(cluster.must_get(b"big"), None);
+}

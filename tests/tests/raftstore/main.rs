@@ -1,0 +1,11 @@
+//! In-process cluster tests of the replicated multi-raft core and the raw KV layer.
+
+mod bad_input;
+mod failover;
+mod faults;
+mod log_gc;
+mod many_regions;
+mod partition;
+mod region_errors;
+mod replication;
+mod restart;
