@@ -241,6 +241,9 @@ impl StoreRouter {
 /// A running store: pollers, apply workers and the ticker.
 pub struct Store {
     router: StoreRouter,
+    engine: Engine,
+    cfg: Arc<Config>,
+    logger: slog::Logger,
     system: BatchSystem<PeerFsm>,
     apply: ApplyPool,
     stop: Arc<AtomicBool>,
@@ -310,6 +313,9 @@ impl Store {
         info!(store_id, regions = loaded, "store started");
         Ok(Store {
             router: StoreRouter { store_id, router },
+            engine,
+            cfg,
+            logger,
             system,
             apply,
             stop,
@@ -335,6 +341,34 @@ impl Store {
 
     pub fn router(&self) -> StoreRouter {
         self.router.clone()
+    }
+
+    /// Creates this store's replica of `region` from the initial (bootstrap) state, unless it
+    /// already exists. Every replica created this way starts from the same empty log, so this
+    /// is how the replicas of a cluster's first region come to be without snapshots.
+    pub fn create_peer(&self, region: &metapb::Region) -> Result<()> {
+        let store_id = self.router.store_id;
+        if find_peer_on_store(region, store_id).is_none() {
+            return Err(Error::InvalidRequest(format!(
+                "region {} has no peer on store {store_id}",
+                region.id
+            )));
+        }
+        if self.router.router.contains(region.id) {
+            return Ok(());
+        }
+        crate::bootstrap::bootstrap_region(&self.engine, region)?;
+        Self::add_peer(
+            store_id,
+            region.clone(),
+            &self.engine,
+            &self.cfg,
+            self.apply.router(),
+            &self.router.router,
+            &self.logger,
+        )?;
+        info!(store_id, region_id = region.id, "created peer");
+        Ok(())
     }
 
     /// Stops ticking, polling and applying; outstanding requests fail with `Shutdown`.

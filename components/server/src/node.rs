@@ -1,1 +1,410 @@
-//! node (issue 3)
+//! Start-up and life of a store process.
+//!
+//! 1. Open the engine; connect to PD (retrying while PD comes up).
+//! 2. Identity: reuse the persisted store id, or allocate one from PD and persist it. An engine
+//!    that belongs to another cluster is refused.
+//! 3. Bind the gRPC port, register the store with PD (`PutStore`), start the raftstore with the
+//!    gRPC Raft transport (store addresses resolved through PD) and serve `tikvpb.Tikv`.
+//! 4. Cluster bootstrap: while PD says the cluster is not bootstrapped, wait until as many stores
+//!    as the cluster's replica count have registered; the one with the smallest id among the
+//!    first of them allocates the first region (whole keyspace, one peer on each) and
+//!    bootstraps PD with it. Every store named in that first region then creates its replica
+//!    from the same initial state, so no snapshot or conf change is needed to start.
+//! 5. Heartbeats: store statistics periodically; every leader's region whenever its term,
+//!    epoch or leader changed, and periodically otherwise.
+//!
+//! Deliberately absent: acting on PD's scheduling answers, status/metrics server, TLS.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use pd_client::{PdClient, RegionStat};
+use proto::metapb;
+use proto::tikvpb::tikv_server::TikvServer;
+use raftstore::{Store, StoreRouter};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::ServerConfig;
+use crate::raw::RawStorage;
+use crate::service::TikvService;
+use crate::transport::{GrpcTransport, StoreResolver};
+
+/// A running store process.
+pub struct Node {
+    store_id: u64,
+    addr: SocketAddr,
+    store: SharedStore,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+/// Resolves store addresses through PD, caching them for a while.
+struct PdResolver {
+    pd: PdClient,
+    cache: Arc<Mutex<HashMap<u64, (String, Instant)>>>,
+}
+
+const RESOLVE_TTL: Duration = Duration::from_secs(10);
+
+impl StoreResolver for PdResolver {
+    fn resolve(&self, store_id: u64) -> BoxFuture<'static, Result<String, String>> {
+        if let Some((addr, at)) = self.cache.lock().get(&store_id) {
+            if at.elapsed() < RESOLVE_TTL {
+                let addr = addr.clone();
+                return Box::pin(async move { Ok(addr) });
+            }
+        }
+        let pd = self.pd.clone();
+        let cache = self.cache.clone();
+        Box::pin(async move {
+            let store = pd.get_store(store_id).await.map_err(|e| e.to_string())?;
+            if store.address.is_empty() {
+                return Err(format!("store {store_id} has no address"));
+            }
+            cache
+                .lock()
+                .insert(store_id, (store.address.clone(), Instant::now()));
+            Ok(store.address)
+        })
+    }
+}
+
+/// The raftstore, shared with the task that joins the cluster; `None` once shut down.
+type SharedStore = Arc<Mutex<Option<Store>>>;
+
+async fn connect_pd(endpoints: &[String], deadline: Duration) -> Result<PdClient> {
+    let until = Instant::now() + deadline;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match PdClient::connect(endpoints.to_vec()).await {
+            Ok(pd) => return Ok(pd),
+            Err(e) if Instant::now() < until => {
+                warn!(%e, "PD not reachable yet, retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => bail!("cannot reach PD at {endpoints:?}: {e}"),
+        }
+    }
+}
+
+impl Node {
+    /// Starts the store described by `cfg`; returns once it serves.
+    pub async fn start(cfg: ServerConfig) -> Result<Node> {
+        cfg.validate().map_err(|e| anyhow!("invalid config: {e}"))?;
+        let data_dir = cfg.data_dir.clone();
+        let engine = tokio::task::spawn_blocking(move || -> Result<engine::Engine> {
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
+            engine::Engine::open(&data_dir, &engine::EngineOptions::default())
+                .with_context(|| format!("opening the engine in {}", data_dir.display()))
+        })
+        .await??;
+        let pd = connect_pd(&cfg.pd_endpoints, Duration::from_secs(60)).await?;
+        let cluster_id = pd.cluster_id();
+        let store_id = match raftstore::bootstrap::load_store_ident(&engine)? {
+            Some(ident) if ident.cluster_id != cluster_id => bail!(
+                "data in {} belongs to cluster {}, but PD serves cluster {cluster_id}",
+                cfg.data_dir.display(),
+                ident.cluster_id
+            ),
+            Some(ident) => ident.store_id,
+            None => {
+                let id = pd.alloc_id().await?;
+                raftstore::bootstrap::bootstrap_store(&engine, cluster_id, id)?;
+                info!(store_id = id, cluster_id, "store identity created");
+                id
+            }
+        };
+        let listener = tokio::net::TcpListener::bind(&cfg.addr)
+            .await
+            .with_context(|| format!("binding {}", cfg.addr))?;
+        let addr = listener.local_addr()?;
+        let advertise = if cfg.advertise_addr.is_empty() {
+            addr.to_string()
+        } else {
+            cfg.advertise_addr.clone()
+        };
+        pd.put_store(metapb::Store {
+            id: store_id,
+            address: advertise.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            start_timestamp: unix_secs() as i64,
+            ..Default::default()
+        })
+        .await
+        .context("registering the store with PD")?;
+
+        let resolver = Arc::new(PdResolver {
+            pd: pd.clone(),
+            cache: Arc::default(),
+        });
+        let transport = GrpcTransport::new(
+            tokio::runtime::Handle::current(),
+            resolver,
+            cfg.limits.max_grpc_message_size,
+        );
+        let rs_cfg = cfg.raftstore.to_raftstore();
+        let store_engine = engine.clone();
+        let store = tokio::task::spawn_blocking(move || {
+            Store::start(store_id, store_engine, rs_cfg, transport)
+        })
+        .await??;
+        let router = store.router();
+        let storage = RawStorage::new(router.clone(), engine, cfg.limits.clone());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let service = TikvServer::new(TikvService::new(storage))
+            .max_decoding_message_size(cfg.limits.max_grpc_message_size)
+            .max_encoding_message_size(cfg.limits.max_grpc_message_size);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let mut rx = shutdown_rx.clone();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                }),
+        );
+        let mut node = Node {
+            store_id,
+            addr,
+            store: Arc::new(Mutex::new(Some(store))),
+            shutdown_tx,
+            tasks: Vec::new(),
+            server: Some(server),
+        };
+        let max_replicas = pd
+            .get_cluster_config()
+            .await
+            .map(|c| c.max_peer_count)
+            .unwrap_or(3)
+            .max(1);
+        node.tasks.push(tokio::spawn(join_cluster(
+            pd.clone(),
+            node.store.clone(),
+            store_id,
+            max_replicas as usize,
+            shutdown_rx.clone(),
+        )));
+        node.tasks.push(tokio::spawn(store_heartbeats(
+            pd.clone(),
+            router.clone(),
+            store_id,
+            Duration::from_secs(cfg.store_heartbeat_secs.max(1)),
+            shutdown_rx.clone(),
+        )));
+        node.tasks.push(tokio::spawn(region_heartbeats(
+            pd,
+            router,
+            Duration::from_secs(cfg.region_heartbeat_secs.max(1)),
+            shutdown_rx,
+        )));
+        info!(store_id, %addr, "store started");
+        Ok(node)
+    }
+
+    pub fn store_id(&self) -> u64 {
+        self.store_id
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving, stops the raftstore and waits for everything to close.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown_tx.send(true);
+        if let Some(server) = self.server.take() {
+            match tokio::time::timeout(Duration::from_secs(10), server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => warn!(%e, "gRPC server ended with an error"),
+                Ok(Err(e)) => warn!(%e, "gRPC server task failed"),
+                Err(_) => warn!("gRPC server did not stop in time"),
+            }
+        }
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        let store = self.store.lock().take();
+        if let Some(mut store) = store {
+            let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
+        }
+        info!(store_id = self.store_id, "store stopped");
+    }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Waits for the cluster to be bootstrapped (bootstrapping it when this store is the one to)
+/// and creates this store's replica of the first region if it has one.
+async fn join_cluster(
+    pd: PdClient,
+    store: SharedStore,
+    store_id: u64,
+    max_replicas: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match try_join(&pd, &store, store_id, max_replicas).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => warn!(%e, "joining the cluster"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// One attempt of [`join_cluster`]: `Ok(true)` when done.
+async fn try_join(
+    pd: &PdClient,
+    store: &SharedStore,
+    store_id: u64,
+    max_replicas: usize,
+) -> Result<bool> {
+    if !pd.is_bootstrapped().await? {
+        let mut stores = pd.get_all_stores(true).await?;
+        stores.sort_by_key(|s| s.id);
+        if stores.len() < max_replicas {
+            return Ok(false);
+        }
+        let chosen = &stores[..max_replicas];
+        if chosen[0].id != store_id {
+            return Ok(false);
+        }
+        let region_id = pd.alloc_id().await?;
+        let mut peers = Vec::with_capacity(chosen.len());
+        for s in chosen {
+            peers.push(metapb::Peer {
+                id: pd.alloc_id().await?,
+                store_id: s.id,
+                ..Default::default()
+            });
+        }
+        let region = metapb::Region {
+            id: region_id,
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: INITIAL_EPOCH,
+                version: INITIAL_EPOCH,
+            }),
+            peers,
+            ..Default::default()
+        };
+        match pd.bootstrap(chosen[0].clone(), region).await {
+            Ok(()) => info!(store_id, region_id, "bootstrapped the cluster"),
+            Err(pd_client::Error::AlreadyBootstrapped { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let first = pd.get_region(b"").await?.region;
+    let initial = first
+        .region_epoch
+        .as_ref()
+        .is_some_and(|e| e.version == INITIAL_EPOCH && e.conf_ver == INITIAL_EPOCH);
+    if initial && first.peers.iter().any(|p| p.store_id == store_id) {
+        let guard = store.lock();
+        let Some(store) = guard.as_ref() else {
+            return Ok(true);
+        };
+        store.create_peer(&first)?;
+    }
+    Ok(true)
+}
+
+/// The epoch of the cluster's first region when it is bootstrapped.
+const INITIAL_EPOCH: u64 = 1;
+
+async fn store_heartbeats(
+    pd: PdClient,
+    router: StoreRouter,
+    store_id: u64,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let start_time = unix_secs() as u32;
+    loop {
+        let stats = proto::pdpb::StoreStats {
+            store_id,
+            region_count: router.region_ids().len() as u32,
+            start_time,
+            ..Default::default()
+        };
+        if let Err(e) = pd.store_heartbeat(stats).await {
+            warn!(%e, "store heartbeat failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
+    }
+}
+
+/// What a region heartbeat reports that matters for routing: term, epoch version, conf
+/// version and leader peer id.
+type HeartbeatKey = (u64, u64, u64, u64);
+
+/// Reports every region this store leads: at once when its leader, term or epoch changed,
+/// otherwise every `every`.
+async fn region_heartbeats(
+    pd: PdClient,
+    router: StoreRouter,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut sent: HashMap<u64, (HeartbeatKey, Instant)> = HashMap::new();
+    let check = Duration::from_millis(500).min(every);
+    loop {
+        for region_id in router.region_ids() {
+            let Ok(Ok(status)) =
+                tokio::time::timeout(Duration::from_secs(2), router.peer_status(region_id)).await
+            else {
+                continue;
+            };
+            let (Some(leader), true) = (status.leader, status.is_leader) else {
+                sent.remove(&region_id);
+                continue;
+            };
+            let epoch = status.region.region_epoch.unwrap_or_default();
+            let key = (status.term, epoch.version, epoch.conf_ver, leader.id);
+            let due = match sent.get(&region_id) {
+                Some((k, at)) => *k != key || at.elapsed() >= every,
+                None => true,
+            };
+            if !due {
+                continue;
+            }
+            let stat = RegionStat {
+                term: status.term,
+                ..Default::default()
+            };
+            match pd.region_heartbeat(status.region, leader, stat).await {
+                Ok(()) => {
+                    sent.insert(region_id, (key, Instant::now()));
+                }
+                Err(e) => warn!(%e, region_id, "region heartbeat failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(check) => {}
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! A local cluster of real `rangekv` processes on loopback.
+//!
+//! Every node is its own child process, so it can be stopped (SIGTERM, clean shutdown), killed
+//! (SIGKILL, as a crash) and restarted on the same data directory and port. Output of each node
+//! goes to `<data_dir>/<name>.log`.
+
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How to lay out a local cluster.
+#[derive(Clone, Debug)]
+pub struct LocalClusterConfig {
+    /// The `rangekv` executable.
+    pub bin: PathBuf,
+    pub data_dir: PathBuf,
+    pub host: String,
+    /// Client port of the first PD node; further PD nodes use the next ports.
+    pub pd_port: u16,
+    /// Port of the first store; further stores use the next ports.
+    pub store_port: u16,
+    pub pds: usize,
+    pub stores: usize,
+    /// Extra flags for every `rangekv server`.
+    pub server_args: Vec<String>,
+    /// Extra flags for every `rangekv pd`.
+    pub pd_args: Vec<String>,
+}
+
+impl LocalClusterConfig {
+    /// A layout on free loopback ports (for tests).
+    pub fn on_free_ports(
+        bin: PathBuf,
+        data_dir: PathBuf,
+        pds: usize,
+        stores: usize,
+    ) -> Result<LocalClusterConfig> {
+        Ok(LocalClusterConfig {
+            bin,
+            data_dir,
+            host: "127.0.0.1".into(),
+            pd_port: free_port_run(pds * 2)?,
+            store_port: free_port_run(stores)?,
+            pds,
+            stores,
+            server_args: Vec::new(),
+            pd_args: Vec::new(),
+        })
+    }
+}
+
+/// One node: its command line and, while running, its process.
+pub struct Node {
+    pub name: String,
+    pub addr: String,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+/// See the module docs.
+pub struct LocalCluster {
+    cfg: LocalClusterConfig,
+    pub pds: Vec<Node>,
+    pub stores: Vec<Node>,
+}
+
+impl LocalCluster {
+    /// Lays out the nodes and starts every one of them (PD first). Does not wait for them.
+    pub fn start(cfg: LocalClusterConfig) -> Result<LocalCluster> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        let host = &cfg.host;
+        let pd_client_addrs: Vec<String> = (0..cfg.pds)
+            .map(|i| format!("{host}:{}", cfg.pd_port + i as u16))
+            .collect();
+        let pds = (0..cfg.pds)
+            .map(|i| {
+                let name = format!("pd{}", i + 1);
+                let mut args = vec![
+                    "pd".to_string(),
+                    "--name".into(),
+                    name.clone(),
+                    "--addr".into(),
+                    pd_client_addrs[i].clone(),
+                    "--data-dir".into(),
+                    cfg.data_dir.join(&name).display().to_string(),
+                ];
+                args.extend(cfg.pd_args.iter().cloned());
+                Node {
+                    log: cfg.data_dir.join(format!("{name}.log")),
+                    name,
+                    addr: pd_client_addrs[i].clone(),
+                    args,
+                    child: None,
+                }
+            })
+            .collect();
+        let stores = (0..cfg.stores)
+            .map(|i| {
+                let name = format!("store{}", i + 1);
+                let addr = format!("{host}:{}", cfg.store_port + i as u16);
+                let mut args = vec![
+                    "server".to_string(),
+                    "--addr".into(),
+                    addr.clone(),
+                    "--data-dir".into(),
+                    cfg.data_dir.join(&name).display().to_string(),
+                    "--pd".into(),
+                    pd_client_addrs.join(","),
+                ];
+                args.extend(cfg.server_args.iter().cloned());
+                Node {
+                    log: cfg.data_dir.join(format!("{name}.log")),
+                    name,
+                    addr,
+                    args,
+                    child: None,
+                }
+            })
+            .collect();
+        let mut cluster = LocalCluster { cfg, pds, stores };
+        for i in 0..cluster.pds.len() {
+            cluster.start_pd(i)?;
+        }
+        for i in 0..cluster.stores.len() {
+            cluster.start_store(i)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn config(&self) -> &LocalClusterConfig {
+        &self.cfg
+    }
+
+    pub fn pd_endpoints(&self) -> Vec<String> {
+        self.pds.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    pub fn store_addrs(&self) -> Vec<String> {
+        self.stores.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    fn spawn(bin: &Path, node: &mut Node) -> Result<()> {
+        if node.is_running() {
+            bail!("{} is already running", node.name);
+        }
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .with_context(|| format!("opening {}", node.log.display()))?;
+        let child = Command::new(bin)
+            .args(&node.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {} ({})", node.name, bin.display()))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    pub fn start_pd(&mut self, i: usize) -> Result<()> {
+        Self::spawn(&self.cfg.bin, &mut self.pds[i])
+    }
+
+    pub fn start_store(&mut self, i: usize) -> Result<()> {
+        Self::spawn(&self.cfg.bin, &mut self.stores[i])
+    }
+
+    /// SIGKILL: the node dies as in a crash.
+    pub fn kill_store(&mut self, i: usize) -> Result<()> {
+        kill_node(
+            &mut self.stores[i],
+            Signal::SIGKILL,
+            Duration::from_secs(10),
+        )
+    }
+
+    pub fn kill_pd(&mut self, i: usize) -> Result<()> {
+        kill_node(&mut self.pds[i], Signal::SIGKILL, Duration::from_secs(10))
+    }
+
+    /// SIGTERM and wait: the node shuts down cleanly (SIGKILL if it does not in time).
+    pub fn stop_store(&mut self, i: usize) -> Result<()> {
+        stop_node(&mut self.stores[i])
+    }
+
+    pub fn stop_pd(&mut self, i: usize) -> Result<()> {
+        stop_node(&mut self.pds[i])
+    }
+
+    /// Waits until every running node accepts TCP connections on its port.
+    pub fn wait_listening(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        for node in self.pds.iter_mut().chain(self.stores.iter_mut()) {
+            if node.child.is_none() {
+                continue;
+            }
+            loop {
+                if !node.is_running() {
+                    bail!("{} exited; see {}", node.name, node.log.display());
+                }
+                if TcpStream::connect(&node.addr).is_ok() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{} does not listen on {} after {timeout:?}",
+                        node.name,
+                        node.addr
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every node: SIGTERM to all, then waits; SIGKILL for those that do not exit.
+    pub fn shutdown(&mut self) {
+        for node in self.stores.iter_mut().chain(self.pds.iter_mut()) {
+            if let Some(c) = &node.child {
+                let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+            }
+        }
+        for node in self.stores.iter_mut().chain(self.pds.iter_mut()) {
+            let _ = wait_exit(node, Duration::from_secs(15))
+                .or_else(|_| kill_node(node, Signal::SIGKILL, Duration::from_secs(5)));
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn stop_node(node: &mut Node) -> Result<()> {
+    let Some(c) = &node.child else {
+        return Ok(());
+    };
+    let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+    wait_exit(node, Duration::from_secs(15))
+        .or_else(|_| kill_node(node, Signal::SIGKILL, Duration::from_secs(5)))
+}
+
+fn kill_node(node: &mut Node, sig: Signal, timeout: Duration) -> Result<()> {
+    let Some(c) = &node.child else {
+        return Ok(());
+    };
+    let _ = kill(Pid::from_raw(c.id() as i32), sig);
+    wait_exit(node, timeout)
+}
+
+fn wait_exit(node: &mut Node, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let Some(child) = node.child.as_mut() else {
+        return Ok(());
+    };
+    loop {
+        if child.try_wait()?.is_some() {
+            node.child = None;
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow!("{} did not exit within {timeout:?}", node.name));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The first of `n` consecutive ports that are free right now.
+fn free_port_run(n: usize) -> Result<u16> {
+    for _ in 0..100 {
+        let probe = TcpListener::bind("127.0.0.1:0")?;
+        let base = probe.local_addr()?.port();
+        drop(probe);
+        if base as usize + n >= u16::MAX as usize {
+            continue;
+        }
+        let all_free = (0..n as u16).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return Ok(base);
+        }
+    }
+    bail!("no run of {n} free ports found")
+}

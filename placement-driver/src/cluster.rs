@@ -1,0 +1,551 @@
+//! The RPC logic of PD: one `on_<rpc>` handler per `pdpb.PD` method.
+//!
+//! [`Cluster`] ties together the state machine ([`StateHandle`]), the timestamp oracle
+//! ([`Tso`]), the id allocator ([`Ids`]) and the heartbeat soft state ([`HeartbeatCache`]).
+//! Handlers take a request message and return the response message *without* its header;
+//! [`crate::service`] checks the request header and fills the response header, including the
+//! error conversion.
+//!
+//! Rules the handlers follow:
+//! - Reads are answered from the state as of the last applied command, never from a proposal in
+//!   flight.
+//! - Every change goes through [`StateHandle::propose`]; handlers pre-check with a read to avoid
+//!   proposing commands that would be no-ops (notably for unchanged region heartbeats), but the
+//!   state machine re-checks, since with Raft the state may move between check and apply.
+//! - Requests needing a bootstrapped cluster answer [`Error::NotBootstrapped`] before that.
+//!
+//! Not done yet: scheduling (region heartbeats are never answered), store tombstoning, and
+//! removal of peers/stores; `down_peers` and `pending_peers` are passed through as reported.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use proto::metapb;
+use proto::pdpb::{self, *};
+
+use crate::clock::Clock;
+use crate::command::{ApplyResult, Bootstrap, PdCommand, PutRegions, PutStore};
+use crate::heartbeat::HeartbeatCache;
+use crate::id::Ids;
+use crate::proposer::StateHandle;
+use crate::region_map::{epoch, RegionVerdict};
+use crate::state::validate_region;
+use crate::tso::Tso;
+use crate::{Error, Result};
+
+/// The most regions one `AskBatchSplit` may ask for.
+pub const MAX_SPLIT_COUNT: u32 = 1000;
+
+/// PD's services over its state; see the module docs.
+#[derive(Debug)]
+pub struct Cluster {
+    cluster_id: u64,
+    member: Member,
+    max_replicas: u32,
+    clock: Arc<dyn Clock>,
+    state: StateHandle,
+    tso: Tso,
+    ids: Ids,
+    heartbeats: Mutex<HeartbeatCache>,
+}
+
+impl Cluster {
+    pub fn new(
+        cluster_id: u64,
+        member: Member,
+        max_replicas: u32,
+        clock: Arc<dyn Clock>,
+        state: StateHandle,
+        tso: Tso,
+        ids: Ids,
+    ) -> Cluster {
+        Cluster {
+            cluster_id,
+            member,
+            max_replicas,
+            clock,
+            state,
+            tso,
+            ids,
+            heartbeats: Mutex::new(HeartbeatCache::default()),
+        }
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    pub fn member(&self) -> &Member {
+        &self.member
+    }
+
+    pub fn state(&self) -> &StateHandle {
+        &self.state
+    }
+
+    /// Checks the cluster id of a request; zero (unset) is accepted.
+    pub fn check_header(&self, header: Option<&RequestHeader>) -> Result<()> {
+        let got = header.map_or(0, |h| h.cluster_id);
+        if got != 0 && got != self.cluster_id {
+            return Err(Error::ClusterMismatch {
+                expected: self.cluster_id,
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    fn require_bootstrapped(&self) -> Result<()> {
+        if self.state.read(|s| s.is_bootstrapped()) {
+            Ok(())
+        } else {
+            Err(Error::NotBootstrapped)
+        }
+    }
+
+    /// Extends the TSO window ahead of time; called periodically.
+    pub async fn tso_tick(&self) -> Result<()> {
+        self.tso.tick(&self.state).await
+    }
+
+    pub async fn on_get_members(&self, _req: GetMembersRequest) -> Result<GetMembersResponse> {
+        Ok(GetMembersResponse {
+            header: None,
+            members: vec![self.member.clone()],
+            leader: Some(self.member.clone()),
+            etcd_leader: Some(self.member.clone()),
+        })
+    }
+
+    pub async fn on_tso(&self, req: TsoRequest) -> Result<TsoResponse> {
+        let ts = self.tso.get(req.count, &self.state).await?;
+        let physical = i64::try_from(ts.physical)
+            .map_err(|_| Error::Tso(format!("physical time {} overflows", ts.physical)))?;
+        Ok(TsoResponse {
+            header: None,
+            count: req.count,
+            timestamp: Some(pdpb::Timestamp {
+                physical,
+                // < 2^18, always fits.
+                logical: ts.logical as i64,
+                suffix_bits: 0,
+            }),
+        })
+    }
+
+    pub async fn on_bootstrap(&self, req: BootstrapRequest) -> Result<BootstrapResponse> {
+        let max_used = req
+            .region
+            .iter()
+            .flat_map(|r| r.peers.iter().map(|p| p.id).chain([r.id]))
+            .chain(req.store.iter().map(|s| s.id))
+            .max()
+            .unwrap_or(0);
+        let store_id = req.store.as_ref().map_or(0, |s| s.id);
+        self.state
+            .propose(PdCommand::Bootstrap(Bootstrap {
+                store: req.store,
+                region: req.region,
+                max_peer_count: self.max_replicas,
+            }))
+            .await?;
+        self.ids.skip_through(max_used);
+        tracing::info!(
+            cluster_id = self.cluster_id,
+            store_id,
+            "cluster bootstrapped"
+        );
+        Ok(BootstrapResponse::default())
+    }
+
+    pub async fn on_is_bootstrapped(
+        &self,
+        _req: IsBootstrappedRequest,
+    ) -> Result<IsBootstrappedResponse> {
+        Ok(IsBootstrappedResponse {
+            header: None,
+            bootstrapped: self.state.read(|s| s.is_bootstrapped()),
+        })
+    }
+
+    /// Allocates `count` (at least 1) consecutive ids; `id` is the first of them.
+    pub async fn on_alloc_id(&self, req: AllocIdRequest) -> Result<AllocIdResponse> {
+        let count = req.count.max(1);
+        let id = self.ids.alloc(count, &self.state).await?;
+        Ok(AllocIdResponse {
+            header: None,
+            id,
+            count,
+        })
+    }
+
+    /// The store with the soft fields (last heartbeat) filled in.
+    fn store_view(&self, store: &metapb::Store) -> metapb::Store {
+        let mut store = store.clone();
+        if let Some(status) = self.heartbeats.lock().store(store.id) {
+            store.last_heartbeat = ms_to_ns(status.last_heartbeat_ms);
+        }
+        store
+    }
+
+    pub async fn on_get_store(&self, req: GetStoreRequest) -> Result<GetStoreResponse> {
+        self.require_bootstrapped()?;
+        let store =
+            self.state
+                .read(|s| s.store(req.store_id).cloned())
+                .ok_or(Error::StoreNotFound {
+                    store_id: req.store_id,
+                })?;
+        let stats = self
+            .heartbeats
+            .lock()
+            .store(req.store_id)
+            .map(|status| status.stats);
+        Ok(GetStoreResponse {
+            header: None,
+            store: Some(self.store_view(&store)),
+            stats,
+        })
+    }
+
+    pub async fn on_put_store(&self, req: PutStoreRequest) -> Result<PutStoreResponse> {
+        self.require_bootstrapped()?;
+        let store_id = req.store.as_ref().map_or(0, |s| s.id);
+        self.state
+            .propose(PdCommand::PutStore(PutStore { store: req.store }))
+            .await?;
+        tracing::info!(store_id, "store put");
+        Ok(PutStoreResponse::default())
+    }
+
+    pub async fn on_get_all_stores(
+        &self,
+        req: GetAllStoresRequest,
+    ) -> Result<GetAllStoresResponse> {
+        self.require_bootstrapped()?;
+        let stores: Vec<metapb::Store> = self.state.read(|s| {
+            s.stores()
+                .filter(|store| {
+                    !req.exclude_tombstone_stores || store.state() != metapb::StoreState::Tombstone
+                })
+                .cloned()
+                .collect()
+        });
+        Ok(GetAllStoresResponse {
+            header: None,
+            stores: stores.iter().map(|s| self.store_view(s)).collect(),
+        })
+    }
+
+    pub async fn on_store_heartbeat(
+        &self,
+        req: StoreHeartbeatRequest,
+    ) -> Result<StoreHeartbeatResponse> {
+        self.require_bootstrapped()?;
+        let stats = req
+            .stats
+            .ok_or_else(|| Error::InvalidArgument("store heartbeat without stats".to_owned()))?;
+        let store_state = self
+            .state
+            .read(|s| s.store(stats.store_id).map(|store| store.state()))
+            .ok_or(Error::StoreNotFound {
+                store_id: stats.store_id,
+            })?;
+        if store_state == metapb::StoreState::Tombstone {
+            return Err(Error::StoreTombstone {
+                store_id: stats.store_id,
+            });
+        }
+        self.heartbeats
+            .lock()
+            .on_store_heartbeat(stats, self.clock.now_ms());
+        Ok(StoreHeartbeatResponse::default())
+    }
+
+    /// Handles one region heartbeat; `Some` is a message to send back on the stream (only
+    /// errors for now: there is no scheduling yet).
+    pub async fn on_region_heartbeat(
+        &self,
+        req: RegionHeartbeatRequest,
+    ) -> Option<RegionHeartbeatResponse> {
+        let region_id = req.region.as_ref().map_or(0, |r| r.id);
+        match self.handle_region_heartbeat(&req).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::debug!(region_id, error = %e, "region heartbeat failed");
+                Some(RegionHeartbeatResponse {
+                    header: Some(self.error_header(&e)),
+                    region_id,
+                    region_epoch: req.region.as_ref().and_then(|r| r.region_epoch),
+                    target_peer: req.leader,
+                    ..Default::default()
+                })
+            }
+        }
+    }
+
+    async fn handle_region_heartbeat(&self, req: &RegionHeartbeatRequest) -> Result<()> {
+        self.check_header(req.header.as_ref())?;
+        self.require_bootstrapped()?;
+        let region = req
+            .region
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("region heartbeat without region".to_owned()))?;
+        validate_region(region)?;
+        let verdict = self.state.read(|s| s.regions().check(region));
+        match verdict {
+            RegionVerdict::Stale { newer } => {
+                tracing::debug!(
+                    region_id = region.id,
+                    reported = ?epoch(region),
+                    known_id = newer.id,
+                    known = ?epoch(&newer),
+                    "ignoring stale region heartbeat"
+                );
+                return Ok(());
+            }
+            RegionVerdict::Unchanged => {}
+            RegionVerdict::Changed => {
+                let result = self
+                    .state
+                    .propose(PdCommand::PutRegions(PutRegions {
+                        regions: vec![region.clone()],
+                    }))
+                    .await?;
+                if let ApplyResult::Regions(applied) = result {
+                    self.heartbeats.lock().forget_regions(&applied.removed);
+                    if applied.stale.contains(&region.id) {
+                        return Ok(());
+                    }
+                    tracing::debug!(region_id = region.id, epoch = ?epoch(region), "region updated");
+                }
+            }
+        }
+        self.heartbeats
+            .lock()
+            .on_region_heartbeat(req, self.clock.now_ms());
+        Ok(())
+    }
+
+    /// A region as answered by GetRegion and friends.
+    fn region_response(&self, region: Option<metapb::Region>) -> GetRegionResponse {
+        let Some(region) = region else {
+            return GetRegionResponse::default();
+        };
+        let heartbeats = self.heartbeats.lock();
+        let leader = heartbeats.leader_of(&region);
+        let (down_peers, pending_peers) = heartbeats
+            .region(region.id)
+            .map(|s| (s.down_peers.clone(), s.pending_peers.clone()))
+            .unwrap_or_default();
+        GetRegionResponse {
+            header: None,
+            region: Some(region),
+            leader,
+            down_peers,
+            pending_peers,
+        }
+    }
+
+    /// The region containing the key; an empty response if none does (as PD answers).
+    pub async fn on_get_region(&self, req: GetRegionRequest) -> Result<GetRegionResponse> {
+        self.require_bootstrapped()?;
+        let region = self
+            .state
+            .read(|s| s.regions().find_by_key(&req.region_key).cloned());
+        Ok(self.region_response(region))
+    }
+
+    /// The region before the one containing the key.
+    pub async fn on_get_prev_region(&self, req: GetRegionRequest) -> Result<GetRegionResponse> {
+        self.require_bootstrapped()?;
+        let region = self
+            .state
+            .read(|s| s.regions().prev_region(&req.region_key).cloned());
+        Ok(self.region_response(region))
+    }
+
+    pub async fn on_get_region_by_id(
+        &self,
+        req: GetRegionByIdRequest,
+    ) -> Result<GetRegionResponse> {
+        self.require_bootstrapped()?;
+        let region = self.state.read(|s| s.regions().get(req.region_id).cloned());
+        Ok(self.region_response(region))
+    }
+
+    pub async fn on_scan_regions(&self, req: ScanRegionsRequest) -> Result<ScanRegionsResponse> {
+        self.require_bootstrapped()?;
+        let limit = usize::try_from(req.limit).unwrap_or(0);
+        let regions: Vec<metapb::Region> = self.state.read(|s| {
+            s.regions()
+                .scan(&req.start_key, &req.end_key, limit)
+                .into_iter()
+                .cloned()
+                .collect()
+        });
+        let mut resp = ScanRegionsResponse::default();
+        let heartbeats = self.heartbeats.lock();
+        for region in regions {
+            let leader = heartbeats.leader_of(&region);
+            let (down_peers, pending_peers) = heartbeats
+                .region(region.id)
+                .map(|s| (s.down_peers.clone(), s.pending_peers.clone()))
+                .unwrap_or_default();
+            resp.region_metas.push(region.clone());
+            resp.leaders.push(leader.unwrap_or_default());
+            resp.regions.push(pdpb::Region {
+                region: Some(region),
+                leader,
+                down_peers,
+                pending_peers,
+            });
+        }
+        Ok(resp)
+    }
+
+    /// Allocates a region id and one peer id per peer of the region, for each new region.
+    pub async fn on_ask_batch_split(
+        &self,
+        req: AskBatchSplitRequest,
+    ) -> Result<AskBatchSplitResponse> {
+        self.require_bootstrapped()?;
+        let region = req
+            .region
+            .ok_or_else(|| Error::InvalidArgument("ask split without region".to_owned()))?;
+        if req.split_count == 0 || req.split_count > MAX_SPLIT_COUNT {
+            return Err(Error::InvalidArgument(format!(
+                "split count must be in 1..={MAX_SPLIT_COUNT}, got {}",
+                req.split_count
+            )));
+        }
+        let known = self
+            .state
+            .read(|s| s.regions().find_by_key(&region.start_key).cloned())
+            .ok_or(Error::RegionNotFound {
+                region_id: region.id,
+            })?;
+        let (asked, current) = (epoch(&region), epoch(&known));
+        if asked.version < current.version || asked.conf_ver < current.conf_ver {
+            return Err(Error::StaleRegionEpoch {
+                region_id: region.id,
+                version: asked.version,
+                conf_ver: asked.conf_ver,
+                current_version: current.version,
+                current_conf_ver: current.conf_ver,
+            });
+        }
+        let per_region = 1 + region.peers.len() as u64;
+        let total = u64::from(req.split_count) * per_region;
+        let total = u32::try_from(total)
+            .map_err(|_| Error::InvalidArgument(format!("split needs too many ids: {total}")))?;
+        let mut next = self.ids.alloc(total, &self.state).await?;
+        let mut take = || {
+            let id = next;
+            next += 1;
+            id
+        };
+        let ids = (0..req.split_count)
+            .map(|_| SplitId {
+                new_region_id: take(),
+                new_peer_ids: region.peers.iter().map(|_| take()).collect(),
+            })
+            .collect();
+        Ok(AskBatchSplitResponse { header: None, ids })
+    }
+
+    pub async fn on_report_batch_split(
+        &self,
+        req: ReportBatchSplitRequest,
+    ) -> Result<ReportBatchSplitResponse> {
+        self.require_bootstrapped()?;
+        if req.regions.is_empty() {
+            return Err(Error::InvalidArgument(
+                "split report without regions".to_owned(),
+            ));
+        }
+        let result = self
+            .state
+            .propose(PdCommand::PutRegions(PutRegions {
+                regions: req.regions,
+            }))
+            .await?;
+        if let ApplyResult::Regions(applied) = result {
+            self.heartbeats.lock().forget_regions(&applied.removed);
+            tracing::info!(
+                updated = ?applied.updated,
+                removed = ?applied.removed,
+                stale = ?applied.stale,
+                "batch split reported"
+            );
+        }
+        Ok(ReportBatchSplitResponse::default())
+    }
+
+    pub async fn on_get_cluster_config(
+        &self,
+        _req: GetClusterConfigRequest,
+    ) -> Result<GetClusterConfigResponse> {
+        // Answered before bootstrap too: stores read the desired replica count from it to decide
+        // when enough of them have registered to bootstrap the first region.
+        Ok(GetClusterConfigResponse {
+            header: None,
+            cluster: Some(self.state.read(|s| s.cluster_config())),
+        })
+    }
+
+    pub async fn on_get_gc_safe_point(
+        &self,
+        _req: GetGcSafePointRequest,
+    ) -> Result<GetGcSafePointResponse> {
+        self.require_bootstrapped()?;
+        Ok(GetGcSafePointResponse {
+            header: None,
+            safe_point: self.state.read(|s| s.meta().gc_safe_point),
+        })
+    }
+
+    /// Moves the safe point forward; answers the safe point in effect afterwards.
+    pub async fn on_update_gc_safe_point(
+        &self,
+        req: UpdateGcSafePointRequest,
+    ) -> Result<UpdateGcSafePointResponse> {
+        self.require_bootstrapped()?;
+        let new_safe_point = match self
+            .state
+            .propose(PdCommand::UpdateGcSafePoint(req.safe_point))
+            .await?
+        {
+            ApplyResult::GcSafePoint(safe_point) => safe_point,
+            other => {
+                return Err(Error::Internal(format!(
+                    "unexpected result of a GC safe point update: {other:?}"
+                )))
+            }
+        };
+        Ok(UpdateGcSafePointResponse {
+            header: None,
+            new_safe_point,
+        })
+    }
+
+    /// A successful response header.
+    pub fn ok_header(&self) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            error: None,
+        }
+    }
+
+    /// A response header carrying `err`.
+    pub fn error_header(&self, err: &Error) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            error: Some(err.to_pb()),
+        }
+    }
+}
+
+fn ms_to_ns(ms: u64) -> i64 {
+    i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,156 @@
+//! Soft state learned from heartbeats: store statistics, region leaders and region statistics.
+//!
+//! None of this is persisted or replicated: it is re-learned within one heartbeat interval by the
+//! PD node that serves the heartbeats (after a restart, or with Raft after a leader change).
+//! Until then, regions are answered without a leader and stores without statistics.
+//!
+//! Invariants:
+//! - A region's recorded leader only moves to a report with a Raft term at least as high as the
+//!   recorded one (term 0 means "unknown" and always wins), so a delayed heartbeat of a deposed
+//!   leader does not overwrite its successor.
+//! - A leader is only reported back if it is still one of the region's peers.
+
+use std::collections::HashMap;
+
+use proto::metapb::{Peer, Region};
+use proto::pdpb::{PeerStats, RegionHeartbeatRequest, StoreStats};
+
+/// What PD last heard from a store.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreStatus {
+    pub stats: StoreStats,
+    /// Wall time of the last heartbeat, Unix ms.
+    pub last_heartbeat_ms: u64,
+}
+
+/// What PD last heard about a region from its leader.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RegionStatus {
+    pub leader: Option<Peer>,
+    /// Raft term of `leader` (0 if unknown).
+    pub term: u64,
+    pub down_peers: Vec<PeerStats>,
+    pub pending_peers: Vec<Peer>,
+    pub approximate_size: u64,
+    pub approximate_keys: u64,
+    pub bytes_written: u64,
+    pub bytes_read: u64,
+    pub keys_written: u64,
+    pub keys_read: u64,
+    /// Wall time of the last heartbeat, Unix ms.
+    pub last_heartbeat_ms: u64,
+}
+
+/// Soft state of stores and regions; see the module docs.
+#[derive(Debug, Default)]
+pub struct HeartbeatCache {
+    stores: HashMap<u64, StoreStatus>,
+    regions: HashMap<u64, RegionStatus>,
+}
+
+impl HeartbeatCache {
+    pub fn on_store_heartbeat(&mut self, stats: StoreStats, now_ms: u64) {
+        self.stores.insert(
+            stats.store_id,
+            StoreStatus {
+                stats,
+                last_heartbeat_ms: now_ms,
+            },
+        );
+    }
+
+    pub fn store(&self, store_id: u64) -> Option<&StoreStatus> {
+        self.stores.get(&store_id)
+    }
+
+    /// Records a heartbeat of a region that was accepted (not stale).
+    pub fn on_region_heartbeat(&mut self, req: &RegionHeartbeatRequest, now_ms: u64) {
+        let Some(region) = req.region.as_ref() else {
+            return;
+        };
+        let status = self.regions.entry(region.id).or_default();
+        if req.term == 0 || status.term == 0 || req.term >= status.term {
+            status.leader = req.leader;
+            status.term = req.term;
+        }
+        status.down_peers = req.down_peers.clone();
+        status.pending_peers = req.pending_peers.clone();
+        status.approximate_size = req.approximate_size;
+        status.approximate_keys = req.approximate_keys;
+        status.bytes_written = req.bytes_written;
+        status.bytes_read = req.bytes_read;
+        status.keys_written = req.keys_written;
+        status.keys_read = req.keys_read;
+        status.last_heartbeat_ms = now_ms;
+    }
+
+    pub fn region(&self, region_id: u64) -> Option<&RegionStatus> {
+        self.regions.get(&region_id)
+    }
+
+    /// The recorded leader of `region`, if it is still one of its peers.
+    pub fn leader_of(&self, region: &Region) -> Option<Peer> {
+        let leader = self.regions.get(&region.id)?.leader?;
+        region
+            .peers
+            .iter()
+            .any(|p| p.id == leader.id && p.store_id == leader.store_id)
+            .then_some(leader)
+    }
+
+    /// Forgets regions that left the region map.
+    pub fn forget_regions(&mut self, ids: &[u64]) {
+        for id in ids {
+            self.regions.remove(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: u64, store_id: u64) -> Peer {
+        Peer {
+            id,
+            store_id,
+            ..Default::default()
+        }
+    }
+
+    fn heartbeat(leader: Peer, term: u64) -> RegionHeartbeatRequest {
+        RegionHeartbeatRequest {
+            region: Some(Region {
+                id: 1,
+                peers: vec![peer(10, 1), peer(11, 2)],
+                ..Default::default()
+            }),
+            leader: Some(leader),
+            term,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn leader_follows_terms() {
+        let mut cache = HeartbeatCache::default();
+        let req = heartbeat(peer(10, 1), 5);
+        let region = req.region.clone().unwrap();
+        cache.on_region_heartbeat(&req, 1);
+        assert_eq!(cache.leader_of(&region), Some(peer(10, 1)));
+        cache.on_region_heartbeat(&heartbeat(peer(11, 2), 6), 2);
+        assert_eq!(cache.leader_of(&region), Some(peer(11, 2)));
+        // A late heartbeat of the deposed leader does not win.
+        cache.on_region_heartbeat(&heartbeat(peer(10, 1), 5), 3);
+        assert_eq!(cache.leader_of(&region), Some(peer(11, 2)));
+        // A leader that is no longer a peer is not reported.
+        let shrunk = Region {
+            id: 1,
+            peers: vec![peer(10, 1)],
+            ..Default::default()
+        };
+        assert_eq!(cache.leader_of(&shrunk), None);
+        cache.forget_regions(&[1]);
+        assert_eq!(cache.leader_of(&region), None);
+    }
+}

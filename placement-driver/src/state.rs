@@ -1,0 +1,776 @@
+//! The PD state machine: the replicated part of PD's state and the only code that changes it.
+//!
+//! [`PdState`] holds the cluster id and bootstrap flag, the stores, the regions (a
+//! [`RegionMap`]), the upper bounds of the id allocator and of the TSO window, and the GC safe
+//! point. It changes only by applying a [`PdCommand`]:
+//!
+//! 1. `PdState::plan` checks the command against the current state and computes its effect, a
+//!    list of changes, without touching anything. Rejections ([`Error::AlreadyBootstrapped`], …)
+//!    are decided here, deterministically.
+//! 2. The changes are written to the engine in **one** write batch, synced.
+//! 3. `PdState::commit` applies the same changes to memory.
+//!
+//! [`PdState::apply`] does the three steps; [`crate::proposer::StateHandle`] runs them with the
+//! fsync outside the in-memory write lock so that readers are not blocked by disk.
+//!
+//! Invariants:
+//! - Apply is deterministic: the same sequence of commands on the same initial state gives the
+//!   same state and the same results on every node (no clock, no randomness, no config reads;
+//!   maps are ordered).
+//! - Memory and disk agree: memory changes only after the batch holding the same changes is
+//!   written, so a failed write leaves both at the previous state.
+//! - Bounds and the GC safe point only grow.
+//! - The region map holds no overlapping regions (see [`crate::region_map`]).
+//!
+//! Persistent layout (column family `default` of PD's own engine):
+//! `pd/meta` → [`PdMeta`], `pd/store/<id u64 BE>` → `metapb.Store`,
+//! `pd/region/<id u64 BE>` → `metapb.Region`, all protobuf-encoded.
+//!
+//! Implementation caveats (deliberate, for now):
+//! - There is no applied index: with Raft, the state will be written unsynced together with the
+//!   applied index, and recovered by replaying the log; today every batch is synced instead.
+//! - Store removal (tombstoning) and region merge have no commands yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use engine::{Engine, WriteBatch, CF_DEFAULT};
+use prost::Message;
+use proto::metapb::{self, StoreState};
+
+use crate::command::{ApplyResult, Bootstrap, PdCommand, RegionsApplied};
+use crate::region_map::{RegionMap, RegionVerdict};
+use crate::{Error, Result};
+
+/// Store id.
+pub type StoreId = u64;
+
+const META_KEY: &[u8] = b"pd/meta";
+const STORE_PREFIX: &[u8] = b"pd/store/";
+const REGION_PREFIX: &[u8] = b"pd/region/";
+
+/// Cluster-wide scalars of the state machine, persisted as one record.
+#[derive(Clone, PartialEq, Message)]
+pub struct PdMeta {
+    /// Zero until [`PdCommand::InitCluster`].
+    #[prost(uint64, tag = "1")]
+    pub cluster_id: u64,
+    #[prost(bool, tag = "2")]
+    pub bootstrapped: bool,
+    #[prost(uint32, tag = "3")]
+    pub max_peer_count: u32,
+    /// Every id `<= id_bound` may have been handed out.
+    #[prost(uint64, tag = "4")]
+    pub id_bound: u64,
+    /// No timestamp with a physical part `> tso_bound_ms` has been handed out.
+    #[prost(uint64, tag = "5")]
+    pub tso_bound_ms: u64,
+    #[prost(uint64, tag = "6")]
+    pub gc_safe_point: u64,
+}
+
+/// One change computed by `PdState::plan`.
+#[derive(Clone, Debug)]
+enum Change {
+    Meta(PdMeta),
+    PutStore(metapb::Store),
+    PutRegion(metapb::Region),
+    DeleteRegion(u64),
+}
+
+/// The effect of a command, computed but not yet applied.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    changes: Vec<Change>,
+    result: ApplyResult,
+}
+
+impl Plan {
+    fn no_op(result: ApplyResult) -> Plan {
+        Plan {
+            changes: Vec::new(),
+            result,
+        }
+    }
+
+    /// Whether applying the plan changes nothing.
+    pub fn is_no_op(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// The write batch persisting the plan's changes.
+    pub fn write_batch(&self) -> WriteBatch {
+        let mut wb = WriteBatch::new();
+        for change in &self.changes {
+            match change {
+                Change::Meta(meta) => wb.put(CF_DEFAULT, META_KEY, &meta.encode_to_vec()),
+                Change::PutStore(store) => {
+                    wb.put(CF_DEFAULT, &store_key(store.id), &store.encode_to_vec())
+                }
+                Change::PutRegion(region) => {
+                    wb.put(CF_DEFAULT, &region_key(region.id), &region.encode_to_vec())
+                }
+                Change::DeleteRegion(id) => wb.delete(CF_DEFAULT, &region_key(*id)),
+            }
+        }
+        wb
+    }
+}
+
+fn store_key(id: StoreId) -> Vec<u8> {
+    [STORE_PREFIX, &id.to_be_bytes()].concat()
+}
+
+fn region_key(id: u64) -> Vec<u8> {
+    [REGION_PREFIX, &id.to_be_bytes()].concat()
+}
+
+/// The smallest key above every key starting with `prefix` (prefixes here end below 0xff).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+/// The replicated state of PD. See the module docs.
+#[derive(Clone, Debug, Default)]
+pub struct PdState {
+    meta: PdMeta,
+    stores: BTreeMap<StoreId, metapb::Store>,
+    regions: RegionMap,
+}
+
+impl PdState {
+    /// Loads the state last written to `engine` (the empty state for a fresh engine).
+    pub fn load(engine: &Engine) -> Result<PdState> {
+        let meta = match engine.get(CF_DEFAULT, META_KEY)? {
+            Some(data) => PdMeta::decode(data.as_slice())
+                .map_err(|e| Error::Corrupt(format!("meta record: {e}")))?,
+            None => PdMeta::default(),
+        };
+        let mut stores = BTreeMap::new();
+        let mut regions = RegionMap::new();
+        let mut failure = None;
+        engine.scan(
+            CF_DEFAULT,
+            STORE_PREFIX,
+            Some(&prefix_end(STORE_PREFIX)),
+            |key, value| match metapb::Store::decode(value) {
+                Ok(store) => {
+                    stores.insert(store.id, store);
+                    true
+                }
+                Err(e) => {
+                    failure = Some(Error::Corrupt(format!("store record {key:?}: {e}")));
+                    false
+                }
+            },
+        )?;
+        engine.scan(
+            CF_DEFAULT,
+            REGION_PREFIX,
+            Some(&prefix_end(REGION_PREFIX)),
+            |key, value| match metapb::Region::decode(value) {
+                Ok(region) => {
+                    let id = region.id;
+                    if !regions.overlapping(&region).is_empty() {
+                        failure = Some(Error::Corrupt(format!(
+                            "persisted region {id} overlaps another region"
+                        )));
+                        return false;
+                    }
+                    regions.insert(region);
+                    true
+                }
+                Err(e) => {
+                    failure = Some(Error::Corrupt(format!("region record {key:?}: {e}")));
+                    false
+                }
+            },
+        )?;
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        Ok(PdState {
+            meta,
+            stores,
+            regions,
+        })
+    }
+
+    /// Applies `cmd`: plan, write the changes synced to `engine`, commit them to memory.
+    pub fn apply(&mut self, engine: &Engine, cmd: &PdCommand) -> Result<ApplyResult> {
+        let plan = self.plan(cmd)?;
+        if !plan.is_no_op() {
+            engine.write(plan.write_batch(), true)?;
+        }
+        Ok(self.commit(plan))
+    }
+
+    /// Checks `cmd` against the state and computes its effect. Changes nothing.
+    pub(crate) fn plan(&self, cmd: &PdCommand) -> Result<Plan> {
+        match cmd {
+            PdCommand::InitCluster(init) => self.plan_init_cluster(init.cluster_id),
+            PdCommand::Bootstrap(bootstrap) => self.plan_bootstrap(bootstrap),
+            PdCommand::PutStore(put) => self.plan_put_store(put.store.as_ref()),
+            PdCommand::PutRegions(put) => self.plan_put_regions(&put.regions),
+            PdCommand::SetIdBound(bound) => Ok(self.plan_meta(|meta| {
+                meta.id_bound = meta.id_bound.max(*bound);
+                ApplyResult::Done
+            })),
+            PdCommand::SetTsoBound(bound) => Ok(self.plan_meta(|meta| {
+                meta.tso_bound_ms = meta.tso_bound_ms.max(*bound);
+                ApplyResult::Done
+            })),
+            PdCommand::UpdateGcSafePoint(safe_point) => Ok(self.plan_meta(|meta| {
+                meta.gc_safe_point = meta.gc_safe_point.max(*safe_point);
+                ApplyResult::GcSafePoint(meta.gc_safe_point)
+            })),
+        }
+    }
+
+    /// Applies a plan computed by `PdState::plan` on this very state (no command may have been
+    /// committed in between) to memory.
+    pub(crate) fn commit(&mut self, plan: Plan) -> ApplyResult {
+        for change in plan.changes {
+            match change {
+                Change::Meta(meta) => self.meta = meta,
+                Change::PutStore(store) => {
+                    self.stores.insert(store.id, store);
+                }
+                Change::PutRegion(region) => {
+                    self.regions.insert(region);
+                }
+                Change::DeleteRegion(id) => {
+                    self.regions.remove(id);
+                }
+            }
+        }
+        plan.result
+    }
+
+    /// A plan changing only the meta record through `f`; a no-op if `f` changes nothing.
+    fn plan_meta(&self, f: impl FnOnce(&mut PdMeta) -> ApplyResult) -> Plan {
+        let mut meta = self.meta.clone();
+        let result = f(&mut meta);
+        if meta == self.meta {
+            Plan::no_op(result)
+        } else {
+            Plan {
+                changes: vec![Change::Meta(meta)],
+                result,
+            }
+        }
+    }
+
+    fn require_bootstrapped(&self) -> Result<()> {
+        if self.meta.bootstrapped {
+            Ok(())
+        } else {
+            Err(Error::NotBootstrapped)
+        }
+    }
+
+    fn plan_init_cluster(&self, cluster_id: u64) -> Result<Plan> {
+        if cluster_id == 0 {
+            return Err(Error::InvalidArgument(
+                "cluster id must not be 0".to_owned(),
+            ));
+        }
+        match self.meta.cluster_id {
+            0 => Ok(self.plan_meta(|meta| {
+                meta.cluster_id = cluster_id;
+                ApplyResult::Done
+            })),
+            current if current == cluster_id => Ok(Plan::no_op(ApplyResult::Done)),
+            current => Err(Error::ClusterMismatch {
+                expected: current,
+                got: cluster_id,
+            }),
+        }
+    }
+
+    fn plan_bootstrap(&self, bootstrap: &Bootstrap) -> Result<Plan> {
+        if self.meta.cluster_id == 0 {
+            return Err(Error::Internal(
+                "bootstrap before the cluster id is initialized".to_owned(),
+            ));
+        }
+        if self.meta.bootstrapped {
+            return Err(Error::AlreadyBootstrapped {
+                cluster_id: self.meta.cluster_id,
+            });
+        }
+        let store = bootstrap
+            .store
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("bootstrap without a store".to_owned()))?;
+        let region = bootstrap
+            .region
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("bootstrap without a region".to_owned()))?;
+        validate_store(store)?;
+        validate_region(region)?;
+        if !region.start_key.is_empty() || !region.end_key.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the first region must cover the whole keyspace".to_owned(),
+            ));
+        }
+        if region.peers.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the first region has no peers".to_owned(),
+            ));
+        }
+        if let Some(peer) = region.peers.iter().find(|p| p.store_id != store.id) {
+            return Err(Error::InvalidArgument(format!(
+                "peer {} of the first region is on store {}, not on bootstrap store {}",
+                peer.id, peer.store_id, store.id
+            )));
+        }
+        // Ids chosen by the bootstrapping store normally come from AllocID, but make sure the
+        // allocator never hands them out again even if they did not.
+        let max_id = region
+            .peers
+            .iter()
+            .map(|p| p.id)
+            .chain([store.id, region.id])
+            .max()
+            .unwrap_or(0);
+        let mut meta = self.meta.clone();
+        meta.bootstrapped = true;
+        meta.max_peer_count = bootstrap.max_peer_count;
+        meta.id_bound = meta.id_bound.max(max_id);
+        Ok(Plan {
+            changes: vec![
+                Change::PutStore(clean_store(store.clone())),
+                Change::PutRegion(region.clone()),
+                Change::Meta(meta),
+            ],
+            result: ApplyResult::Done,
+        })
+    }
+
+    fn plan_put_store(&self, store: Option<&metapb::Store>) -> Result<Plan> {
+        self.require_bootstrapped()?;
+        let store =
+            store.ok_or_else(|| Error::InvalidArgument("put store without a store".to_owned()))?;
+        validate_store(store)?;
+        let mut new = clean_store(store.clone());
+        if let Some(existing) = self.stores.get(&store.id) {
+            match existing.state() {
+                StoreState::Tombstone => {
+                    return Err(Error::StoreTombstone { store_id: store.id });
+                }
+                // Offline is an operator's decision, a restarting store does not undo it.
+                StoreState::Offline => new.set_state(StoreState::Offline),
+                StoreState::Up => {}
+            }
+        }
+        if let Some(other) = self.stores.values().find(|other| {
+            other.id != store.id
+                && other.address == store.address
+                && other.state() != StoreState::Tombstone
+        }) {
+            return Err(Error::DuplicatedStoreAddress {
+                store_id: store.id,
+                address: store.address.clone(),
+                other_store_id: other.id,
+            });
+        }
+        if self.stores.get(&store.id) == Some(&new) {
+            return Ok(Plan::no_op(ApplyResult::Done));
+        }
+        Ok(Plan {
+            changes: vec![Change::PutStore(new)],
+            result: ApplyResult::Done,
+        })
+    }
+
+    fn plan_put_regions(&self, regions: &[metapb::Region]) -> Result<Plan> {
+        self.require_bootstrapped()?;
+        for region in regions {
+            validate_region(region)?;
+        }
+        // Apply the regions in order on a scratch map holding every known region they can
+        // affect (same id or overlapping range), then diff the scratch map against the state.
+        // Known regions never overlap each other, so loading them into the scratch map removes
+        // nothing.
+        let mut scratch = RegionMap::new();
+        for region in regions {
+            for known in self
+                .regions
+                .overlapping(region)
+                .into_iter()
+                .chain(self.regions.get(region.id))
+            {
+                if scratch.get(known.id).is_none() {
+                    scratch.insert(known.clone());
+                }
+            }
+        }
+        let mut applied = RegionsApplied::default();
+        let mut touched = BTreeSet::new();
+        for region in regions {
+            match scratch.check(region) {
+                RegionVerdict::Stale { .. } => applied.stale.push(region.id),
+                RegionVerdict::Unchanged => {}
+                RegionVerdict::Changed => {
+                    for removed in scratch.insert(region.clone()) {
+                        touched.insert(removed.id);
+                    }
+                    touched.insert(region.id);
+                }
+            }
+        }
+        let mut changes = Vec::new();
+        for id in touched {
+            match scratch.get(id) {
+                Some(region) => {
+                    applied.updated.push(id);
+                    changes.push(Change::PutRegion(region.clone()));
+                }
+                None => {
+                    if self.regions.get(id).is_some() {
+                        applied.removed.push(id);
+                        changes.push(Change::DeleteRegion(id));
+                    }
+                }
+            }
+        }
+        applied.stale.sort_unstable();
+        applied.stale.dedup();
+        Ok(Plan {
+            changes,
+            result: ApplyResult::Regions(applied),
+        })
+    }
+
+    /// The cluster id, zero before initialization.
+    pub fn cluster_id(&self) -> u64 {
+        self.meta.cluster_id
+    }
+
+    pub fn is_bootstrapped(&self) -> bool {
+        self.meta.bootstrapped
+    }
+
+    /// The persisted scalars.
+    pub fn meta(&self) -> &PdMeta {
+        &self.meta
+    }
+
+    /// The cluster configuration as reported by `GetClusterConfig`.
+    pub fn cluster_config(&self) -> metapb::Cluster {
+        metapb::Cluster {
+            id: self.meta.cluster_id,
+            max_peer_count: self.meta.max_peer_count,
+        }
+    }
+
+    pub fn store(&self, id: StoreId) -> Option<&metapb::Store> {
+        self.stores.get(&id)
+    }
+
+    /// All stores by ascending id.
+    pub fn stores(&self) -> impl Iterator<Item = &metapb::Store> + '_ {
+        self.stores.values()
+    }
+
+    pub fn regions(&self) -> &RegionMap {
+        &self.regions
+    }
+}
+
+/// The store as persisted: soft fields (heartbeat time) are not part of the replicated state.
+fn clean_store(mut store: metapb::Store) -> metapb::Store {
+    store.last_heartbeat = 0;
+    store
+}
+
+fn validate_store(store: &metapb::Store) -> Result<()> {
+    if store.id == 0 {
+        return Err(Error::InvalidArgument("store id must not be 0".to_owned()));
+    }
+    if store.address.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "store {} has no address",
+            store.id
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the shape of a reported region (ids, epoch, key range), not its freshness.
+pub fn validate_region(region: &metapb::Region) -> Result<()> {
+    if region.id == 0 {
+        return Err(Error::InvalidArgument("region id must not be 0".to_owned()));
+    }
+    if region.region_epoch.is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "region {} has no epoch",
+            region.id
+        )));
+    }
+    if !region.end_key.is_empty() && region.start_key >= region.end_key {
+        return Err(Error::InvalidArgument(format!(
+            "region {} has an empty or inverted range",
+            region.id
+        )));
+    }
+    if region.peers.iter().any(|p| p.id == 0 || p.store_id == 0) {
+        return Err(Error::InvalidArgument(format!(
+            "region {} has a peer with id 0 or store 0",
+            region.id
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use engine::EngineOptions;
+    use proto::metapb::{Peer, Region, RegionEpoch, Store};
+
+    use super::*;
+    use crate::command::{InitCluster, PutRegions, PutStore};
+
+    fn open(dir: &tempfile::TempDir) -> (Engine, PdState) {
+        let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
+        let state = PdState::load(&engine).unwrap();
+        (engine, state)
+    }
+
+    fn store(id: u64) -> Store {
+        Store {
+            id,
+            address: format!("127.0.0.1:{}", 20160 + id),
+            ..Default::default()
+        }
+    }
+
+    fn region(id: u64, start: &str, end: &str, version: u64, peers: &[(u64, u64)]) -> Region {
+        Region {
+            id,
+            start_key: Bytes::copy_from_slice(start.as_bytes()),
+            end_key: Bytes::copy_from_slice(end.as_bytes()),
+            region_epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version,
+            }),
+            peers: peers
+                .iter()
+                .map(|&(id, store_id)| Peer {
+                    id,
+                    store_id,
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn bootstrapped(engine: &Engine, state: &mut PdState) {
+        state
+            .apply(
+                engine,
+                &PdCommand::InitCluster(InitCluster { cluster_id: 77 }),
+            )
+            .unwrap();
+        state
+            .apply(
+                engine,
+                &PdCommand::Bootstrap(Bootstrap {
+                    store: Some(store(1)),
+                    region: Some(region(2, "", "", 1, &[(3, 1)])),
+                    max_peer_count: 3,
+                }),
+            )
+            .unwrap();
+    }
+
+    fn put_regions(regions: Vec<Region>) -> PdCommand {
+        PdCommand::PutRegions(PutRegions { regions })
+    }
+
+    #[test]
+    fn bootstrap_once_and_survive_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (engine, mut state) = open(&dir);
+            assert!(matches!(
+                state.apply(
+                    &engine,
+                    &PdCommand::PutStore(PutStore {
+                        store: Some(store(1))
+                    })
+                ),
+                Err(Error::NotBootstrapped)
+            ));
+            bootstrapped(&engine, &mut state);
+            assert!(state.is_bootstrapped());
+            assert_eq!(state.meta().id_bound, 3, "bootstrap ids are reserved");
+            let again = PdCommand::Bootstrap(Bootstrap {
+                store: Some(store(1)),
+                region: Some(region(2, "", "", 1, &[(3, 1)])),
+                max_peer_count: 3,
+            });
+            assert!(matches!(
+                state.apply(&engine, &again),
+                Err(Error::AlreadyBootstrapped { cluster_id: 77 })
+            ));
+            assert!(matches!(
+                state.apply(
+                    &engine,
+                    &PdCommand::InitCluster(InitCluster { cluster_id: 5 })
+                ),
+                Err(Error::ClusterMismatch { .. })
+            ));
+        }
+        let (_engine, state) = open(&dir);
+        assert_eq!(state.cluster_id(), 77);
+        assert!(state.is_bootstrapped());
+        assert_eq!(state.cluster_config().max_peer_count, 3);
+        assert_eq!(state.store(1).unwrap().address, store(1).address);
+        assert_eq!(state.regions().find_by_key(b"x").unwrap().id, 2);
+    }
+
+    #[test]
+    fn bounds_and_safe_point_only_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, mut state) = open(&dir);
+        state.apply(&engine, &PdCommand::SetIdBound(1000)).unwrap();
+        state.apply(&engine, &PdCommand::SetIdBound(10)).unwrap();
+        state.apply(&engine, &PdCommand::SetTsoBound(5000)).unwrap();
+        state.apply(&engine, &PdCommand::SetTsoBound(4000)).unwrap();
+        assert_eq!(
+            state
+                .apply(&engine, &PdCommand::UpdateGcSafePoint(9))
+                .unwrap(),
+            ApplyResult::GcSafePoint(9)
+        );
+        assert_eq!(
+            state
+                .apply(&engine, &PdCommand::UpdateGcSafePoint(3))
+                .unwrap(),
+            ApplyResult::GcSafePoint(9)
+        );
+        drop(engine);
+        let (_engine, state) = open(&dir);
+        assert_eq!(state.meta().id_bound, 1000);
+        assert_eq!(state.meta().tso_bound_ms, 5000);
+        assert_eq!(state.meta().gc_safe_point, 9);
+    }
+
+    #[test]
+    fn put_store_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, mut state) = open(&dir);
+        bootstrapped(&engine, &mut state);
+        let put = |s: Store| PdCommand::PutStore(PutStore { store: Some(s) });
+        state.apply(&engine, &put(store(4))).unwrap();
+        let mut dup = store(5);
+        dup.address = store(4).address;
+        assert!(matches!(
+            state.apply(&engine, &put(dup)),
+            Err(Error::DuplicatedStoreAddress {
+                other_store_id: 4,
+                ..
+            })
+        ));
+        let mut tomb = store(6);
+        tomb.set_state(StoreState::Tombstone);
+        state.apply(&engine, &put(tomb)).unwrap();
+        assert!(matches!(
+            state.apply(&engine, &put(store(6))),
+            Err(Error::StoreTombstone { store_id: 6 })
+        ));
+        assert_eq!(
+            state.stores().map(|s| s.id).collect::<Vec<_>>(),
+            vec![1, 4, 6]
+        );
+    }
+
+    #[test]
+    fn split_reported_as_batch_then_stale_heartbeat_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, mut state) = open(&dir);
+        bootstrapped(&engine, &mut state);
+        // Region 2 ["", +inf) splits at "m" into 10 ["", m) and 2 [m, +inf).
+        let left = region(10, "", "m", 2, &[(11, 1)]);
+        let right = region(2, "m", "", 2, &[(3, 1)]);
+        let result = state
+            .apply(&engine, &put_regions(vec![left.clone(), right.clone()]))
+            .unwrap();
+        assert_eq!(
+            result,
+            ApplyResult::Regions(RegionsApplied {
+                updated: vec![2, 10],
+                removed: vec![],
+                stale: vec![],
+            })
+        );
+        let result = state
+            .apply(&engine, &put_regions(vec![region(2, "", "", 1, &[(3, 1)])]))
+            .unwrap();
+        assert_eq!(
+            result,
+            ApplyResult::Regions(RegionsApplied {
+                stale: vec![2],
+                ..Default::default()
+            })
+        );
+        // A newer region overlapping both removes them (leaving a hole until heartbeats fill it).
+        let wide = region(20, "", "n", 3, &[(21, 1)]);
+        let result = state.apply(&engine, &put_regions(vec![wide])).unwrap();
+        assert_eq!(
+            result,
+            ApplyResult::Regions(RegionsApplied {
+                updated: vec![20],
+                removed: vec![2, 10],
+                stale: vec![],
+            })
+        );
+        drop(engine);
+        let (_engine, state) = open(&dir);
+        let ids: Vec<u64> = state.regions().iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![20]);
+    }
+
+    #[test]
+    fn same_commands_give_same_state() {
+        // Determinism: two replicas applying the same log end up identical.
+        let cmds = [
+            PdCommand::InitCluster(InitCluster { cluster_id: 9 }),
+            PdCommand::Bootstrap(Bootstrap {
+                store: Some(store(1)),
+                region: Some(region(2, "", "", 1, &[(3, 1)])),
+                max_peer_count: 3,
+            }),
+            put_regions(vec![
+                region(2, "k", "", 2, &[(3, 1)]),
+                region(4, "", "k", 2, &[(5, 1)]),
+            ]),
+            PdCommand::PutStore(PutStore {
+                store: Some(store(7)),
+            }),
+            PdCommand::SetIdBound(99),
+        ];
+        let run = || {
+            let dir = tempfile::tempdir().unwrap();
+            let (engine, mut state) = open(&dir);
+            let results: Vec<_> = cmds
+                .iter()
+                .map(|c| {
+                    state
+                        .apply(&engine, &PdCommand::from_bytes(&c.to_bytes()).unwrap())
+                        .unwrap()
+                })
+                .collect();
+            let regions: Vec<Region> = state.regions().iter().cloned().collect();
+            let stores: Vec<Store> = state.stores().cloned().collect();
+            (results, state.meta().clone(), regions, stores)
+        };
+        assert_eq!(run(), run());
+    }
+}
