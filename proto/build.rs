@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "proto/raft_serverpb.proto",
     "proto/tikvpb.proto",
     "proto/pdpb.proto",
+    "proto/pdraftpb.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -9,4 +9,6 @@ timed "format check" cargo fmt --all -- --check
 timed "build (tests, benches, binaries)" cargo test --workspace --all-targets --no-run
 timed "clippy" cargo clippy --workspace --all-targets -- -D warnings
 timed "tests" cargo test --workspace --all-targets
+# Wire compatibility: the published TiKV Rust client against a local cluster of our binaries.
+timed "tikv-client compatibility" bash scripts/compat.sh
 echo "all steps took $((SECONDS - total))s"

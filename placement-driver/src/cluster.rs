@@ -13,6 +13,11 @@
 //!   proposing commands that would be no-ops (notably for unchanged region heartbeats), but the
 //!   state machine re-checks, since with Raft the state may move between check and apply.
 //! - Requests needing a bootstrapped cluster answer [`Error::NotBootstrapped`] before that.
+//! - Every RPC but `GetMembers` is leader-only: [`Cluster::require_leader`] (called by
+//!   [`crate::service`] before the handler) answers [`Error::NotLeader`], naming the leader, on
+//!   any node that is not a serving leader (see [`crate::raft_node`]). TSO and id allocation
+//!   check again, under their allocator lock, right before handing anything out.
+//! - Soft state (leaders, statistics) is per node: a new leader rebuilds it from heartbeats.
 //!
 //! Not done yet: scheduling (region heartbeats are never answered), store tombstoning, and
 //! removal of peers/stores; `down_peers` and `pending_peers` are passed through as reported.
@@ -39,7 +44,6 @@ pub const MAX_SPLIT_COUNT: u32 = 1000;
 /// PD's services over its state; see the module docs.
 #[derive(Debug)]
 pub struct Cluster {
-    cluster_id: u64,
     member: Member,
     max_replicas: u32,
     clock: Arc<dyn Clock>,
@@ -51,7 +55,6 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(
-        cluster_id: u64,
         member: Member,
         max_replicas: u32,
         clock: Arc<dyn Clock>,
@@ -60,7 +63,6 @@ impl Cluster {
         ids: Ids,
     ) -> Cluster {
         Cluster {
-            cluster_id,
             member,
             max_replicas,
             clock,
@@ -71,8 +73,18 @@ impl Cluster {
         }
     }
 
+    /// The cluster id, 0 while this node does not know it yet.
     pub fn cluster_id(&self) -> u64 {
-        self.cluster_id
+        self.state.status().cluster_id()
+    }
+
+    /// Succeeds only on a serving leader (ready, within its lease) of an initialized cluster.
+    pub fn require_leader(&self) -> Result<()> {
+        if self.state.serving_term().is_some() && self.cluster_id() != 0 {
+            Ok(())
+        } else {
+            Err(self.state.not_leader())
+        }
     }
 
     pub fn member(&self) -> &Member {
@@ -83,14 +95,13 @@ impl Cluster {
         &self.state
     }
 
-    /// Checks the cluster id of a request; zero (unset) is accepted.
+    /// Checks the cluster id of a request; zero (unset) is accepted. A node that does not know
+    /// the cluster id yet accepts everything (it serves only `GetMembers` then).
     pub fn check_header(&self, header: Option<&RequestHeader>) -> Result<()> {
         let got = header.map_or(0, |h| h.cluster_id);
-        if got != 0 && got != self.cluster_id {
-            return Err(Error::ClusterMismatch {
-                expected: self.cluster_id,
-                got,
-            });
+        let expected = self.cluster_id();
+        if got != 0 && expected != 0 && got != expected {
+            return Err(Error::ClusterMismatch { expected, got });
         }
         Ok(())
     }
@@ -108,12 +119,34 @@ impl Cluster {
         self.tso.tick(&self.state).await
     }
 
+    /// Every member of the group, and the Raft leader as known here (absent while unknown).
     pub async fn on_get_members(&self, _req: GetMembersRequest) -> Result<GetMembersResponse> {
+        let members: Vec<Member> = self
+            .state
+            .status()
+            .members()
+            .iter()
+            .map(|m| {
+                if m.id == self.member.member_id {
+                    self.member.clone()
+                } else {
+                    Member {
+                        name: m.name.clone(),
+                        member_id: m.id,
+                        peer_urls: vec![m.url.clone()],
+                        client_urls: vec![m.url.clone()],
+                        ..Default::default()
+                    }
+                }
+            })
+            .collect();
+        let leader_id = self.state.leadership().leader_id;
+        let leader = members.iter().find(|m| m.member_id == leader_id).cloned();
         Ok(GetMembersResponse {
             header: None,
-            members: vec![self.member.clone()],
-            leader: Some(self.member.clone()),
-            etcd_leader: Some(self.member.clone()),
+            members,
+            etcd_leader: leader.clone(),
+            leader,
         })
     }
 
@@ -151,7 +184,7 @@ impl Cluster {
             .await?;
         self.ids.skip_through(max_used);
         tracing::info!(
-            cluster_id = self.cluster_id,
+            cluster_id = self.cluster_id(),
             store_id,
             "cluster bootstrapped"
         );
@@ -189,7 +222,6 @@ impl Cluster {
     }
 
     pub async fn on_get_store(&self, req: GetStoreRequest) -> Result<GetStoreResponse> {
-        self.require_bootstrapped()?;
         let store =
             self.state
                 .read(|s| s.store(req.store_id).cloned())
@@ -209,7 +241,6 @@ impl Cluster {
     }
 
     pub async fn on_put_store(&self, req: PutStoreRequest) -> Result<PutStoreResponse> {
-        self.require_bootstrapped()?;
         let store_id = req.store.as_ref().map_or(0, |s| s.id);
         self.state
             .propose(PdCommand::PutStore(PutStore { store: req.store }))
@@ -222,7 +253,6 @@ impl Cluster {
         &self,
         req: GetAllStoresRequest,
     ) -> Result<GetAllStoresResponse> {
-        self.require_bootstrapped()?;
         let stores: Vec<metapb::Store> = self.state.read(|s| {
             s.stores()
                 .filter(|store| {
@@ -241,7 +271,6 @@ impl Cluster {
         &self,
         req: StoreHeartbeatRequest,
     ) -> Result<StoreHeartbeatResponse> {
-        self.require_bootstrapped()?;
         let stats = req
             .stats
             .ok_or_else(|| Error::InvalidArgument("store heartbeat without stats".to_owned()))?;
@@ -285,6 +314,7 @@ impl Cluster {
     }
 
     async fn handle_region_heartbeat(&self, req: &RegionHeartbeatRequest) -> Result<()> {
+        self.require_leader()?;
         self.check_header(req.header.as_ref())?;
         self.require_bootstrapped()?;
         let region = req
@@ -488,9 +518,14 @@ impl Cluster {
     ) -> Result<GetClusterConfigResponse> {
         // Answered before bootstrap too: stores read the desired replica count from it to decide
         // when enough of them have registered to bootstrap the first region.
+        let mut cluster = self.state.read(|s| s.cluster_config());
+        if cluster.max_peer_count == 0 {
+            // Not bootstrapped yet: the count the bootstrap will record.
+            cluster.max_peer_count = self.max_replicas;
+        }
         Ok(GetClusterConfigResponse {
             header: None,
-            cluster: Some(self.state.read(|s| s.cluster_config())),
+            cluster: Some(cluster),
         })
     }
 
@@ -532,7 +567,7 @@ impl Cluster {
     /// A successful response header.
     pub fn ok_header(&self) -> ResponseHeader {
         ResponseHeader {
-            cluster_id: self.cluster_id,
+            cluster_id: self.cluster_id(),
             error: None,
         }
     }
@@ -540,7 +575,7 @@ impl Cluster {
     /// A response header carrying `err`.
     pub fn error_header(&self, err: &Error) -> ResponseHeader {
         ResponseHeader {
-            cluster_id: self.cluster_id,
+            cluster_id: self.cluster_id(),
             error: Some(err.to_pb()),
         }
     }

@@ -7,10 +7,14 @@
 //! Invariants checked by [`PdConfig::validate`]:
 //! - the TSO save interval is at least 3× the TSO update interval, so the background extension
 //!   of the persisted TSO window always runs before the window is exhausted;
-//! - the id allocation step is positive.
+//! - the id allocation step is positive;
+//! - `initial_cluster`, when given, parses, names every member once, and names this node;
+//! - the Raft election timeout is longer than the heartbeat interval, and long enough (at least 4
+//!   ticks) to leave a positive leader lease (see [`PdConfig::leader_lease`]).
 //!
-//! Not here yet: the Raft peer list of a replicated PD group (`initial_cluster`, peer URLs), which
-//! arrives with PD replication.
+//! One port per node: the client service (`pdpb.PD`) and the PD-to-PD Raft transport
+//! (`pdraftpb.PdRaft`) are served by the same gRPC server on `listen_addr`, so a member's peer URL
+//! in `initial_cluster` is also its client URL.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +51,17 @@ pub struct PdConfig {
     /// How long [`crate::PdHandle::shutdown`] waits for connections and storage to close.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+    /// The PD members, `name=url,name=url,…` (etcd's `--initial-cluster` format), where `url` is
+    /// the member's gRPC address (client and Raft traffic share it). Empty, or only this node:
+    /// a single-node PD. Every member must be started with the same list.
+    pub initial_cluster: String,
+    /// Interval of one Raft tick.
+    #[serde(with = "duration")]
+    pub raft_tick_interval: Duration,
+    /// Ticks without hearing from a leader before a follower campaigns.
+    pub raft_election_ticks: usize,
+    /// Ticks between the leader's heartbeats.
+    pub raft_heartbeat_ticks: usize,
 }
 
 impl Default for PdConfig {
@@ -61,6 +76,10 @@ impl Default for PdConfig {
             id_alloc_step: 1000,
             max_replicas: 3,
             shutdown_timeout: Duration::from_secs(10),
+            initial_cluster: String::new(),
+            raft_tick_interval: Duration::from_millis(100),
+            raft_election_ticks: 10,
+            raft_heartbeat_ticks: 2,
         }
     }
 }
@@ -94,7 +113,72 @@ impl PdConfig {
                 self.tso_save_interval, self.tso_update_interval
             )));
         }
+        if self.raft_tick_interval.is_zero() {
+            return Err(Error::Config(
+                "raft_tick_interval must be positive".to_owned(),
+            ));
+        }
+        if self.raft_heartbeat_ticks == 0 || self.raft_election_ticks < 4 {
+            return Err(Error::Config(
+                "raft_heartbeat_ticks must be positive and raft_election_ticks at least 4"
+                    .to_owned(),
+            ));
+        }
+        if self.raft_election_ticks <= self.raft_heartbeat_ticks {
+            return Err(Error::Config(
+                "raft_election_ticks must exceed raft_heartbeat_ticks".to_owned(),
+            ));
+        }
+        let members = self.members()?;
+        if !members.is_empty() && !members.iter().any(|(name, _)| *name == self.name) {
+            return Err(Error::Config(format!(
+                "initial_cluster does not name this node ({:?})",
+                self.name
+            )));
+        }
         Ok(())
+    }
+
+    /// The members of `initial_cluster` as `(name, url)`, in the given order; URLs get an
+    /// `http://` scheme if they have none. Empty for a single-node PD.
+    pub fn members(&self) -> Result<Vec<(String, String)>> {
+        let mut members: Vec<(String, String)> = Vec::new();
+        for item in self.initial_cluster.split(',') {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            let (name, url) = item.split_once('=').ok_or_else(|| {
+                Error::Config(format!("initial_cluster entry {item:?} is not name=url"))
+            })?;
+            let (name, url) = (name.trim(), url.trim());
+            if name.is_empty() || url.is_empty() {
+                return Err(Error::Config(format!(
+                    "initial_cluster entry {item:?} has an empty name or url"
+                )));
+            }
+            if members.iter().any(|(n, _)| n == name) {
+                return Err(Error::Config(format!(
+                    "initial_cluster names {name:?} twice"
+                )));
+            }
+            members.push((name.to_owned(), format!("http://{}", strip_scheme(url))));
+        }
+        Ok(members)
+    }
+
+    /// The Raft election timeout (the shortest one: raft-rs randomizes in `[1, 2)` times it).
+    pub fn election_timeout(&self) -> Duration {
+        self.raft_tick_interval * self.raft_election_ticks as u32
+    }
+
+    /// How long after a quorum acknowledged a heartbeat the leader still considers itself the
+    /// only leader: two ticks less than the election timeout. A follower that heard that
+    /// heartbeat rejects votes for `raft_election_ticks` of its own ticks, at least
+    /// `raft_election_ticks - 1` tick intervals of wall time; one more tick is the margin for
+    /// scheduling delay and clock-rate drift.
+    pub fn leader_lease(&self) -> Duration {
+        self.raft_tick_interval * (self.raft_election_ticks.saturating_sub(2)) as u32
     }
 
     /// The listen address without a URL scheme.
@@ -189,8 +273,52 @@ mod tests {
     }
 
     #[test]
+    fn initial_cluster_parses_and_must_name_this_node() {
+        let cfg = PdConfig {
+            name: "pd2".to_owned(),
+            initial_cluster: "pd1=http://127.0.0.1:2379, pd2=127.0.0.1:2381,pd3=http://h:3"
+                .to_owned(),
+            ..PdConfig::default()
+        };
+        cfg.validate().unwrap();
+        let members = cfg.members().unwrap();
+        assert_eq!(members.len(), 3);
+        assert_eq!(
+            members[1],
+            ("pd2".to_owned(), "http://127.0.0.1:2381".to_owned())
+        );
+        let other = PdConfig {
+            name: "pd4".to_owned(),
+            ..cfg.clone()
+        };
+        assert!(other.validate().is_err());
+        let dup = PdConfig {
+            initial_cluster: "pd2=a:1,pd2=b:2".to_owned(),
+            ..cfg.clone()
+        };
+        assert!(dup.validate().is_err());
+        let bad = PdConfig {
+            initial_cluster: "pd2".to_owned(),
+            ..cfg
+        };
+        assert!(bad.validate().is_err());
+        assert!(PdConfig::default().members().unwrap().is_empty());
+        assert_eq!(
+            PdConfig::default().leader_lease(),
+            Duration::from_millis(800)
+        );
+    }
+
+    #[test]
     fn strip_scheme_handles_urls_and_plain_addresses() {
         assert_eq!(strip_scheme("http://1.2.3.4:5"), "1.2.3.4:5");
         assert_eq!(strip_scheme("1.2.3.4:5"), "1.2.3.4:5");
+    }
+
+    #[test]
+    fn the_commented_sample_config_is_valid() {
+        let cfg: PdConfig = toml::from_str(include_str!("../../etc/pd.toml")).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.max_replicas, 3);
     }
 }

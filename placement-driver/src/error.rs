@@ -51,6 +51,10 @@ pub enum Error {
     Tso(String),
     #[error("invalid config: {0}")]
     Config(String),
+    /// This node does not lead the PD group (or leads it but may not serve yet). `leader`
+    /// describes the leader if known (`"<name> at <url>"`). Clients match on "not leader".
+    #[error("not leader; {}", leader.as_deref().map_or_else(|| "no PD leader is known yet".to_owned(), |l| format!("the PD leader is {l}")))]
+    NotLeader { leader: Option<String> },
     #[error("PD is shutting down")]
     ShuttingDown,
     #[error("shutdown did not finish within {0:?}")]
@@ -80,12 +84,14 @@ impl Error {
             Error::StoreTombstone { .. } => ErrorType::StoreTombstone,
             Error::RegionNotFound { .. } => ErrorType::RegionNotFound,
             Error::InvalidArgument(_) => ErrorType::InvalidValue,
-            // kvproto has no dedicated type for a cluster id mismatch; PD answers it with a
-            // message, so clients match on the text "mismatch cluster id".
+            // kvproto has no dedicated types for a cluster id mismatch or for "not leader"; PD
+            // answers them with a message, so clients match on the texts "mismatch cluster id"
+            // and "not leader".
             Error::ClusterMismatch { .. }
             | Error::StoreNotFound { .. }
             | Error::DuplicatedStoreAddress { .. }
             | Error::StaleRegionEpoch { .. }
+            | Error::NotLeader { .. }
             | Error::Tso(_)
             | Error::Config(_)
             | Error::ShuttingDown

@@ -3,8 +3,14 @@
 //! Ids are handed out from memory, from a block `[next, bound]` whose upper end is persisted
 //! (`PdState::meta().id_bound`) before any id in it is handed out. When the block runs out, the
 //! bound is raised by `step` (or more for a large request) through the state machine. After a
-//! restart (or a leader change) allocation resumes at `bound + 1`, so ids reserved but never
+//! restart or a leader change allocation resumes at `bound + 1`, so ids reserved but never
 //! handed out are skipped, never repeated.
+//!
+//! Failover: only a serving leader allocates (see [`crate::tso`] for what "serving" means and
+//! why a bound committed by an earlier leader is in every later leader's state). The allocator
+//! is tied to the term it was created in; in a new term a fresh one starts from the replicated
+//! bound as applied after the leader's barrier, hence above every id any earlier leader handed
+//! out.
 //!
 //! Invariants:
 //! - Every handed-out id is `<= bound` and the bound is durable before the id leaves PD.
@@ -77,45 +83,71 @@ impl IdAllocator {
     }
 }
 
-/// The id service: [`IdAllocator`] plus persistence through the state machine.
+/// The id service: [`IdAllocator`] plus leadership and replication of the bound.
 #[derive(Debug)]
 pub struct Ids {
-    allocator: Mutex<IdAllocator>,
+    step: u64,
+    /// The allocator of the term it serves (`None` before the first use).
+    allocator: Mutex<Option<(u64, IdAllocator)>>,
     extend_lock: tokio::sync::Mutex<()>,
 }
 
 impl Ids {
-    /// An allocator resuming above the bound persisted in `state`.
-    pub fn new(state: &StateHandle, step: u64) -> Ids {
-        let persisted = state.read(|s| s.meta().id_bound);
+    /// An id service reserving `step` ids per replicated extension.
+    pub fn new(step: u64) -> Ids {
         Ids {
-            allocator: Mutex::new(IdAllocator::new(persisted, step)),
+            step,
+            allocator: Mutex::new(None),
             extend_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    fn with_allocator<R>(
+        &self,
+        state: &StateHandle,
+        f: impl FnOnce(u64, &mut IdAllocator) -> R,
+    ) -> Result<R> {
+        let mut slot = self.allocator.lock();
+        let term = state.serving_term().ok_or_else(|| state.not_leader())?;
+        if slot.as_ref().is_none_or(|(t, _)| *t != term) {
+            let replicated = state.read(|s| s.meta().id_bound);
+            *slot = Some((term, IdAllocator::new(replicated, self.step)));
+        }
+        let (term, allocator) = slot.as_mut().expect("set above");
+        Ok(f(*term, allocator))
     }
 
     /// Allocates `count` consecutive ids and returns the first.
     pub async fn alloc(&self, count: u32, state: &StateHandle) -> Result<u64> {
         loop {
-            let step = self.allocator.lock().alloc(count)?;
+            let (term, step) =
+                self.with_allocator(state, |t, a| a.alloc(count).map(|s| (t, s)))??;
             match step {
                 IdStep::Ready(first) => return Ok(first),
                 IdStep::NeedBound(bound) => {
                     let _serial = self.extend_lock.lock().await;
-                    if self.allocator.lock().alloc_would_fit(count) {
+                    let fits =
+                        self.with_allocator(state, |t, a| t == term && a.alloc_would_fit(count))?;
+                    if fits {
                         continue;
                     }
                     state.propose(PdCommand::SetIdBound(bound)).await?;
-                    self.allocator.lock().on_bound_saved(bound);
-                    tracing::debug!(bound, "persisted id bound");
+                    if let Some((t, a)) = self.allocator.lock().as_mut() {
+                        if *t == term {
+                            a.on_bound_saved(bound);
+                        }
+                    }
+                    tracing::debug!(bound, term, "replicated id bound");
                 }
             }
         }
     }
 
-    /// See [`IdAllocator::skip_through`].
+    /// See [`IdAllocator::skip_through`]; applies to the allocator of the current term.
     pub fn skip_through(&self, used: u64) {
-        self.allocator.lock().skip_through(used);
+        if let Some((_, a)) = self.allocator.lock().as_mut() {
+            a.skip_through(used);
+        }
     }
 }
 

@@ -10,21 +10,29 @@
 //! - [`cluster`]: one `on_<rpc>` handler per RPC.
 //! - [`state`]: the deterministic state machine [`PdState`], changed only by applying a
 //!   [`PdCommand`] ([`command`]); [`region_map`] is its region index.
-//! - [`proposer`]: [`StateHandle`], the one way commands reach the state machine.
+//! - [`proposer`]: [`StateHandle`], the one way commands reach the state machine: a proposal
+//!   to PD's Raft group, answered once committed and applied here.
+//! - [`raft_node`]: the Raft thread (raft-rs over `raft_log` on PD's engine): Ready handling,
+//!   apply, leadership, the leader barrier and lease. [`transport`]: PD-to-PD Raft messages over
+//!   gRPC (`pdraftpb.PdRaft`, on the client port), with a fault-injection switch for tests.
 //! - [`tso`], [`id`]: timestamp oracle and id allocator, handing out from memory within bounds
 //!   persisted through the state machine.
 //! - [`heartbeat`]: soft state (leaders, statistics) that is never persisted.
 //! - [`clock`]: injectable wall time. [`config`]: [`PdConfig`].
 //!
 //! Architecture invariants:
-//! - Everything that must survive a restart is in [`PdState`] and changes only through
-//!   [`StateHandle::propose`]; everything else is rebuilt from heartbeats.
-//! - No timestamp or id is handed out unless the bound covering it is durable.
+//! - Everything that must survive a restart or a failover is in [`PdState`] and changes only
+//!   through [`StateHandle::propose`], i.e. through the Raft log; everything else is rebuilt
+//!   from heartbeats.
+//! - No timestamp or id is handed out unless the bound covering it is committed, and only by a
+//!   serving leader (elected, barrier applied, within its lease); a new leader starts above
+//!   every bound of earlier leaders.
+//! - Only `GetMembers` is served by followers; everything else answers "not leader" there,
+//!   naming the leader.
 //!
-//! Deliberately absent for now: PD replication (the next step runs [`PdState`] as a Raft state
-//! machine over `raft_log` on three nodes, replacing the local [`StateHandle::propose`] with a
-//! Raft proposal), scheduling (heartbeats are never answered with operators), store tombstoning,
-//! region merge, TLS.
+//! Deliberately absent for now: membership changes, Raft log compaction and snapshots, request
+//! forwarding from followers, scheduling (heartbeats are never answered with operators), store
+//! tombstoning, region merge, TLS.
 
 pub mod clock;
 pub mod cluster;
@@ -34,10 +42,12 @@ mod error;
 pub mod heartbeat;
 pub mod id;
 pub mod proposer;
+pub mod raft_node;
 pub mod region_map;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod transport;
 pub mod tso;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -45,6 +55,7 @@ pub use command::{ApplyResult, PdCommand};
 pub use config::PdConfig;
 pub use error::{Error, Result};
 pub use proposer::StateHandle;
-pub use server::{start, start_with_clock, PdHandle};
+pub use raft_node::{Leadership, MemberInfo, NodeStatus};
+pub use server::{start, start_with_clock, start_with_listener, PdHandle};
 pub use state::PdState;
 pub use tso::{compose_ts, Timestamp, LOGICAL_BITS};

@@ -1,100 +1,140 @@
 //! The seam between PD's services and its state machine.
 //!
-//! [`StateHandle::propose`] is how a command reaches [`PdState`]: today it applies it locally, on
-//! a blocking thread, and answers once the change is durable. With PD replication this becomes
-//! "append to the Raft log, wait until committed and applied", and nothing above this module has
-//! to change: callers already treat a proposal as asynchronous, fallible, and answered with an
-//! [`ApplyResult`].
+//! [`StateHandle::propose`] is how a command reaches [`PdState`]: it is encoded, handed to this
+//! node's Raft thread ([`crate::raft_node`]), appended to the replicated log by the leader, and
+//! answered once it is committed and applied to `PdState` **on this node**, with the
+//! [`ApplyResult`] (or the deterministic rejection) of applying it. Only a ready leader accepts
+//! proposals; anywhere else the answer is [`Error::NotLeader`]. A proposal that does not complete
+//! within the propose timeout (no quorum) fails with [`Error::NotLeader`] too; it may still
+//! commit later, which every command tolerates (bounds only grow, region updates check epochs,
+//! a repeated bootstrap is rejected).
 //!
-//! Protocol of a local proposal:
-//! 1. The command is encoded exactly as it will be in a Raft entry, and decoded again on the
-//!    apply side, so that the local path exercises the encoding.
-//! 2. Applies are serialized by `apply_lock`. Under it, the plan is computed under the *read*
-//!    lock, written synced with no state lock held, then committed under a short write lock: a
-//!    plan stays valid because no other apply can run in between, and readers never wait for an
-//!    fsync.
-//! 3. The blocking task owns everything it needs: if the proposing future is dropped halfway, the
-//!    apply still completes or fails as a whole.
+//! Reads ([`StateHandle::read`]) see the state as of the last command applied on this node. On
+//! a follower that may be stale; leader-only services check [`StateHandle::serving_term`] first,
+//! which holds only for a ready leader within its lease (see [`crate::raft_node`]), so reads
+//! served by the leader are linearizable.
 //!
-//! Reads ([`StateHandle::read`]) see the state as of the last committed command.
-//!
-//! Deliberately absent: read-index / lease reads and proposal forwarding to a leader; both come
-//! with Raft.
+//! The proposing future may be dropped at any time: the command still commits or fails as a
+//! whole in the Raft thread.
 
+use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use engine::Engine;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 use crate::command::{ApplyResult, PdCommand};
+use crate::raft_node::{
+    ensure_bootstrapped, Leadership, MemberInfo, NodeStatus, RaftMsg, StateCell,
+};
 use crate::state::PdState;
 use crate::{Error, Result};
 
 /// Shared access to the PD state machine; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct StateHandle {
-    inner: Arc<Inner>,
+    cell: Arc<StateCell>,
+    inbox: std_mpsc::Sender<RaftMsg>,
+    status: Arc<NodeStatus>,
+    propose_timeout: Duration,
 }
 
-#[derive(Debug)]
-struct Inner {
-    engine: Engine,
-    state: RwLock<PdState>,
-    apply_lock: Mutex<()>,
-    /// Dropped (last) when the state and its engine are gone; see [`StateHandle::open`].
-    _closed: oneshot::Sender<()>,
+/// What [`StateHandle::open`] returns besides the handle: the inbox of the Raft thread to be
+/// started, and a receiver that completes (with an error) once the engine is closed.
+pub(crate) struct Opened {
+    pub handle: StateHandle,
+    pub inbox: std_mpsc::Receiver<RaftMsg>,
+    pub closed: oneshot::Receiver<()>,
 }
 
 impl StateHandle {
-    /// Loads the state from `engine`. The returned receiver completes (with an error) once every
-    /// clone of the handle is dropped and the engine is closed.
-    pub fn open(engine: Engine) -> Result<(StateHandle, oneshot::Receiver<()>)> {
+    /// Loads the state from `engine` (bootstrapping PD's Raft group on a fresh engine). The
+    /// caller must start the Raft thread on the returned inbox.
+    pub(crate) fn open(
+        engine: Engine,
+        member_id: u64,
+        members: Vec<MemberInfo>,
+        propose_timeout: Duration,
+    ) -> Result<Opened> {
+        ensure_bootstrapped(&engine)?;
         let state = PdState::load(&engine)?;
-        let (closed_tx, closed_rx) = oneshot::channel();
+        let status = Arc::new(NodeStatus::new(member_id, state.cluster_id(), members));
+        let (closed_tx, closed) = oneshot::channel();
+        let (inbox_tx, inbox) = std_mpsc::channel();
         let handle = StateHandle {
-            inner: Arc::new(Inner {
+            cell: Arc::new(StateCell {
                 engine,
                 state: RwLock::new(state),
-                apply_lock: Mutex::new(()),
                 _closed: closed_tx,
             }),
+            inbox: inbox_tx,
+            status,
+            propose_timeout,
         };
-        Ok((handle, closed_rx))
+        Ok(Opened {
+            handle,
+            inbox,
+            closed,
+        })
+    }
+
+    pub(crate) fn cell(&self) -> Arc<StateCell> {
+        Arc::clone(&self.cell)
+    }
+
+    pub(crate) fn inbox(&self) -> std_mpsc::Sender<RaftMsg> {
+        self.inbox.clone()
+    }
+
+    /// Leadership, lease and cluster id of this node.
+    pub fn status(&self) -> &Arc<NodeStatus> {
+        &self.status
     }
 
     /// Runs `f` on the current state.
     pub fn read<R>(&self, f: impl FnOnce(&PdState) -> R) -> R {
-        f(&self.inner.state.read())
+        f(&self.cell.state.read())
     }
 
-    /// Applies `cmd` durably and returns its result. See the module docs.
+    /// The leadership as known here.
+    pub fn leadership(&self) -> Leadership {
+        self.status.leadership()
+    }
+
+    /// The term this node may serve leader-only requests in, or `None`.
+    pub fn serving_term(&self) -> Option<u64> {
+        self.status.serving_term()
+    }
+
+    /// The error answering a leader-only request this node may not serve.
+    pub fn not_leader(&self) -> Error {
+        self.status.not_leader()
+    }
+
+    /// Replicates `cmd` and returns its result once applied here. See the module docs.
     pub async fn propose(&self, cmd: PdCommand) -> Result<ApplyResult> {
         let name = cmd.name();
-        let entry = cmd.to_bytes();
-        let inner = Arc::clone(&self.inner);
-        let result = tokio::task::spawn_blocking(move || inner.apply_entry(&entry))
-            .await
-            .map_err(|e| Error::Internal(format!("apply task failed: {e}")))?;
+        let (reply, answer) = oneshot::channel();
+        self.inbox
+            .send(RaftMsg::Propose {
+                data: cmd.to_bytes(),
+                reply,
+            })
+            .map_err(|_| Error::ShuttingDown)?;
+        let result = match tokio::time::timeout(self.propose_timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(self.status.not_leader()),
+        };
         match &result {
             Ok(_) => tracing::trace!(command = name, "applied"),
             Err(e) if e.is_storage_failure() => {
                 tracing::error!(command = name, error = %e, "PD storage failure while applying")
             }
-            Err(e) => tracing::debug!(command = name, error = %e, "command rejected"),
+            Err(e) => tracing::debug!(command = name, error = %e, "command not applied"),
         }
         result
-    }
-}
-
-impl Inner {
-    fn apply_entry(&self, entry: &[u8]) -> Result<ApplyResult> {
-        let cmd = PdCommand::from_bytes(entry)?;
-        let _serial = self.apply_lock.lock();
-        let plan = self.state.read().plan(&cmd)?;
-        if !plan.is_no_op() {
-            self.engine.write(plan.write_batch(), true)?;
-        }
-        Ok(self.state.write().commit(plan))
     }
 }

@@ -1,19 +1,31 @@
 //! Start-up and shutdown of a PD node.
 //!
-//! [`start`] opens PD's engine in `data_dir`, loads the state machine, generates and persists
-//! the cluster id on first start, binds the listen address and serves `pdpb.PD` in the background
+//! [`start`] opens PD's engine in `data_dir`, loads the state machine, starts the node's Raft
+//! thread ([`crate::raft_node`]) and its PD-to-PD senders ([`crate::transport`]), binds the
+//! listen address and serves `pdpb.PD` and `pdraftpb.PdRaft` on one gRPC server in the background
 //! on the current tokio runtime. It returns a [`PdHandle`].
 //!
+//! The group is `initial_cluster` (one voter per member, Raft peer id = member id); with an empty
+//! or one-entry `initial_cluster` the node is a group of one, elects itself at once, and
+//! [`start`] returns only once it serves (leader, cluster id initialized), as the single-node PD
+//! always did. With several members [`start`] returns at once; the node serves when elected.
+//!
+//! Leader duties (one background task): on becoming a serving leader, and then every
+//! `tso_update_interval`, initialize the cluster id if the group has none yet (the first leader
+//! generates it and replicates `InitCluster`; a concurrent second one is rejected by the state
+//! machine) and extend the replicated TSO window, which in a new term replicates a bound above
+//! every earlier leader's before any timestamp is handed out ([`crate::tso`]).
+//!
 //! Shutdown ([`PdHandle::shutdown`], or dropping the handle) stops accepting connections, ends
-//! the open Tso / RegionHeartbeat streams, waits for in-flight requests, and waits until the
-//! engine is closed, so the same `data_dir` can be reopened at once, in the same process.
+//! the open Tso / RegionHeartbeat / PdRaft streams, waits for in-flight requests, stops the Raft
+//! thread, and waits until the engine is closed, so the same `data_dir` can be reopened at once,
+//! in the same process.
 //!
 //! Invariants:
-//! - The cluster id never changes once persisted.
+//! - The cluster id never changes once replicated.
 //! - The member id is a stable function of the member name.
 //!
-//! Not yet: a Raft group of PD nodes (every node is its own leader), TLS, and the HTTP status
-//! API.
+//! Not yet: TLS, the HTTP status API, membership changes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +35,7 @@ use engine::{Engine, EngineOptions};
 use futures::StreamExt;
 use proto::pdpb::pd_server::PdServer;
 use proto::pdpb::Member;
+use proto::pdraftpb::pd_raft_server::PdRaftServer;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -33,22 +46,27 @@ use crate::cluster::Cluster;
 use crate::command::{InitCluster, PdCommand};
 use crate::config::{strip_scheme, PdConfig};
 use crate::id::Ids;
-use crate::proposer::StateHandle;
+use crate::proposer::{Opened, StateHandle};
+use crate::raft_node::{Leadership, MemberInfo, NodeStatus, RaftMsg, RaftNode, RaftTiming};
 use crate::service::{PdService, Shutdown};
+use crate::transport::{NetFilter, PdRaftService, PeerSender};
 use crate::tso::Tso;
 use crate::{Error, Result};
 
 /// A running PD node.
 #[derive(Debug)]
 pub struct PdHandle {
-    cluster_id: u64,
     member_id: u64,
     addr: SocketAddr,
     client_url: String,
+    status: Arc<NodeStatus>,
+    filter: Arc<NetFilter>,
+    raft_inbox: std::sync::mpsc::Sender<RaftMsg>,
+    raft_thread: Option<std::thread::JoinHandle<()>>,
     shutdown_timeout: Duration,
     shutdown_tx: watch::Sender<bool>,
     server_task: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
-    ticker_task: JoinHandle<()>,
+    duties_task: JoinHandle<()>,
     closed: oneshot::Receiver<()>,
 }
 
@@ -60,28 +78,18 @@ pub async fn start(config: PdConfig) -> Result<PdHandle> {
 /// Starts a PD node reading wall time from `clock`.
 pub async fn start_with_clock(config: PdConfig, clock: Arc<dyn Clock>) -> Result<PdHandle> {
     config.validate()?;
-    let data_dir = config.data_dir.clone();
-    let engine = tokio::task::spawn_blocking(move || -> Result<Engine> {
-        std::fs::create_dir_all(&data_dir)?;
-        Ok(Engine::open(&data_dir, &EngineOptions::default())?)
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("engine open task failed: {e}")))??;
-    let (state, closed) = StateHandle::open(engine)?;
-
-    let cluster_id = match state.read(|s| s.cluster_id()) {
-        0 => {
-            let cluster_id = generate_cluster_id(clock.now_ms());
-            state
-                .propose(PdCommand::InitCluster(InitCluster { cluster_id }))
-                .await?;
-            tracing::info!(cluster_id, "initialized a new cluster id");
-            cluster_id
-        }
-        cluster_id => cluster_id,
-    };
-
     let listener = TcpListener::bind(config.listen_host_port()).await?;
+    start_with_listener(config, clock, listener).await
+}
+
+/// Starts a PD node serving on an already bound `listener` (`listen_addr` is then ignored).
+/// Tests bind every member's listener first to learn the ports for `initial_cluster`.
+pub async fn start_with_listener(
+    config: PdConfig,
+    clock: Arc<dyn Clock>,
+    listener: TcpListener,
+) -> Result<PdHandle> {
+    config.validate()?;
     let addr = listener.local_addr()?;
     let advertise = if config.advertise_addr.is_empty() {
         addr.to_string()
@@ -90,29 +98,114 @@ pub async fn start_with_clock(config: PdConfig, clock: Arc<dyn Clock>) -> Result
     };
     let client_url = format!("http://{advertise}");
     let member_id = member_id(&config.name);
+    let configured = config.members()?;
+    let single = configured.len() <= 1;
+    let members: Vec<MemberInfo> = if configured.is_empty() {
+        vec![MemberInfo {
+            id: member_id,
+            name: config.name.clone(),
+            url: client_url.clone(),
+        }]
+    } else {
+        configured
+            .iter()
+            .map(|(name, url)| MemberInfo {
+                id: crate::server::member_id(name),
+                name: name.clone(),
+                url: url.clone(),
+            })
+            .collect()
+    };
+    let own_url = members
+        .iter()
+        .find(|m| m.id == member_id)
+        .map_or_else(|| client_url.clone(), |m| m.url.clone());
     let member = Member {
         name: config.name.clone(),
         member_id,
-        client_urls: vec![client_url.clone()],
+        client_urls: vec![if single {
+            client_url.clone()
+        } else {
+            own_url.clone()
+        }],
+        peer_urls: vec![own_url],
         ..Default::default()
     };
 
-    let tso = Tso::new(Arc::clone(&clock), &state, config.tso_save_interval);
-    let ids = Ids::new(&state, config.id_alloc_step);
+    let data_dir = config.data_dir.clone();
+    let engine = tokio::task::spawn_blocking(move || -> Result<Engine> {
+        std::fs::create_dir_all(&data_dir)?;
+        Ok(Engine::open(&data_dir, &EngineOptions::default())?)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("engine open task failed: {e}")))??;
+    let Opened {
+        handle: state,
+        inbox,
+        closed,
+    } = StateHandle::open(
+        engine,
+        member_id,
+        members.clone(),
+        config.election_timeout() * 3,
+    )?;
+    let status = Arc::clone(state.status());
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = Shutdown::new(shutdown_rx);
+    let filter = Arc::new(NetFilter::default());
+    let peers: Vec<(u64, String)> = members
+        .iter()
+        .filter(|m| m.id != member_id)
+        .map(|m| (m.id, m.url.clone()))
+        .collect();
+    let sender = PeerSender::start(
+        &tokio::runtime::Handle::current(),
+        member_id,
+        peers,
+        Arc::clone(&filter),
+        shutdown.clone(),
+    );
+    let timing = RaftTiming {
+        tick: config.raft_tick_interval,
+        election_ticks: config.raft_election_ticks,
+        heartbeat_ticks: config.raft_heartbeat_ticks,
+        lease: config.leader_lease(),
+    };
+    let voters = members.iter().map(|m| m.id).collect();
+    let node = RaftNode::new(
+        state.cell(),
+        Arc::clone(&status),
+        voters,
+        sender,
+        inbox,
+        timing,
+    )?;
+    let raft_thread = std::thread::Builder::new()
+        .name(format!("pd-raft-{}", config.name))
+        .spawn(move || node.run())?;
+    let raft_inbox = state.inbox();
+
+    let tso = Tso::new(Arc::clone(&clock), config.tso_save_interval);
+    let ids = Ids::new(config.id_alloc_step);
     let cluster = Arc::new(Cluster::new(
-        cluster_id,
         member,
         config.max_replicas,
-        clock,
-        state,
+        Arc::clone(&clock),
+        state.clone(),
         tso,
         ids,
     ));
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let shutdown = Shutdown::new(shutdown_rx);
     let service = PdService::new(Arc::clone(&cluster), shutdown.clone());
-    // Small messages on long-lived streams: Nagle would add tens of ms to every TSO round trip.
+    let raft_service = PdRaftService::new(
+        member_id,
+        state.inbox(),
+        Arc::clone(&filter),
+        shutdown.clone(),
+    );
+    drop(state);
+    // Small messages on long-lived streams: Nagle would add tens of ms to every round trip.
     let incoming = TcpListenerStream::new(listener).map(|conn| {
         conn.inspect(|stream| {
             if let Err(e) = stream.set_nodelay(true) {
@@ -123,36 +216,59 @@ pub async fn start_with_clock(config: PdConfig, clock: Arc<dyn Clock>) -> Result
     let server_task = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(PdServer::new(service))
+            .add_service(PdRaftServer::new(raft_service))
             .serve_with_incoming_shutdown(incoming, shutdown.clone().wait()),
     );
-    let ticker_task = tokio::spawn(run_tso_ticker(
-        cluster,
+    let duties_task = tokio::spawn(run_leader_duties(
+        Arc::clone(&cluster),
+        clock,
         config.tso_update_interval,
         shutdown,
     ));
-    tracing::info!(
-        name = %config.name,
-        member_id,
-        cluster_id,
-        %addr,
-        %client_url,
-        "PD started"
-    );
-    Ok(PdHandle {
-        cluster_id,
+    let handle = PdHandle {
         member_id,
         addr,
         client_url,
+        status,
+        filter,
+        raft_inbox,
+        raft_thread: Some(raft_thread),
         shutdown_timeout: config.shutdown_timeout,
         shutdown_tx,
         server_task,
-        ticker_task,
+        duties_task,
         closed,
-    })
+    };
+    tracing::info!(
+        name = %config.name,
+        member_id,
+        members = members.len(),
+        addr = %handle.addr,
+        client_url = %handle.client_url,
+        "PD started"
+    );
+    if single {
+        // A group of one elects itself at once; answer only once it serves, as before.
+        let ready = handle.wait_serving(config.shutdown_timeout).await;
+        if !ready {
+            let timeout = config.shutdown_timeout;
+            let _ = handle.shutdown().await;
+            return Err(Error::Internal(format!(
+                "single-node PD did not start serving within {timeout:?}"
+            )));
+        }
+    }
+    Ok(handle)
 }
 
-/// Extends the persisted TSO window ahead of the clock until shutdown.
-async fn run_tso_ticker(cluster: Arc<Cluster>, interval: Duration, shutdown: Shutdown) {
+/// Initializes the cluster id and extends the TSO window while this node leads; until shutdown.
+async fn run_leader_duties(
+    cluster: Arc<Cluster>,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
+    shutdown: Shutdown,
+) {
+    let mut changes = cluster.state().status().subscribe();
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = shutdown.wait();
@@ -160,18 +276,47 @@ async fn run_tso_ticker(cluster: Arc<Cluster>, interval: Duration, shutdown: Shu
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = ticks.tick() => {
-                if let Err(e) = cluster.tso_tick().await {
-                    tracing::warn!(error = %e, "cannot extend the TSO window");
+            _ = ticks.tick() => {}
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
                 }
             }
+        }
+        if let Err(e) = leader_duties(&cluster, clock.as_ref()).await {
+            tracing::debug!(error = %e, "PD leader duties failed");
         }
     }
 }
 
+async fn leader_duties(cluster: &Cluster, clock: &dyn Clock) -> Result<()> {
+    let state = cluster.state();
+    if state.serving_term().is_none() {
+        return Ok(());
+    }
+    if state.status().cluster_id() == 0 {
+        let cluster_id = generate_cluster_id(clock.now_ms());
+        match state
+            .propose(PdCommand::InitCluster(InitCluster { cluster_id }))
+            .await
+        {
+            Ok(_) => tracing::info!(
+                cluster_id = state.status().cluster_id(),
+                "initialized a new cluster id"
+            ),
+            // Another leader got there first; its id stands.
+            Err(Error::ClusterMismatch { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    cluster.tso_tick().await
+}
+
 impl PdHandle {
+    /// The cluster id, 0 until this node has applied the cluster's `InitCluster` command (a
+    /// single-node PD returns from [`start`] only after that).
     pub fn cluster_id(&self) -> u64 {
-        self.cluster_id
+        self.status.cluster_id()
     }
 
     pub fn member_id(&self) -> u64 {
@@ -188,6 +333,38 @@ impl PdHandle {
         &self.client_url
     }
 
+    /// The Raft leadership as known by this node.
+    pub fn leadership(&self) -> Leadership {
+        self.status.leadership()
+    }
+
+    /// Whether this node is a serving leader now (ready, within its lease, cluster initialized).
+    pub fn is_serving_leader(&self) -> bool {
+        self.status.serving_term().is_some() && self.status.cluster_id() != 0
+    }
+
+    /// Waits up to `timeout` until this node is a serving leader; returns whether it is.
+    pub async fn wait_serving(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changes = self.status.subscribe();
+        loop {
+            if self.is_serving_leader() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            // Leadership changes notify; the cluster id and lease are polled.
+            let _ = tokio::time::timeout(Duration::from_millis(10), changes.changed()).await;
+        }
+    }
+
+    /// Fault injection: cuts (`true`) or restores all Raft traffic between this node and the
+    /// other members, in both directions. Client traffic is not affected.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.filter.set_isolated(isolated);
+    }
+
     /// Stops the node and waits until its storage is closed. See the module docs.
     pub async fn shutdown(mut self) -> Result<()> {
         let _ = self.shutdown_tx.send(true);
@@ -201,11 +378,18 @@ impl PdHandle {
                 self.server_task.abort();
             }
         }
-        if tokio::time::timeout_at(deadline, &mut self.ticker_task)
+        if tokio::time::timeout_at(deadline, &mut self.duties_task)
             .await
             .is_err()
         {
-            self.ticker_task.abort();
+            self.duties_task.abort();
+        }
+        let _ = self.raft_inbox.send(RaftMsg::Shutdown);
+        if let Some(thread) = self.raft_thread.take() {
+            let joined = tokio::task::spawn_blocking(move || thread.join());
+            if tokio::time::timeout_at(deadline, joined).await.is_err() {
+                tracing::warn!("PD raft thread did not stop in time");
+            }
         }
         // Completes with an error (the sender is dropped) once the state and engine are gone.
         match tokio::time::timeout_at(deadline, &mut self.closed).await {
@@ -215,6 +399,13 @@ impl PdHandle {
             }
             Err(_) => Err(Error::ShutdownTimeout(self.shutdown_timeout)),
         }
+    }
+}
+
+impl Drop for PdHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown_tx.send(true);
+        let _ = self.raft_inbox.send(RaftMsg::Shutdown);
     }
 }
 

@@ -1,12 +1,17 @@
 //! The `pdpb.PD` gRPC service: a thin layer over [`Cluster`].
 //!
-//! Each unary method checks the request header (cluster id), calls `Cluster::on_<rpc>` and fills
+//! Each unary method but `GetMembers` first checks that this node is a serving leader
+//! ([`Cluster::require_leader`]; followers answer "not leader", naming the leader, in the
+//! header). Each then checks the request header (cluster id), calls `Cluster::on_<rpc>` and fills
 //! the response header: the cluster id always, and the error converted by [`Error::to_pb`] when
 //! the handler failed. Errors travel in the header, never as a gRPC status, as PD does; a gRPC
 //! status only means "transport or server problem, try again / elsewhere".
 //!
 //! The two streams (Tso, RegionHeartbeat) process their requests in order, one at a time per
-//! stream, and end when the client closes its side or the server shuts down.
+//! stream, and end when the client closes its side or the server shuts down. A Tso request to a
+//! node that may not serve is answered with a "not leader" header error; a RegionHeartbeat
+//! stream to (or on) a node that is not the serving leader ends with an `UNAVAILABLE` status
+//! saying "not leader", so that the client reconnects to the leader.
 
 use std::sync::Arc;
 
@@ -112,7 +117,11 @@ fn log_error(rpc: &'static str, err: &Error) {
 macro_rules! unary {
     ($self:ident, $request:ident, $rpc:literal, $handler:ident) => {{
         let req = $request.into_inner();
-        let result = match $self.cluster.check_header(req.header.as_ref()) {
+        let result = match $self
+            .cluster
+            .require_leader()
+            .and_then(|()| $self.cluster.check_header(req.header.as_ref()))
+        {
             Ok(()) => $self.cluster.$handler(req).await,
             Err(e) => Err(e),
         };
@@ -126,7 +135,13 @@ impl Pd for PdService {
         &self,
         request: Request<GetMembersRequest>,
     ) -> std::result::Result<Response<GetMembersResponse>, Status> {
-        unary!(self, request, "get_members", on_get_members)
+        // Answered by every member, leader or not.
+        let req = request.into_inner();
+        let result = match self.cluster.check_header(req.header.as_ref()) {
+            Ok(()) => self.cluster.on_get_members(req).await,
+            Err(e) => Err(e),
+        };
+        Ok(self.respond("get_members", result))
     }
 
     async fn tso(
@@ -141,7 +156,10 @@ impl Pd for PdService {
                 let cluster = Arc::clone(&cluster);
                 async move {
                     let req = req?;
-                    let result = match cluster.check_header(req.header.as_ref()) {
+                    let result = match cluster
+                        .require_leader()
+                        .and_then(|()| cluster.check_header(req.header.as_ref()))
+                    {
                         Ok(()) => cluster.on_tso(req).await,
                         Err(e) => Err(e),
                     };
@@ -216,6 +234,9 @@ impl Pd for PdService {
         &self,
         request: Request<Streaming<RegionHeartbeatRequest>>,
     ) -> std::result::Result<Response<BoxStream<RegionHeartbeatResponse>>, Status> {
+        if let Err(e) = self.cluster.require_leader() {
+            return Err(Status::unavailable(e.to_string()));
+        }
         let cluster = Arc::clone(&self.cluster);
         let responses = request
             .into_inner()
@@ -224,7 +245,11 @@ impl Pd for PdService {
                 let cluster = Arc::clone(&cluster);
                 async move {
                     match req {
-                        Ok(req) => cluster.on_region_heartbeat(req).await.map(Ok),
+                        Ok(req) => match cluster.require_leader() {
+                            Ok(()) => cluster.on_region_heartbeat(req).await.map(Ok),
+                            // Deposed: end the stream so the client finds the new leader.
+                            Err(e) => Some(Err(Status::unavailable(e.to_string()))),
+                        },
                         // The client went away or sent garbage: end the stream.
                         Err(status) => Some(Err(status)),
                     }

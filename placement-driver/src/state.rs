@@ -322,10 +322,27 @@ impl PdState {
                 "the first region has no peers".to_owned(),
             ));
         }
-        if let Some(peer) = region.peers.iter().find(|p| p.store_id != store.id) {
+        // Replicas go on the bootstrapping store and on stores that registered before it.
+        if let Some(peer) = region
+            .peers
+            .iter()
+            .find(|p| p.store_id != store.id && !self.stores.contains_key(&p.store_id))
+        {
             return Err(Error::InvalidArgument(format!(
-                "peer {} of the first region is on store {}, not on bootstrap store {}",
+                "peer {} of the first region is on store {}, which is neither the bootstrap \
+                 store {} nor a registered store",
                 peer.id, peer.store_id, store.id
+            )));
+        }
+        let mut stores_seen = std::collections::HashSet::new();
+        if let Some(peer) = region
+            .peers
+            .iter()
+            .find(|p| !stores_seen.insert(p.store_id))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "the first region has two peers on store {}",
+                peer.store_id
             )));
         }
         // Ids chosen by the bootstrapping store normally come from AllocID, but make sure the
@@ -351,8 +368,9 @@ impl PdState {
         })
     }
 
+    /// Stores may register before the cluster is bootstrapped: the store that bootstraps it
+    /// places the first region's replicas on the stores registered so far.
     fn plan_put_store(&self, store: Option<&metapb::Store>) -> Result<Plan> {
-        self.require_bootstrapped()?;
         let store =
             store.ok_or_else(|| Error::InvalidArgument("put store without a store".to_owned()))?;
         validate_store(store)?;
@@ -598,15 +616,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (engine, mut state) = open(&dir);
-            assert!(matches!(
-                state.apply(
+            // Stores register before bootstrap; the first region may use them but no unknown
+            // store, and never two peers on one store.
+            state
+                .apply(
+                    &engine,
+                    &PdCommand::InitCluster(InitCluster { cluster_id: 77 }),
+                )
+                .unwrap();
+            state
+                .apply(
                     &engine,
                     &PdCommand::PutStore(PutStore {
-                        store: Some(store(1))
-                    })
-                ),
-                Err(Error::NotBootstrapped)
-            ));
+                        store: Some(store(9)),
+                    }),
+                )
+                .unwrap();
+            for peers in [&[(3, 1), (4, 8)][..], &[(3, 1), (4, 1)][..]] {
+                let bad = PdCommand::Bootstrap(Bootstrap {
+                    store: Some(store(1)),
+                    region: Some(region(2, "", "", 1, peers)),
+                    max_peer_count: 3,
+                });
+                let res = state.apply(&engine, &bad);
+                assert!(
+                    matches!(res, Err(Error::InvalidArgument(_))),
+                    "{peers:?}: {res:?}"
+                );
+            }
             bootstrapped(&engine, &mut state);
             assert!(state.is_bootstrapped());
             assert_eq!(state.meta().id_bound, 3, "bootstrap ids are reserved");

@@ -9,18 +9,44 @@
 //!   physical time, the physical part jumps to it and the logical counter restarts at 0.
 //! - When a range would overflow the logical counter, the physical part moves one millisecond
 //!   ahead of where it is (possibly ahead of the wall clock, which then catches up).
-//! - Crash safety: a timestamp with physical part `p` is handed out only if the persisted TSO
-//!   bound (`PdState::meta().tso_bound_ms`) is `>= p`. The bound is persisted `save_interval`
-//!   ahead; a background tick extends it when the clock gets within a third of the window of it,
-//!   so requests normally never wait for disk. After a restart (or, with Raft, a leader change)
-//!   the physical part starts above the persisted bound, hence above everything handed out.
+//! - Crash safety: a timestamp with physical part `p` is handed out only if the replicated TSO
+//!   bound (`PdState::meta().tso_bound_ms`) is `>= p`, i.e. a `SetTsoBound` at least `p` is
+//!   committed and applied. The bound is kept `save_interval` ahead; a background tick extends
+//!   it when the clock gets within a third of the window of it, so requests normally never wait
+//!   for the log. After a restart the physical part starts above the bound, hence above
+//!   everything handed out.
+//!
+//! Failover (PD on Raft). Only a *serving* leader hands out timestamps: one that leads term `T`,
+//! has applied an entry of `T` (its barrier), and holds its lease
+//! ([`crate::StateHandle::serving_term`], checked under the allocator lock right before every
+//! allocation). The allocator is tied to the term it was created in; the first request (or tick)
+//! in a new term creates a fresh one from the replicated bound `B` as applied after the barrier,
+//! starting at physical `max(now, B + 1)`, whose first allocation must first replicate a new
+//! bound `max(now, B + 1) + save_interval` through Raft.
+//!
+//! Why timestamps are unique and increasing across leaders, even while a deposed leader still
+//! believes it leads:
+//! 1. A leader of term `T` hands out `(p, l)` only after a `SetTsoBound(b >= p)` proposed by it
+//!    was applied, hence committed.
+//! 2. A committed entry is in the log of every later leader, below its barrier; so a leader of
+//!    `T' > T` starts from a replicated bound `B' >= b >= p` and hands out only physical parts
+//!    `> B'`. A bound the old leader proposes once `T'` has begun cannot commit before the new
+//!    leader's barrier without being in its log below the barrier (then `B'` includes it), and
+//!    cannot commit after it at all (entries of an older term commit only as a prefix of the
+//!    new leader's log). So everything the old leader ever hands out is `<= B'`.
+//! 3. Hence the timestamps of distinct terms are disjoint and ordered by term, and within a term
+//!    the allocator is strictly increasing.
+//!
+//! The lease adds real-time order on top: a deposed leader stops serving within
+//! `leader_lease` (< election timeout) of its last quorum contact, before any new leader can be
+//! elected, so no client receives an old-term timestamp after a new-term one was handed out.
 //!
 //! Invariants:
-//! - Handed-out timestamps are strictly increasing, across restarts too.
-//! - `physical <= bound` for every handed-out timestamp.
+//! - Handed-out timestamps are strictly increasing, across restarts and leader changes too.
+//! - `physical <= replicated bound` for every handed-out timestamp.
 //!
 //! The decision logic is [`TsoAllocator`], pure and driven by an explicit `now`; [`Tso`] wraps it
-//! with the clock, a lock and the persistence of the bound through the state machine.
+//! with the clock, a lock, the leadership check and the replication of the bound.
 //!
 //! Implementation caveats: no local/global TSO split (`dc_location` is ignored), no suffix bits.
 
@@ -142,66 +168,108 @@ impl TsoAllocator {
     }
 }
 
-/// The TSO service: [`TsoAllocator`] plus the clock and persistence of the bound.
+/// The TSO service: [`TsoAllocator`] plus the clock, leadership and replication of the bound.
 #[derive(Debug)]
 pub struct Tso {
     clock: Arc<dyn Clock>,
-    allocator: Mutex<TsoAllocator>,
+    save_interval: Duration,
+    /// The allocator of the term it serves (`None` before the first use).
+    allocator: Mutex<Option<(u64, TsoAllocator)>>,
     /// Serializes bound extensions so that concurrent requests do not all propose.
     extend_lock: tokio::sync::Mutex<()>,
 }
 
 impl Tso {
-    /// A TSO resuming above the bound persisted in `state`.
-    pub fn new(clock: Arc<dyn Clock>, state: &StateHandle, save_interval: Duration) -> Tso {
-        let persisted = state.read(|s| s.meta().tso_bound_ms);
-        let allocator = TsoAllocator::new(persisted, clock.now_ms(), save_interval);
+    /// A TSO; it starts serving when this node becomes a serving leader.
+    pub fn new(clock: Arc<dyn Clock>, save_interval: Duration) -> Tso {
         Tso {
             clock,
-            allocator: Mutex::new(allocator),
+            save_interval,
+            allocator: Mutex::new(None),
             extend_lock: tokio::sync::Mutex::new(()),
         }
     }
 
+    /// Runs `f` on the allocator of the term this node serves now, creating it from the
+    /// replicated bound if the term is new. Fails if this node may not serve.
+    fn with_allocator<R>(
+        &self,
+        state: &StateHandle,
+        f: impl FnOnce(u64, &mut TsoAllocator) -> R,
+    ) -> Result<R> {
+        let mut slot = self.allocator.lock();
+        let term = state.serving_term().ok_or_else(|| state.not_leader())?;
+        if slot.as_ref().is_none_or(|(t, _)| *t != term) {
+            let replicated = state.read(|s| s.meta().tso_bound_ms);
+            let now = self.clock.now_ms();
+            tracing::info!(
+                term,
+                replicated_bound_ms = replicated,
+                "TSO starts for a new term"
+            );
+            *slot = Some((term, TsoAllocator::new(replicated, now, self.save_interval)));
+        }
+        let (term, allocator) = slot.as_mut().expect("set above");
+        Ok(f(*term, allocator))
+    }
+
     /// Allocates `count` consecutive timestamps and returns the last one.
     pub async fn get(&self, count: u32, state: &StateHandle) -> Result<Timestamp> {
-        // Each round either succeeds or persists a bound above the physical time it needed; only
-        // a clock racing ahead by more than the save interval per round can exhaust the rounds.
+        // Each round either succeeds or replicates a bound above the physical time it needed;
+        // only a clock racing ahead by more than the save interval per round can exhaust them.
         const MAX_ROUNDS: usize = 8;
         for _ in 0..MAX_ROUNDS {
-            let step = self.allocator.lock().alloc(self.clock.now_ms(), count)?;
+            let now = self.clock.now_ms();
+            let (term, step) =
+                self.with_allocator(state, |term, a| a.alloc(now, count).map(|s| (term, s)))??;
             match step {
                 TsoStep::Ready(ts) => return Ok(ts),
-                TsoStep::NeedBound(bound) => self.extend(bound, state).await?,
+                TsoStep::NeedBound(bound) => self.extend(term, bound, state).await?,
             }
         }
         Err(Error::Tso(format!(
-            "could not persist a TSO bound ahead of the clock in {MAX_ROUNDS} rounds"
+            "could not replicate a TSO bound ahead of the clock in {MAX_ROUNDS} rounds"
         )))
     }
 
-    /// Extends the persisted bound if the window is getting short. Called periodically.
+    /// Extends the replicated bound if the window is getting short (at once in a new term).
+    /// Called periodically; does nothing unless this node is a serving leader.
     pub async fn tick(&self, state: &StateHandle) -> Result<()> {
-        let due = self.allocator.lock().extension_due(self.clock.now_ms());
+        if state.serving_term().is_none() {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        let (term, due) = self.with_allocator(state, |term, a| (term, a.extension_due(now)))?;
         match due {
-            Some(bound) => self.extend(bound, state).await,
+            Some(bound) => self.extend(term, bound, state).await,
             None => Ok(()),
         }
     }
 
-    /// The last timestamp handed out (for tests and status).
-    pub fn last(&self) -> Timestamp {
-        self.allocator.lock().last()
+    /// The last timestamp handed out in the current allocator's term (for tests and status).
+    pub fn last(&self) -> Option<Timestamp> {
+        self.allocator.lock().as_ref().map(|(_, a)| a.last())
     }
 
-    async fn extend(&self, bound: u64, state: &StateHandle) -> Result<()> {
+    async fn extend(&self, term: u64, bound: u64, state: &StateHandle) -> Result<()> {
         let _serial = self.extend_lock.lock().await;
-        if self.allocator.lock().bound() >= bound {
+        let covered = self
+            .allocator
+            .lock()
+            .as_ref()
+            .is_some_and(|(t, a)| *t == term && a.bound() >= bound);
+        if covered {
             return Ok(());
         }
         state.propose(PdCommand::SetTsoBound(bound)).await?;
-        self.allocator.lock().on_bound_saved(bound);
-        tracing::debug!(bound_ms = bound, "persisted TSO bound");
+        // Committed and applied. If the term changed meanwhile, the new term's allocator starts
+        // from the replicated state, which includes this bound (see the module docs).
+        if let Some((t, a)) = self.allocator.lock().as_mut() {
+            if *t == term {
+                a.on_bound_saved(bound);
+            }
+        }
+        tracing::debug!(bound_ms = bound, term, "replicated TSO bound");
         Ok(())
     }
 }

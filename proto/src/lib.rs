@@ -49,3 +49,9 @@ pub mod pdpb {
 pub mod raft_serverpb {
     tonic::include_proto!("raft_serverpb");
 }
+
+/// PD-to-PD Raft transport of the replicated placement driver (`pdraftpb`, internal).
+#[allow(clippy::all, missing_docs)]
+pub mod pdraftpb {
+    tonic::include_proto!("pdraftpb");
+}

@@ -1,1 +1,80 @@
-//! client
+//! The Rust client of rangekv: the raw key-value API over a cluster of regions.
+//!
+//! [`RawClient`] turns calls on keys and key ranges into `tikvpb.Tikv` RPCs to the stores
+//! leading the regions that hold them. It owns three caches, all filled lazily and corrected
+//! by what failures teach:
+//! - the **region cache** (`region_cache.rs`): regions by start key with the peer to ask
+//!   (normally the leader), loaded from PD (`GetRegion`) on a miss;
+//! - **store addresses**, from PD (`GetStore`);
+//! - **connections**, one lazy gRPC channel per store address.
+//!
+//! # Sending one request
+//!
+//! Every request carries a `Context` naming the region id, the region epoch and the target
+//! peer, as cached. The store checks them and answers a region error when the cache is
+//! stale; the client fixes the cache from the error's contents and retries, re-resolving the
+//! region from the cache each time:
+//! - `NotLeader` with a leader: switch the cached leader to it and retry at once (no PD round
+//!   trip); without a leader: try the next peer after a backoff;
+//! - `EpochNotMatch`: replace the cached entries by the error's `current_regions`; none usable:
+//!   drop the entry and reload from PD;
+//! - `RegionNotFound`, `KeyNotInRegion`, `StoreNotMatch`: drop the entry, reload from PD;
+//! - `ServerIsBusy`, `StaleCommand`: back off and retry;
+//! - `RaftEntryTooLarge`: fail with [`Error::Region`]; it cannot succeed.
+//!
+//! A transport failure (store down, or no answer within `request_timeout`) marks the peer
+//! suspect, drops its connection and address, and tries another peer of the region, which
+//! redirects to the real leader; with every peer suspect, the region is reloaded from PD.
+//! Validation failures reported by the store (`error` field, or an `InvalidArgument` status)
+//! are final: [`Error::Server`].
+//!
+//! Retries back off exponentially (`base_backoff` doubling up to `max_backoff`, default
+//! 10 ms to 1 s), within `max_retry_time` (default 20 s) per operation; then the operation
+//! fails with [`Error::Timeout`] naming the last failure. A cache that just learned a better
+//! route retries without a pause, at most a few times in a row.
+//!
+//! # Operations spanning regions
+//!
+//! - **Batches** (`batch_get`, `batch_put`, `batch_delete`): keys sorted and deduplicated,
+//!   grouped by region, cut into requests of at most `max_batch_keys` / `max_batch_bytes`,
+//!   all sent in parallel; a part that hits a retryable error is grouped again by the new
+//!   regions and retried on its own (`batch.rs`). `batch_get` returns the found pairs sorted
+//!   by key.
+//! - **Scans**: forward from the region holding `start`, reading `[cursor, min(end,
+//!   region.end))` with the remaining limit, then moving the cursor to the region's end, until
+//!   the limit is reached or `end` is passed; reverse scans walk down from the region holding
+//!   the keys just below `end`. A region is asked at most `scan_batch_size` pairs at a time.
+//!   `delete_range` walks forward the same way. See `plan.rs` for the arithmetic.
+//!
+//! # Deliberately absent
+//!
+//! - Transactions (Percolator) come later; this is the raw API only, with API V1 keys, the
+//!   default column family and no TTL.
+//! - No snapshot across regions: a batch or a scan is atomic per region request at most.
+//! - Writes are at-least-once: a write whose answer was lost is sent again. That is harmless
+//!   for puts and deletes; a retried `compare_and_swap` may report `false` for a swap that
+//!   happened.
+//! - No limit on in-flight parallel requests of one batch; no follower or stale reads; no TLS;
+//!   no batching of concurrent single-key calls into one RPC.
+
+mod backoff;
+mod batch;
+mod cluster;
+mod config;
+mod error;
+mod plan;
+mod raw;
+mod region_cache;
+mod rpc;
+mod stores;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use raw::RawClient;
+
+/// A key. Keys are compared as byte strings.
+pub type Key = bytes::Bytes;
+/// A value.
+pub type Value = bytes::Bytes;
+/// A key and its value.
+pub type KvPair = (Key, Value);

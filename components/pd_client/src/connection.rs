@@ -5,6 +5,11 @@
 //! channel when the leader is the endpoint itself). The cluster id learned by the first discovery
 //! is fixed for the client's life: a PD answering with another cluster id is refused.
 //!
+//! A member that does not name a leader, or does not know the cluster id yet (a PD group still
+//! electing its first leader), is skipped like an unreachable one. [`Connector::connect`] retries
+//! the whole discovery with backoff (`max_retries` times), so a client started together with a
+//! PD group waits for its first election.
+//!
 //! Reconnection is keyed by generation: a caller that saw generation `g` fail calls
 //! `Connector::reconnect(g)`; if another caller already replaced `g`, the newer connection is
 //! returned without a new discovery, so a burst of failures triggers one rediscovery.
@@ -65,7 +70,18 @@ impl Connector {
         if endpoints.is_empty() {
             return Err(Error::NoEndpoints);
         }
-        let found = discover(&endpoints, None, &config).await?;
+        let mut attempt = 0;
+        let found = loop {
+            match discover(&endpoints, None, &config).await {
+                Ok(found) => break found,
+                Err(e) if e.is_retryable() && attempt < config.max_retries => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "PD discovery failed, retrying");
+                    tokio::time::sleep(config.backoff(attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         merge_urls(&mut endpoints, &found.members);
         tracing::info!(
             cluster_id = found.cluster_id,
@@ -202,6 +218,12 @@ async fn discover_via(
         return Err(Error::from_pb(RPC, err));
     }
     let cluster_id = header.cluster_id;
+    if cluster_id == 0 {
+        return Err(Error::NoLeader {
+            endpoints: vec![url.to_owned()],
+            last_error: "PD does not know the cluster id yet (no leader elected)".to_owned(),
+        });
+    }
     if let Some(expected) = expected_cluster_id {
         if expected != cluster_id {
             return Err(Error::ClusterIdMismatch {

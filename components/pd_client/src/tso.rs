@@ -11,9 +11,14 @@
 //! re-opened on the next attempt, after a backoff, and after a leader rediscovery when the error
 //! calls for one. After `max_retries` failed attempts the whole batch fails with the last error.
 //!
+//! Leader failover: a "not leader" answer or a broken stream leads to a rediscovery and a new
+//! stream on the new leader, within the same retry loop, so callers only see added latency.
+//!
 //! Invariants:
-//! - Timestamps handed to callers are unique and, per caller sequence, strictly increasing
-//!   (PD's ranges are).
+//! - Timestamps handed to callers are unique and strictly increasing in the order they are
+//!   handed out by this client. PD guarantees it across leaders; the dispatcher checks it as
+//!   well: a range not above the last timestamp handed out is discarded and asked for again
+//!   (and logged as a PD bug).
 //! - At most one TsoRequest is in flight, so responses match requests without ids.
 //!
 //! The dispatcher ends when every `PdClient` clone is dropped (the queue closes).
@@ -70,6 +75,8 @@ pub(crate) async fn run_dispatcher(
     let max_batch = connector.config().max_tso_batch.max(1) as usize;
     let mut stream: Option<TsoStream> = None;
     let mut batch = Vec::with_capacity(64);
+    // The last timestamp handed out; every new range must start above it.
+    let mut floor = 0u64;
     while let Some(first) = queue.recv().await {
         batch.push(first);
         while batch.len() < max_batch {
@@ -84,8 +91,9 @@ pub(crate) async fn run_dispatcher(
             continue;
         }
         let count = batch.len() as u32;
-        match fetch(&connector, &mut stream, count, &counters).await {
+        match fetch(&connector, &mut stream, count, floor, &counters).await {
             Ok(last) => {
+                floor = last;
                 counters
                     .timestamps
                     .fetch_add(u64::from(count), Ordering::Relaxed);
@@ -110,6 +118,7 @@ async fn fetch(
     connector: &Connector,
     stream: &mut Option<TsoStream>,
     count: u32,
+    floor: u64,
     counters: &TsoCounters,
 ) -> Result<u64> {
     let config = connector.config();
@@ -120,9 +129,22 @@ async fn fetch(
             None => connector.leader().generation,
         };
         let err = match round_trip(connector, stream, count, counters).await {
-            Ok(last) => {
+            Ok(last) if last + 1 - u64::from(count) > floor => {
                 counters.round_trips.fetch_add(1, Ordering::Relaxed);
                 return Ok(last);
+            }
+            Ok(last) => {
+                tracing::error!(
+                    last,
+                    count,
+                    floor,
+                    "PD answered timestamps not above ones already handed out; discarded"
+                );
+                Error::Grpc {
+                    rpc: RPC,
+                    code: tonic::Code::Unavailable,
+                    message: format!("timestamp range ending {last} not above {floor}"),
+                }
             }
             Err(e) => e,
         };

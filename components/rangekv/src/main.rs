@@ -1,1 +1,211 @@
-fn main() {}
+//! `rangekv`: one binary for every role.
+//!
+//! - `rangekv pd`: a placement-driver node.
+//! - `rangekv server`: a store.
+//! - `rangekv playground`: a local cluster of child processes, optionally with a demo workload.
+//! - `rangekv ctl`: inspect a cluster and run raw KV commands.
+//! - `rangekv bench`: a raw KV load generator.
+
+mod bench;
+mod ctl;
+mod playground;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "rangekv",
+    version,
+    about = "A distributed transactional key-value store"
+)]
+struct Cli {
+    /// Log filter (e.g. `info`, `debug`); `RUST_LOG` also works. Default: `info` for `pd` and
+    /// `server`, `warn` for the other commands.
+    #[arg(long, global = true)]
+    log: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a placement-driver node.
+    Pd(PdArgs),
+    /// Run a store.
+    Server(ServerArgs),
+    /// Start a local cluster (PD + stores, each its own process) and keep it running.
+    Playground(playground::PlaygroundArgs),
+    /// Inspect a cluster and run raw KV commands.
+    Ctl(ctl::CtlArgs),
+    /// Generate raw KV load against a cluster.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct PdArgs {
+    /// TOML config file; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Member name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Client address to listen on (host:port).
+    #[arg(long)]
+    addr: Option<String>,
+    /// Address advertised to clients.
+    #[arg(long)]
+    advertise_addr: Option<String>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Replicas per region.
+    #[arg(long)]
+    max_replicas: Option<u32>,
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// TOML config file (see `etc/server.toml`); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (host:port).
+    #[arg(long)]
+    addr: Option<String>,
+    /// Address advertised to other nodes and clients.
+    #[arg(long)]
+    advertise_addr: Option<String>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// PD endpoints, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pd: Option<Vec<String>>,
+}
+
+fn init_logging(filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
+
+fn read_file(path: &PathBuf) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let log = |default: &str| init_logging(cli.log.as_deref().unwrap_or(default));
+    match cli.cmd {
+        Cmd::Pd(args) => {
+            log("info");
+            run_pd(args)
+        }
+        Cmd::Server(args) => {
+            log("info");
+            run_server(args)
+        }
+        Cmd::Playground(args) => {
+            log("warn");
+            playground::run(args)
+        }
+        Cmd::Ctl(args) => {
+            log("warn");
+            ctl::run(args)
+        }
+        Cmd::Bench(args) => {
+            log("warn");
+            bench::run(args)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+fn run_pd(args: PdArgs) -> Result<()> {
+    let mut cfg: placement_driver::PdConfig = match &args.config {
+        Some(p) => toml::from_str(&read_file(p)?)
+            .with_context(|| format!("invalid config {}", p.display()))?,
+        None => placement_driver::PdConfig::default(),
+    };
+    if let Some(v) = args.name {
+        cfg.name = v;
+    }
+    if let Some(v) = args.addr {
+        cfg.listen_addr = v;
+    }
+    if let Some(v) = args.advertise_addr {
+        cfg.advertise_addr = v;
+    }
+    if let Some(v) = args.data_dir {
+        cfg.data_dir = v;
+    }
+    if let Some(v) = args.max_replicas {
+        cfg.max_replicas = v;
+    }
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+    runtime()?.block_on(async move {
+        let pd = placement_driver::start(cfg).await?;
+        tracing::info!(addr = %pd.addr(), cluster_id = pd.cluster_id(), "PD serving");
+        shutdown_signal().await;
+        tracing::info!("PD shutting down");
+        pd.shutdown().await?;
+        Ok(())
+    })
+}
+
+fn run_server(args: ServerArgs) -> Result<()> {
+    let mut cfg = match &args.config {
+        Some(p) => server::ServerConfig::from_toml(&read_file(p)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        None => server::ServerConfig::default(),
+    };
+    if let Some(v) = args.addr {
+        cfg.addr = v;
+    }
+    if let Some(v) = args.advertise_addr {
+        cfg.advertise_addr = v;
+    }
+    if let Some(v) = args.data_dir {
+        cfg.data_dir = v;
+    }
+    if let Some(v) = args.pd {
+        cfg.pd_endpoints = v;
+    }
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+    runtime()?.block_on(async move {
+        let node = server::node::Node::start(cfg).await?;
+        tracing::info!(store_id = node.store_id(), addr = %node.addr(), "store serving");
+        shutdown_signal().await;
+        tracing::info!("store shutting down");
+        node.shutdown().await;
+        Ok(())
+    })
+}

@@ -175,4 +175,11 @@ mod tests {
         assert!(ServerConfig::from_toml("[raftstore]\nraft_election_ticks = 1\n").is_err());
         assert!(ServerConfig::from_toml("addr = 5").is_err());
     }
+
+    #[test]
+    fn the_commented_sample_config_is_valid() {
+        let text = include_str!("../../../etc/server.toml");
+        let cfg = ServerConfig::from_toml(text).unwrap();
+        assert_eq!(cfg.raftstore.raft_base_tick_ms, 100);
+    }
 }

@@ -161,7 +161,7 @@ impl Node {
         let router = store.router();
         let storage = RawStorage::new(router.clone(), engine, cfg.limits.clone());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let service = TikvServer::new(TikvService::new(storage))
+        let service = TikvServer::new(TikvService::new(storage).with_shutdown(shutdown_rx.clone()))
             .max_decoding_message_size(cfg.limits.max_grpc_message_size)
             .max_encoding_message_size(cfg.limits.max_grpc_message_size);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -182,17 +182,10 @@ impl Node {
             tasks: Vec::new(),
             server: Some(server),
         };
-        let max_replicas = pd
-            .get_cluster_config()
-            .await
-            .map(|c| c.max_peer_count)
-            .unwrap_or(3)
-            .max(1);
         node.tasks.push(tokio::spawn(join_cluster(
             pd.clone(),
             node.store.clone(),
             store_id,
-            max_replicas as usize,
             shutdown_rx.clone(),
         )));
         node.tasks.push(tokio::spawn(store_heartbeats(
@@ -255,12 +248,11 @@ async fn join_cluster(
     pd: PdClient,
     store: SharedStore,
     store_id: u64,
-    max_replicas: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut pause = Duration::from_millis(100);
     loop {
-        match try_join(&pd, &store, store_id, max_replicas).await {
+        match try_join(&pd, &store, store_id).await {
             Ok(true) => return,
             Ok(false) => {}
             Err(e) => warn!(%e, "joining the cluster"),
@@ -274,13 +266,12 @@ async fn join_cluster(
 }
 
 /// One attempt of [`join_cluster`]: `Ok(true)` when done.
-async fn try_join(
-    pd: &PdClient,
-    store: &SharedStore,
-    store_id: u64,
-    max_replicas: usize,
-) -> Result<bool> {
+async fn try_join(pd: &PdClient, store: &SharedStore, store_id: u64) -> Result<bool> {
     if !pd.is_bootstrapped().await? {
+        let max_replicas = pd.get_cluster_config().await?.max_peer_count as usize;
+        if max_replicas == 0 {
+            bail!("PD reports a replica count of 0");
+        }
         let mut stores = pd.get_all_stores(true).await?;
         stores.sort_by_key(|s| s.id);
         if stores.len() < max_replicas {

@@ -9,6 +9,7 @@ use proto::kvrpcpb;
 use proto::raft_serverpb::Done;
 use proto::tikvpb::tikv_server::Tikv;
 use proto::tikvpb::BatchRaftMessage;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
@@ -18,11 +19,24 @@ use crate::raw::{Failure, RawStorage};
 #[derive(Clone)]
 pub struct TikvService {
     storage: RawStorage,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl TikvService {
     pub fn new(storage: RawStorage) -> TikvService {
-        TikvService { storage }
+        // A sender that is never used: the service is never told to shut down.
+        let (_tx, rx) = watch::channel(false);
+        TikvService {
+            storage,
+            shutdown: rx,
+        }
+    }
+
+    /// Ends long-lived streams (the inbound Raft streams of other stores) once `shutdown` turns
+    /// true, so that a graceful server shutdown does not wait for the peers to hang up.
+    pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> TikvService {
+        self.shutdown = shutdown;
+        self
     }
 }
 
@@ -166,7 +180,15 @@ impl Tikv for TikvService {
     ) -> Result<Response<Done>, Status> {
         let mut stream = req.into_inner();
         let router = self.storage.router().clone();
-        while let Some(batch) = stream.next().await {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let batch = tokio::select! {
+                b = stream.next() => b,
+                _ = shutdown.wait_for(|v| *v) => return Err(Status::unavailable("store is shutting down")),
+            };
+            let Some(batch) = batch else {
+                break;
+            };
             let batch = batch?;
             for msg in batch.msgs {
                 if let Err(e) = router.send_raft_message(msg) {

@@ -1,0 +1,49 @@
+//! Tuning of the raw client: timeouts, retry budget, request sizes.
+
+use std::time::Duration;
+
+use pd_client::PdClientConfig;
+
+/// Tuning of the raw client; the defaults suit a local cluster and tests.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Timeout of one RPC to a store. A store that does not answer in time is treated like an
+    /// unreachable one: the next attempt goes to another peer.
+    pub request_timeout: Duration,
+    /// Timeout of establishing a connection to a store.
+    pub connect_timeout: Duration,
+    /// How long one operation (or one region step of a scan / delete_range) keeps retrying
+    /// before it fails with [`crate::Error::Timeout`].
+    pub max_retry_time: Duration,
+    /// First pause between retries; it doubles per retry up to `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Largest gRPC message sent or accepted, bytes.
+    pub max_message_size: usize,
+    /// Most keys (or pairs) in one batch request; larger region groups are split.
+    pub max_batch_keys: usize,
+    /// Most key and value bytes in one batch request; larger region groups are split.
+    pub max_batch_bytes: usize,
+    /// Most pairs asked for in one scan request; a larger limit takes several requests. Keep
+    /// `scan_batch_size` times the typical value size well below `max_message_size`.
+    pub scan_batch_size: u32,
+    /// Tuning of the embedded PD client.
+    pub pd: PdClientConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            max_retry_time: Duration::from_secs(20),
+            base_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_secs(1),
+            max_message_size: 16 * 1024 * 1024,
+            max_batch_keys: 4 * 1024,
+            max_batch_bytes: 4 * 1024 * 1024,
+            scan_batch_size: 1024,
+            pd: PdClientConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The PD client against a 3-member PD group: TSO and id allocation across leader failover,
+//! a partitioned leader, and a restart of the whole group.
+
+#[path = "../../../placement-driver/tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pd_client::{PdClient, PdClientConfig};
+use proto::metapb::{Peer, Region, RegionEpoch, Store};
+use proto::pdpb::pd_client::PdClient as PdGrpc;
+use proto::pdpb::{RequestHeader, TsoRequest};
+use support::{wait_until, PdGroup, DEADLINE};
+use tokio_stream::wrappers::ReceiverStream;
+
+fn client_config() -> PdClientConfig {
+    PdClientConfig {
+        rpc_timeout: Duration::from_secs(3),
+        max_retries: 20,
+        max_backoff: Duration::from_millis(500),
+        ..PdClientConfig::default()
+    }
+}
+
+async fn connect(endpoints: Vec<String>) -> PdClient {
+    PdClient::connect_with_config(endpoints, client_config())
+        .await
+        .unwrap()
+}
+
+/// Runs `clients` tasks that each take timestamps in a loop from their own client until `stop`;
+/// returns per client the timestamps received, and a counter of all received.
+struct TsoLoad {
+    stop: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<u64>>>,
+}
+
+impl TsoLoad {
+    async fn start(endpoints: Vec<String>, clients: usize) -> TsoLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let client = connect(endpoints.clone()).await;
+            let (stop, received) = (Arc::clone(&stop), Arc::clone(&received));
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    // Errors are allowed while no leader serves; timestamps must stay right.
+                    if let Ok(ts) = client.get_ts().await {
+                        got.push(ts);
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                got
+            }));
+        }
+        TsoLoad {
+            stop,
+            received,
+            tasks,
+        }
+    }
+
+    async fn wait_for_more(&self, n: u64) {
+        let target = self.received.load(Ordering::Relaxed) + n;
+        wait_until("timestamps to flow", DEADLINE, || {
+            let ok = self.received.load(Ordering::Relaxed) >= target;
+            async move { ok }
+        })
+        .await;
+    }
+
+    /// Stops the load and checks: strictly increasing per client, unique overall.
+    async fn finish(self) -> Vec<Vec<u64>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for task in self.tasks {
+            all.push(task.await.unwrap());
+        }
+        let mut seen = HashSet::new();
+        for got in &all {
+            for pair in got.windows(2) {
+                assert!(pair[0] < pair[1], "timestamps not increasing: {pair:?}");
+            }
+            for ts in got {
+                assert!(seen.insert(*ts), "timestamp {ts} handed out twice");
+            }
+        }
+        all
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tso_stays_unique_and_increasing_when_the_leader_is_killed() {
+    let mut group = PdGroup::start(3).await;
+    let leader = group.wait_leader().await;
+    let load = TsoLoad::start(group.endpoints(), 4).await;
+    load.wait_for_more(1000).await;
+
+    let killed_at = Instant::now();
+    group.stop(leader).await;
+    let new_leader = group.wait_leader_except(Some(leader)).await;
+    load.wait_for_more(1000).await;
+    let resumed = killed_at.elapsed();
+    // A few election timeouts (1 s each), generous for 2 busy cores.
+    assert!(
+        resumed < Duration::from_secs(10),
+        "resumed after {resumed:?}"
+    );
+    assert_ne!(new_leader, leader);
+    let all = load.finish().await;
+    assert!(all.iter().all(|got| got.len() > 100));
+    group.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_stay_unique_across_a_leader_failover() {
+    let mut group = PdGroup::start(3).await;
+    let leader = group.wait_leader().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let client = connect(group.endpoints()).await;
+        let (stop, count) = (Arc::clone(&stop), Arc::clone(&count));
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(id) = client.alloc_id().await {
+                    ids.push(id);
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            ids
+        }));
+    }
+    let wait_more = |n: u64| {
+        let target = count.load(Ordering::Relaxed) + n;
+        let count = Arc::clone(&count);
+        async move {
+            wait_until("ids to flow", DEADLINE, || {
+                let ok = count.load(Ordering::Relaxed) >= target;
+                async move { ok }
+            })
+            .await
+        }
+    };
+    wait_more(300).await;
+    group.stop(leader).await;
+    group.wait_leader_except(Some(leader)).await;
+    wait_more(300).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = HashSet::new();
+    for task in tasks {
+        let ids = task.await.unwrap();
+        for pair in ids.windows(2) {
+            assert!(
+                pair[0] < pair[1],
+                "ids of one client not increasing: {pair:?}"
+            );
+        }
+        for id in ids {
+            assert!(seen.insert(id), "id {id} handed out twice");
+        }
+    }
+    group.shutdown().await;
+}
+
+/// Asks `url` directly for one timestamp on a fresh stream; `Err` carries the header error.
+async fn tso_at(url: &str) -> Result<u64, String> {
+    let mut client = PdGrpc::connect(url.to_owned())
+        .await
+        .map_err(|e| e.to_string())?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(TsoRequest {
+        header: Some(RequestHeader::default()),
+        count: 1,
+        dc_location: String::new(),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut responses = client
+        .tso(ReceiverStream::new(rx))
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let resp = tokio::time::timeout(Duration::from_secs(5), responses.message())
+        .await
+        .map_err(|_| "timeout".to_owned())?
+        .map_err(|e| e.to_string())?
+        .ok_or("no answer")?;
+    if let Some(err) = resp.header.and_then(|h| h.error) {
+        return Err(err.message);
+    }
+    let ts = resp.timestamp.ok_or("no timestamp")?;
+    Ok(pd_client::compose_ts(ts.physical as u64, ts.logical as u64))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_stops_handing_out_timestamps() {
+    let group = PdGroup::start(3).await;
+    let old = group.wait_leader().await;
+    let old_url = group.members[old].url();
+    let mut old_max = tso_at(&old_url).await.unwrap();
+
+    group.members[old].handle().set_isolated(true);
+    let isolated_at = Instant::now();
+    // The old leader keeps serving at most until its lease runs out, then refuses.
+    loop {
+        match tso_at(&old_url).await {
+            Ok(ts) => {
+                assert!(ts > old_max);
+                old_max = ts;
+                assert!(
+                    isolated_at.elapsed() < Duration::from_secs(5),
+                    "the isolated leader still serves TSO"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(msg) => {
+                assert!(msg.contains("not leader"), "{msg}");
+                break;
+            }
+        }
+    }
+    let stopped_after = isolated_at.elapsed();
+    assert!(
+        stopped_after < Duration::from_secs(2),
+        "served for {stopped_after:?}"
+    );
+
+    // The majority elects a new leader, whose timestamps are above all the old leader's.
+    let new = group.wait_leader_except(Some(old)).await;
+    assert_ne!(new, old);
+    let majority: Vec<String> = (0..3)
+        .filter(|&i| i != old)
+        .map(|i| group.members[i].url())
+        .collect();
+    let client = connect(majority).await;
+    let first_new = client.get_ts().await.unwrap();
+    assert!(first_new > old_max, "{first_new} <= {old_max}");
+    for _ in 0..100 {
+        assert!(client.get_ts().await.unwrap() > old_max);
+    }
+    // Still cut off: the old leader refuses.
+    let refused = tso_at(&old_url).await.unwrap_err();
+    assert!(refused.contains("not leader"), "{refused}");
+
+    // Heal: one leader again, and timestamps keep increasing.
+    group.members[old].handle().set_isolated(false);
+    let last = client.get_ts().await.unwrap();
+    wait_until("the old leader to follow", DEADLINE, || {
+        let follows = group.members[old].handle().leadership().leader_id
+            == group.members[new].handle().member_id();
+        async move { follows }
+    })
+    .await;
+    assert!(client.get_ts().await.unwrap() > last);
+    group.shutdown().await;
+}
+
+fn store(id: u64) -> Store {
+    Store {
+        id,
+        address: format!("127.0.0.1:{}", 20160 + id),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_group_restart_keeps_state_and_clients_reconnect() {
+    let mut group = PdGroup::start(3).await;
+    group.wait_leader().await;
+    let client = connect(group.endpoints()).await;
+    let cluster_id = client.cluster_id();
+    let store_id = client.alloc_id().await.unwrap();
+    let region_id = client.alloc_id().await.unwrap();
+    let peer_id = client.alloc_id().await.unwrap();
+    let region = Region {
+        id: region_id,
+        start_key: Bytes::new(),
+        end_key: Bytes::new(),
+        region_epoch: Some(RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: vec![Peer {
+            id: peer_id,
+            store_id,
+            ..Default::default()
+        }],
+    };
+    client
+        .bootstrap(store(store_id), region.clone())
+        .await
+        .unwrap();
+    client.put_store(store(store_id + 100)).await.unwrap();
+    client.update_gc_safe_point(42).await.unwrap();
+    let mut max_id = peer_id;
+    for _ in 0..50 {
+        max_id = max_id.max(client.alloc_id().await.unwrap());
+    }
+    let mut max_ts = 0;
+    for _ in 0..50 {
+        max_ts = max_ts.max(client.get_ts().await.unwrap());
+    }
+
+    for i in 0..3 {
+        group.stop(i).await;
+    }
+    for i in 0..3 {
+        group.restart(i).await;
+    }
+    let leader = group.wait_leader().await;
+    assert_eq!(group.members[leader].handle().cluster_id(), cluster_id);
+
+    // The same client, not recreated.
+    assert!(client.get_ts().await.unwrap() > max_ts);
+    assert!(client.alloc_id().await.unwrap() > max_id);
+    assert_eq!(client.cluster_id(), cluster_id);
+    assert!(client.is_bootstrapped().await.unwrap());
+    assert_eq!(client.get_store(store_id).await.unwrap().id, store_id);
+    let stores = client.get_all_stores(false).await.unwrap();
+    assert_eq!(stores.len(), 2);
+    assert_eq!(client.get_region(b"any").await.unwrap().region, region);
+    assert_eq!(client.get_gc_safe_point().await.unwrap(), 42);
+    group.shutdown().await;
+}

@@ -1,0 +1,354 @@
+//! `rangekv ctl`: look at a cluster and run raw KV commands. Tables for people, `--json` for
+//! scripts.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use pd_client::PdClient;
+use serde_json::json;
+
+#[derive(clap::Args)]
+pub struct CtlArgs {
+    /// PD endpoints, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    pd: Vec<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: CtlCmd,
+}
+
+#[derive(Subcommand)]
+enum CtlCmd {
+    /// Stores.
+    Store {
+        #[command(subcommand)]
+        cmd: StoreCmd,
+    },
+    /// Regions.
+    Region {
+        #[command(subcommand)]
+        cmd: RegionCmd,
+    },
+    /// PD members.
+    Member {
+        #[command(subcommand)]
+        cmd: MemberCmd,
+    },
+    /// Read a key.
+    Get { key: String },
+    /// Write a key.
+    Put { key: String, value: String },
+    /// Delete a key.
+    Delete { key: String },
+    /// Scan keys in [start, end).
+    Scan {
+        #[arg(long, default_value = "")]
+        start: String,
+        /// Exclusive end; empty means the end of the keyspace.
+        #[arg(long, default_value = "")]
+        end: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Every store PD knows.
+    List,
+}
+
+#[derive(Subcommand)]
+enum RegionCmd {
+    /// Every region, in key order.
+    List {
+        #[arg(long, default_value_t = 1000)]
+        limit: i32,
+    },
+    /// The region holding a key.
+    Get { key: String },
+}
+
+#[derive(Subcommand)]
+enum MemberCmd {
+    /// PD members and which leads.
+    List,
+}
+
+pub fn run(args: CtlArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(args))
+}
+
+fn show_key(k: &[u8]) -> String {
+    String::from_utf8(k.to_vec()).unwrap_or_else(|_| format!("0x{}", hex(k)))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Prints rows with columns padded to their widest cell.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn region_json(
+    r: &proto::metapb::Region,
+    leader: Option<&proto::metapb::Peer>,
+) -> serde_json::Value {
+    let epoch = r.region_epoch.unwrap_or_default();
+    json!({
+        "id": r.id,
+        "start_key": show_key(&r.start_key),
+        "end_key": show_key(&r.end_key),
+        "epoch": {"conf_ver": epoch.conf_ver, "version": epoch.version},
+        "peers": r.peers.iter().map(|p| json!({"id": p.id, "store_id": p.store_id})).collect::<Vec<_>>(),
+        "leader_store_id": leader.map(|l| l.store_id),
+    })
+}
+
+fn region_row(r: &proto::metapb::Region, leader: Option<&proto::metapb::Peer>) -> Vec<String> {
+    let epoch = r.region_epoch.unwrap_or_default();
+    vec![
+        r.id.to_string(),
+        format!("{:?}", show_key(&r.start_key)),
+        format!("{:?}", show_key(&r.end_key)),
+        format!("{}/{}", epoch.conf_ver, epoch.version),
+        r.peers
+            .iter()
+            .map(|p| p.store_id.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        leader.map_or("-".into(), |l| l.store_id.to_string()),
+    ]
+}
+
+const REGION_HEADER: [&str; 6] = ["ID", "START", "END", "EPOCH(conf/ver)", "STORES", "LEADER"];
+
+async fn run_async(args: CtlArgs) -> Result<()> {
+    let pd = PdClient::connect(args.pd.clone())
+        .await
+        .with_context(|| format!("connecting to PD at {}", args.pd.join(",")))?;
+    match args.cmd {
+        CtlCmd::Store {
+            cmd: StoreCmd::List,
+        } => {
+            let stores = pd.get_all_stores(false).await?;
+            if args.json {
+                let v: Vec<_> = stores
+                    .iter()
+                    .map(|s| json!({"id": s.id, "address": s.address, "state": s.state, "version": s.version, "last_heartbeat": s.last_heartbeat}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                table(
+                    &["ID", "ADDRESS", "STATE", "VERSION"],
+                    stores
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                s.id.to_string(),
+                                s.address.clone(),
+                                format!("{:?}", s.state()),
+                                s.version.clone(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        CtlCmd::Region {
+            cmd: RegionCmd::List { limit },
+        } => {
+            let regions = pd.scan_regions(b"", b"", limit).await?;
+            if args.json {
+                let v: Vec<_> = regions
+                    .iter()
+                    .map(|r| region_json(&r.region, r.leader.as_ref()))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                table(
+                    &REGION_HEADER,
+                    regions
+                        .iter()
+                        .map(|r| region_row(&r.region, r.leader.as_ref()))
+                        .collect(),
+                );
+            }
+        }
+        CtlCmd::Region {
+            cmd: RegionCmd::Get { key },
+        } => {
+            let r = pd.get_region(key.as_bytes()).await?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&region_json(&r.region, r.leader.as_ref()))?
+                );
+            } else {
+                table(
+                    &REGION_HEADER,
+                    vec![region_row(&r.region, r.leader.as_ref())],
+                );
+            }
+        }
+        CtlCmd::Member {
+            cmd: MemberCmd::List,
+        } => {
+            let resp = pd.get_members().await?;
+            let leader = resp.leader.as_ref().map(|l| l.member_id);
+            if args.json {
+                let v: Vec<_> = resp
+                    .members
+                    .iter()
+                    .map(|m| json!({"name": m.name, "member_id": m.member_id, "client_urls": m.client_urls, "leader": Some(m.member_id) == leader}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"cluster_id": pd.cluster_id(), "members": v})
+                    )?
+                );
+            } else {
+                println!("cluster id: {}", pd.cluster_id());
+                table(
+                    &["NAME", "MEMBER ID", "CLIENT URLS", "LEADER"],
+                    resp.members
+                        .iter()
+                        .map(|m| {
+                            vec![
+                                m.name.clone(),
+                                m.member_id.to_string(),
+                                m.client_urls.join(","),
+                                if Some(m.member_id) == leader {
+                                    "yes".into()
+                                } else {
+                                    "".into()
+                                },
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        cmd => raw_command(cmd, args.pd, args.json).await?,
+    }
+    Ok(())
+}
+
+async fn raw_command(cmd: CtlCmd, endpoints: Vec<String>, as_json: bool) -> Result<()> {
+    let client = client::RawClient::connect(endpoints).await?;
+    match cmd {
+        CtlCmd::Get { key } => {
+            let v = client.get(key.clone().into_bytes()).await?;
+            match (as_json, v) {
+                (true, v) => println!(
+                    "{}",
+                    json!({"key": key, "value": v.as_deref().map(show_key)})
+                ),
+                (false, Some(v)) => println!("{}", show_key(&v)),
+                (false, None) => bail!("key {key:?} not found"),
+            }
+        }
+        CtlCmd::Put { key, value } => {
+            client
+                .put(key.clone().into_bytes(), value.into_bytes())
+                .await?;
+            if as_json {
+                println!("{}", json!({"ok": true}));
+            } else {
+                println!("OK");
+            }
+        }
+        CtlCmd::Delete { key } => {
+            client.delete(key.into_bytes()).await?;
+            if as_json {
+                println!("{}", json!({"ok": true}));
+            } else {
+                println!("OK");
+            }
+        }
+        CtlCmd::Scan { start, end, limit } => {
+            let pairs = client
+                .scan(start.into_bytes(), end.into_bytes(), limit)
+                .await?;
+            if as_json {
+                let v: Vec<_> = pairs
+                    .iter()
+                    .map(|(k, v)| json!({"key": show_key(k), "value": show_key(v)}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                table(
+                    &["KEY", "VALUE"],
+                    pairs
+                        .iter()
+                        .map(|(k, v)| vec![show_key(k), show_key(v)])
+                        .collect(),
+                );
+            }
+        }
+        _ => unreachable!("metadata commands are handled by the caller"),
+    }
+    Ok(())
+}
+
+/// Waits until PD is up, the cluster is bootstrapped with at least `stores` stores, and a raw
+/// write and read go through; returns a connected client.
+pub async fn wait_cluster_ready(
+    endpoints: &[String],
+    stores: usize,
+    timeout: Duration,
+) -> Result<client::RawClient> {
+    let deadline = Instant::now() + timeout;
+    let mut last_err = String::new();
+    while Instant::now() < deadline {
+        match probe(endpoints, stores).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last_err = format!("{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("cluster not ready after {timeout:?}: {last_err}")
+}
+
+async fn probe(endpoints: &[String], stores: usize) -> Result<client::RawClient> {
+    let pd = PdClient::connect(endpoints.to_vec()).await?;
+    if !pd.is_bootstrapped().await? {
+        bail!("cluster not bootstrapped yet");
+    }
+    let n = pd.get_all_stores(true).await?.len();
+    if n < stores {
+        bail!("{n} of {stores} stores registered");
+    }
+    let client = client::RawClient::connect(endpoints.to_vec()).await?;
+    client
+        .put(b"__rangekv_ready".to_vec(), b"1".to_vec())
+        .await?;
+    client.get(b"__rangekv_ready".to_vec()).await?;
+    Ok(client)
+}

@@ -1,0 +1,439 @@
+//! Multi-process tests: real `rangekv pd` and `rangekv server` processes on loopback, killed
+//! and restarted like real nodes, driven through the client library.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use rangekv::local_cluster::{LocalCluster, LocalClusterConfig};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rangekv"))
+}
+
+struct TestCluster {
+    cluster: LocalCluster,
+    _dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+}
+
+impl TestCluster {
+    fn start(stores: usize) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = LocalClusterConfig::on_free_ports(bin(), dir.path().to_path_buf(), 1, stores)
+            .expect("ports");
+        cfg.pd_args = vec!["--max-replicas".into(), stores.min(3).to_string()];
+        cfg.server_args = vec!["--config".into(), write_server_config(dir.path())];
+        let mut cluster = LocalCluster::start(cfg).expect("start cluster");
+        cluster
+            .wait_listening(Duration::from_secs(60))
+            .expect("listening");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let t = TestCluster {
+            cluster,
+            _dir: dir,
+            rt,
+        };
+        t.wait_ready(stores);
+        t
+    }
+
+    fn wait_ready(&self, stores: usize) -> client::RawClient {
+        let endpoints = self.cluster.pd_endpoints();
+        self.rt
+            .block_on(rangekv_ready(&endpoints, stores))
+            .unwrap_or_else(|e| panic!("cluster not ready: {e:#}\n{}", self.logs()))
+    }
+
+    fn client(&self) -> client::RawClient {
+        self.rt
+            .block_on(client::RawClient::connect(self.cluster.pd_endpoints()))
+            .expect("client")
+    }
+
+    fn pd(&self) -> pd_client::PdClient {
+        self.rt
+            .block_on(pd_client::PdClient::connect(self.cluster.pd_endpoints()))
+            .expect("pd client")
+    }
+
+    /// The index (in `cluster.stores`) of the store leading the region holding `key`.
+    fn leader_index(&self, key: &[u8]) -> usize {
+        let pd = self.pd();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let info = self.rt.block_on(pd.get_region(key)).expect("region");
+            if let Some(leader) = info.leader {
+                let store = self
+                    .rt
+                    .block_on(pd.get_store(leader.store_id))
+                    .expect("store");
+                if let Some(i) = self
+                    .cluster
+                    .stores
+                    .iter()
+                    .position(|n| n.addr == store.address)
+                {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "PD knows no leader for {key:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in self.cluster.pds.iter().chain(self.cluster.stores.iter()) {
+            let text = std::fs::read_to_string(n.log_path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            out.push_str(&format!("--- {} ---\n", n.name));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Short ticks so that failover happens quickly in tests.
+fn write_server_config(dir: &std::path::Path) -> String {
+    let path = dir.join("server.toml");
+    std::fs::write(
+        &path,
+        "store_heartbeat_secs = 1\nregion_heartbeat_secs = 1\n[raftstore]\nraft_base_tick_ms = 50\n",
+    )
+    .expect("write config");
+    path.display().to_string()
+}
+
+async fn rangekv_ready(endpoints: &[String], stores: usize) -> Result<client::RawClient> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match probe(endpoints, stores).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = format!("{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("{last}")
+}
+
+async fn probe(endpoints: &[String], stores: usize) -> Result<client::RawClient> {
+    let pd = pd_client::PdClient::connect(endpoints.to_vec()).await?;
+    anyhow::ensure!(pd.is_bootstrapped().await?, "not bootstrapped");
+    let n = pd.get_all_stores(true).await?.len();
+    anyhow::ensure!(n >= stores, "{n} stores registered");
+    let c = client::RawClient::connect(endpoints.to_vec()).await?;
+    c.put(b"probe".to_vec(), b"1".to_vec()).await?;
+    Ok(c)
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key{i:05}").into_bytes()
+}
+
+#[test]
+fn three_stores_serve_raw_put_get_scan_delete() {
+    let t = TestCluster::start(3);
+    let c = t.client();
+    t.rt.block_on(async {
+        for i in 0..100 {
+            c.put(key(i), format!("v{i}").into_bytes()).await.unwrap();
+        }
+        assert_eq!(
+            c.get(key(7)).await.unwrap().map(|v| v.to_vec()),
+            Some(b"v7".to_vec())
+        );
+        assert_eq!(
+            c.get(b"missing".to_vec())
+                .await
+                .unwrap()
+                .map(|v| v.to_vec()),
+            None
+        );
+        let all = c.scan(key(0), key(100), 1000).await.unwrap();
+        assert_eq!(all.len(), 100);
+        assert_eq!(all[0].0.to_vec(), key(0));
+        let some = c.scan(key(10), key(20), 5).await.unwrap();
+        assert_eq!(
+            some.iter().map(|p| p.0.to_vec()).collect::<Vec<_>>(),
+            (10..15).map(key).collect::<Vec<_>>()
+        );
+        c.delete(key(7)).await.unwrap();
+        assert_eq!(c.get(key(7)).await.unwrap().map(|v| v.to_vec()), None);
+        c.delete_range(key(50), key(60)).await.unwrap();
+        assert_eq!(c.scan(key(0), key(100), 1000).await.unwrap().len(), 89);
+        let (prev, swapped) = c
+            .compare_and_swap(b"cas".to_vec(), None, b"a".to_vec())
+            .await
+            .unwrap();
+        assert!(swapped && prev.is_none());
+        let (prev, swapped) = c
+            .compare_and_swap(b"cas".to_vec(), None, b"b".to_vec())
+            .await
+            .unwrap();
+        assert!(!swapped && prev.as_deref() == Some(&b"a"[..]));
+    });
+}
+
+#[test]
+fn kill_9_of_the_leader_store_keeps_serving_and_it_catches_up() {
+    let mut t = TestCluster::start(3);
+    let c = t.client();
+    t.rt.block_on(async {
+        for i in 0..50 {
+            c.put(key(i), b"before".to_vec()).await.unwrap();
+        }
+    });
+    let victim = t.leader_index(b"");
+    t.cluster.kill_store(victim).unwrap();
+    t.rt.block_on(async {
+        for i in 50..100 {
+            c.put(key(i), b"during".to_vec()).await.unwrap();
+        }
+        for i in 0..50 {
+            assert_eq!(
+                c.get(key(i)).await.unwrap().map(|v| v.to_vec()),
+                Some(b"before".to_vec())
+            );
+        }
+    });
+    t.cluster.start_store(victim).unwrap();
+    t.cluster.wait_listening(Duration::from_secs(30)).unwrap();
+    // Give the restarted store the writes it missed, then make it indispensable: with another
+    // store down, every read and write needs it.
+    t.rt.block_on(async {
+        c.put(b"after-restart".to_vec(), b"1".to_vec())
+            .await
+            .unwrap();
+    });
+    let other = (0..3).find(|i| *i != victim).unwrap();
+    t.cluster.kill_store(other).unwrap();
+    t.rt.block_on(async {
+        for i in 50..100 {
+            assert_eq!(
+                c.get(key(i)).await.unwrap().map(|v| v.to_vec()),
+                Some(b"during".to_vec()),
+                "key {i}"
+            );
+        }
+        c.put(b"with-one-down".to_vec(), b"ok".to_vec())
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn pd_restart_keeps_cluster_serving_and_timestamps_increasing() {
+    let mut t = TestCluster::start(3);
+    let c = t.client();
+    let pd = t.pd();
+    let ts1 = t.rt.block_on(pd.get_ts()).unwrap();
+    t.rt.block_on(c.put(b"a".to_vec(), b"1".to_vec())).unwrap();
+    t.cluster.kill_pd(0).unwrap();
+    // Stores keep serving clients that know the regions while PD is down.
+    t.rt.block_on(c.put(b"b".to_vec(), b"2".to_vec())).unwrap();
+    t.cluster.start_pd(0).unwrap();
+    t.cluster.wait_listening(Duration::from_secs(30)).unwrap();
+    let ts2 = t.rt.block_on(pd.get_ts()).unwrap();
+    assert!(ts2 > ts1, "timestamp went backwards: {ts1} then {ts2}");
+    t.rt.block_on(async {
+        assert_eq!(
+            c.get(b"a".to_vec()).await.unwrap().map(|v| v.to_vec()),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(
+            c.get(b"b".to_vec()).await.unwrap().map(|v| v.to_vec()),
+            Some(b"2".to_vec())
+        );
+        c.put(b"c".to_vec(), b"3".to_vec()).await.unwrap();
+    });
+    // A fresh client routes through the restarted PD.
+    let fresh = t.client();
+    assert_eq!(
+        t.rt.block_on(fresh.get(b"c".to_vec()))
+            .unwrap()
+            .map(|v| v.to_vec()),
+        Some(b"3".to_vec())
+    );
+}
+
+#[test]
+fn whole_cluster_restart_keeps_all_data() {
+    let mut t = TestCluster::start(3);
+    let c = t.client();
+    t.rt.block_on(async {
+        for i in 0..100 {
+            c.put(key(i), format!("v{i}").into_bytes()).await.unwrap();
+        }
+    });
+    for i in 0..3 {
+        t.cluster.stop_store(i).unwrap();
+    }
+    t.cluster.stop_pd(0).unwrap();
+    t.cluster.start_pd(0).unwrap();
+    for i in 0..3 {
+        t.cluster.start_store(i).unwrap();
+    }
+    t.cluster.wait_listening(Duration::from_secs(60)).unwrap();
+    let c = t.wait_ready(3);
+    t.rt.block_on(async {
+        for i in 0..100 {
+            assert_eq!(
+                c.get(key(i)).await.unwrap().map(|v| v.to_vec()),
+                Some(format!("v{i}").into_bytes())
+            );
+        }
+    });
+}
+
+#[test]
+fn bad_input_over_grpc_gets_clear_errors_and_the_cluster_keeps_serving() {
+    use proto::kvrpcpb::{Context, RawGetRequest, RawPutRequest};
+    use proto::tikvpb::tikv_client::TikvClient;
+
+    let t = TestCluster::start(3);
+    let c = t.client();
+    let pd = t.pd();
+    let leader = t.leader_index(b"");
+    let addr = format!("http://{}", t.cluster.stores[leader].addr);
+    t.rt.block_on(async {
+        let info = pd.get_region(b"").await.unwrap();
+        let ctx = Context {
+            region_id: info.region.id,
+            region_epoch: info.region.region_epoch,
+            peer: info.leader,
+            ..Default::default()
+        };
+        let mut kv = TikvClient::connect(addr).await.unwrap();
+        // Oversized key.
+        let resp = kv
+            .raw_put(RawPutRequest {
+                context: Some(ctx.clone()),
+                key: vec![b'k'; 100_000].into(),
+                value: b"v".to_vec().into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(resp.error.contains("key is"), "{resp:?}");
+        // Empty key.
+        let resp = kv
+            .raw_put(RawPutRequest {
+                context: Some(ctx.clone()),
+                value: b"v".to_vec().into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(resp.error.contains("empty"), "{resp:?}");
+        // Unknown region.
+        let mut bad = ctx.clone();
+        bad.region_id = 987_654;
+        let resp = kv
+            .raw_get(RawGetRequest {
+                context: Some(bad),
+                key: b"k".to_vec().into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(resp.region_error.unwrap().region_not_found.is_some());
+        // Malformed: no region id at all.
+        let resp = kv
+            .raw_get(RawGetRequest {
+                context: Some(Context::default()),
+                key: b"k".to_vec().into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(resp.error.contains("region"), "{resp:?}");
+        // Bytes that are not a protobuf message: a gRPC error status, not a crash.
+        let channel = tonic::transport::Endpoint::from_shared(format!(
+            "http://{}",
+            t.cluster.stores[leader].addr
+        ))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/tikvpb.Tikv/RawGet");
+        let status = grpc
+            .unary(
+                tonic::Request::new(vec![0xff, 0xff, 0xff, 0x07, 0x01]),
+                path,
+                RawBytesCodec,
+            )
+            .await
+            .unwrap_err();
+        assert_ne!(status.code(), tonic::Code::Ok);
+        // The cluster still serves.
+        c.put(b"still".to_vec(), b"ok".to_vec()).await.unwrap();
+        assert_eq!(
+            c.get(b"still".to_vec()).await.unwrap().map(|v| v.to_vec()),
+            Some(b"ok".to_vec())
+        );
+    });
+}
+
+/// A codec that sends raw bytes, to put malformed messages on the wire.
+struct RawBytesCodec;
+
+impl tonic::codec::Codec for RawBytesCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytesCodec;
+    type Decoder = RawBytesCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawBytesCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawBytesCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawBytesCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytesCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        let mut out = vec![0; src.remaining()];
+        src.copy_to_slice(&mut out);
+        Ok(Some(out))
+    }
+}

@@ -1,0 +1,671 @@
+//! PD's Raft group: the thread that drives a raft-rs `RawNode` over PD's own engine, replicates
+//! [`PdCommand`]s and applies committed ones to [`PdState`].
+//!
+//! Every PD member runs one [`RaftNode`] thread. The group (id [`PD_RAFT_GROUP_ID`] in PD's
+//! engine) has one voter per member of `initial_cluster` (one voter for a single-node PD), with
+//! the member ids as Raft peer ids. Every member bootstraps the same initial state
+//! (`raft_log::bootstrap_group`: an empty log committed up to `RAFT_INIT_LOG_INDEX`), so no
+//! configuration change is ever needed.
+//!
+//! The thread's loop: receive from its inbox ([`RaftMsg`]: proposals, messages from peers,
+//! shutdown) with a timeout until the next tick; tick; then handle Ready in raft-rs's order:
+//! 1. send `messages()` at once (a leader's appends may go out before its own fsync);
+//! 2. stage the new entries and hard state and write them **synced**;
+//! 3. send `persisted_messages()` (votes, append responses) — only now, after the sync;
+//! 4. `advance_append`, persist a moved commit index (unsynced), send the light ready's messages;
+//! 5. apply committed entries, one by one: the state changes of a command and the new applied
+//!    index go into one (unsynced) write batch, then into memory; a proposer waiting for that
+//!    entry is answered with the result.
+//!
+//! Applied state is written unsynced: after a crash, raft-rs hands the entries above the
+//! persisted applied index out again and they are re-applied (every command is idempotent on
+//! replay: bounds take the max, region updates check epochs, a second bootstrap is rejected).
+//!
+//! Leadership ([`Leadership`], published through [`NodeStatus`]):
+//! - A new leader is *ready* once the empty entry raft-rs appends on election (an entry of its
+//!   term) is committed and applied here. Before that, its state may miss committed commands of
+//!   earlier leaders, so nothing leader-only is served and no proposal is accepted.
+//! - **Lease.** Every tick, the leader issues a ReadIndex (`ReadOnlyOption::Safe`) whose context
+//!   is the time it was issued; when raft-rs reports it (a quorum acknowledged a heartbeat sent
+//!   after that time) the lease is extended to `issued + leader_lease`. The barrier entry starts
+//!   the lease likewise from the election time. Followers that acknowledged reject votes for an
+//!   election timeout (check_quorum), which is longer than the lease (see
+//!   [`crate::PdConfig::leader_lease`]), so while the lease holds no other leader can exist.
+//!   [`NodeStatus::serving_term`] requires leader, ready and lease.
+//! - On losing leadership every pending proposal is answered [`Error::NotLeader`] (it may still
+//!   commit; every command is safe to retry).
+//!
+//! Invariants:
+//! - No message that needs persistence leaves before the synced write of its Ready.
+//! - State in memory and on disk change together, in log order, and only by committed entries.
+//! - A storage failure while persisting or applying stops the node (the thread ends and every
+//!   proposal fails); it is never answered as a command result.
+//!
+//! Implementation caveats: the log is never compacted (PD's log grows with its commands, which
+//! are few: bounds every few seconds and region changes); there are no Raft snapshots and no
+//! membership changes; proposals are not forwarded from followers (clients go to the leader).
+
+use std::collections::VecDeque;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::{Engine, WriteBatch};
+use parking_lot::{Mutex, RwLock};
+use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
+use raft::{RawNode, StateRole};
+use raft_log::{ApplyState, RaftLogStorage};
+use tokio::sync::{oneshot, watch};
+
+use crate::command::{ApplyResult, PdCommand};
+use crate::state::PdState;
+use crate::{Error, Result};
+
+/// The id of PD's Raft group in PD's own engine.
+pub const PD_RAFT_GROUP_ID: u64 = 1;
+
+/// How many inbox messages the loop handles before looking at Ready again.
+const MAX_INBOX_BATCH: usize = 4096;
+
+/// A message to the Raft thread.
+pub(crate) enum RaftMsg {
+    /// Replicate an encoded [`PdCommand`]; answered once applied here (or failed).
+    Propose {
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<ApplyResult>>,
+    },
+    /// A Raft message from another member.
+    Step(Box<Message>),
+    /// Stop the thread.
+    Shutdown,
+}
+
+/// The state machine and its engine, shared by the Raft thread (which writes) and
+/// [`crate::StateHandle`] (which reads).
+#[derive(Debug)]
+pub(crate) struct StateCell {
+    pub engine: Engine,
+    pub state: RwLock<PdState>,
+    /// Dropped (last) when the state and its engine are gone; see [`crate::StateHandle::open`].
+    pub _closed: oneshot::Sender<()>,
+}
+
+/// What this node knows about the leadership of the PD group.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Leadership {
+    /// The current Raft term as known here.
+    pub term: u64,
+    /// Member id of the leader of `term`, 0 if unknown.
+    pub leader_id: u64,
+    /// This node leads `term` and has applied an entry of `term` (see the module docs).
+    pub ready: bool,
+}
+
+#[derive(Debug, Default)]
+struct StatusInner {
+    leadership: Leadership,
+    lease_until: Option<Instant>,
+    cluster_id: u64,
+    stopped: bool,
+}
+
+/// A member of the PD group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub name: String,
+    /// Client and peer URL (`http://host:port`).
+    pub url: String,
+}
+
+/// Leadership, lease and cluster id of this node, published by the Raft thread.
+#[derive(Debug)]
+pub struct NodeStatus {
+    member_id: u64,
+    members: Vec<MemberInfo>,
+    inner: Mutex<StatusInner>,
+    changes: watch::Sender<Leadership>,
+}
+
+impl NodeStatus {
+    pub(crate) fn new(member_id: u64, cluster_id: u64, members: Vec<MemberInfo>) -> NodeStatus {
+        NodeStatus {
+            member_id,
+            members,
+            inner: Mutex::new(StatusInner {
+                cluster_id,
+                ..Default::default()
+            }),
+            changes: watch::channel(Leadership::default()).0,
+        }
+    }
+
+    /// This node's member (= Raft peer) id.
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    pub fn leadership(&self) -> Leadership {
+        self.inner.lock().leadership
+    }
+
+    /// All members of the group (this node included), in `initial_cluster` order.
+    pub fn members(&self) -> &[MemberInfo] {
+        &self.members
+    }
+
+    /// The error answering a leader-only request this node may not serve: it names the leader
+    /// when another member is known to lead.
+    pub fn not_leader(&self) -> Error {
+        let leader_id = self.leadership().leader_id;
+        let leader = (leader_id != self.member_id)
+            .then(|| self.members.iter().find(|m| m.id == leader_id))
+            .flatten()
+            .map(|m| format!("{} at {}", m.name, m.url));
+        Error::NotLeader { leader }
+    }
+
+    /// Notified on every leadership change.
+    pub fn subscribe(&self) -> watch::Receiver<Leadership> {
+        self.changes.subscribe()
+    }
+
+    /// The cluster id, 0 until the `InitCluster` command is applied here.
+    pub fn cluster_id(&self) -> u64 {
+        self.inner.lock().cluster_id
+    }
+
+    /// Whether the Raft thread has stopped (shutdown or storage failure).
+    pub fn is_stopped(&self) -> bool {
+        self.inner.lock().stopped
+    }
+
+    /// The term in which this node may serve leader-only requests now: it leads, is ready, and
+    /// holds the lease. `None` otherwise.
+    pub fn serving_term(&self) -> Option<u64> {
+        self.serving_term_at(Instant::now())
+    }
+
+    fn serving_term_at(&self, now: Instant) -> Option<u64> {
+        let inner = self.inner.lock();
+        let l = inner.leadership;
+        let leased = inner.lease_until.is_some_and(|until| now < until);
+        (l.ready && l.leader_id == self.member_id && leased && !inner.stopped).then_some(l.term)
+    }
+
+    fn set_leadership(&self, leadership: Leadership) {
+        let mut inner = self.inner.lock();
+        if inner.leadership == leadership {
+            return;
+        }
+        if !(leadership.ready && leadership.term == inner.leadership.term) {
+            // A new term, or not ready (yet / any more): any lease is void.
+            inner.lease_until = None;
+        }
+        inner.leadership = leadership;
+        drop(inner);
+        self.changes.send_replace(leadership);
+    }
+
+    fn extend_lease(&self, term: u64, until: Instant) {
+        let mut inner = self.inner.lock();
+        if inner.leadership.term == term && inner.leadership.ready {
+            inner.lease_until = Some(inner.lease_until.map_or(until, |u| u.max(until)));
+        }
+    }
+
+    fn set_cluster_id(&self, cluster_id: u64) {
+        self.inner.lock().cluster_id = cluster_id;
+    }
+
+    fn set_stopped(&self) {
+        let mut inner = self.inner.lock();
+        inner.stopped = true;
+        inner.lease_until = None;
+        inner.leadership.ready = false;
+        let leadership = inner.leadership;
+        drop(inner);
+        self.changes.send_replace(leadership);
+    }
+}
+
+/// Where the Raft thread sends messages to other members (never blocks).
+pub(crate) trait RaftSender: Send + 'static {
+    fn send(&self, msg: Message);
+}
+
+/// Raft timing of the node.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RaftTiming {
+    pub tick: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    pub lease: Duration,
+}
+
+/// Stages the initial state of PD's Raft group if the engine has none (a fresh node, or data of
+/// a single-node PD from before replication).
+pub(crate) fn ensure_bootstrapped(engine: &Engine) -> Result<()> {
+    if ApplyState::load(engine, PD_RAFT_GROUP_ID)
+        .map_err(log_error)?
+        .is_none()
+    {
+        let mut wb = WriteBatch::new();
+        raft_log::bootstrap_group(PD_RAFT_GROUP_ID, &mut wb);
+        engine.write(wb, true)?;
+    }
+    Ok(())
+}
+
+fn log_error(e: raft_log::Error) -> Error {
+    match e {
+        raft_log::Error::Engine(e) => Error::Engine(e),
+        raft_log::Error::Corrupt { msg, .. } => Error::Corrupt(format!("PD raft log: {msg}")),
+    }
+}
+
+struct Proposal {
+    index: u64,
+    term: u64,
+    reply: oneshot::Sender<Result<ApplyResult>>,
+}
+
+/// The Raft thread's state; see the module docs.
+pub(crate) struct RaftNode<S: RaftSender> {
+    raw: RawNode<RaftLogStorage>,
+    cell: Arc<StateCell>,
+    status: Arc<NodeStatus>,
+    sender: S,
+    inbox: std_mpsc::Receiver<RaftMsg>,
+    timing: RaftTiming,
+    applied: ApplyState,
+    proposals: VecDeque<Proposal>,
+    became_leader_at: Instant,
+    /// Base of the ReadIndex contexts (nanoseconds since this instant).
+    epoch: Instant,
+}
+
+impl<S: RaftSender> RaftNode<S> {
+    pub fn new(
+        cell: Arc<StateCell>,
+        status: Arc<NodeStatus>,
+        voters: Vec<u64>,
+        sender: S,
+        inbox: std_mpsc::Receiver<RaftMsg>,
+        timing: RaftTiming,
+    ) -> Result<RaftNode<S>> {
+        let engine = cell.engine.clone();
+        let applied = ApplyState::load(&engine, PD_RAFT_GROUP_ID)
+            .map_err(log_error)?
+            .ok_or_else(|| Error::Corrupt("PD raft group is not bootstrapped".to_owned()))?;
+        let conf_state = ConfState {
+            voters: voters.clone(),
+            ..Default::default()
+        };
+        let storage =
+            RaftLogStorage::load(engine, PD_RAFT_GROUP_ID, conf_state).map_err(log_error)?;
+        let config = raft::Config {
+            id: status.member_id(),
+            election_tick: timing.election_ticks,
+            heartbeat_tick: timing.heartbeat_ticks,
+            applied: applied.applied_index,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: raft::ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        let logger = slog::Logger::root(
+            tracing_slog::TracingSlogDrain,
+            slog::o!("pd_member_id" => status.member_id()),
+        );
+        let mut raw = RawNode::new(&config, storage, &logger)
+            .map_err(|e| Error::Internal(format!("raft init: {e}")))?;
+        if voters == [status.member_id()] {
+            // A single-node group elects itself at once instead of after an election timeout.
+            raw.campaign()
+                .map_err(|e| Error::Internal(format!("raft campaign: {e}")))?;
+        }
+        Ok(RaftNode {
+            raw,
+            cell,
+            status,
+            sender,
+            inbox,
+            timing,
+            applied,
+            proposals: VecDeque::new(),
+            became_leader_at: Instant::now(),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Runs the loop until shutdown or a storage failure.
+    pub fn run(mut self) {
+        let member_id = self.status.member_id();
+        let _span = tracing::info_span!("pd_raft", member_id).entered();
+        if let Err(e) = self.run_loop() {
+            tracing::error!(error = %e, "PD raft node stopped on a storage failure");
+        }
+        self.status.set_stopped();
+        for p in self.proposals.drain(..) {
+            let _ = p.reply.send(Err(Error::ShuttingDown));
+        }
+        // Release the engine held by the log storage before the state cell, so that the
+        // cell's `closed` signal (fired when the last cell reference drops) means "engine closed".
+        let RaftNode { raw, cell, .. } = self;
+        drop(raw);
+        drop(cell);
+        tracing::debug!("PD raft node stopped");
+    }
+
+    fn run_loop(&mut self) -> Result<()> {
+        let mut next_tick = Instant::now() + self.timing.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.inbox.recv_timeout(wait) {
+                Ok(msg) => {
+                    if !self.on_msg(msg) {
+                        return Ok(());
+                    }
+                    for _ in 0..MAX_INBOX_BATCH {
+                        match self.inbox.try_recv() {
+                            Ok(msg) => {
+                                if !self.on_msg(msg) {
+                                    return Ok(());
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                self.renew_lease_request(now);
+                next_tick = (next_tick + self.timing.tick).max(now);
+            }
+            while self.raw.has_ready() {
+                self.on_ready()?;
+            }
+        }
+    }
+
+    /// Handles one inbox message; `false` means stop.
+    fn on_msg(&mut self, msg: RaftMsg) -> bool {
+        match msg {
+            RaftMsg::Propose { data, reply } => self.on_propose(data, reply),
+            RaftMsg::Step(m) => {
+                if m.to != self.status.member_id() {
+                    return true;
+                }
+                if let Err(e) = self.raw.step(*m) {
+                    tracing::debug!(error = %e, "raft message rejected");
+                }
+            }
+            RaftMsg::Shutdown => return false,
+        }
+        true
+    }
+
+    fn not_leader(&self) -> Error {
+        self.status.not_leader()
+    }
+
+    fn on_propose(&mut self, data: Vec<u8>, reply: oneshot::Sender<Result<ApplyResult>>) {
+        let leadership = self.status.leadership();
+        if self.raw.raft.state != StateRole::Leader || !leadership.ready {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        let before = self.raw.raft.raft_log.last_index();
+        match self.raw.propose(Vec::new(), data) {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                if index == before {
+                    let _ = reply.send(Err(self.not_leader()));
+                    return;
+                }
+                self.proposals.push_back(Proposal {
+                    index,
+                    term: self.raw.raft.term,
+                    reply,
+                });
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "proposal dropped");
+                let _ = reply.send(Err(self.not_leader()));
+            }
+        }
+    }
+
+    /// On a tick of a ready leader: ask a quorum to confirm leadership, for the lease.
+    fn renew_lease_request(&mut self, now: Instant) {
+        if self.raw.raft.state != StateRole::Leader || !self.status.leadership().ready {
+            return;
+        }
+        let issued = u64::try_from(now.duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        let mut ctx = Vec::with_capacity(16);
+        ctx.extend_from_slice(&issued.to_be_bytes());
+        ctx.extend_from_slice(&self.raw.raft.term.to_be_bytes());
+        self.raw.read_index(ctx);
+    }
+
+    fn send_all(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            self.sender.send(m);
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<()> {
+        let mut rd = self.raw.ready();
+        self.send_all(rd.take_messages());
+        if !rd.snapshot().is_empty() {
+            tracing::warn!("raft snapshots are not supported by PD; ignored");
+        }
+        let committed = rd.take_committed_entries();
+        let mut wb = WriteBatch::new();
+        if !rd.entries().is_empty() {
+            self.raw.mut_store().append(rd.entries(), &mut wb);
+        }
+        if let Some(hs) = rd.hs() {
+            self.raw.mut_store().set_hard_state(hs.clone(), &mut wb);
+        }
+        if !wb.is_empty() {
+            self.cell.engine.write(wb, true)?;
+        }
+        self.send_all(rd.take_persisted_messages());
+        let read_states = rd.take_read_states();
+        let mut light = self.raw.advance_append(rd);
+        // Role and term after this Ready (soft state changes are visible on the raft struct).
+        self.publish_role();
+        for rs in read_states {
+            self.on_read_state(&rs.request_ctx);
+        }
+        if let Some(commit) = light.commit_index() {
+            let mut wb = WriteBatch::new();
+            self.raw.mut_store().set_commit(commit, &mut wb);
+            if !wb.is_empty() {
+                self.cell.engine.write(wb, false)?;
+            }
+        }
+        self.send_all(light.take_messages());
+        self.apply(committed)?;
+        self.apply(light.take_committed_entries())?;
+        Ok(())
+    }
+
+    fn publish_role(&mut self) {
+        let raft = &self.raw.raft;
+        let is_leader = raft.state == StateRole::Leader;
+        let old = self.status.leadership();
+        let leadership = Leadership {
+            term: raft.term,
+            leader_id: raft.leader_id,
+            ready: is_leader && old.ready && old.term == raft.term,
+        };
+        if leadership == old {
+            return;
+        }
+        if is_leader && !(old.leader_id == self.status.member_id() && old.term == raft.term) {
+            self.became_leader_at = Instant::now();
+            tracing::info!(term = raft.term, "became PD leader");
+        } else if !is_leader && old.leader_id == self.status.member_id() {
+            tracing::info!(
+                term = raft.term,
+                leader_id = raft.leader_id,
+                "no longer PD leader"
+            );
+        } else if leadership.leader_id != old.leader_id && leadership.leader_id != 0 {
+            tracing::info!(
+                term = raft.term,
+                leader_id = raft.leader_id,
+                "PD leader changed"
+            );
+        }
+        self.status.set_leadership(leadership);
+        if !is_leader {
+            for p in self.proposals.drain(..) {
+                let _ = p.reply.send(Err(self.status.not_leader()));
+            }
+        }
+    }
+
+    fn on_read_state(&self, ctx: &[u8]) {
+        let (Some(issued), Some(term)) = (
+            ctx.get(0..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes),
+            ctx.get(8..16)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes),
+        ) else {
+            return;
+        };
+        if self.raw.raft.state != StateRole::Leader || term != self.raw.raft.term {
+            return;
+        }
+        let issued_at = self.epoch + Duration::from_nanos(issued);
+        self.status
+            .extend_lease(term, issued_at + self.timing.lease);
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for entry in entries {
+            self.apply_entry(&entry)?;
+        }
+        let applied = self.applied.applied_index;
+        self.raw.advance_apply_to(applied);
+        self.raw.mut_store().set_applied(applied);
+        Ok(())
+    }
+
+    fn apply_entry(&mut self, entry: &Entry) -> Result<()> {
+        if entry.index <= self.applied.applied_index {
+            return Ok(());
+        }
+        let command = if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty()
+        {
+            Some(PdCommand::from_bytes(&entry.data)?)
+        } else {
+            None
+        };
+        let planned = command.as_ref().map(|cmd| self.cell.state.read().plan(cmd));
+        let plan = match planned {
+            Some(Ok(plan)) => Some(plan),
+            Some(Err(e)) if e.is_storage_failure() => return Err(e),
+            Some(Err(rejection)) => {
+                self.write_applied(entry, None)?;
+                self.answer(entry, Err(rejection));
+                return Ok(());
+            }
+            None => None,
+        };
+        self.write_applied(entry, plan.as_ref())?;
+        let result = match plan {
+            Some(plan) => {
+                let mut state = self.cell.state.write();
+                let result = state.commit(plan);
+                let cluster_id = state.cluster_id();
+                drop(state);
+                self.status.set_cluster_id(cluster_id);
+                result
+            }
+            None => ApplyResult::Done,
+        };
+        if command.is_none() {
+            self.on_empty_entry_applied(entry);
+        }
+        self.answer(entry, Ok(result));
+        Ok(())
+    }
+
+    /// Writes the plan's changes (if any) and the new applied index in one batch.
+    fn write_applied(&mut self, entry: &Entry, plan: Option<&crate::state::Plan>) -> Result<()> {
+        let mut wb = match plan {
+            Some(plan) if !plan.is_no_op() => plan.write_batch(),
+            _ => WriteBatch::new(),
+        };
+        self.applied.applied_index = entry.index;
+        self.applied.applied_term = entry.term;
+        self.applied.write(PD_RAFT_GROUP_ID, &mut wb);
+        self.cell.engine.write(wb, false)?;
+        Ok(())
+    }
+
+    /// The empty entry of this leader's term is applied: the leader is ready (see module docs).
+    fn on_empty_entry_applied(&mut self, entry: &Entry) {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader || entry.term != raft.term {
+            return;
+        }
+        let leadership = Leadership {
+            term: raft.term,
+            leader_id: raft.leader_id,
+            ready: true,
+        };
+        if self.status.leadership() != leadership {
+            self.status.set_leadership(leadership);
+            self.status
+                .extend_lease(raft.term, self.became_leader_at + self.timing.lease);
+            tracing::info!(term = raft.term, index = entry.index, "PD leader ready");
+        }
+    }
+
+    fn answer(&mut self, entry: &Entry, result: Result<ApplyResult>) {
+        while self
+            .proposals
+            .front()
+            .is_some_and(|p| p.index < entry.index)
+        {
+            let p = self.proposals.pop_front().expect("front exists");
+            let _ = p.reply.send(Err(Error::NotLeader { leader: None }));
+        }
+        if self
+            .proposals
+            .front()
+            .is_some_and(|p| p.index == entry.index)
+        {
+            let p = self.proposals.pop_front().expect("front exists");
+            let _ = p.reply.send(if p.term == entry.term {
+                result
+            } else {
+                Err(Error::NotLeader { leader: None })
+            });
+        } else if let Err(e) = &result {
+            tracing::debug!(index = entry.index, error = %e, "replicated command rejected");
+        }
+    }
+}
+
+/// Whether a message type is internal to raft-rs and must never come over the network.
+pub(crate) fn is_local(msg_type: MessageType) -> bool {
+    raft::raw_node::is_local_msg(msg_type)
+}

@@ -1,0 +1,254 @@
+//! PD-to-PD Raft transport over gRPC (`pdraftpb.PdRaft`).
+//!
+//! Sending ([`PeerSender`]): the Raft thread hands each outgoing message to the queue of its
+//! destination member without blocking. One tokio task per remote member drains that queue into
+//! [`RaftBatch`]es (everything queued, up to a limit, per batch) on one long-lived client stream
+//! (`PdRaft/Send`). When the connection fails, queued messages are dropped (Raft retransmits)
+//! and the task reconnects with backoff.
+//!
+//! Receiving ([`PdRaftService`]): each incoming batch is checked to be addressed to this member,
+//! decoded, and forwarded to the Raft thread's inbox. Streams end when the server shuts down.
+//!
+//! Fault injection ([`NetFilter`]): tests can isolate a member; an isolated member drops every
+//! message it would send or receive, which partitions it from all others in both directions.
+//!
+//! The service is served on the same gRPC server (and port) as `pdpb.PD`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::pdraftpb::pd_raft_client::PdRaftClient;
+use proto::pdraftpb::pd_raft_server::PdRaft;
+use proto::pdraftpb::{Done, RaftBatch};
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::raft_node::{is_local, RaftMsg, RaftSender};
+use crate::service::Shutdown;
+
+/// Most messages in one batch.
+const MAX_BATCH: usize = 512;
+
+/// Fault injection for tests: see the module docs.
+#[derive(Debug, Default)]
+pub struct NetFilter {
+    isolated: AtomicBool,
+}
+
+impl NetFilter {
+    /// Cuts (`true`) or restores (`false`) all Raft traffic of this member.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.isolated.store(isolated, Ordering::SeqCst);
+    }
+
+    pub fn is_isolated(&self) -> bool {
+        self.isolated.load(Ordering::SeqCst)
+    }
+}
+
+/// The sending side, owned by the Raft thread.
+pub(crate) struct PeerSender {
+    peers: HashMap<u64, mpsc::UnboundedSender<Message>>,
+    filter: Arc<NetFilter>,
+}
+
+impl PeerSender {
+    /// Starts one sender task per remote member `(member_id, url)` on `runtime`; the tasks end
+    /// when the returned sender is dropped or `shutdown` resolves.
+    pub fn start(
+        runtime: &tokio::runtime::Handle,
+        from_id: u64,
+        peers: Vec<(u64, String)>,
+        filter: Arc<NetFilter>,
+        shutdown: Shutdown,
+    ) -> PeerSender {
+        let mut senders = HashMap::new();
+        for (to_id, url) in peers {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.insert(to_id, tx);
+            runtime.spawn(run_peer(from_id, to_id, url, rx, shutdown.clone()));
+        }
+        PeerSender {
+            peers: senders,
+            filter,
+        }
+    }
+}
+
+impl RaftSender for PeerSender {
+    fn send(&self, msg: Message) {
+        if self.filter.is_isolated() {
+            return;
+        }
+        match self.peers.get(&msg.to) {
+            Some(queue) => {
+                let _ = queue.send(msg);
+            }
+            None => tracing::debug!(to = msg.to, "raft message to an unknown member dropped"),
+        }
+    }
+}
+
+async fn run_peer(
+    from_id: u64,
+    to_id: u64,
+    url: String,
+    mut queue: mpsc::UnboundedReceiver<Message>,
+    shutdown: Shutdown,
+) {
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let connected = tokio::select! {
+            _ = &mut stop => return,
+            c = connect(&url) => c,
+        };
+        let mut client = match connected {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::debug!(to_id, %url, error = %e, "cannot reach PD member");
+                // Whatever queued meanwhile is stale; Raft will resend what matters.
+                while queue.try_recv().is_ok() {}
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let (batches, rx) = mpsc::channel::<RaftBatch>(64);
+        let mut call = tokio::spawn(async move { client.send(ReceiverStream::new(rx)).await });
+        loop {
+            let first = tokio::select! {
+                _ = &mut stop => {
+                    call.abort();
+                    return;
+                }
+                _ = &mut call => break,
+                m = queue.recv() => match m {
+                    Some(m) => m,
+                    None => {
+                        call.abort();
+                        return;
+                    }
+                },
+            };
+            let mut batch = RaftBatch {
+                from_id,
+                to_id,
+                messages: Vec::with_capacity(8),
+            };
+            push(&mut batch, &first);
+            while batch.messages.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(m) => push(&mut batch, &m),
+                    Err(_) => break,
+                }
+            }
+            if batches.send(batch).await.is_err() {
+                break;
+            }
+        }
+        tracing::debug!(to_id, %url, "raft stream to PD member broke; reconnecting");
+    }
+}
+
+fn push(batch: &mut RaftBatch, msg: &Message) {
+    match msg.write_to_bytes() {
+        Ok(bytes) => batch.messages.push(bytes.into()),
+        Err(e) => tracing::warn!(error = %e, "cannot encode a raft message"),
+    }
+}
+
+async fn connect(url: &str) -> Result<PdRaftClient<tonic::transport::Channel>, String> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .keep_alive_while_idle(true);
+    let channel = tokio::time::timeout(Duration::from_secs(2), endpoint.connect())
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok(PdRaftClient::new(channel))
+}
+
+/// The receiving side: the `pdraftpb.PdRaft` gRPC service.
+#[derive(Clone, Debug)]
+pub(crate) struct PdRaftService {
+    member_id: u64,
+    inbox: std_mpsc::Sender<RaftMsg>,
+    filter: Arc<NetFilter>,
+    shutdown: Shutdown,
+}
+
+impl PdRaftService {
+    pub fn new(
+        member_id: u64,
+        inbox: std_mpsc::Sender<RaftMsg>,
+        filter: Arc<NetFilter>,
+        shutdown: Shutdown,
+    ) -> PdRaftService {
+        PdRaftService {
+            member_id,
+            inbox,
+            filter,
+            shutdown,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl PdRaft for PdRaftService {
+    async fn send(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<Done>, Status> {
+        let mut stream = request.into_inner();
+        let stop = self.shutdown.clone().wait();
+        tokio::pin!(stop);
+        loop {
+            let batch = tokio::select! {
+                _ = &mut stop => return Err(Status::unavailable("PD is shutting down")),
+                b = stream.message() => b?,
+            };
+            let Some(batch) = batch else {
+                return Ok(Response::new(Done {}));
+            };
+            if batch.to_id != self.member_id {
+                return Err(Status::invalid_argument(format!(
+                    "batch for member {} sent to member {}",
+                    batch.to_id, self.member_id
+                )));
+            }
+            if self.filter.is_isolated() {
+                continue;
+            }
+            for bytes in &batch.messages {
+                let msg = match Message::parse_from_bytes(bytes) {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        return Err(Status::invalid_argument(format!(
+                            "undecodable raft message: {e}"
+                        )))
+                    }
+                };
+                if is_local(msg.get_msg_type()) || msg.from != batch.from_id {
+                    continue;
+                }
+                if self.inbox.send(RaftMsg::Step(Box::new(msg))).is_err() {
+                    return Err(Status::unavailable("PD raft node stopped"));
+                }
+            }
+        }
+    }
+}
