@@ -621,6 +621,26 @@ async fn check_scan(c: &RawClient) {
         "scan [scal, k01)",
     );
 
+    // batch_scan: several ranges in one request, `each_limit` from each.
+    let got = c
+        .batch_scan(
+            vec![
+                k("compat/scan/k00")..k("compat/scan/k03"),
+                k("compat/scan/k10")..k("compat/scan/k19"),
+            ],
+            2,
+        )
+        .await
+        .expect("batch_scan");
+    let mut want: Pairs = pairs[0..2].to_vec();
+    want.extend_from_slice(&pairs[10..12]);
+    assert_pairs(got, &want, "batch_scan [k00,k03) [k10,k19) each 2");
+    let got = c
+        .batch_scan_keys(vec![k("compat/scan/k04")..k("compat/scan/k06")], 5)
+        .await
+        .expect("batch_scan_keys");
+    assert_keys(got, &keys[4..6], "batch_scan_keys [k04, k06)");
+
     // scan_keys: keys only.
     let got = c
         .scan_keys(k("compat/scan/k10")..k("compat/scan/k15"), 5)

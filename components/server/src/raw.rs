@@ -341,18 +341,9 @@ impl RawStorage {
         req: kvrpcpb::RawScanRequest,
     ) -> RawResult<kvrpcpb::RawScanResponse> {
         let cf = Self::cf(&req.cf)?;
-        if req.limit > self.limits.max_scan_limit {
-            return Err(invalid(format!(
-                "scan limit {} is more than the maximum {}",
-                req.limit, self.limits.max_scan_limit
-            )));
-        }
-        if req.start_key.len() > self.limits.max_key_size
-            || req.end_key.len() > self.limits.max_key_size
-        {
-            return Err(invalid("scan bound longer than the key size limit"));
-        }
-        // Forward: [start_key, end_key). Reverse: [end_key, start_key), start_key empty = +inf.
+        self.check_scan_limit(req.limit)?;
+        self.check_bound(&req.start_key)?;
+        self.check_bound(&req.end_key)?;
         let checked = if req.reverse {
             vec![]
         } else {
@@ -360,23 +351,112 @@ impl RawStorage {
         };
         let header = self.header(req.context.as_ref(), checked)?;
         let grant = self.grant(header).await?;
-        let region = &grant.region;
-        let (lower, upper): (&[u8], &[u8]) = if req.reverse {
-            if !req.start_key.is_empty()
-                && (req.start_key[..] <= region.start_key[..]
-                    || (!region.end_key.is_empty() && req.start_key[..] > region.end_key[..]))
+        let mut kvs = Vec::new();
+        let range = ScanRange {
+            start: &req.start_key,
+            end: &req.end_key,
+            limit: req.limit,
+            key_only: req.key_only,
+            reverse: req.reverse,
+        };
+        self.scan_range(&self.engine.snapshot(), &grant.region, cf, &range, &mut kvs)?;
+        Ok(kvrpcpb::RawScanResponse {
+            kvs,
+            ..Default::default()
+        })
+    }
+
+    /// Scans several ranges of one region from one snapshot, `each_limit` pairs at most from
+    /// each, concatenated in request order.
+    pub async fn raw_batch_scan(
+        &self,
+        req: kvrpcpb::RawBatchScanRequest,
+    ) -> RawResult<kvrpcpb::RawBatchScanResponse> {
+        let cf = Self::cf(&req.cf)?;
+        self.check_batch(req.ranges.len())?;
+        self.check_scan_limit(req.each_limit)?;
+        for r in &req.ranges {
+            self.check_bound(&r.start_key)?;
+            self.check_bound(&r.end_key)?;
+        }
+        let checked = if req.reverse {
+            vec![]
+        } else {
+            req.ranges.iter().map(|r| r.start_key.clone()).collect()
+        };
+        let header = self.header(req.context.as_ref(), checked)?;
+        let grant = self.grant(header).await?;
+        let snap = self.engine.snapshot();
+        let mut kvs = Vec::new();
+        for r in &req.ranges {
+            let range = ScanRange {
+                start: &r.start_key,
+                end: &r.end_key,
+                limit: req.each_limit,
+                key_only: req.key_only,
+                reverse: req.reverse,
+            };
+            self.scan_range(&snap, &grant.region, cf, &range, &mut kvs)?;
+        }
+        Ok(kvrpcpb::RawBatchScanResponse {
+            kvs,
+            ..Default::default()
+        })
+    }
+
+    /// TTL belongs to API V1TTL / V2, which rangekv does not offer.
+    pub async fn raw_get_key_ttl(
+        &self,
+        _req: kvrpcpb::RawGetKeyTtlRequest,
+    ) -> RawResult<kvrpcpb::RawGetKeyTtlResponse> {
+        Err(invalid("TTL is not supported (API V1)"))
+    }
+
+    fn check_scan_limit(&self, limit: u32) -> RawResult<()> {
+        if limit > self.limits.max_scan_limit {
+            return Err(invalid(format!(
+                "scan limit {limit} is more than the maximum {}",
+                self.limits.max_scan_limit
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_bound(&self, key: &[u8]) -> RawResult<()> {
+        if key.len() > self.limits.max_key_size {
+            return Err(invalid("scan bound longer than the key size limit"));
+        }
+        Ok(())
+    }
+
+    /// Scans one range clamped to `region`. Forward: `[start, end)`. Reverse: `[end, start)`,
+    /// newest key first, an empty `start` meaning the end of the region; a reverse `start`
+    /// outside `(region.start, region.end]` is `KeyNotInRegion`.
+    fn scan_range(
+        &self,
+        snap: &engine::Snapshot<'_>,
+        region: &proto::metapb::Region,
+        cf: &'static str,
+        range: &ScanRange<'_>,
+        out: &mut Vec<KvPair>,
+    ) -> RawResult<()> {
+        let (lower, upper): (&[u8], &[u8]) = if range.reverse {
+            let start = range.start;
+            if !start.is_empty()
+                && (start <= &region.start_key[..]
+                    || (!region.end_key.is_empty() && start > &region.end_key[..]))
             {
                 return Err(raftstore::Error::KeyNotInRegion {
-                    key: req.start_key.to_vec(),
+                    key: start.to_vec(),
                     region_id: region.id,
                     start_key: region.start_key.to_vec(),
                     end_key: region.end_key.to_vec(),
                 }
                 .into());
             }
-            (&req.end_key, &req.start_key)
+            (range.end, start)
         } else {
-            (&req.start_key, &req.end_key)
+            (range.start, range.end)
         };
         let lower = lower.max(&region.start_key[..]);
         let upper = match (upper.is_empty(), region.end_key.is_empty()) {
@@ -384,28 +464,34 @@ impl RawStorage {
             (false, true) => upper,
             (false, false) => upper.min(&region.end_key[..]),
         };
-        let mut kvs = Vec::new();
-        let limit = req.limit as usize;
-        if limit > 0 && (upper.is_empty() || lower < upper) {
-            let (lo, hi) = (keys::data_key(lower), keys::data_end_key(upper));
-            self.engine
-                .snapshot()
-                .scan(cf, &lo, Some(&hi), req.reverse, |k, v| {
-                    kvs.push(KvPair {
-                        key: Bytes::copy_from_slice(keys::origin_key(k)),
-                        value: if req.key_only {
-                            Bytes::new()
-                        } else {
-                            Bytes::copy_from_slice(v)
-                        },
-                        ..Default::default()
-                    });
-                    kvs.len() < limit
-                })?;
+        let limit = range.limit as usize;
+        if limit == 0 || (!upper.is_empty() && lower >= upper) {
+            return Ok(());
         }
-        Ok(kvrpcpb::RawScanResponse {
-            kvs,
-            ..Default::default()
-        })
+        let (lo, hi) = (keys::data_key(lower), keys::data_end_key(upper));
+        let mut taken = 0;
+        snap.scan(cf, &lo, Some(&hi), range.reverse, |k, v| {
+            out.push(KvPair {
+                key: Bytes::copy_from_slice(keys::origin_key(k)),
+                value: if range.key_only {
+                    Bytes::new()
+                } else {
+                    Bytes::copy_from_slice(v)
+                },
+                ..Default::default()
+            });
+            taken += 1;
+            taken < limit
+        })?;
+        Ok(())
     }
+}
+
+/// One range of a scan request.
+struct ScanRange<'a> {
+    start: &'a [u8],
+    end: &'a [u8],
+    limit: u32,
+    key_only: bool,
+    reverse: bool,
 }

@@ -84,6 +84,13 @@ impl WithRegionError for kvrpcpb::RawBatchGetResponse {
     }
 }
 
+impl WithRegionError for kvrpcpb::RawBatchScanResponse {
+    fn with_region_error(mut self, e: proto::errorpb::Error) -> Self {
+        self.region_error = Some(e);
+        self
+    }
+}
+
 impl WithRegionError for kvrpcpb::RawScanResponse {
     fn with_region_error(mut self, e: proto::errorpb::Error) -> Self {
         self.region_error = Some(e);
@@ -98,9 +105,14 @@ with_error_field!(
     kvrpcpb::RawDeleteResponse,
     kvrpcpb::RawBatchDeleteResponse,
     kvrpcpb::RawDeleteRangeResponse,
-    kvrpcpb::RawCasResponse
+    kvrpcpb::RawCasResponse,
+    kvrpcpb::RawGetKeyTtlResponse
 );
-without_error_field!(kvrpcpb::RawBatchGetResponse, kvrpcpb::RawScanResponse);
+without_error_field!(
+    kvrpcpb::RawBatchGetResponse,
+    kvrpcpb::RawScanResponse,
+    kvrpcpb::RawBatchScanResponse
+);
 
 fn respond<T: FromFailure>(r: Result<T, Failure>) -> Result<Response<T>, Status> {
     match r {
@@ -158,6 +170,20 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::RawScanRequest>,
     ) -> Result<Response<kvrpcpb::RawScanResponse>, Status> {
         respond(self.storage.raw_scan(req.into_inner()).await)
+    }
+
+    async fn raw_batch_scan(
+        &self,
+        req: Request<kvrpcpb::RawBatchScanRequest>,
+    ) -> Result<Response<kvrpcpb::RawBatchScanResponse>, Status> {
+        respond(self.storage.raw_batch_scan(req.into_inner()).await)
+    }
+
+    async fn raw_get_key_ttl(
+        &self,
+        req: Request<kvrpcpb::RawGetKeyTtlRequest>,
+    ) -> Result<Response<kvrpcpb::RawGetKeyTtlResponse>, Status> {
+        respond(self.storage.raw_get_key_ttl(req.into_inner()).await)
     }
 
     async fn raw_delete_range(

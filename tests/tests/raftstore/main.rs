@@ -6,6 +6,7 @@ mod faults;
 mod log_gc;
 mod many_regions;
 mod partition;
+mod raw_api;
 mod region_errors;
 mod replication;
 mod restart;
