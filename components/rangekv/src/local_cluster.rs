@@ -21,7 +21,7 @@ pub struct LocalClusterConfig {
     pub bin: PathBuf,
     pub data_dir: PathBuf,
     pub host: String,
-    /// Client port of the first PD node; further PD nodes use the next ports.
+    /// Client port of the first PD node; further PD nodes use every other port after it.
     pub pd_port: u16,
     /// Port of the first store; further stores use the next ports.
     pub store_port: u16,
@@ -94,8 +94,15 @@ impl LocalCluster {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
         let host = &cfg.host;
+        // PD members use every other port (2379, 2381, ...), leaving 2380 free as PD's
+        // conventional peer port; a member serves clients and Raft peers on one port.
         let pd_client_addrs: Vec<String> = (0..cfg.pds)
-            .map(|i| format!("{host}:{}", cfg.pd_port + i as u16))
+            .map(|i| format!("{host}:{}", cfg.pd_port + 2 * i as u16))
+            .collect();
+        let initial_cluster: Vec<String> = pd_client_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("pd{}=http://{a}", i + 1))
             .collect();
         let pds = (0..cfg.pds)
             .map(|i| {
@@ -109,6 +116,10 @@ impl LocalCluster {
                     "--data-dir".into(),
                     cfg.data_dir.join(&name).display().to_string(),
                 ];
+                if cfg.pds > 1 {
+                    args.push("--initial-cluster".into());
+                    args.push(initial_cluster.join(","));
+                }
                 args.extend(cfg.pd_args.iter().cloned());
                 Node {
                     log: cfg.data_dir.join(format!("{name}.log")),

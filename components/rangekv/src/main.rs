@@ -65,6 +65,10 @@ struct PdArgs {
     /// Replicas per region.
     #[arg(long)]
     max_replicas: Option<u32>,
+    /// Every member of a replicated PD: `pd1=http://host:port,pd2=...` (each member's client
+    /// address, which also carries PD-to-PD Raft traffic). Omit for a single node.
+    #[arg(long)]
+    initial_cluster: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -168,11 +172,14 @@ fn run_pd(args: PdArgs) -> Result<()> {
     if let Some(v) = args.max_replicas {
         cfg.max_replicas = v;
     }
+    if let Some(v) = args.initial_cluster {
+        cfg.initial_cluster = v;
+    }
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
     runtime()?.block_on(async move {
         let pd = placement_driver::start(cfg).await?;
-        tracing::info!(addr = %pd.addr(), cluster_id = pd.cluster_id(), "PD serving");
+        tracing::info!(addr = %pd.addr(), "PD member started");
         shutdown_signal().await;
         tracing::info!("PD shutting down");
         pd.shutdown().await?;

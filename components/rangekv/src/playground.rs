@@ -11,13 +11,13 @@ pub struct PlaygroundArgs {
     /// Number of stores.
     #[arg(long, default_value_t = 3)]
     stores: usize,
-    /// Number of PD nodes.
-    #[arg(long, default_value_t = 1)]
+    /// Number of PD nodes (a replicated PD needs 3).
+    #[arg(long, default_value_t = 3)]
     pd: usize,
     /// Host to bind every node to.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    /// Client port of the first PD node.
+    /// Client port of the first PD node; the others use every other port after it.
     #[arg(long, default_value_t = 2379)]
     pd_port: u16,
     /// Port of the first store; the others follow.

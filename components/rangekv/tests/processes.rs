@@ -19,9 +19,14 @@ struct TestCluster {
 
 impl TestCluster {
     fn start(stores: usize) -> TestCluster {
+        Self::start_with_pds(1, stores)
+    }
+
+    fn start_with_pds(pds: usize, stores: usize) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut cfg = LocalClusterConfig::on_free_ports(bin(), dir.path().to_path_buf(), 1, stores)
-            .expect("ports");
+        let mut cfg =
+            LocalClusterConfig::on_free_ports(bin(), dir.path().to_path_buf(), pds, stores)
+                .expect("ports");
         cfg.pd_args = vec!["--max-replicas".into(), stores.min(3).to_string()];
         cfg.server_args = vec!["--config".into(), write_server_config(dir.path())];
         let mut cluster = LocalCluster::start(cfg).expect("start cluster");
@@ -436,4 +441,77 @@ impl tonic::codec::Decoder for RawBytesCodec {
         src.copy_to_slice(&mut out);
         Ok(Some(out))
     }
+}
+
+#[test]
+fn pd_leader_failover_keeps_stores_heartbeating_and_clients_routing() {
+    let mut t = TestCluster::start_with_pds(3, 3);
+    let c = t.client();
+    let pd = t.pd();
+    t.rt.block_on(async {
+        for i in 0..20 {
+            c.put(key(i), b"v".to_vec()).await.unwrap();
+        }
+    });
+    let ts_before = t.rt.block_on(pd.get_ts()).unwrap();
+    let members = t.rt.block_on(pd.get_members()).unwrap();
+    let leader_name = members.leader.expect("a PD leader").name;
+    let victim = t
+        .cluster
+        .pds
+        .iter()
+        .position(|n| n.name == leader_name)
+        .expect("leader is one of ours");
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    t.cluster.kill_pd(victim).unwrap();
+
+    // Clients keep routing: the old client and a fresh one, which must find the new PD leader.
+    t.rt.block_on(async {
+        for i in 20..40 {
+            c.put(key(i), b"v".to_vec()).await.unwrap();
+        }
+        assert_eq!(
+            c.get(key(3)).await.unwrap().map(|v| v.to_vec()),
+            Some(b"v".to_vec())
+        );
+    });
+    let fresh = t.client();
+    assert_eq!(
+        t.rt.block_on(fresh.scan(key(0), key(40), 100))
+            .unwrap()
+            .len(),
+        40
+    );
+    // Timestamps from the new leader are above everything the old one handed out.
+    let ts_after = t.rt.block_on(pd.get_ts()).unwrap();
+    assert!(ts_after > ts_before, "{ts_before} then {ts_after}");
+
+    // Stores heartbeat the new leader: it learns the region's leader (soft state, not
+    // replicated) and every store's heartbeat time moves past the kill.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let region_leader =
+            t.rt.block_on(pd.get_region(b""))
+                .ok()
+                .and_then(|r| r.leader);
+        let stores = t.rt.block_on(pd.get_all_stores(true)).unwrap_or_default();
+        let all_fresh =
+            stores.len() == 3 && stores.iter().all(|s| s.last_heartbeat as u64 > killed_at);
+        if region_leader.is_some() && all_fresh {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new PD leader did not hear from the stores: leader {region_leader:?}, stores {stores:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The killed member comes back as a follower and the cluster still serves.
+    t.cluster.start_pd(victim).unwrap();
+    t.cluster.wait_listening(Duration::from_secs(30)).unwrap();
+    t.rt.block_on(c.put(b"after".to_vec(), b"1".to_vec()))
+        .unwrap();
 }

@@ -352,8 +352,8 @@ async fn store_heartbeats(
 /// version and leader peer id.
 type HeartbeatKey = (u64, u64, u64, u64);
 
-/// Reports every region this store leads: at once when its leader, term or epoch changed,
-/// otherwise every `every`.
+/// Reports every region this store leads: at once when its leader, term or epoch changed or
+/// when PD's leader changed, otherwise every `every`.
 async fn region_heartbeats(
     pd: PdClient,
     router: StoreRouter,
@@ -362,7 +362,16 @@ async fn region_heartbeats(
 ) {
     let mut sent: HashMap<u64, (HeartbeatKey, Instant)> = HashMap::new();
     let check = Duration::from_millis(500).min(every);
+    let mut pd_leader = pd.leader_url();
     loop {
+        // A new PD leader knows the regions (replicated) but not their leaders (soft state):
+        // report everything again.
+        let now_leader = pd.leader_url();
+        if now_leader != pd_leader {
+            info!(pd_leader = %now_leader, "PD leader changed, re-reporting region leaders");
+            pd_leader = now_leader;
+            sent.clear();
+        }
         for region_id in router.region_ids() {
             let Ok(Ok(status)) =
                 tokio::time::timeout(Duration::from_secs(2), router.peer_status(region_id)).await
