@@ -330,6 +330,18 @@ fn bad_input_over_grpc_gets_clear_errors_and_the_cluster_keeps_serving() {
             .unwrap()
             .into_inner();
         assert!(resp.error.contains("key is"), "{resp:?}");
+        // Oversized value (over the 6 MiB limit, under the gRPC message limit).
+        let resp = kv
+            .raw_put(RawPutRequest {
+                context: Some(ctx.clone()),
+                key: b"big".to_vec().into(),
+                value: vec![0u8; 7 * 1024 * 1024].into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(resp.error.contains("value is"), "{:?}", resp.error);
         // Empty key.
         let resp = kv
             .raw_put(RawPutRequest {
