@@ -54,6 +54,16 @@ impl Cluster {
     }
 
     pub fn with_config(stores: u64, split_keys: &[&[u8]], cfg: raftstore::Config) -> Cluster {
+        Self::with_limits(stores, split_keys, cfg, Limits::default())
+    }
+
+    /// [`Cluster::with_config`] with request limits (e.g. a short request timeout).
+    pub fn with_limits(
+        stores: u64,
+        split_keys: &[&[u8]],
+        cfg: raftstore::Config,
+        limits: Limits,
+    ) -> Cluster {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_env("RANGEKV_TEST_LOG")
@@ -100,7 +110,7 @@ impl Cluster {
             .expect("runtime");
         let mut cluster = Cluster {
             cfg,
-            limits: Limits::default(),
+            limits,
             net: SimNetwork::new(42),
             regions,
             store_ids: store_ids.clone(),

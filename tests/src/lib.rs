@@ -6,9 +6,11 @@
 //!   be stopped and restarted.
 //! - [`network`]: the in-process transport, with filters that partition, isolate, drop, delay
 //!   and reorder Raft messages.
+//! - [`linearizability`]: a checker of recorded single-register histories.
 //! - [`wait`]: polling with deadlines (no bare sleeps).
 
 pub mod cluster;
+pub mod linearizability;
 pub mod network;
 pub mod wait;
 
