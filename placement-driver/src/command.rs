@@ -53,6 +53,17 @@ pub struct PutRegions {
     pub regions: Vec<metapb::Region>,
 }
 
+/// Compacts the Raft log up to `index` (whose entry has `term`) on every member. Proposed by
+/// the leader, never by clients; it changes no [`crate::PdState`], only the members' logs (see
+/// [`crate::log_gc`]).
+#[derive(Clone, PartialEq, Message)]
+pub struct CompactLog {
+    #[prost(uint64, tag = "1")]
+    pub index: u64,
+    #[prost(uint64, tag = "2")]
+    pub term: u64,
+}
+
 /// One command of the PD state machine.
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum PdCommand {
@@ -73,12 +84,16 @@ pub enum PdCommand {
     /// Raises the GC safe point (never lowers it).
     #[prost(uint64, tag = "7")]
     UpdateGcSafePoint(u64),
+    /// Raft log GC, handled by the Raft thread rather than the state machine (a no-op for
+    /// [`crate::PdState`]); see [`crate::log_gc`].
+    #[prost(message, tag = "8")]
+    CompactLog(CompactLog),
 }
 
 /// The encoded form of a command: a message with the command as its only (oneof) field.
 #[derive(Clone, PartialEq, Message)]
 struct CommandEnvelope {
-    #[prost(oneof = "PdCommand", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "PdCommand", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     command: Option<PdCommand>,
 }
 
@@ -110,6 +125,7 @@ impl PdCommand {
             PdCommand::SetIdBound(_) => "set_id_bound",
             PdCommand::SetTsoBound(_) => "set_tso_bound",
             PdCommand::UpdateGcSafePoint(_) => "update_gc_safe_point",
+            PdCommand::CompactLog(_) => "compact_log",
         }
     }
 }
@@ -173,6 +189,10 @@ mod tests {
             PdCommand::SetIdBound(1000),
             PdCommand::SetTsoBound(0),
             PdCommand::UpdateGcSafePoint(u64::MAX),
+            PdCommand::CompactLog(CompactLog {
+                index: 300,
+                term: 7,
+            }),
         ];
         for cmd in cmds {
             assert_eq!(PdCommand::from_bytes(&cmd.to_bytes()).unwrap(), cmd);

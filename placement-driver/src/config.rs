@@ -10,7 +10,8 @@
 //! - the id allocation step is positive;
 //! - `initial_cluster`, when given, parses, names every member once, and names this node;
 //! - the Raft election timeout is longer than the heartbeat interval, and long enough (at least 4
-//!   ticks) to leave a positive leader lease (see [`PdConfig::leader_lease`]).
+//!   ticks) to leave a positive leader lease (see [`PdConfig::leader_lease`]);
+//! - the Raft log GC check interval is positive.
 //!
 //! One port per node: the client service (`pdpb.PD`) and the PD-to-PD Raft transport
 //! (`pdraftpb.PdRaft`) are served by the same gRPC server on `listen_addr`, so a member's peer URL
@@ -62,6 +63,12 @@ pub struct PdConfig {
     pub raft_election_ticks: usize,
     /// Ticks between the leader's heartbeats.
     pub raft_heartbeat_ticks: usize,
+    /// Ticks between two checks of the leader whether to compact the Raft log
+    /// (see [`crate::log_gc`]).
+    pub raft_log_gc_ticks: usize,
+    /// The leader compacts the Raft log once more than this many entries that every member has
+    /// (and it has applied) are above the truncated index.
+    pub raft_log_gc_threshold: u64,
 }
 
 impl Default for PdConfig {
@@ -80,6 +87,8 @@ impl Default for PdConfig {
             raft_tick_interval: Duration::from_millis(100),
             raft_election_ticks: 10,
             raft_heartbeat_ticks: 2,
+            raft_log_gc_ticks: 50,
+            raft_log_gc_threshold: 256,
         }
     }
 }
@@ -127,6 +136,11 @@ impl PdConfig {
         if self.raft_election_ticks <= self.raft_heartbeat_ticks {
             return Err(Error::Config(
                 "raft_election_ticks must exceed raft_heartbeat_ticks".to_owned(),
+            ));
+        }
+        if self.raft_log_gc_ticks == 0 {
+            return Err(Error::Config(
+                "raft_log_gc_ticks must be positive".to_owned(),
             ));
         }
         let members = self.members()?;
@@ -267,6 +281,11 @@ mod tests {
         assert!(bad.validate().is_err());
         let bad = PdConfig {
             id_alloc_step: 0,
+            ..PdConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = PdConfig {
+            raft_log_gc_ticks: 0,
             ..PdConfig::default()
         };
         assert!(bad.validate().is_err());

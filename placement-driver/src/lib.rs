@@ -15,6 +15,7 @@
 //! - [`raft_node`]: the Raft thread (raft-rs over `raft_log` on PD's engine): Ready handling,
 //!   apply, leadership, the leader barrier and lease. [`transport`]: PD-to-PD Raft messages over
 //!   gRPC (`pdraftpb.PdRaft`, on the client port), with a fault-injection switch for tests.
+//!   [`log_gc`]: compaction of that Raft log (leader-proposed `CompactLog` commands).
 //! - [`tso`], [`id`]: timestamp oracle and id allocator, handing out from memory within bounds
 //!   persisted through the state machine.
 //! - [`heartbeat`]: soft state (leaders, statistics) that is never persisted.
@@ -30,9 +31,9 @@
 //! - Only `GetMembers` is served by followers; everything else answers "not leader" there,
 //!   naming the leader.
 //!
-//! Deliberately absent for now: membership changes, Raft log compaction and snapshots, request
-//! forwarding from followers, scheduling (heartbeats are never answered with operators), store
-//! tombstoning, region merge, TLS.
+//! Deliberately absent for now: membership changes, Raft snapshots (so a member that is down
+//! holds log compaction back, see [`log_gc`]), request forwarding from followers, scheduling
+//! (heartbeats are never answered with operators), store tombstoning, region merge, TLS.
 
 pub mod clock;
 pub mod cluster;
@@ -41,6 +42,7 @@ pub mod config;
 mod error;
 pub mod heartbeat;
 pub mod id;
+pub mod log_gc;
 pub mod proposer;
 pub mod raft_node;
 pub mod region_map;
@@ -55,7 +57,7 @@ pub use command::{ApplyResult, PdCommand};
 pub use config::PdConfig;
 pub use error::{Error, Result};
 pub use proposer::StateHandle;
-pub use raft_node::{Leadership, MemberInfo, NodeStatus};
+pub use raft_node::{Leadership, MemberInfo, NodeStatus, RaftLogState};
 pub use server::{start, start_with_clock, start_with_listener, PdHandle};
 pub use state::PdState;
 pub use tso::{compose_ts, Timestamp, LOGICAL_BITS};

@@ -114,8 +114,15 @@ impl StateHandle {
     }
 
     /// Replicates `cmd` and returns its result once applied here. See the module docs.
+    /// [`PdCommand::CompactLog`] is refused: the Raft thread alone proposes it.
     pub async fn propose(&self, cmd: PdCommand) -> Result<ApplyResult> {
         let name = cmd.name();
+        if matches!(cmd, PdCommand::CompactLog(_)) {
+            // Only the Raft thread knows how far every member's log goes (see `crate::log_gc`).
+            return Err(Error::InvalidArgument(
+                "log compaction is proposed by the Raft thread only".to_owned(),
+            ));
+        }
         let (reply, answer) = oneshot::channel();
         self.inbox
             .send(RaftMsg::Propose {

@@ -15,7 +15,12 @@
 //! 4. `advance_append`, persist a moved commit index (unsynced), send the light ready's messages;
 //! 5. apply committed entries, one by one: the state changes of a command and the new applied
 //!    index go into one (unsynced) write batch, then into memory; a proposer waiting for that
-//!    entry is answered with the result.
+//!    entry is answered with the result. A `CompactLog` entry instead moves the truncated state
+//!    and deletes the dead log entries, in one batch with the applied index.
+//!
+//! Every `raft_log_gc_ticks` ticks a ready leader considers proposing `CompactLog`, up to
+//! `min(matched of every voter, applied)`; the protocol and its invariants (never past a voter's
+//! matched index, so a member that is down holds compaction back) are in [`crate::log_gc`].
 //!
 //! Applied state is written unsynced: after a crash, raft-rs hands the entries above the
 //! persisted applied index out again and they are re-applied (every command is idempotent on
@@ -41,9 +46,9 @@
 //! - A storage failure while persisting or applying stops the node (the thread ends and every
 //!   proposal fails); it is never answered as a command result.
 //!
-//! Implementation caveats: the log is never compacted (PD's log grows with its commands, which
-//! are few: bounds every few seconds and region changes); there are no Raft snapshots and no
-//! membership changes; proposals are not forwarded from followers (clients go to the leader).
+//! Implementation caveats: there are no Raft snapshots (so log GC waits for every voter, see
+//! [`crate::log_gc`]) and no membership changes; proposals are not forwarded from followers
+//! (clients go to the leader).
 
 use std::collections::VecDeque;
 use std::sync::mpsc as std_mpsc;
@@ -53,11 +58,12 @@ use std::time::{Duration, Instant};
 use engine::{Engine, WriteBatch};
 use parking_lot::{Mutex, RwLock};
 use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
-use raft::{RawNode, StateRole};
+use raft::{RawNode, StateRole, Storage};
 use raft_log::{ApplyState, RaftLogStorage};
 use tokio::sync::{oneshot, watch};
 
-use crate::command::{ApplyResult, PdCommand};
+use crate::command::{ApplyResult, CompactLog, PdCommand};
+use crate::log_gc::{self, LogGcConfig};
 use crate::state::PdState;
 use crate::{Error, Result};
 
@@ -101,12 +107,27 @@ pub struct Leadership {
     pub ready: bool,
 }
 
+/// Where this node's Raft log begins and ends, for introspection (tests, diagnostics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RaftLogState {
+    /// The first entry still in the log (`truncated index + 1`).
+    pub first_index: u64,
+    pub last_index: u64,
+    /// The last entry applied to the state machine here.
+    pub applied_index: u64,
+    /// Log GC checks this node made as a ready leader (see [`crate::log_gc`]).
+    pub gc_checks: u64,
+    /// `CompactLog` commands this node proposed as leader.
+    pub gc_proposals: u64,
+}
+
 #[derive(Debug, Default)]
 struct StatusInner {
     leadership: Leadership,
     lease_until: Option<Instant>,
     cluster_id: u64,
     stopped: bool,
+    log: RaftLogState,
 }
 
 /// A member of the PD group.
@@ -175,6 +196,15 @@ impl NodeStatus {
         self.inner.lock().cluster_id
     }
 
+    /// Where this node's Raft log begins and ends, as of the last Ready handled.
+    pub fn raft_log_state(&self) -> RaftLogState {
+        self.inner.lock().log
+    }
+
+    fn set_raft_log_state(&self, log: RaftLogState) {
+        self.inner.lock().log = log;
+    }
+
     /// Whether the Raft thread has stopped (shutdown or storage failure).
     pub fn is_stopped(&self) -> bool {
         self.inner.lock().stopped
@@ -241,6 +271,7 @@ pub(crate) struct RaftTiming {
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
     pub lease: Duration,
+    pub log_gc: LogGcConfig,
 }
 
 /// Stages the initial state of PD's Raft group if the engine has none (a fresh node, or data of
@@ -283,6 +314,12 @@ pub(crate) struct RaftNode<S: RaftSender> {
     became_leader_at: Instant,
     /// Base of the ReadIndex contexts (nanoseconds since this instant).
     epoch: Instant,
+    /// Ticks since the last log GC check.
+    ticks_since_gc: usize,
+    /// `(leader term, index)` of the last `CompactLog` this node proposed.
+    compact_proposed: (u64, u64),
+    gc_checks: u64,
+    gc_proposals: u64,
 }
 
 impl<S: RaftSender> RaftNode<S> {
@@ -327,7 +364,7 @@ impl<S: RaftSender> RaftNode<S> {
             raw.campaign()
                 .map_err(|e| Error::Internal(format!("raft campaign: {e}")))?;
         }
-        Ok(RaftNode {
+        let node = RaftNode {
             raw,
             cell,
             status,
@@ -338,7 +375,13 @@ impl<S: RaftSender> RaftNode<S> {
             proposals: VecDeque::new(),
             became_leader_at: Instant::now(),
             epoch: Instant::now(),
-        })
+            ticks_since_gc: 0,
+            compact_proposed: (0, 0),
+            gc_checks: 0,
+            gc_proposals: 0,
+        };
+        node.publish_log_state();
+        Ok(node)
     }
 
     /// Runs the loop until shutdown or a storage failure.
@@ -387,6 +430,11 @@ impl<S: RaftSender> RaftNode<S> {
             if now >= next_tick {
                 self.raw.tick();
                 self.renew_lease_request(now);
+                self.ticks_since_gc += 1;
+                if self.ticks_since_gc >= self.timing.log_gc.ticks {
+                    self.ticks_since_gc = 0;
+                    self.maybe_compact_log();
+                }
                 next_tick = (next_tick + self.timing.tick).max(now);
             }
             while self.raw.has_ready() {
@@ -455,6 +503,65 @@ impl<S: RaftSender> RaftNode<S> {
         self.raw.read_index(ctx);
     }
 
+    /// On a GC tick of a ready leader: propose compacting the log up to what every voter has
+    /// and this node has applied, if that is worth it. See [`crate::log_gc`].
+    fn maybe_compact_log(&mut self) {
+        let term = self.raw.raft.term;
+        if self.raw.raft.state != StateRole::Leader || !self.status.leadership().ready {
+            return;
+        }
+        self.gc_checks += 1;
+        let already = match self.compact_proposed {
+            (t, index) if t == term => index,
+            _ => 0,
+        };
+        let matched = self.raw.raft.prs().iter().map(|(_, pr)| pr.matched);
+        let Some(index) = log_gc::compact_target(
+            matched,
+            self.applied.applied_index,
+            self.applied.truncated_index,
+            self.timing.log_gc.threshold,
+            already,
+        ) else {
+            self.publish_log_state();
+            return;
+        };
+        let entry_term = match self.raw.store().term(index) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(index, error = %e, "no term for the log GC index");
+                return;
+            }
+        };
+        let data = PdCommand::CompactLog(CompactLog {
+            index,
+            term: entry_term,
+        })
+        .to_bytes();
+        let before = self.raw.raft.raft_log.last_index();
+        match self.raw.propose(Vec::new(), data) {
+            Ok(()) if self.raw.raft.raft_log.last_index() > before => {
+                tracing::debug!(index, term = entry_term, "proposed PD raft log GC");
+                self.compact_proposed = (term, index);
+                self.gc_proposals += 1;
+            }
+            Ok(()) => {}
+            Err(e) => tracing::debug!(error = %e, "log GC proposal dropped"),
+        }
+        self.publish_log_state();
+    }
+
+    fn publish_log_state(&self) {
+        let store = self.raw.store();
+        self.status.set_raft_log_state(RaftLogState {
+            first_index: store.truncated_index() + 1,
+            last_index: store.last_index_value(),
+            applied_index: self.applied.applied_index,
+            gc_checks: self.gc_checks,
+            gc_proposals: self.gc_proposals,
+        });
+    }
+
     fn send_all(&self, msgs: Vec<Message>) {
         for m in msgs {
             self.sender.send(m);
@@ -496,6 +603,7 @@ impl<S: RaftSender> RaftNode<S> {
         self.send_all(light.take_messages());
         self.apply(committed)?;
         self.apply(light.take_committed_entries())?;
+        self.publish_log_state();
         Ok(())
     }
 
@@ -577,6 +685,11 @@ impl<S: RaftSender> RaftNode<S> {
         } else {
             None
         };
+        if let Some(PdCommand::CompactLog(compact)) = &command {
+            self.apply_compact_log(entry, compact)?;
+            self.answer(entry, Ok(ApplyResult::Done));
+            return Ok(());
+        }
         let planned = command.as_ref().map(|cmd| self.cell.state.read().plan(cmd));
         let plan = match planned {
             Some(Ok(plan)) => Some(plan),
@@ -616,6 +729,48 @@ impl<S: RaftSender> RaftNode<S> {
         self.applied.applied_index = entry.index;
         self.applied.applied_term = entry.term;
         self.applied.write(PD_RAFT_GROUP_ID, &mut wb);
+        self.cell.engine.write(wb, false)?;
+        Ok(())
+    }
+
+    /// Applies a `CompactLog` entry: the new truncated state, the applied index and the deletion
+    /// of the dead entries go into one batch (see [`crate::log_gc`]).
+    fn apply_compact_log(&mut self, entry: &Entry, compact: &CompactLog) -> Result<()> {
+        let mut accepted =
+            log_gc::accepts(compact.index, self.applied.truncated_index, entry.index);
+        if accepted {
+            match self.raw.store().term(compact.index) {
+                Ok(t) if t == compact.term => {}
+                other => {
+                    // Committed entries have the same term everywhere: this would be a bug.
+                    tracing::error!(
+                        index = compact.index,
+                        term = compact.term,
+                        local = ?other,
+                        "log GC entry does not match the local log; not compacting"
+                    );
+                    accepted = false;
+                }
+            }
+        }
+        let mut wb = WriteBatch::new();
+        if accepted {
+            self.applied.truncated_index = compact.index;
+            self.applied.truncated_term = compact.term;
+        }
+        self.applied.applied_index = entry.index;
+        self.applied.applied_term = entry.term;
+        self.applied.write(PD_RAFT_GROUP_ID, &mut wb);
+        if accepted {
+            self.raw
+                .mut_store()
+                .compact_to(compact.index, compact.term, &mut wb);
+            tracing::debug!(
+                index = compact.index,
+                term = compact.term,
+                "PD raft log compacted"
+            );
+        }
         self.cell.engine.write(wb, false)?;
         Ok(())
     }

@@ -46,8 +46,11 @@ use crate::cluster::Cluster;
 use crate::command::{InitCluster, PdCommand};
 use crate::config::{strip_scheme, PdConfig};
 use crate::id::Ids;
+use crate::log_gc::LogGcConfig;
 use crate::proposer::{Opened, StateHandle};
-use crate::raft_node::{Leadership, MemberInfo, NodeStatus, RaftMsg, RaftNode, RaftTiming};
+use crate::raft_node::{
+    Leadership, MemberInfo, NodeStatus, RaftLogState, RaftMsg, RaftNode, RaftTiming,
+};
 use crate::service::{PdService, Shutdown};
 use crate::transport::{NetFilter, PdRaftService, PeerSender};
 use crate::tso::Tso;
@@ -171,6 +174,10 @@ pub async fn start_with_listener(
         election_ticks: config.raft_election_ticks,
         heartbeat_ticks: config.raft_heartbeat_ticks,
         lease: config.leader_lease(),
+        log_gc: LogGcConfig {
+            ticks: config.raft_log_gc_ticks,
+            threshold: config.raft_log_gc_threshold,
+        },
     };
     let voters = members.iter().map(|m| m.id).collect();
     let node = RaftNode::new(
@@ -336,6 +343,12 @@ impl PdHandle {
     /// The Raft leadership as known by this node.
     pub fn leadership(&self) -> Leadership {
         self.status.leadership()
+    }
+
+    /// Where this node's Raft log begins and ends and how far it is applied (introspection for
+    /// tests and diagnostics; see [`crate::log_gc`]).
+    pub fn raft_log_state(&self) -> RaftLogState {
+        self.status.raft_log_state()
     }
 
     /// Whether this node is a serving leader now (ready, within its lease, cluster initialized).

@@ -227,6 +227,8 @@ impl PdState {
                 meta.gc_safe_point = meta.gc_safe_point.max(*safe_point);
                 ApplyResult::GcSafePoint(meta.gc_safe_point)
             })),
+            // Log GC changes the Raft log, not the state (see `crate::log_gc`).
+            PdCommand::CompactLog(_) => Ok(Plan::no_op(ApplyResult::Done)),
         }
     }
 

@@ -53,11 +53,18 @@ pub struct PdGroup {
     _dir: tempfile::TempDir,
     pub initial_cluster: String,
     pub members: Vec<Member>,
+    /// Applied to every member's config (at start and restart).
+    tweak: fn(&mut PdConfig),
 }
 
 impl PdGroup {
     /// Starts `n` members that form one group.
     pub async fn start(n: usize) -> PdGroup {
+        PdGroup::start_with(n, |_| {}).await
+    }
+
+    /// Starts `n` members that form one group, with `tweak` applied to every member's config.
+    pub async fn start_with(n: usize, tweak: fn(&mut PdConfig)) -> PdGroup {
         let dir = tempfile::tempdir().unwrap();
         let mut listeners = Vec::new();
         for _ in 0..n {
@@ -82,6 +89,7 @@ impl PdGroup {
             _dir: dir,
             initial_cluster,
             members,
+            tweak,
         };
         for (i, listener) in listeners.into_iter().enumerate() {
             let handle = placement_driver::start_with_listener(
@@ -98,13 +106,15 @@ impl PdGroup {
 
     pub fn config(&self, i: usize) -> PdConfig {
         let m = &self.members[i];
-        PdConfig {
+        let mut config = PdConfig {
             name: m.name.clone(),
             listen_addr: m.addr.to_string(),
             initial_cluster: self.initial_cluster.clone(),
             shutdown_timeout: Duration::from_secs(10),
             ..PdConfig::for_test(&m.dir)
-        }
+        };
+        (self.tweak)(&mut config);
+        config
     }
 
     pub fn endpoints(&self) -> Vec<String> {
