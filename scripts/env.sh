@@ -8,18 +8,26 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/rangekv-target}"
 export SCCACHE_DIR="${SCCACHE_DIR:-/var/tmp/rangekv-sccache}"
 export SCCACHE_CACHE_SIZE="${SCCACHE_CACHE_SIZE:-20G}"
 
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+apt_install() {
+  $SUDO apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "$@"
+}
+# Required: RocksDB's bindings need libclang, RocksDB itself a C++ compiler.
 need_pkgs=()
-# RocksDB's bindings need libclang; sccache caches the C++ objects of RocksDB across
-# dependency changes that would otherwise rebuild it.
-[ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need_pkgs+=(libclang-dev)
-command -v sccache >/dev/null 2>&1 || need_pkgs+=(sccache)
+ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
+  || need_pkgs+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq || true
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${need_pkgs[@]}"
+  apt_install "${need_pkgs[@]}"
+fi
+# Optional: sccache caches RocksDB's C++ objects across dependency changes that would otherwise
+# rebuild it. Without it the build still works, only slower after such a change.
+if ! command -v sccache >/dev/null 2>&1; then
+  echo "installing sccache (optional)"
+  apt_install sccache || echo "sccache not available; building without it"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust (https://rustup.rs) first" >&2
