@@ -1,4 +1,7 @@
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
 
 /// Raftstore tuning. Defaults suit a small cluster on a laptop; tests shorten the tick.
 #[derive(Clone, Debug)]
@@ -29,6 +32,8 @@ pub struct Config {
     pub messages_per_tick: usize,
     /// Pending ReadIndex requests older than this are answered with an error.
     pub read_index_timeout: Duration,
+    /// Wall time for leases and timeouts (Raft itself runs on ticks).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for Config {
@@ -47,6 +52,7 @@ impl Default for Config {
             max_batch_size: 256,
             messages_per_tick: 4096,
             read_index_timeout: Duration::from_secs(5),
+            clock: Arc::new(SystemClock),
         }
     }
 }

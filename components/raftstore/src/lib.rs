@@ -11,6 +11,7 @@
 //!   complete their callbacks.
 //! - [`cmd`]: the replicated command format and the results of applying it.
 //! - [`bootstrap`]: writing the initial state of a store and of its regions.
+//! - [`clock`]: injectable wall time for leases and timeouts.
 //! - [`transport`]: the trait the store sends Raft messages through.
 //!
 //! Deliberately absent (later roadmap steps): split, conf change, Raft snapshots, leader
@@ -18,6 +19,7 @@
 
 pub mod apply;
 pub mod bootstrap;
+pub mod clock;
 pub mod cmd;
 mod config;
 mod error;

@@ -58,6 +58,10 @@ pub struct PeerStatus {
     pub applied_index: u64,
     pub first_index: u64,
     pub last_index: u64,
+    /// Reads this peer granted under its lease.
+    pub lease_reads: u64,
+    /// ReadIndex rounds this peer started.
+    pub read_index_rounds: u64,
 }
 
 /// Messages to a peer.
@@ -177,6 +181,9 @@ pub struct Peer {
     to_apply: Vec<Entry>,
     ticks_since_gc: usize,
     compact_proposed_to: u64,
+    /// Reads granted under the lease, and ReadIndex rounds started (for tests and metrics).
+    lease_reads: u64,
+    read_index_rounds: u64,
 }
 
 impl Peer {
@@ -211,6 +218,7 @@ impl Peer {
         let logger = logger.new(slog::o!("region_id" => region.id, "peer_id" => meta.id));
         let raw = RawNode::new(&raft_cfg, storage, &logger)
             .map_err(|e| Error::Engine(format!("raft init of region {}: {e}", region.id)))?;
+        let now = cfg.clock.now();
         apply.send(
             region.id,
             ApplyMsg::Register {
@@ -230,12 +238,14 @@ impl Peer {
             pending_reads: VecDeque::new(),
             next_read_id: 1,
             lease_expire: None,
-            became_leader_at: Instant::now(),
+            became_leader_at: now,
             applied,
             ready: None,
             to_apply: Vec::new(),
             ticks_since_gc: 0,
             compact_proposed_to: 0,
+            lease_reads: 0,
+            read_index_rounds: 0,
         })
     }
 
@@ -263,6 +273,8 @@ impl Peer {
             applied_index: self.applied.applied_index,
             first_index: store.first_index().unwrap_or_default(),
             last_index: store.last_index_value(),
+            lease_reads: self.lease_reads,
+            read_index_rounds: self.read_index_rounds,
         }
     }
 
@@ -396,7 +408,7 @@ impl Peer {
             self.proposals.push_back(Proposal {
                 index,
                 term: self.raw.raft.term,
-                proposed_at: Instant::now(),
+                proposed_at: self.cfg.clock.now(),
                 cb,
             });
         }
@@ -407,7 +419,9 @@ impl Peer {
             cb(Err(e));
             return;
         }
-        if self.lease_valid(Instant::now()) && self.applied.applied_term == self.raw.raft.term {
+        if self.lease_valid(self.cfg.clock.now()) && self.applied.applied_term == self.raw.raft.term
+        {
+            self.lease_reads += 1;
             cb(Ok(ReadGrant {
                 region: self.region.clone(),
             }));
@@ -437,10 +451,11 @@ impl Peer {
         }
         let id = self.next_read_id;
         self.next_read_id += 1;
+        self.read_index_rounds += 1;
         self.raw.read_index(id.to_be_bytes().to_vec());
         self.pending_reads.push_back(PendingRead {
             id,
-            issued_at: Instant::now(),
+            issued_at: self.cfg.clock.now(),
             read_index: None,
             callbacks: std::mem::take(&mut self.reads_to_issue),
         });
@@ -454,7 +469,7 @@ impl Peer {
             self.maybe_compact_log(ctx);
         }
         let timeout = ctx.cfg.read_index_timeout;
-        let now = Instant::now();
+        let now = self.cfg.clock.now();
         while self
             .pending_reads
             .front()
@@ -661,7 +676,7 @@ impl Peer {
                 term = self.raw.raft.term,
                 "became leader"
             );
-            self.became_leader_at = Instant::now();
+            self.became_leader_at = self.cfg.clock.now();
             self.lease_expire = None;
             return;
         }

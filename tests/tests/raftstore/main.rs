@@ -3,6 +3,7 @@
 mod bad_input;
 mod failover;
 mod faults;
+mod lease;
 mod linearizable;
 mod log_gc;
 mod many_regions;
