@@ -306,19 +306,21 @@ fn wait_exit(node: &mut Node, timeout: Duration) -> Result<()> {
     }
 }
 
-/// The first of `n` consecutive ports that are free right now.
+/// The first of `n` consecutive ports that are free right now, below the kernel's ephemeral
+/// range: a port from that range could be taken as the local port of some outgoing connection
+/// while its node is stopped, and the node could not listen on it again after a restart.
 fn free_port_run(n: usize) -> Result<u16> {
-    for _ in 0..100 {
-        let probe = TcpListener::bind("127.0.0.1:0")?;
-        let base = probe.local_addr()?.port();
-        drop(probe);
-        if base as usize + n >= u16::MAX as usize {
-            continue;
-        }
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(11_000));
+    for _ in 0..200 {
+        let base = rand::random_range(low..high - n as u16);
         let all_free = (0..n as u16).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if all_free {
             return Ok(base);
         }
     }
-    bail!("no run of {n} free ports found")
+    bail!("no run of {n} free ports found below {high}")
 }

@@ -91,6 +91,13 @@ impl TestCluster {
         }
     }
 
+    /// Waits until every running node listens; on failure, panics with the nodes' log tails.
+    fn wait_listening(&mut self, secs: u64) {
+        if let Err(e) = self.cluster.wait_listening(Duration::from_secs(secs)) {
+            panic!("{e:#}\n{}", self.logs());
+        }
+    }
+
     fn logs(&self) -> String {
         let mut out = String::new();
         for n in self.cluster.pds.iter().chain(self.cluster.stores.iter()) {
@@ -211,7 +218,7 @@ fn kill_9_of_the_leader_store_keeps_serving_and_it_catches_up() {
         }
     });
     t.cluster.start_store(victim).unwrap();
-    t.cluster.wait_listening(Duration::from_secs(30)).unwrap();
+    t.wait_listening(30);
     // Give the restarted store the writes it missed, then make it indispensable: with another
     // store down, every read and write needs it.
     t.rt.block_on(async {
@@ -246,7 +253,7 @@ fn pd_restart_keeps_cluster_serving_and_timestamps_increasing() {
     // Stores keep serving clients that know the regions while PD is down.
     t.rt.block_on(c.put(b"b".to_vec(), b"2".to_vec())).unwrap();
     t.cluster.start_pd(0).unwrap();
-    t.cluster.wait_listening(Duration::from_secs(30)).unwrap();
+    t.wait_listening(30);
     let ts2 = t.rt.block_on(pd.get_ts()).unwrap();
     assert!(ts2 > ts1, "timestamp went backwards: {ts1} then {ts2}");
     t.rt.block_on(async {
@@ -287,7 +294,7 @@ fn whole_cluster_restart_keeps_all_data() {
     for i in 0..3 {
         t.cluster.start_store(i).unwrap();
     }
-    t.cluster.wait_listening(Duration::from_secs(60)).unwrap();
+    t.wait_listening(60);
     let c = t.wait_ready(3);
     t.rt.block_on(async {
         for i in 0..100 {
@@ -523,7 +530,7 @@ fn pd_leader_failover_keeps_stores_heartbeating_and_clients_routing() {
     }
     // The killed member comes back as a follower and the cluster still serves.
     t.cluster.start_pd(victim).unwrap();
-    t.cluster.wait_listening(Duration::from_secs(30)).unwrap();
+    t.wait_listening(30);
     t.rt.block_on(c.put(b"after".to_vec(), b"1".to_vec()))
         .unwrap();
 }
