@@ -35,6 +35,11 @@ pub(crate) struct Cluster {
 
 /// Whether a gRPC status means the store could not be reached (or did not answer in time),
 /// rather than that it refused the request.
+/// Whether a failed call may have reached the store: everything but a failure to connect.
+fn may_have_been_delivered(status: &tonic::Status) -> bool {
+    !(status.code() == Code::Unavailable && status.message().contains("connect"))
+}
+
 fn is_transport_failure(code: Code) -> bool {
     matches!(
         code,
@@ -227,6 +232,9 @@ impl Cluster {
                     R::NAME,
                     status.message()
                 );
+                if !R::IDEMPOTENT && may_have_been_delivered(&status) {
+                    return Err(Error::Undetermined(why));
+                }
                 self.on_send_failure(route, Some(&address), &why, bo)
                     .await?;
                 Ok(None)
@@ -247,6 +255,16 @@ impl Cluster {
                 None => Ok(Some(resp)),
             };
         };
+        if !R::IDEMPOTENT && err.server_is_busy.is_some() {
+            // The store may have proposed it and given up waiting: it can still commit.
+            return Err(Error::Undetermined(format!(
+                "{} to region {} at store {}: {}",
+                R::NAME,
+                route.region.id,
+                route.peer.store_id,
+                region_error_summary(&err)
+            )));
+        }
         if err.store_not_match.is_some() {
             self.stores.forget_store(route.peer.store_id);
         }

@@ -33,6 +33,11 @@ pub enum Error {
     /// The caller's arguments are invalid; nothing was sent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A request that must not be applied twice (compare-and-swap) may or may not have taken
+    /// effect: its answer was lost, or the store gave up waiting for the write. It was not sent
+    /// again; read the key to learn the outcome.
+    #[error("outcome unknown: {0}")]
+    Undetermined(String),
 }
 
 impl From<tonic::Status> for Error {

@@ -51,9 +51,9 @@
 //! - Transactions (Percolator) come later; this is the raw API only, with API V1 keys, the
 //!   default column family and no TTL.
 //! - No snapshot across regions: a batch or a scan is atomic per region request at most.
-//! - Writes are at-least-once: a write whose answer was lost is sent again. That is harmless
-//!   for puts and deletes; a retried `compare_and_swap` may report `false` for a swap that
-//!   happened.
+//! - Puts and deletes are at-least-once: one whose answer was lost is sent again, which is
+//!   harmless for them. A `compare_and_swap` is never sent again once it may have reached a
+//!   store: if its outcome cannot be known it fails with [`Error::Undetermined`].
 //! - No limit on in-flight parallel requests of one batch; no follower or stale reads; no TLS;
 //!   no batching of concurrent single-key calls into one RPC.
 

@@ -16,6 +16,9 @@ pub(crate) trait RawRpc: Clone + Send + Sync + 'static {
     type Response: Send + 'static;
     /// The RPC name, for logs.
     const NAME: &'static str;
+    /// Whether applying the request twice has the effect of applying it once. A request that
+    /// is not may only be sent again when it certainly did not take effect.
+    const IDEMPOTENT: bool;
 
     fn set_context(&mut self, ctx: Context);
 
@@ -32,17 +35,21 @@ pub(crate) trait RawRpc: Clone + Send + Sync + 'static {
 
 macro_rules! raw_rpc {
     ($req:ty, $resp:ty, $method:ident, error_field) => {
-        raw_rpc!(@impl $req, $resp, $method, |resp: &mut $resp| {
+        raw_rpc!($req, $resp, $method, error_field, idempotent = true);
+    };
+    ($req:ty, $resp:ty, $method:ident, error_field, idempotent = $idem:expr) => {
+        raw_rpc!(@impl $req, $resp, $method, $idem, |resp: &mut $resp| {
             (!resp.error.is_empty()).then(|| std::mem::take(&mut resp.error))
         });
     };
     ($req:ty, $resp:ty, $method:ident, no_error_field) => {
-        raw_rpc!(@impl $req, $resp, $method, |_resp: &mut $resp| None);
+        raw_rpc!(@impl $req, $resp, $method, true, |_resp: &mut $resp| None);
     };
-    (@impl $req:ty, $resp:ty, $method:ident, $take_error:expr) => {
+    (@impl $req:ty, $resp:ty, $method:ident, $idem:expr, $take_error:expr) => {
         impl RawRpc for $req {
             type Response = $resp;
             const NAME: &'static str = stringify!($method);
+            const IDEMPOTENT: bool = $idem;
 
             fn set_context(&mut self, ctx: Context) {
                 self.context = Some(ctx);
@@ -119,5 +126,6 @@ raw_rpc!(
     kvrpcpb::RawCasRequest,
     kvrpcpb::RawCasResponse,
     raw_compare_and_swap,
-    error_field
+    error_field,
+    idempotent = false
 );

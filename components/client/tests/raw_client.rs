@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use client::{Config, Error, RawClient};
-use mock::{within, MockCluster, ENTRY_LIMIT, FORBIDDEN};
+use mock::{within, MockCluster, APPLIED_THEN_BUSY, ENTRY_LIMIT, FORBIDDEN};
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -221,6 +221,26 @@ async fn fails_over_when_a_store_is_down() {
         assert_eq!(client.get("a01").await.unwrap(), Some(b("v-a1")));
         client.put("b", "after").await.unwrap();
         assert_eq!(client.scan("", "", 1000).await.unwrap().len(), 261);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compare_and_swap_with_unknown_outcome_is_not_sent_again() {
+    let cluster = MockCluster::start().await;
+    let client = cluster.client(mock::test_config());
+    within("undetermined CAS", async {
+        let before = cluster.requests(1);
+        match client.compare_and_swap(APPLIED_THEN_BUSY, None, "1").await {
+            Err(Error::Undetermined(why)) => assert!(why.contains("ServerIsBusy"), "{why}"),
+            other => panic!("expected an undetermined outcome, got {other:?}"),
+        }
+        assert_eq!(cluster.requests(1), before + 1, "the CAS was sent again");
+        // It did take effect: a retry would have reported a failed swap.
+        assert_eq!(
+            client.get(APPLIED_THEN_BUSY).await.unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
     })
     .await;
 }

@@ -28,6 +28,9 @@ pub const DEAD_STORE: u64 = 4;
 pub const ENTRY_LIMIT: usize = 1024;
 /// A key the stores refuse with a validation error.
 pub const FORBIDDEN: &[u8] = b"forbidden";
+/// A compare-and-swap of this key is applied, then answered `ServerIsBusy` (as when the store
+/// timed out waiting for a write that still committed).
+pub const APPLIED_THEN_BUSY: &[u8] = b"applied-then-busy";
 
 /// The cluster's truth, shared by all mock stores.
 #[derive(Default)]
@@ -408,7 +411,20 @@ impl Tikv for MockStore {
             Some(v) => !req.previous_not_exist && *v == req.previous_value,
         };
         if succeed {
-            w.data.insert(req.key, req.value);
+            w.data.insert(req.key.clone(), req.value);
+        }
+        if req.key[..] == *APPLIED_THEN_BUSY {
+            return Ok(Response::new(kvrpcpb::RawCasResponse {
+                region_error: Some(errorpb::Error {
+                    message: "write timed out".to_owned(),
+                    server_is_busy: Some(errorpb::ServerIsBusy {
+                        reason: "write timed out".to_owned(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }));
         }
         Ok(Response::new(kvrpcpb::RawCasResponse {
             succeed,
