@@ -26,7 +26,12 @@ pub struct Cluster {
     pub cfg: raftstore::Config,
     pub limits: Limits,
     pub net: SimNetwork,
+    /// The regions the cluster was bootstrapped with.
     pub regions: Vec<metapb::Region>,
+    /// Where keys are routed now: the bootstrap layout, updated by splits and by the current
+    /// regions that `EpochNotMatch` errors carry.
+    route: parking_lot::RwLock<Vec<metapb::Region>>,
+    next_split_id: std::sync::atomic::AtomicU64,
     store_ids: Vec<u64>,
     dirs: HashMap<u64, TempDir>,
     engines: HashMap<u64, Engine>,
@@ -112,6 +117,8 @@ impl Cluster {
             cfg,
             limits,
             net: SimNetwork::new(42),
+            route: parking_lot::RwLock::new(regions.clone()),
+            next_split_id: std::sync::atomic::AtomicU64::new(1_000_000),
             regions,
             store_ids: store_ids.clone(),
             dirs: HashMap::new(),
@@ -199,12 +206,105 @@ impl Cluster {
         &self.storages[&store_id]
     }
 
-    /// The region whose range holds `key` (regions never change in this harness).
-    pub fn region_for_key(&self, key: &[u8]) -> &metapb::Region {
-        self.regions
-            .iter()
-            .find(|r| key >= &r.start_key[..] && (r.end_key.is_empty() || key < &r.end_key[..]))
-            .expect("regions cover the keyspace")
+    /// The region whose range holds `key`, as far as the harness knows.
+    pub fn region_for_key(&self, key: &[u8]) -> metapb::Region {
+        let contains = |r: &metapb::Region| {
+            key >= &r.start_key[..] && (r.end_key.is_empty() || key < &r.end_key[..])
+        };
+        if let Some(r) = self.route.read().iter().find(|r| contains(r)) {
+            return r.clone();
+        }
+        // A gap left by an update that named only part of an old range: ask the stores.
+        let mut best: Option<metapb::Region> = None;
+        for store in self.stores.values() {
+            let router = store.router();
+            for id in router.region_ids() {
+                let Some(st) = self.peer_status(router.store_id(), id) else {
+                    continue;
+                };
+                let version = |r: &metapb::Region| r.region_epoch.map_or(0, |e| e.version);
+                if contains(&st.region)
+                    && best
+                        .as_ref()
+                        .is_none_or(|b| version(b) < version(&st.region))
+                {
+                    best = Some(st.region);
+                }
+            }
+        }
+        let region = best.expect("some running store has a region holding the key");
+        self.update_route(std::slice::from_ref(&region));
+        region
+    }
+
+    /// Learns `regions` (newer epochs replace what they overlap).
+    pub fn update_route(&self, regions: &[metapb::Region]) {
+        let mut route = self.route.write();
+        for r in regions {
+            let version = r.region_epoch.map_or(0, |e| e.version);
+            let overlaps = |o: &metapb::Region| {
+                (r.end_key.is_empty() || o.start_key < r.end_key)
+                    && (o.end_key.is_empty() || r.start_key < o.end_key)
+            };
+            if route
+                .iter()
+                .any(|o| overlaps(o) && o.region_epoch.map_or(0, |e| e.version) > version)
+            {
+                continue;
+            }
+            route.retain(|o| !overlaps(o));
+            route.push(r.clone());
+        }
+        route.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+    }
+
+    /// Splits the region holding `key` at `key` (ids from a counter of the harness); returns
+    /// the regions the parent's range became.
+    pub fn split(&self, key: &[u8]) -> Result<Vec<metapb::Region>> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let region = self.region_for_key(key);
+            let ids = vec![raftstore::cmd::SplitIds {
+                region_id: self
+                    .next_split_id
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                peer_ids: region
+                    .peers
+                    .iter()
+                    .map(|_| {
+                        self.next_split_id
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    })
+                    .collect(),
+            }];
+            let result = match self.leader_store(region.id) {
+                Some(store) if self.storages.contains_key(&store) => {
+                    let header = raftstore::RequestHeader {
+                        region_id: region.id,
+                        epoch: region.region_epoch,
+                        peer: region.peers.iter().find(|p| p.store_id == store).cloned(),
+                        keys: vec![],
+                    };
+                    let router = self.storages[&store].router().clone();
+                    self.block_on(router.split(header, vec![Bytes::copy_from_slice(key)], ids))
+                }
+                _ => Err(raftstore::Error::StaleCommand),
+            };
+            match result {
+                Ok(regions) => {
+                    self.update_route(&regions);
+                    return Ok(regions);
+                }
+                Err(raftstore::Error::EpochNotMatch {
+                    current_regions, ..
+                }) => self.update_route(&current_regions),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(%e, "split retry");
+                }
+                Err(e) => bail!("split at {key:?} failed: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The status of region `region_id`'s peer on `store_id`, if the store runs.
@@ -261,12 +361,12 @@ impl Cluster {
         timeout: Duration,
         mut op: impl FnMut(&RawStorage, Context) -> std::result::Result<T, Failure>,
     ) -> Result<T> {
-        let region = self.region_for_key(key).clone();
         let deadline = Instant::now() + timeout;
         let mut target: Option<u64> = None;
         let mut last_err = String::from("no attempt");
         let mut pause = Duration::from_millis(5);
         while Instant::now() < deadline {
+            let region = self.region_for_key(key);
             let store = match target.take().or_else(|| self.leader_store(region.id)) {
                 Some(s) if self.storages.contains_key(&s) => s,
                 _ => {
@@ -281,6 +381,9 @@ impl Cluster {
                     last_err = format!("{e:?}");
                     if let Some(l) = e.not_leader.as_ref().and_then(|n| n.leader.as_ref()) {
                         target = Some(l.store_id);
+                    }
+                    if let Some(enm) = &e.epoch_not_match {
+                        self.update_route(&enm.current_regions);
                     }
                 }
                 Err(Failure::Message(m)) => bail!("request failed: {m}"),
@@ -362,7 +465,7 @@ impl Cluster {
         key: &[u8],
         value: &[u8],
     ) -> std::result::Result<(), Failure> {
-        let region = self.region_for_key(key).clone();
+        let region = self.region_for_key(key);
         let req = kvrpcpb::RawPutRequest {
             context: Some(self.context(&region, store_id)),
             key: Bytes::copy_from_slice(key),
@@ -379,7 +482,7 @@ impl Cluster {
         store_id: u64,
         key: &[u8],
     ) -> std::result::Result<Option<Vec<u8>>, Failure> {
-        let region = self.region_for_key(key).clone();
+        let region = self.region_for_key(key);
         let req = kvrpcpb::RawGetRequest {
             context: Some(self.context(&region, store_id)),
             key: Bytes::copy_from_slice(key),

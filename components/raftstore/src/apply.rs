@@ -23,12 +23,15 @@ use crossbeam::channel::{self, Receiver, Sender};
 use engine::{keys, Engine, WriteBatch};
 use prost::Message as _;
 use proto::metapb;
+use proto::raft_serverpb::PeerState;
 use raft::eraftpb::{Entry, EntryType};
 use raft_log::ApplyState;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
-use crate::cmd::{engine_cf, CasResult, OpKind, RaftCmd, WriteOp, WriteResponse};
-use crate::util::{epoch_version, key_in_range};
+use crate::cmd::{
+    engine_cf, AdminCmd, AdminKind, CasResult, OpKind, RaftCmd, WriteOp, WriteResponse,
+};
+use crate::util::{epoch_conf_ver, epoch_version, key_in_range};
 use crate::{Error, Result};
 
 /// Completes a proposal.
@@ -47,6 +50,9 @@ pub struct ApplyTask {
 pub struct ApplyRes {
     pub region_id: u64,
     pub state: ApplyState,
+    /// Splits applied in this batch, in order: each lists the regions the parent's range now
+    /// consists of (the parent, shrunk, first).
+    pub splits: Vec<Vec<metapb::Region>>,
 }
 
 pub enum ApplyMsg {
@@ -138,6 +144,7 @@ struct Batch {
     wb: WriteBatch,
     done: Vec<(WriteCallback, Result<WriteResponse>)>,
     touched: Vec<u64>,
+    splits: HashMap<u64, Vec<Vec<metapb::Region>>>,
 }
 
 const MAX_TASKS_PER_BATCH: usize = 512;
@@ -149,6 +156,7 @@ impl Worker {
                 wb: WriteBatch::new(),
                 done: Vec::new(),
                 touched: Vec::new(),
+                splits: HashMap::new(),
             };
             self.handle(first, &mut batch);
             for msg in rx.try_iter().take(MAX_TASKS_PER_BATCH) {
@@ -189,6 +197,7 @@ impl Worker {
                 (self.notifier)(ApplyRes {
                     region_id,
                     state: d.state,
+                    splits: batch.splits.remove(&region_id).unwrap_or_default(),
                 });
             }
         }
@@ -261,12 +270,18 @@ impl Worker {
             }
         };
         if let Some(admin) = &cmd.admin {
-            let s = &mut d.state;
-            if admin.compact_index > s.truncated_index && admin.compact_index <= entry.index {
-                s.truncated_index = admin.compact_index;
-                s.truncated_term = admin.compact_term;
-            }
-            return Ok(WriteResponse::default());
+            return match admin.admin_kind() {
+                AdminKind::CompactLog => {
+                    let s = &mut d.state;
+                    if admin.compact_index > s.truncated_index && admin.compact_index <= entry.index
+                    {
+                        s.truncated_index = admin.compact_index;
+                        s.truncated_term = admin.compact_term;
+                    }
+                    Ok(WriteResponse::default())
+                }
+                AdminKind::BatchSplit => apply_split(d, &cmd, admin, batch),
+            };
         }
         let version = cmd.epoch.as_ref().map_or(0, |e| e.version);
         if version != epoch_version(&d.region) {
@@ -320,6 +335,115 @@ impl Worker {
         }
         Ok(resp)
     }
+}
+
+/// Applies a split: the parent keeps `[start, first split key)`, each new region takes the range
+/// up to the next split key (the last one, up to the parent's end), all with the parent's epoch
+/// version bumped by the number of new regions. The new regions' metadata and initial Raft
+/// state go into the same batch as the parent's, so every replica creates them at the same log
+/// position; the peers themselves are created by the raftstore once the batch is written.
+fn apply_split(
+    d: &mut Delegate,
+    cmd: &RaftCmd,
+    admin: &AdminCmd,
+    batch: &mut Batch,
+) -> Result<WriteResponse> {
+    let epoch = cmd.epoch.unwrap_or_default();
+    if epoch.version != epoch_version(&d.region) || epoch.conf_ver != epoch_conf_ver(&d.region) {
+        return Err(Error::EpochNotMatch {
+            msg: "split proposed under another epoch".into(),
+            current_regions: vec![d.region.clone()],
+        });
+    }
+    let regions = split_regions(&d.region, admin)?;
+    for r in &regions {
+        crate::bootstrap::write_region_state(&mut batch.wb, r, PeerState::Normal);
+    }
+    for r in &regions[1..] {
+        raft_log::bootstrap_group(r.id, &mut batch.wb);
+    }
+    info!(
+        region_id = d.region.id,
+        new_regions = regions.len() - 1,
+        "region split"
+    );
+    d.region = regions[0].clone();
+    batch
+        .splits
+        .entry(d.region.id)
+        .or_default()
+        .push(regions.clone());
+    Ok(WriteResponse {
+        regions,
+        ..Default::default()
+    })
+}
+
+/// The regions `region` becomes when split as `admin` says; an error (the same on every
+/// replica) if the split does not fit the region.
+pub fn split_regions(region: &metapb::Region, admin: &AdminCmd) -> Result<Vec<metapb::Region>> {
+    let keys = &admin.split_keys;
+    if keys.is_empty() || keys.len() != admin.new_regions.len() {
+        return Err(Error::InvalidRequest(
+            "a split needs one new region per split key".into(),
+        ));
+    }
+    let mut prev: &[u8] = &region.start_key;
+    for key in keys {
+        if key.is_empty() || key[..] <= *prev {
+            return Err(Error::InvalidRequest(
+                "split keys must ascend strictly and lie inside the region".into(),
+            ));
+        }
+        if !key_in_range(key, &region.start_key, &region.end_key) {
+            return Err(Error::KeyNotInRegion {
+                key: key.to_vec(),
+                region_id: region.id,
+                start_key: region.start_key.to_vec(),
+                end_key: region.end_key.to_vec(),
+            });
+        }
+        prev = key;
+    }
+    if admin
+        .new_regions
+        .iter()
+        .any(|ids| ids.peer_ids.len() != region.peers.len())
+    {
+        return Err(Error::InvalidRequest(
+            "a split needs a peer id for every peer of the region".into(),
+        ));
+    }
+    let epoch = metapb::RegionEpoch {
+        conf_ver: epoch_conf_ver(region),
+        version: epoch_version(region) + keys.len() as u64,
+    };
+    let mut parent = region.clone();
+    parent.end_key = keys[0].clone();
+    parent.region_epoch = Some(epoch);
+    let mut out = vec![parent];
+    for (i, ids) in admin.new_regions.iter().enumerate() {
+        out.push(metapb::Region {
+            id: ids.region_id,
+            start_key: keys[i].clone(),
+            end_key: keys
+                .get(i + 1)
+                .cloned()
+                .unwrap_or_else(|| region.end_key.clone()),
+            region_epoch: Some(epoch),
+            peers: region
+                .peers
+                .iter()
+                .zip(&ids.peer_ids)
+                .map(|(p, id)| metapb::Peer {
+                    id: *id,
+                    store_id: p.store_id,
+                    ..*p
+                })
+                .collect(),
+        });
+    }
+    Ok(out)
 }
 
 /// Apply-time checks of one op against the region: deterministic, so every replica agrees.

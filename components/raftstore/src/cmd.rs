@@ -102,15 +102,49 @@ impl WriteOp {
     }
 }
 
+/// The kinds of [`AdminCmd`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum AdminKind {
+    /// Truncate the Raft log.
+    CompactLog = 0,
+    /// Split the region at one or more keys.
+    BatchSplit = 1,
+}
+
 /// Region administration replicated through the log.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AdminCmd {
-    /// Compact the log up to and including this index ...
+    /// CompactLog: compact the log up to and including this index ...
     #[prost(uint64, tag = "1")]
     pub compact_index: u64,
     /// ... whose entry has this term.
     #[prost(uint64, tag = "2")]
     pub compact_term: u64,
+    #[prost(enumeration = "AdminKind", tag = "3")]
+    pub kind: i32,
+    /// BatchSplit: the split keys, ascending, strictly inside the region.
+    #[prost(bytes = "bytes", repeated, tag = "4")]
+    pub split_keys: Vec<Bytes>,
+    /// BatchSplit: ids for each new region (one per split key), from PD.
+    #[prost(message, repeated, tag = "5")]
+    pub new_regions: Vec<SplitIds>,
+}
+
+impl AdminCmd {
+    pub fn admin_kind(&self) -> AdminKind {
+        AdminKind::try_from(self.kind).unwrap_or(AdminKind::CompactLog)
+    }
+}
+
+/// The ids of one region created by a split: its id, and a peer id for each peer of the parent
+/// (in the parent's peer order).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SplitIds {
+    #[prost(uint64, tag = "1")]
+    pub region_id: u64,
+    #[prost(uint64, repeated, tag = "2")]
+    pub peer_ids: Vec<u64>,
 }
 
 /// The outcome of a compare-and-swap.
@@ -122,10 +156,12 @@ pub struct CasResult {
 }
 
 /// What applying a command returns to its proposer.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct WriteResponse {
     /// One entry per compare-and-swap op, in op order.
     pub cas: Vec<CasResult>,
+    /// A split: every region the parent's range now consists of, in key order.
+    pub regions: Vec<proto::metapb::Region>,
 }
 
 /// Maps a client-facing column family name to the engine's; empty means `default`.

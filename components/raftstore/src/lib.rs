@@ -6,16 +6,17 @@
 //!   ticker), the poll handler that group-commits all peers' Raft writes once per round, and the
 //!   [`StoreRouter`] through which the server talks to peers.
 //! - [`peer`]: one region replica: Raft state machine, proposals, context checks, reads
-//!   (lease and ReadIndex), Raft log GC.
+//!   (lease and ReadIndex), Raft log GC, split proposals and creating the split-off replicas.
 //! - [`apply`]: apply workers: execute committed commands on the engine in write batches and
-//!   complete their callbacks.
+//!   complete their callbacks; splits (new region metadata and initial Raft state).
 //! - [`cmd`]: the replicated command format and the results of applying it.
 //! - [`bootstrap`]: writing the initial state of a store and of its regions.
 //! - [`clock`]: injectable wall time for leases and timeouts.
 //! - [`transport`]: the trait the store sends Raft messages through.
 //!
-//! Deliberately absent (later roadmap steps): split, conf change, Raft snapshots, leader
-//! transfer, hibernation of idle regions, creation of peers from incoming messages.
+//! Deliberately absent (later roadmap steps): deciding when to split (splits are requested),
+//! merge, conf change, Raft snapshots, leader transfer, hibernation of idle regions, creation
+//! of peers from incoming messages.
 
 pub mod apply;
 pub mod bootstrap;

@@ -38,7 +38,7 @@ use raft_log::{ApplyState, RaftLogStorage};
 use tracing::{debug, info, warn};
 
 use crate::apply::{ApplyMsg, ApplyRes, ApplyRouter, ApplyTask, WriteCallback};
-use crate::cmd::{AdminCmd, RaftCmd, WriteOp};
+use crate::cmd::{AdminCmd, AdminKind, RaftCmd, SplitIds, WriteOp};
 use crate::store::{PollContext, ReadGrant, RequestHeader};
 use crate::util::{conf_state_of, epoch_version, find_peer, find_peer_on_store, key_in_range};
 use crate::{Config, Error, Result};
@@ -78,6 +78,13 @@ pub enum PeerMsg {
     Read {
         header: RequestHeader,
         cb: ReadCallback,
+    },
+    /// Split the region at `split_keys`, with new region and peer ids from PD.
+    Split {
+        header: RequestHeader,
+        split_keys: Vec<Bytes>,
+        ids: Vec<SplitIds>,
+        cb: WriteCallback,
     },
     /// Drives Raft's clock.
     Tick,
@@ -133,6 +140,12 @@ impl PeerFsm {
                 PeerMsg::Raft(m) => self.peer.on_raft_message(*m),
                 PeerMsg::Propose { header, ops, cb } => self.peer.on_propose(ctx, header, ops, cb),
                 PeerMsg::Read { header, cb } => self.peer.on_read(header, cb),
+                PeerMsg::Split {
+                    header,
+                    split_keys,
+                    ids,
+                    cb,
+                } => self.peer.on_split(ctx, header, split_keys, ids, cb),
                 PeerMsg::Tick => self.peer.on_tick(ctx),
                 PeerMsg::ApplyRes(res) => self.peer.on_apply_res(ctx, res),
                 PeerMsg::Query(cb) => cb(self.peer.status()),
@@ -253,6 +266,13 @@ impl Peer {
         self.region.id
     }
 
+    /// Starts an election now (a replica created by a split on the parent leader's store).
+    pub fn campaign(&mut self) {
+        if let Err(e) = self.raw.campaign() {
+            debug!(region_id = self.region.id, %e, "campaign failed");
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
     }
@@ -366,6 +386,38 @@ impl Peer {
             epoch: self.region.region_epoch,
             ops,
             admin: None,
+        };
+        self.propose(ctx, cmd, Some(cb));
+    }
+
+    fn on_split(
+        &mut self,
+        ctx: &PollContext<impl crate::Transport>,
+        header: RequestHeader,
+        split_keys: Vec<Bytes>,
+        ids: Vec<SplitIds>,
+        cb: WriteCallback,
+    ) {
+        if let Err(e) = self.check_request(&header) {
+            cb(Err(e));
+            return;
+        }
+        let admin = AdminCmd {
+            kind: AdminKind::BatchSplit as i32,
+            split_keys,
+            new_regions: ids,
+            ..Default::default()
+        };
+        // Refuse at once what every replica would refuse at apply.
+        if let Err(e) = crate::apply::split_regions(&self.region, &admin) {
+            cb(Err(e));
+            return;
+        }
+        let cmd = RaftCmd {
+            region_id: self.region.id,
+            epoch: self.region.region_epoch,
+            ops: vec![],
+            admin: Some(admin),
         };
         self.propose(ctx, cmd, Some(cb));
     }
@@ -516,6 +568,7 @@ impl Peer {
             admin: Some(AdminCmd {
                 compact_index: compact_to,
                 compact_term: term,
+                ..Default::default()
             }),
         };
         self.propose(ctx, cmd, None);
@@ -535,7 +588,31 @@ impl Peer {
         }
         self.applied = state;
         self.raw.advance_apply_to(state.applied_index);
+        for regions in res.splits {
+            self.on_split_applied(ctx, regions);
+        }
         self.answer_ready_reads();
+    }
+
+    /// After a split was applied: shrink to the parent's new range and create this store's
+    /// replicas of the new regions. A leader's replicas campaign at once, so that the new
+    /// regions get a leader without waiting for an election timeout.
+    fn on_split_applied(
+        &mut self,
+        ctx: &mut PollContext<impl crate::Transport>,
+        regions: Vec<metapb::Region>,
+    ) {
+        let mut regions = regions.into_iter();
+        let Some(parent) = regions.next() else {
+            return;
+        };
+        self.region = parent;
+        let campaign = self.is_leader();
+        for region in regions {
+            if let Err(e) = ctx.create_peer(region.clone(), campaign) {
+                warn!(region_id = region.id, %e, "cannot create the peer of a split region");
+            }
+        }
     }
 
     fn answer_ready_reads(&mut self) {

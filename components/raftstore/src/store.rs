@@ -64,12 +64,44 @@ pub struct PollContext<T> {
     pub wb: WriteBatch,
     router: Router<PeerFsm>,
     to_wake: Vec<u64>,
+    store_id: u64,
+    apply: ApplyRouter,
+    logger: slog::Logger,
 }
 
 impl<T> PollContext<T> {
     /// Schedules another round for `region_id` after this one.
     pub fn wake(&mut self, region_id: u64) {
         self.to_wake.push(region_id);
+    }
+
+    /// Creates this store's replica of `region` (whose state is already in the engine), e.g.
+    /// a region made by a split; `campaign` starts an election at once.
+    pub fn create_peer(&mut self, region: metapb::Region, campaign: bool) -> Result<()> {
+        if find_peer_on_store(&region, self.store_id).is_none() || self.router.contains(region.id) {
+            return Ok(());
+        }
+        let region_id = region.id;
+        let mut peer = Peer::create(
+            self.store_id,
+            region,
+            self.engine.clone(),
+            self.cfg.clone(),
+            self.apply.clone(),
+            &self.logger,
+        )?;
+        if campaign {
+            peer.campaign();
+        }
+        let (tx, rx) = channel::unbounded();
+        self.router
+            .register(region_id, tx, Box::new(PeerFsm::new(peer, rx)));
+        self.to_wake.push(region_id);
+        info!(
+            store_id = self.store_id,
+            region_id, "created the peer of a new region"
+        );
+        Ok(())
     }
 }
 
@@ -118,6 +150,9 @@ struct PollerBuilder<T> {
     engine: Engine,
     transport: T,
     router: Router<PeerFsm>,
+    store_id: u64,
+    apply: ApplyRouter,
+    logger: slog::Logger,
 }
 
 impl<T: Transport> HandlerBuilder<PeerFsm> for PollerBuilder<T> {
@@ -132,6 +167,9 @@ impl<T: Transport> HandlerBuilder<PeerFsm> for PollerBuilder<T> {
                 wb: WriteBatch::new(),
                 router: self.router.clone(),
                 to_wake: Vec::new(),
+                store_id: self.store_id,
+                apply: self.apply.clone(),
+                logger: self.logger.clone(),
             },
         }
     }
@@ -164,6 +202,7 @@ impl StoreRouter {
             match e.0 {
                 PeerMsg::Propose { cb, .. } => cb(Err(err.clone())),
                 PeerMsg::Read { cb, .. } => cb(Err(err.clone())),
+                PeerMsg::Split { cb, .. } => cb(Err(err.clone())),
                 _ => {}
             }
             err
@@ -198,6 +237,32 @@ impl StoreRouter {
                 cb: Box::new(cb),
             },
         );
+    }
+
+    /// Splits the region named by `header` at `split_keys` (ascending, inside the region),
+    /// giving the new regions the ids in `ids` (one per key, from PD). Answers with every
+    /// region the parent's range now consists of.
+    pub async fn split(
+        &self,
+        header: RequestHeader,
+        split_keys: Vec<Bytes>,
+        ids: Vec<crate::cmd::SplitIds>,
+    ) -> Result<Vec<metapb::Region>> {
+        let (tx, rx) = oneshot::channel();
+        let region_id = header.region_id;
+        let _ = self.send(
+            region_id,
+            PeerMsg::Split {
+                header,
+                split_keys,
+                ids,
+                cb: Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            },
+        );
+        let resp = rx.await.unwrap_or(Err(Error::Shutdown))?;
+        Ok(resp.regions)
     }
 
     /// [`StoreRouter::propose`] as a future.
@@ -298,6 +363,9 @@ impl Store {
                 engine: engine.clone(),
                 transport,
                 router: router.clone(),
+                store_id,
+                apply: apply.router(),
+                logger: logger.clone(),
             },
         );
         let stop = Arc::new(AtomicBool::new(false));

@@ -24,3 +24,7 @@ pub fn find_peer(region: &metapb::Region, peer_id: u64) -> Option<&metapb::Peer>
 pub fn epoch_version(region: &metapb::Region) -> u64 {
     region.region_epoch.as_ref().map_or(0, |e| e.version)
 }
+
+pub fn epoch_conf_ver(region: &metapb::Region) -> u64 {
+    region.region_epoch.as_ref().map_or(0, |e| e.conf_ver)
+}

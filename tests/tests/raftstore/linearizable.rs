@@ -165,7 +165,7 @@ fn register_histories_under_network_faults_are_linearizable() {
 /// became unknown. Returns the op with its observed outcome (`None`: a read that never
 /// completed, which has no effect) and whether the outcome is known.
 fn run(cluster: &Cluster, rng: &mut StdRng, key: &[u8], op: Op) -> (Option<Op>, bool) {
-    let region = cluster.region_for_key(key).clone();
+    let region = cluster.region_for_key(key);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         // Any store that believes it leads, not only the newest leader: a deposed leader that

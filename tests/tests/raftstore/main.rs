@@ -12,3 +12,4 @@ mod raw_api;
 mod region_errors;
 mod replication;
 mod restart;
+mod split;

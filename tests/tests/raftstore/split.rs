@@ -1,0 +1,155 @@
+//! Region split: every replica splits at the same log position and creates the new region's
+//! replica from the same initial state; both halves serve, stale epochs are refused, and the
+//! layout survives restarts.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use proto::kvrpcpb::RawPutRequest;
+use server::raw::Failure;
+use tests::Cluster;
+
+#[test]
+fn split_regions_serve_both_halves_and_survive_restart() {
+    let mut cluster = Cluster::new(3, &[]);
+    cluster.wait_leader(1, Duration::from_secs(10));
+    for c in b'a'..=b'z' {
+        cluster.must_put(&[c], &[c]);
+    }
+    let parent = cluster.regions[0].clone();
+    let regions = cluster.split(b"m").expect("split");
+    assert_eq!(regions.len(), 2);
+    let (left, right) = (&regions[0], &regions[1]);
+    assert_eq!(
+        (left.id, &left.start_key[..], &left.end_key[..]),
+        (1, &b""[..], &b"m"[..])
+    );
+    assert_eq!(
+        (&right.start_key[..], &right.end_key[..]),
+        (&b"m"[..], &b""[..])
+    );
+    assert_eq!(left.region_epoch.unwrap().version, 2);
+    assert_eq!(right.region_epoch, left.region_epoch);
+    assert_eq!(right.peers.len(), 3);
+    // The new region elects a leader and serves; old data is where it was.
+    cluster.wait_leader(right.id, Duration::from_secs(10));
+    for c in b'a'..=b'z' {
+        assert_eq!(cluster.must_get(&[c]), Some(vec![c]));
+    }
+    cluster.must_put(b"mm", b"right");
+    cluster.must_put(b"aa", b"left");
+    cluster.wait_replicated(b"mm", Some(b"right"), Duration::from_secs(10));
+
+    // A request under the old epoch is refused with the region's current shape.
+    let leader = cluster.wait_leader(1, Duration::from_secs(10));
+    let req = RawPutRequest {
+        context: Some(cluster.context(&parent, leader)),
+        key: Bytes::from_static(b"b"),
+        value: Bytes::from_static(b"stale"),
+        ..Default::default()
+    };
+    match cluster.block_on(cluster.storage(leader).raw_put(req)) {
+        Err(Failure::Region(e)) => {
+            let current = e.epoch_not_match.expect("epoch not match").current_regions;
+            assert_eq!(current[0].end_key, Bytes::from_static(b"m"));
+        }
+        other => panic!("expected EpochNotMatch, got {other:?}"),
+    }
+    // A key of the right half sent to the left region is not in it.
+    let req = RawPutRequest {
+        context: Some(cluster.context(left, leader)),
+        key: Bytes::from_static(b"x"),
+        value: Bytes::from_static(b"v"),
+        ..Default::default()
+    };
+    match cluster.block_on(cluster.storage(leader).raw_put(req)) {
+        Err(Failure::Region(e)) => assert!(e.key_not_in_region.is_some(), "{e:?}"),
+        other => panic!("expected KeyNotInRegion, got {other:?}"),
+    }
+
+    // Every store has both regions, and they come back after a whole-cluster restart.
+    for s in cluster.store_ids().to_vec() {
+        assert!(
+            cluster.peer_status(s, right.id).is_some(),
+            "store {s} lacks the new region"
+        );
+    }
+    for s in cluster.store_ids().to_vec() {
+        cluster.stop_store(s);
+    }
+    for s in cluster.store_ids().to_vec() {
+        cluster.start_store(s);
+    }
+    cluster.wait_leader(1, Duration::from_secs(15));
+    cluster.wait_leader(right.id, Duration::from_secs(15));
+    assert_eq!(cluster.must_get(b"mm"), Some(b"right".to_vec()));
+    assert_eq!(cluster.must_get(b"aa"), Some(b"left".to_vec()));
+    assert_eq!(cluster.must_get(b"z"), Some(b"z".to_vec()));
+    let st = cluster.peer_status(cluster.store_ids()[0], 1).unwrap();
+    assert_eq!(&st.region.end_key[..], b"m");
+}
+
+#[test]
+fn a_replica_that_was_down_applies_the_split_when_it_returns() {
+    let mut cluster = Cluster::new(3, &[]);
+    let leader = cluster.wait_leader(1, Duration::from_secs(10));
+    let follower = *cluster.store_ids().iter().find(|s| **s != leader).unwrap();
+    cluster.must_put(b"k", b"v");
+    cluster.stop_store(follower);
+    let regions = cluster.split(b"g").expect("split with a follower down");
+    let right = regions[1].clone();
+    cluster.wait_leader(right.id, Duration::from_secs(10));
+    cluster.must_put(b"x", b"written-after-split");
+    cluster.start_store(follower);
+    // The returning replica replays the split from the log, creates its replica of the new
+    // region and catches up on it.
+    cluster.wait_replicated(b"x", Some(b"written-after-split"), Duration::from_secs(20));
+    tests::wait_until(
+        "the returning store has the new region",
+        Duration::from_secs(10),
+        || {
+            cluster
+                .peer_status(follower, right.id)
+                .is_some_and(|p| p.applied_index >= 6)
+        },
+    );
+}
+
+#[test]
+fn splits_that_do_not_fit_are_refused_and_change_nothing() {
+    let cluster = Cluster::new(3, &[b"m"]);
+    let leader = cluster.wait_leader(1, Duration::from_secs(10));
+    let region = cluster.regions[0].clone();
+    let router = cluster.storage(leader).router().clone();
+    let header = raftstore::RequestHeader {
+        region_id: 1,
+        epoch: region.region_epoch,
+        peer: region.peers.iter().find(|p| p.store_id == leader).cloned(),
+        keys: vec![],
+    };
+    let ids = |n: u64| {
+        vec![raftstore::cmd::SplitIds {
+            region_id: 900 + n,
+            peer_ids: vec![901 + n * 10, 902 + n * 10, 903 + n * 10],
+        }]
+    };
+    // Outside the region, at its start, and with a missing peer id.
+    for (key, ids) in [
+        (&b"x"[..], ids(1)),
+        (&b""[..], ids(2)),
+        (
+            &b"c"[..],
+            vec![raftstore::cmd::SplitIds {
+                region_id: 950,
+                peer_ids: vec![951],
+            }],
+        ),
+    ] {
+        let r =
+            cluster.block_on(router.split(header.clone(), vec![Bytes::copy_from_slice(key)], ids));
+        assert!(r.is_err(), "split at {key:?} accepted");
+    }
+    let st = cluster.peer_status(leader, 1).unwrap();
+    assert_eq!(st.region, region);
+    cluster.must_put(b"c", b"still fine");
+}
