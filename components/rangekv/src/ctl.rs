@@ -70,6 +70,8 @@ enum RegionCmd {
     },
     /// The region holding a key.
     Get { key: String },
+    /// Split the region holding a key at that key.
+    Split { key: String },
 }
 
 #[derive(Subcommand)]
@@ -216,6 +218,20 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                 );
             }
         }
+        CtlCmd::Region {
+            cmd: RegionCmd::Split { key },
+        } => {
+            let regions = split_region(&pd, key.as_bytes()).await?;
+            if args.json {
+                let v: Vec<_> = regions.iter().map(|r| region_json(r, None)).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                table(
+                    &REGION_HEADER,
+                    regions.iter().map(|r| region_row(r, None)).collect(),
+                );
+            }
+        }
         CtlCmd::Member {
             cmd: MemberCmd::List,
         } => {
@@ -351,4 +367,66 @@ async fn probe(endpoints: &[String], stores: usize) -> Result<client::RawClient>
         .await?;
     client.get(b"__rangekv_ready".to_vec()).await?;
     Ok(client)
+}
+
+/// Asks the leader of the region holding `key` to split it at `key`. A new region may not have
+/// a leader PD knows of yet: then its peers are tried, following their NotLeader hints.
+async fn split_region(pd: &PdClient, key: &[u8]) -> Result<Vec<proto::metapb::Region>> {
+    use proto::kvrpcpb::{Context as KvContext, SplitRegionRequest};
+    use proto::tikvpb::tikv_client::TikvClient;
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last_error = String::from("no attempt");
+    while Instant::now() < deadline {
+        let info = pd.get_region(key).await?;
+        let mut targets: Vec<proto::metapb::Peer> = info.leader.into_iter().collect();
+        targets.extend(info.region.peers.iter().copied());
+        let mut tried = Vec::new();
+        while let Some(peer) = targets.first().copied() {
+            targets.remove(0);
+            if tried.contains(&peer.store_id) {
+                continue;
+            }
+            tried.push(peer.store_id);
+            let store = pd.get_store(peer.store_id).await?;
+            let Ok(mut kv) = TikvClient::connect(format!("http://{}", store.address)).await else {
+                last_error = format!("store {} at {} unreachable", store.id, store.address);
+                continue;
+            };
+            let req = SplitRegionRequest {
+                context: Some(KvContext {
+                    region_id: info.region.id,
+                    region_epoch: info.region.region_epoch,
+                    peer: Some(peer),
+                    ..Default::default()
+                }),
+                split_keys: vec![key.to_vec().into()],
+                is_raw_kv: true,
+                ..Default::default()
+            };
+            let resp = match kv.split_region(req).await {
+                Ok(r) => r.into_inner(),
+                Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                    bail!("{}", status.message())
+                }
+                Err(status) => {
+                    last_error = status.to_string();
+                    continue;
+                }
+            };
+            match resp.region_error {
+                None => return Ok(resp.regions),
+                Some(e) => {
+                    last_error = e.message.clone();
+                    if let Some(leader) = e.not_leader.and_then(|n| n.leader) {
+                        targets.insert(0, leader);
+                    } else if e.key_not_in_region.is_some() || e.epoch_not_match.is_some() {
+                        break; // The region changed: ask PD again.
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("split at {:?} failed: {last_error}", show_key(key))
 }

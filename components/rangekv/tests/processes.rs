@@ -534,3 +534,45 @@ fn pd_leader_failover_keeps_stores_heartbeating_and_clients_routing() {
     t.rt.block_on(c.put(b"after".to_vec(), b"1".to_vec()))
         .unwrap();
 }
+
+#[test]
+fn ctl_splits_a_region_and_clients_follow_the_new_layout() {
+    let t = TestCluster::start(3);
+    let c = t.client();
+    t.rt.block_on(async {
+        for i in 0..100 {
+            c.put(key(i), format!("v{i}").into_bytes()).await.unwrap();
+        }
+    });
+    let endpoints = t.cluster.pd_endpoints().join(",");
+    let out = std::process::Command::new(bin())
+        .args(["ctl", "--pd", &endpoints, "--json", "region", "split"])
+        .arg(String::from_utf8(key(50)).unwrap())
+        .output()
+        .expect("run rangekv ctl");
+    assert!(
+        out.status.success(),
+        "ctl region split failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let regions: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(regions.as_array().map(|a| a.len()), Some(2), "{regions}");
+    // The client that cached the old region learns the new layout from the stores' errors.
+    t.rt.block_on(async {
+        for i in [0, 49, 50, 99] {
+            assert_eq!(
+                c.get(key(i)).await.unwrap().map(|v| v.to_vec()),
+                Some(format!("v{i}").into_bytes())
+            );
+        }
+        assert_eq!(c.scan(key(0), key(100), 1000).await.unwrap().len(), 100);
+        c.put(key(75), b"after-split".to_vec()).await.unwrap();
+    });
+    // PD knows both regions.
+    let pd = t.pd();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while t.rt.block_on(pd.scan_regions(b"", b"", 10)).unwrap().len() != 2 {
+        assert!(Instant::now() < deadline, "PD does not know the split");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

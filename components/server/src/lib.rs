@@ -6,6 +6,7 @@
 //!   store-to-store `BatchRaft` stream.
 //! - [`transport`]: the Raft transport to other stores: batched per destination store over one
 //!   streaming RPC, reconnecting with backoff, addresses found through a [`StoreResolver`].
+//! - [`split`]: `SplitRegion`: ids from PD, the split through Raft, the result back to PD.
 //! - [`errors`]: the single conversion from internal errors to `errorpb` region errors.
 //! - [`config`]: server configuration (TOML + flags).
 //! - [`node`]: start-up of a store process: engine, PD registration, bootstrap, heartbeats.
@@ -17,9 +18,11 @@ pub mod errors;
 pub mod node;
 pub mod raw;
 pub mod service;
+pub mod split;
 pub mod transport;
 
 pub use config::{Limits, ServerConfig};
 pub use raw::RawStorage;
 pub use service::TikvService;
+pub use split::SplitIdAllocator;
 pub use transport::{GrpcTransport, StaticResolver, StoreResolver};

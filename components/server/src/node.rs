@@ -77,6 +77,44 @@ impl StoreResolver for PdResolver {
     }
 }
 
+/// Split ids from PD (`AskBatchSplit`), results reported with `ReportBatchSplit`.
+struct PdSplitIds {
+    pd: PdClient,
+}
+
+impl crate::split::SplitIdAllocator for PdSplitIds {
+    fn alloc(
+        &self,
+        region: metapb::Region,
+        count: u32,
+    ) -> BoxFuture<'static, Result<Vec<raftstore::cmd::SplitIds>, String>> {
+        let pd = self.pd.clone();
+        Box::pin(async move {
+            let ids = pd
+                .ask_batch_split(region, count)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(ids
+                .into_iter()
+                .map(|id| raftstore::cmd::SplitIds {
+                    region_id: id.new_region_id,
+                    peer_ids: id.new_peer_ids,
+                })
+                .collect())
+        })
+    }
+
+    fn report(&self, regions: Vec<metapb::Region>) -> BoxFuture<'static, ()> {
+        let pd = self.pd.clone();
+        Box::pin(async move {
+            // Best effort: the leaders' heartbeats tell PD the same soon after.
+            if let Err(e) = pd.report_batch_split(regions).await {
+                warn!(%e, "reporting a split to PD failed");
+            }
+        })
+    }
+}
+
 /// The raftstore, shared with the task that joins the cluster; `None` once shut down.
 type SharedStore = Arc<Mutex<Option<Store>>>;
 
@@ -161,9 +199,13 @@ impl Node {
         let router = store.router();
         let storage = RawStorage::new(router.clone(), engine, cfg.limits.clone());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let service = TikvServer::new(TikvService::new(storage).with_shutdown(shutdown_rx.clone()))
-            .max_decoding_message_size(cfg.limits.max_grpc_message_size)
-            .max_encoding_message_size(cfg.limits.max_grpc_message_size);
+        let service = TikvServer::new(
+            TikvService::new(storage)
+                .with_shutdown(shutdown_rx.clone())
+                .with_split_ids(Arc::new(PdSplitIds { pd: pd.clone() })),
+        )
+        .max_decoding_message_size(cfg.limits.max_grpc_message_size)
+        .max_encoding_message_size(cfg.limits.max_grpc_message_size);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let mut rx = shutdown_rx.clone();
         let server = tokio::spawn(

@@ -9,17 +9,21 @@ use proto::kvrpcpb;
 use proto::raft_serverpb::Done;
 use proto::tikvpb::tikv_server::Tikv;
 use proto::tikvpb::BatchRaftMessage;
+use std::sync::Arc;
+
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use crate::raw::{Failure, RawStorage};
+use crate::split::SplitIdAllocator;
 
 /// The gRPC service of one store.
 #[derive(Clone)]
 pub struct TikvService {
     storage: RawStorage,
     shutdown: watch::Receiver<bool>,
+    split_ids: Option<Arc<dyn SplitIdAllocator>>,
 }
 
 impl TikvService {
@@ -29,7 +33,14 @@ impl TikvService {
         TikvService {
             storage,
             shutdown: rx,
+            split_ids: None,
         }
+    }
+
+    /// Serves `SplitRegion` with ids from `ids` (without one, it answers Unimplemented).
+    pub fn with_split_ids(mut self, ids: Arc<dyn SplitIdAllocator>) -> TikvService {
+        self.split_ids = Some(ids);
+        self
     }
 
     /// Ends long-lived streams (the inbound Raft streams of other stores) once `shutdown` turns
@@ -91,6 +102,13 @@ impl WithRegionError for kvrpcpb::RawBatchScanResponse {
     }
 }
 
+impl WithRegionError for kvrpcpb::SplitRegionResponse {
+    fn with_region_error(mut self, e: proto::errorpb::Error) -> Self {
+        self.region_error = Some(e);
+        self
+    }
+}
+
 impl WithRegionError for kvrpcpb::RawScanResponse {
     fn with_region_error(mut self, e: proto::errorpb::Error) -> Self {
         self.region_error = Some(e);
@@ -111,7 +129,8 @@ with_error_field!(
 without_error_field!(
     kvrpcpb::RawBatchGetResponse,
     kvrpcpb::RawScanResponse,
-    kvrpcpb::RawBatchScanResponse
+    kvrpcpb::RawBatchScanResponse,
+    kvrpcpb::SplitRegionResponse
 );
 
 fn respond<T: FromFailure>(r: Result<T, Failure>) -> Result<Response<T>, Status> {
@@ -198,6 +217,18 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::RawCasRequest>,
     ) -> Result<Response<kvrpcpb::RawCasResponse>, Status> {
         respond(self.storage.raw_compare_and_swap(req.into_inner()).await)
+    }
+
+    async fn split_region(
+        &self,
+        req: Request<kvrpcpb::SplitRegionRequest>,
+    ) -> Result<Response<kvrpcpb::SplitRegionResponse>, Status> {
+        let Some(ids) = &self.split_ids else {
+            return Err(Status::unimplemented(
+                "this store cannot allocate split ids",
+            ));
+        };
+        respond(crate::split::split_region(&self.storage, ids, req.into_inner()).await)
     }
 
     async fn batch_raft(

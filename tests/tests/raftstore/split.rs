@@ -153,3 +153,91 @@ fn splits_that_do_not_fit_are_refused_and_change_nothing() {
     assert_eq!(st.region, region);
     cluster.must_put(b"c", b"still fine");
 }
+
+/// Split ids from a counter, results recorded.
+#[derive(Default)]
+struct CounterIds {
+    next: std::sync::atomic::AtomicU64,
+    reported: parking_lot::Mutex<Vec<proto::metapb::Region>>,
+}
+
+impl server::SplitIdAllocator for CounterIds {
+    fn alloc(
+        &self,
+        region: proto::metapb::Region,
+        count: u32,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<raftstore::cmd::SplitIds>, String>> {
+        let next = || 5000 + self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let ids = (0..count)
+            .map(|_| raftstore::cmd::SplitIds {
+                region_id: next(),
+                peer_ids: region.peers.iter().map(|_| next()).collect(),
+            })
+            .collect();
+        Box::pin(async move { Ok(ids) })
+    }
+
+    fn report(
+        &self,
+        regions: Vec<proto::metapb::Region>,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        self.reported.lock().extend(regions);
+        Box::pin(async {})
+    }
+}
+
+#[test]
+fn split_region_rpc_validates_splits_and_reports_them() {
+    use proto::kvrpcpb::SplitRegionRequest;
+    use proto::tikvpb::tikv_server::Tikv;
+    use std::sync::Arc;
+
+    let cluster = Cluster::new(3, &[]);
+    let leader = cluster.wait_leader(1, Duration::from_secs(10));
+    let region = cluster.regions[0].clone();
+    let ids = Arc::new(CounterIds::default());
+    let svc = server::TikvService::new(cluster.storage(leader).clone()).with_split_ids(ids.clone());
+    let split = |keys: Vec<&[u8]>| {
+        cluster.block_on(svc.split_region(tonic::Request::new(SplitRegionRequest {
+            context: Some(cluster.context(&region, leader)),
+            split_keys: keys.into_iter().map(Bytes::copy_from_slice).collect(),
+            ..Default::default()
+        })))
+    };
+    // An empty split key is refused before anything happens.
+    let status = split(vec![b""]).unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    // Two keys at once, given out of order: three regions.
+    let resp = split(vec![b"t", b"g"]).expect("split").into_inner();
+    assert!(resp.region_error.is_none(), "{resp:?}");
+    let ranges: Vec<(&[u8], &[u8])> = resp
+        .regions
+        .iter()
+        .map(|r| (&r.start_key[..], &r.end_key[..]))
+        .collect();
+    assert_eq!(
+        ranges,
+        vec![
+            (&b""[..], &b"g"[..]),
+            (&b"g"[..], &b"t"[..]),
+            (&b"t"[..], &b""[..])
+        ]
+    );
+    assert_eq!(resp.left.as_ref(), resp.regions.first());
+    assert_eq!(resp.right.as_ref(), resp.regions.last());
+    assert_eq!(*ids.reported.lock(), resp.regions);
+    // The old epoch no longer splits anything.
+    let resp = split(vec![b"c"]).expect("answer").into_inner();
+    assert!(resp
+        .region_error
+        .expect("region error")
+        .epoch_not_match
+        .is_some());
+    let reported = ids.reported.lock().clone();
+    cluster.update_route(&reported);
+    for r in &reported {
+        cluster.wait_leader(r.id, Duration::from_secs(10));
+    }
+    cluster.must_put(b"h", b"middle");
+    assert_eq!(cluster.must_get(b"h"), Some(b"middle".to_vec()));
+}
