@@ -14,9 +14,9 @@
 //! - [`clock`]: injectable wall time for leases and timeouts.
 //! - [`transport`]: the trait the store sends Raft messages through.
 //!
-//! Deliberately absent (later roadmap steps): deciding when to split (splits are requested),
-//! merge, conf change, Raft snapshots, leader transfer, hibernation of idle regions, creation
-//! of peers from incoming messages.
+//! Deliberately absent (later roadmap steps): deciding when to split (the server does), merge,
+//! conf change, Raft snapshots, leader transfer, hibernation of idle regions, creation of peers
+//! from incoming messages.
 
 pub mod apply;
 pub mod bootstrap;

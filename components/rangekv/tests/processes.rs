@@ -23,12 +23,17 @@ impl TestCluster {
     }
 
     fn start_with_pds(pds: usize, stores: usize) -> TestCluster {
+        Self::start_with_config(pds, stores, "")
+    }
+
+    /// `extra` is appended to every store's TOML config.
+    fn start_with_config(pds: usize, stores: usize, extra: &str) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cfg =
             LocalClusterConfig::on_free_ports(bin(), dir.path().to_path_buf(), pds, stores)
                 .expect("ports");
         cfg.pd_args = vec!["--max-replicas".into(), stores.min(3).to_string()];
-        cfg.server_args = vec!["--config".into(), write_server_config(dir.path())];
+        cfg.server_args = vec!["--config".into(), write_server_config(dir.path(), extra)];
         let mut cluster = LocalCluster::start(cfg).expect("start cluster");
         cluster
             .wait_listening(Duration::from_secs(60))
@@ -113,12 +118,14 @@ impl TestCluster {
     }
 }
 
-/// Short ticks so that failover happens quickly in tests.
-fn write_server_config(dir: &std::path::Path) -> String {
+/// Short ticks so that failover happens quickly in tests; `extra` TOML is appended.
+fn write_server_config(dir: &std::path::Path, extra: &str) -> String {
     let path = dir.join("server.toml");
     std::fs::write(
         &path,
-        "store_heartbeat_secs = 1\nregion_heartbeat_secs = 1\n[raftstore]\nraft_base_tick_ms = 50\n",
+        format!(
+            "store_heartbeat_secs = 1\nregion_heartbeat_secs = 1\n[raftstore]\nraft_base_tick_ms = 50\n{extra}"
+        ),
     )
     .expect("write config");
     path.display().to_string()
@@ -575,4 +582,46 @@ fn ctl_splits_a_region_and_clients_follow_the_new_layout() {
         assert!(Instant::now() < deadline, "PD does not know the split");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn regions_that_outgrow_the_size_limit_split_by_themselves() {
+    let t = TestCluster::start_with_config(
+        1,
+        3,
+        "[split]\nregion_max_size = 65536\nregion_split_size = 32768\ncheck_secs = 1\n",
+    );
+    let c = t.client();
+    let value = vec![b'x'; 1000];
+    t.rt.block_on(async {
+        for chunk in (0..300u32).collect::<Vec<_>>().chunks(50) {
+            c.batch_put(chunk.iter().map(|i| (key(*i), value.clone())))
+                .await
+                .unwrap();
+        }
+    });
+    let pd = t.pd();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = t.rt.block_on(pd.scan_regions(b"", b"", 100)).unwrap().len();
+        if n >= 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {n} regions after a minute\n{}",
+            t.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Nothing was lost or duplicated, and every region still takes writes.
+    t.rt.block_on(async {
+        let all = c.scan(key(0), key(300), 1000).await.unwrap();
+        assert_eq!(all.len(), 300);
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+        for i in (0..300).step_by(37) {
+            c.put(key(i), b"again".to_vec()).await.unwrap();
+            assert_eq!(c.get(key(i)).await.unwrap().as_deref(), Some(&b"again"[..]));
+        }
+    });
 }

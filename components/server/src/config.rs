@@ -24,6 +24,7 @@ pub struct ServerConfig {
     pub region_heartbeat_secs: u64,
     pub raftstore: RaftstoreConfig,
     pub limits: Limits,
+    pub split: SplitConfig,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +38,7 @@ impl Default for ServerConfig {
             region_heartbeat_secs: 10,
             raftstore: RaftstoreConfig::default(),
             limits: Limits::default(),
+            split: SplitConfig::default(),
         }
     }
 }
@@ -60,6 +62,7 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.raftstore.to_raftstore().validate()?;
         self.limits.validate()?;
+        self.split.validate()?;
         if self.pd_endpoints.is_empty() {
             return Err("pd_endpoints must not be empty".into());
         }
@@ -107,6 +110,41 @@ impl RaftstoreConfig {
             apply_pool_size: self.apply_pool_size,
             ..Default::default()
         }
+    }
+}
+
+/// Automatic region split by size.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SplitConfig {
+    /// A region a leader finds larger than this (keys and values of all column families) is
+    /// split; 0 turns automatic split off.
+    pub region_max_size: u64,
+    /// Where it is split: the first key at which this much data lies before it.
+    pub region_split_size: u64,
+    /// Seconds between checks of the regions this store leads.
+    pub check_secs: u64,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        SplitConfig {
+            region_max_size: 144 << 20,
+            region_split_size: 96 << 20,
+            check_secs: 10,
+        }
+    }
+}
+
+impl SplitConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.region_max_size != 0 && self.region_split_size >= self.region_max_size {
+            return Err("split.region_split_size must be below split.region_max_size".into());
+        }
+        if self.check_secs == 0 {
+            return Err("split.check_secs must be positive".into());
+        }
+        Ok(())
     }
 }
 

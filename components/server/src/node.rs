@@ -197,12 +197,15 @@ impl Node {
         })
         .await??;
         let router = store.router();
+        let split_engine = engine.clone();
+        let split_ids: Arc<dyn crate::split::SplitIdAllocator> =
+            Arc::new(PdSplitIds { pd: pd.clone() });
         let storage = RawStorage::new(router.clone(), engine, cfg.limits.clone());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let service = TikvServer::new(
             TikvService::new(storage)
                 .with_shutdown(shutdown_rx.clone())
-                .with_split_ids(Arc::new(PdSplitIds { pd: pd.clone() })),
+                .with_split_ids(split_ids.clone()),
         )
         .max_decoding_message_size(cfg.limits.max_grpc_message_size)
         .max_encoding_message_size(cfg.limits.max_grpc_message_size);
@@ -235,6 +238,13 @@ impl Node {
             router.clone(),
             store_id,
             Duration::from_secs(cfg.store_heartbeat_secs.max(1)),
+            shutdown_rx.clone(),
+        )));
+        node.tasks.push(tokio::spawn(split_checks(
+            router.clone(),
+            split_engine,
+            split_ids,
+            cfg.split.clone(),
             shutdown_rx.clone(),
         )));
         node.tasks.push(tokio::spawn(region_heartbeats(
@@ -447,6 +457,67 @@ async fn region_heartbeats(
         tokio::select! {
             _ = tokio::time::sleep(check) => {}
             _ = shutdown.wait_for(|v| *v) => return,
+        }
+    }
+}
+
+/// Splits the regions this store leads once they outgrow `cfg.region_max_size`. A region is
+/// read again only after it applied new entries.
+async fn split_checks(
+    router: StoreRouter,
+    engine: engine::Engine,
+    ids: Arc<dyn crate::split::SplitIdAllocator>,
+    cfg: crate::config::SplitConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if cfg.region_max_size == 0 {
+        return;
+    }
+    let mut checked_at: HashMap<u64, u64> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(cfg.check_secs)) => {}
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
+        for region_id in router.region_ids() {
+            let Ok(Ok(status)) =
+                tokio::time::timeout(Duration::from_secs(2), router.peer_status(region_id)).await
+            else {
+                continue;
+            };
+            if !status.is_leader || checked_at.get(&region_id) == Some(&status.applied_index) {
+                continue;
+            }
+            checked_at.insert(region_id, status.applied_index);
+            let region = status.region.clone();
+            let scan_engine = engine.clone();
+            let (max, split) = (cfg.region_max_size, cfg.region_split_size);
+            let key = tokio::task::spawn_blocking(move || {
+                crate::split::size_split_key(&scan_engine, &region, max, split)
+            })
+            .await;
+            let key = match key {
+                Ok(Ok(Some(key))) => key,
+                Ok(Ok(None)) => continue,
+                Ok(Err(e)) => {
+                    warn!(region_id, %e, "split check failed");
+                    continue;
+                }
+                Err(e) => {
+                    warn!(region_id, %e, "split check task failed");
+                    continue;
+                }
+            };
+            let header = raftstore::RequestHeader {
+                region_id,
+                epoch: status.region.region_epoch,
+                peer: status.leader,
+                keys: vec![key.clone()],
+            };
+            match crate::split::split_at(&router, &ids, header, vec![key]).await {
+                Ok(regions) => info!(region_id, regions = regions.len(), "split a large region"),
+                Err(e) => warn!(region_id, ?e, "size split failed"),
+            }
         }
     }
 }

@@ -2,7 +2,11 @@
 //! [`SplitIdAllocator`] (PD's `AskBatchSplit` in a real store), the split itself is a Raft
 //! admin command of the region's leader, and the new layout is reported back to PD.
 //!
-//! Deliberately absent: deciding when to split (size or load based checks).
+//! [`size_split_key`] decides where a region that outgrew the configured size splits; the
+//! store's split checker (`node`) calls it for the regions it leads.
+//!
+//! Deliberately absent: load-based split, and size estimates from SST properties (the checker
+//! reads the region's data, and only after the region applied new entries).
 
 use std::sync::Arc;
 
@@ -11,7 +15,7 @@ use futures::future::BoxFuture;
 use proto::kvrpcpb::{SplitRegionRequest, SplitRegionResponse};
 use proto::metapb;
 use raftstore::cmd::SplitIds;
-use raftstore::RequestHeader;
+use raftstore::{RequestHeader, StoreRouter};
 
 use crate::raw::{Failure, RawStorage};
 
@@ -67,9 +71,26 @@ pub async fn split_region(
         peer: ctx.peer,
         keys: keys.clone(),
     };
-    let grant = storage.router().read_grant(header.clone()).await?;
+    let regions = split_at(storage.router(), ids, header, keys).await?;
+    Ok(SplitRegionResponse {
+        left: regions.first().cloned(),
+        right: regions.last().cloned(),
+        regions,
+        ..Default::default()
+    })
+}
+
+/// Splits the region named by `header` at `keys` (sorted, deduplicated): confirms the routing
+/// with the leader, takes ids from `ids`, splits through Raft and reports the result.
+pub async fn split_at(
+    router: &StoreRouter,
+    ids: &Arc<dyn SplitIdAllocator>,
+    header: RequestHeader,
+    keys: Vec<Bytes>,
+) -> Result<Vec<metapb::Region>, Failure> {
+    let grant = router.read_grant(header.clone()).await?;
     let new_ids = ids
-        .alloc(grant.region.clone(), keys.len() as u32)
+        .alloc(grant.region, keys.len() as u32)
         .await
         .map_err(|e| Failure::Message(format!("allocating split ids: {e}")))?;
     if new_ids.len() != keys.len() {
@@ -77,12 +98,67 @@ pub async fn split_region(
             "the id allocator returned the wrong number of ids".into(),
         ));
     }
-    let regions = storage.router().split(header, keys, new_ids).await?;
+    let regions = router.split(header, keys, new_ids).await?;
     ids.report(regions.clone()).await;
-    Ok(SplitRegionResponse {
-        left: regions.first().cloned(),
-        right: regions.last().cloned(),
-        regions,
-        ..Default::default()
-    })
+    Ok(regions)
+}
+
+/// Where to split `region` by size: `None` while its data (keys and values of the default
+/// column family) stays within `max_size`, else the first key after `split_size` bytes.
+/// Stops reading once `max_size` is passed.
+pub fn size_split_key(
+    engine: &engine::Engine,
+    region: &metapb::Region,
+    max_size: u64,
+    split_size: u64,
+) -> engine::Result<Option<Bytes>> {
+    let start = engine::keys::data_key(&region.start_key);
+    let end = engine::keys::data_end_key(&region.end_key);
+    let mut size = 0u64;
+    let mut take_next = false;
+    let mut split_key = None;
+    engine.scan(engine::CF_DEFAULT, &start, Some(&end), |k, v| {
+        if take_next && split_key.is_none() {
+            split_key = Some(Bytes::copy_from_slice(engine::keys::origin_key(k)));
+        }
+        size += (k.len() + v.len()) as u64;
+        if size >= split_size {
+            take_next = true;
+        }
+        size <= max_size
+    })?;
+    Ok(if size > max_size { split_key } else { None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::{keys, Engine, EngineOptions, WriteBatch, CF_DEFAULT};
+
+    #[test]
+    fn size_split_key_waits_for_max_then_cuts_after_split_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
+        let mut wb = WriteBatch::new();
+        // 10 entries of 101 bytes each (data key 3 + value 98), and one outside the region.
+        for i in 0..10u8 {
+            wb.put(CF_DEFAULT, &keys::data_key(&[b'k', b'0' + i]), &[0u8; 98]);
+        }
+        wb.put(CF_DEFAULT, &keys::data_key(b"z"), &[0u8; 5000]);
+        engine.write(wb, false).unwrap();
+        let region = metapb::Region {
+            id: 1,
+            start_key: Bytes::from_static(b"k"),
+            end_key: Bytes::from_static(b"l"),
+            ..Default::default()
+        };
+        assert_eq!(size_split_key(&engine, &region, 1100, 500).unwrap(), None);
+        // Over 900 bytes: split after the first 500 (five entries).
+        assert_eq!(
+            size_split_key(&engine, &region, 900, 500).unwrap(),
+            Some(Bytes::from_static(b"k5"))
+        );
+        // A split size reached only at the last key gives no key to split at.
+        assert_eq!(size_split_key(&engine, &region, 900, 1000).unwrap(), None);
+    }
 }
