@@ -79,6 +79,11 @@ pub enum PeerMsg {
         header: RequestHeader,
         cb: ReadCallback,
     },
+    /// Hand leadership to `to` (a scheduling decision made under `epoch`).
+    TransferLeader {
+        to: metapb::Peer,
+        epoch: Option<metapb::RegionEpoch>,
+    },
     /// Split the region at `split_keys`, with new region and peer ids from PD.
     Split {
         header: RequestHeader,
@@ -146,6 +151,7 @@ impl PeerFsm {
                     ids,
                     cb,
                 } => self.peer.on_split(ctx, header, split_keys, ids, cb),
+                PeerMsg::TransferLeader { to, epoch } => self.peer.on_transfer_leader(to, epoch),
                 PeerMsg::Tick => self.peer.on_tick(ctx),
                 PeerMsg::ApplyRes(res) => self.peer.on_apply_res(ctx, res),
                 PeerMsg::Query(cb) => cb(self.peer.status()),
@@ -482,12 +488,16 @@ impl Peer {
         self.reads_to_issue.push((header, cb));
     }
 
+    /// A leader handing over leadership has no lease: the transferee may be elected at once
+    /// (MsgTimeoutNow skips the followers' lease check), long before this lease would end.
     fn lease_valid(&self, now: Instant) -> bool {
-        self.is_leader() && self.lease_expire.is_some_and(|t| now < t)
+        self.is_leader()
+            && self.raw.raft.lead_transferee.is_none()
+            && self.lease_expire.is_some_and(|t| now < t)
     }
 
     fn renew_lease(&mut self, since: Instant) {
-        if !self.is_leader() {
+        if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
             return;
         }
         let expire = since + self.cfg.lease_duration();
@@ -511,6 +521,27 @@ impl Peer {
             read_index: None,
             callbacks: std::mem::take(&mut self.reads_to_issue),
         });
+    }
+
+    fn on_transfer_leader(&mut self, to: metapb::Peer, epoch: Option<metapb::RegionEpoch>) {
+        if !self.is_leader() || to.id == self.meta.id || find_peer(&self.region, to.id).is_none() {
+            return;
+        }
+        if epoch != self.region.region_epoch {
+            debug!(
+                region_id = self.region.id,
+                "transfer leader under a stale epoch ignored"
+            );
+            return;
+        }
+        info!(
+            region_id = self.region.id,
+            to = to.id,
+            to_store = to.store_id,
+            "transferring leadership"
+        );
+        self.lease_expire = None;
+        self.raw.transfer_leader(to.id);
     }
 
     fn on_tick(&mut self, ctx: &mut PollContext<impl crate::Transport>) {

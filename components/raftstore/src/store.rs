@@ -265,6 +265,17 @@ impl StoreRouter {
         Ok(resp.regions)
     }
 
+    /// Asks the leader of `region_id` to hand leadership to `to`, if the region still has
+    /// `epoch` (scheduling decisions made under another epoch are dropped).
+    pub fn transfer_leader(
+        &self,
+        region_id: u64,
+        to: metapb::Peer,
+        epoch: Option<metapb::RegionEpoch>,
+    ) -> Result<()> {
+        self.send(region_id, PeerMsg::TransferLeader { to, epoch })
+    }
+
     /// [`StoreRouter::propose`] as a future.
     pub async fn write(&self, header: RequestHeader, ops: Vec<WriteOp>) -> Result<WriteResponse> {
         let (tx, rx) = oneshot::channel();

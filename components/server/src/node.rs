@@ -13,7 +13,9 @@
 //! 5. Heartbeats: store statistics periodically; every leader's region whenever its term,
 //!    epoch or leader changed, and periodically otherwise.
 //!
-//! Deliberately absent: acting on PD's scheduling answers, status/metrics server, TLS.
+//! 6. PD's scheduling answers: leader transfers are handed to the region's leader.
+//!
+//! Deliberately absent: PD's other operators (conf change), status/metrics server, TLS.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,7 +31,7 @@ use proto::tikvpb::tikv_server::TikvServer;
 use raftstore::{Store, StoreRouter};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::raw::RawStorage;
@@ -240,6 +242,16 @@ impl Node {
             Duration::from_secs(cfg.store_heartbeat_secs.max(1)),
             shutdown_rx.clone(),
         )));
+        // PD's scheduling answers: only leader transfers are acted on so far.
+        let schedule_router = router.clone();
+        pd.on_region_heartbeat_response(Arc::new(move |resp| {
+            let Some(to) = resp.transfer_leader.and_then(|t| t.peer) else {
+                return;
+            };
+            if let Err(e) = schedule_router.transfer_leader(resp.region_id, to, resp.region_epoch) {
+                debug!(region_id = resp.region_id, %e, "leader transfer for an unknown region");
+            }
+        }));
         node.tasks.push(tokio::spawn(split_checks(
             router.clone(),
             split_engine,

@@ -1,5 +1,5 @@
 //! Concurrent clients read, write and compare-and-swap a few keys while a nemesis partitions,
-//! isolates, delays and drops messages; the recorded history of every key must be
+//! isolates, delays and drops messages and moves leadership; the recorded history of every key must be
 //! linearizable. Clients send each operation to any store that believes it leads the region, so
 //! a deposed leader that kept serving would be caught (serving reads on followers is caught
 //! within one run).
@@ -76,7 +76,7 @@ fn register_histories_under_network_faults_are_linearizable() {
             let mut rng = StdRng::seed_from_u64(99);
             while !stop.load(Ordering::SeqCst) {
                 cluster.clear_filters();
-                match rng.random_range(0..5) {
+                match rng.random_range(0..6) {
                     0 => cluster.add_filter(Isolate(rng.random_range(1..=3))),
                     1 => {
                         let a = rng.random_range(1..=3u64);
@@ -89,6 +89,20 @@ fn register_histories_under_network_faults_are_linearizable() {
                         Duration::from_millis(30),
                         rng.random(),
                     )),
+                    4 => {
+                        // Hand leadership of a region to a random replica.
+                        let region_id = rng.random_range(1..=2u64);
+                        let to = rng.random_range(1..=3u64);
+                        if let Some(from) = cluster.leader_store(region_id) {
+                            let region = cluster.regions[region_id as usize - 1].clone();
+                            let target = *region.peers.iter().find(|p| p.store_id == to).unwrap();
+                            let _ = cluster.storage(from).router().transfer_leader(
+                                region_id,
+                                target,
+                                region.region_epoch,
+                            );
+                        }
+                    }
                     _ => {}
                 }
                 std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));

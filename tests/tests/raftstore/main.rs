@@ -13,3 +13,4 @@ mod region_errors;
 mod replication;
 mod restart;
 mod split;
+mod transfer_leader;
