@@ -18,10 +18,14 @@
 //!   any node that is not a serving leader (see [`crate::raft_node`]). TSO and id allocation
 //!   check again, under their allocator lock, right before handing anything out.
 //! - Soft state (leaders, statistics) is per node: a new leader rebuilds it from heartbeats.
+//! - Scheduling: a region heartbeat from the region's leader, once recorded, may be answered
+//!   on the stream with a leader transfer by the balance-leader scheduler ([`crate::schedule`]),
+//!   when `schedule_leader_balance` is on. Only the serving leader answers heartbeats at all.
 //!
-//! Not done yet: scheduling (region heartbeats are never answered), store tombstoning, and
+//! Not done yet: other operators (replica placement, region merge), store tombstoning, and
 //! removal of peers/stores; `down_peers` and `pending_peers` are passed through as reported.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -34,6 +38,7 @@ use crate::heartbeat::HeartbeatCache;
 use crate::id::Ids;
 use crate::proposer::StateHandle;
 use crate::region_map::{epoch, RegionVerdict};
+use crate::schedule::{LeaderBalanceConfig, LeaderScheduler, LeaderView, STORE_ALIVE_MS};
 use crate::state::validate_region;
 use crate::tso::Tso;
 use crate::{Error, Result};
@@ -51,6 +56,9 @@ pub struct Cluster {
     tso: Tso,
     ids: Ids,
     heartbeats: Mutex<HeartbeatCache>,
+    /// The balance-leader scheduler; `None` when leader balancing is off. Locked after
+    /// `heartbeats` when both are held.
+    leader_scheduler: Option<Mutex<LeaderScheduler>>,
 }
 
 impl Cluster {
@@ -61,6 +69,7 @@ impl Cluster {
         state: StateHandle,
         tso: Tso,
         ids: Ids,
+        leader_balance: Option<LeaderBalanceConfig>,
     ) -> Cluster {
         Cluster {
             member,
@@ -70,6 +79,7 @@ impl Cluster {
             tso,
             ids,
             heartbeats: Mutex::new(HeartbeatCache::default()),
+            leader_scheduler: leader_balance.map(|c| Mutex::new(LeaderScheduler::new(c))),
         }
     }
 
@@ -291,15 +301,15 @@ impl Cluster {
         Ok(StoreHeartbeatResponse::default())
     }
 
-    /// Handles one region heartbeat; `Some` is a message to send back on the stream (only
-    /// errors for now: there is no scheduling yet).
+    /// Handles one region heartbeat; `Some` is a message to send back on the stream: an error,
+    /// or an operator for the region's leader (a leader transfer, see [`crate::schedule`]).
     pub async fn on_region_heartbeat(
         &self,
         req: RegionHeartbeatRequest,
     ) -> Option<RegionHeartbeatResponse> {
         let region_id = req.region.as_ref().map_or(0, |r| r.id);
         match self.handle_region_heartbeat(&req).await {
-            Ok(()) => None,
+            Ok(operator) => operator,
             Err(e) => {
                 tracing::debug!(region_id, error = %e, "region heartbeat failed");
                 Some(RegionHeartbeatResponse {
@@ -313,7 +323,11 @@ impl Cluster {
         }
     }
 
-    async fn handle_region_heartbeat(&self, req: &RegionHeartbeatRequest) -> Result<()> {
+    /// Records a region heartbeat; returns the operator to answer it with, if any.
+    async fn handle_region_heartbeat(
+        &self,
+        req: &RegionHeartbeatRequest,
+    ) -> Result<Option<RegionHeartbeatResponse>> {
         self.require_leader()?;
         self.check_header(req.header.as_ref())?;
         self.require_bootstrapped()?;
@@ -332,7 +346,7 @@ impl Cluster {
                     known = ?epoch(&newer),
                     "ignoring stale region heartbeat"
                 );
-                return Ok(());
+                return Ok(None);
             }
             RegionVerdict::Unchanged => {}
             RegionVerdict::Changed => {
@@ -343,9 +357,9 @@ impl Cluster {
                     }))
                     .await?;
                 if let ApplyResult::Regions(applied) = result {
-                    self.heartbeats.lock().forget_regions(&applied.removed);
+                    self.forget_regions(&applied.removed);
                     if applied.stale.contains(&region.id) {
-                        return Ok(());
+                        return Ok(None);
                     }
                     tracing::debug!(region_id = region.id, epoch = ?epoch(region), "region updated");
                 }
@@ -354,7 +368,84 @@ impl Cluster {
         self.heartbeats
             .lock()
             .on_region_heartbeat(req, self.clock.now_ms());
-        Ok(())
+        Ok(self.schedule_leader(req, region))
+    }
+
+    /// Drops the soft state of regions that left the region map.
+    fn forget_regions(&self, ids: &[u64]) {
+        self.heartbeats.lock().forget_regions(ids);
+        if let Some(scheduler) = &self.leader_scheduler {
+            scheduler.lock().forget_regions(ids);
+        }
+    }
+
+    /// Runs the balance-leader scheduler on a recorded heartbeat of `region`; returns the
+    /// `TransferLeader` operator for its leader, if one is due.
+    fn schedule_leader(
+        &self,
+        req: &RegionHeartbeatRequest,
+        region: &metapb::Region,
+    ) -> Option<RegionHeartbeatResponse> {
+        let scheduler = self.leader_scheduler.as_ref()?;
+        let now_ms = self.clock.now_ms();
+        let up_stores: Vec<u64> = self.state.read(|s| {
+            s.stores()
+                .filter(|store| store.state() == metapb::StoreState::Up)
+                .map(|store| store.id)
+                .collect()
+        });
+        let heartbeats = self.heartbeats.lock();
+        let stores: BTreeSet<u64> = up_stores
+            .into_iter()
+            .filter(|id| {
+                heartbeats.store(*id).is_some_and(|status| {
+                    now_ms.saturating_sub(status.last_heartbeat_ms) <= STORE_ALIVE_MS
+                })
+            })
+            .collect();
+        let leader = heartbeats.leader_of(region);
+        let from_leader = leader.is_some() && leader == req.leader;
+        let excluded: Vec<u64> = heartbeats
+            .region(region.id)
+            .map(|status| {
+                let down = status
+                    .down_peers
+                    .iter()
+                    .filter_map(|d| d.peer.map(|p| p.id));
+                let pending = status.pending_peers.iter().map(|p| p.id);
+                down.chain(pending).collect()
+            })
+            .unwrap_or_default();
+        let target = scheduler.lock().on_heartbeat(
+            LeaderView {
+                region,
+                leader: leader.as_ref(),
+                from_leader,
+                leader_counts: heartbeats.leader_counts(),
+                stores: &stores,
+                excluded: &excluded,
+            },
+            now_ms,
+        )?;
+        let leader = leader?;
+        tracing::info!(
+            region_id = region.id,
+            from_store = leader.store_id,
+            to_store = target.store_id,
+            to_peer = target.id,
+            "balance-leader: transferring leader"
+        );
+        Some(RegionHeartbeatResponse {
+            header: Some(self.ok_header()),
+            region_id: region.id,
+            region_epoch: region.region_epoch,
+            target_peer: Some(leader),
+            transfer_leader: Some(TransferLeader {
+                peer: Some(target),
+                peers: Vec::new(),
+            }),
+            ..Default::default()
+        })
     }
 
     /// A region as answered by GetRegion and friends.
@@ -501,7 +592,7 @@ impl Cluster {
             }))
             .await?;
         if let ApplyResult::Regions(applied) = result {
-            self.heartbeats.lock().forget_regions(&applied.removed);
+            self.forget_regions(&applied.removed);
             tracing::info!(
                 updated = ?applied.updated,
                 removed = ?applied.removed,

@@ -11,7 +11,11 @@
 //! - `initial_cluster`, when given, parses, names every member once, and names this node;
 //! - the Raft election timeout is longer than the heartbeat interval, and long enough (at least 4
 //!   ticks) to leave a positive leader lease (see [`PdConfig::leader_lease`]);
-//! - the Raft log GC check interval is positive.
+//! - the Raft log GC check interval is positive;
+//! - `leader_balance_threshold` is at least 2 (a transfer moves the difference between two stores
+//!   by 2, so a threshold of 1 would move a leader back and forth), and
+//!   `max_pending_leader_transfers` is positive (set `schedule_leader_balance = false` to stop
+//!   leader balancing instead).
 //!
 //! One port per node: the client service (`pdpb.PD`) and the PD-to-PD Raft transport
 //! (`pdraftpb.PdRaft`) are served by the same gRPC server on `listen_addr`, so a member's peer URL
@@ -69,6 +73,15 @@ pub struct PdConfig {
     /// The leader compacts the Raft log once more than this many entries that every member has
     /// (and it has applied) are above the truncated index.
     pub raft_log_gc_threshold: u64,
+    /// Whether the serving leader answers region heartbeats with leader transfers that even out
+    /// the number of leaders per store (see [`crate::schedule`]).
+    pub schedule_leader_balance: bool,
+    /// A region's leader is moved only if its store leads at least this many more regions than
+    /// the least-loaded other store holding a voter of the region. At least 2.
+    pub leader_balance_threshold: u64,
+    /// At most this many leader transfers are in flight (proposed, not yet seen done or timed
+    /// out) cluster-wide.
+    pub max_pending_leader_transfers: usize,
 }
 
 impl Default for PdConfig {
@@ -89,6 +102,9 @@ impl Default for PdConfig {
             raft_heartbeat_ticks: 2,
             raft_log_gc_ticks: 50,
             raft_log_gc_threshold: 256,
+            schedule_leader_balance: true,
+            leader_balance_threshold: 2,
+            max_pending_leader_transfers: 4,
         }
     }
 }
@@ -141,6 +157,17 @@ impl PdConfig {
         if self.raft_log_gc_ticks == 0 {
             return Err(Error::Config(
                 "raft_log_gc_ticks must be positive".to_owned(),
+            ));
+        }
+        if self.leader_balance_threshold < 2 {
+            return Err(Error::Config(format!(
+                "leader_balance_threshold ({}) must be at least 2",
+                self.leader_balance_threshold
+            )));
+        }
+        if self.max_pending_leader_transfers == 0 {
+            return Err(Error::Config(
+                "max_pending_leader_transfers must be positive".to_owned(),
             ));
         }
         let members = self.members()?;
@@ -289,6 +316,18 @@ mod tests {
             ..PdConfig::default()
         };
         assert!(bad.validate().is_err());
+        for threshold in [0, 1] {
+            let bad = PdConfig {
+                leader_balance_threshold: threshold,
+                ..PdConfig::default()
+            };
+            assert!(bad.validate().is_err());
+        }
+        let bad = PdConfig {
+            max_pending_leader_transfers: 0,
+            ..PdConfig::default()
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]
@@ -339,5 +378,8 @@ mod tests {
         let cfg: PdConfig = toml::from_str(include_str!("../../etc/pd.toml")).unwrap();
         cfg.validate().unwrap();
         assert_eq!(cfg.max_replicas, 3);
+        assert!(cfg.schedule_leader_balance);
+        assert_eq!(cfg.leader_balance_threshold, 2);
+        assert_eq!(cfg.max_pending_leader_transfers, 4);
     }
 }

@@ -9,8 +9,11 @@
 //!   recorded one (term 0 means "unknown" and always wins), so a delayed heartbeat of a deposed
 //!   leader does not overwrite its successor.
 //! - A leader is only reported back if it is still one of the region's peers.
+//! - `leader_counts[store]` is the number of recorded regions whose recorded leader is on
+//!   `store` (stores leading nothing have no entry); it is kept up to date on every change of a
+//!   recorded leader and when regions are forgotten, so reading it costs no scan.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use proto::metapb::{Peer, Region};
 use proto::pdpb::{PeerStats, RegionHeartbeatRequest, StoreStats};
@@ -46,6 +49,8 @@ pub struct RegionStatus {
 pub struct HeartbeatCache {
     stores: HashMap<u64, StoreStatus>,
     regions: HashMap<u64, RegionStatus>,
+    /// Recorded leaders per store id; see the module docs.
+    leader_counts: BTreeMap<u64, u64>,
 }
 
 impl HeartbeatCache {
@@ -70,8 +75,18 @@ impl HeartbeatCache {
         };
         let status = self.regions.entry(region.id).or_default();
         if req.term == 0 || status.term == 0 || req.term >= status.term {
+            let old = status.leader.map(|p| p.store_id);
+            let new = req.leader.map(|p| p.store_id);
             status.leader = req.leader;
             status.term = req.term;
+            if old != new {
+                if let Some(store_id) = old {
+                    Self::uncount_leader(&mut self.leader_counts, store_id);
+                }
+                if let Some(store_id) = new {
+                    *self.leader_counts.entry(store_id).or_default() += 1;
+                }
+            }
         }
         status.down_peers = req.down_peers.clone();
         status.pending_peers = req.pending_peers.clone();
@@ -101,7 +116,25 @@ impl HeartbeatCache {
     /// Forgets regions that left the region map.
     pub fn forget_regions(&mut self, ids: &[u64]) {
         for id in ids {
-            self.regions.remove(id);
+            if let Some(status) = self.regions.remove(id) {
+                if let Some(leader) = status.leader {
+                    Self::uncount_leader(&mut self.leader_counts, leader.store_id);
+                }
+            }
+        }
+    }
+
+    /// How many recorded regions each store leads (stores leading none are absent).
+    pub fn leader_counts(&self) -> &BTreeMap<u64, u64> {
+        &self.leader_counts
+    }
+
+    fn uncount_leader(counts: &mut BTreeMap<u64, u64>, store_id: u64) {
+        if let Some(count) = counts.get_mut(&store_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&store_id);
+            }
         }
     }
 }
@@ -152,5 +185,46 @@ mod tests {
         assert_eq!(cache.leader_of(&shrunk), None);
         cache.forget_regions(&[1]);
         assert_eq!(cache.leader_of(&region), None);
+    }
+
+    /// The incrementally kept counts equal a scan of the recorded leaders.
+    #[test]
+    fn leader_counts_follow_leaders() {
+        fn scanned(cache: &HeartbeatCache) -> BTreeMap<u64, u64> {
+            let mut counts = BTreeMap::new();
+            for status in cache.regions.values() {
+                if let Some(leader) = status.leader {
+                    *counts.entry(leader.store_id).or_default() += 1;
+                }
+            }
+            counts
+        }
+        let mut cache = HeartbeatCache::default();
+        let mut req = heartbeat(peer(10, 1), 5);
+        cache.on_region_heartbeat(&req, 1);
+        if let Some(region) = req.region.as_mut() {
+            region.id = 2;
+        }
+        cache.on_region_heartbeat(&req, 1);
+        assert_eq!(cache.leader_counts(), &BTreeMap::from([(1, 2)]));
+        // Same leader again: no change.
+        cache.on_region_heartbeat(&req, 2);
+        assert_eq!(cache.leader_counts(), &BTreeMap::from([(1, 2)]));
+        // Region 2 moves to store 2; an older term for region 1 changes nothing.
+        req.leader = Some(peer(11, 2));
+        req.term = 6;
+        cache.on_region_heartbeat(&req, 3);
+        let mut old = heartbeat(peer(11, 2), 4);
+        cache.on_region_heartbeat(&old, 3);
+        assert_eq!(cache.leader_counts(), &BTreeMap::from([(1, 1), (2, 1)]));
+        // A heartbeat without a leader uncounts it.
+        old.leader = None;
+        old.term = 0;
+        cache.on_region_heartbeat(&old, 4);
+        assert_eq!(cache.leader_counts(), &BTreeMap::from([(2, 1)]));
+        assert_eq!(cache.leader_counts(), &scanned(&cache));
+        cache.forget_regions(&[2, 1, 99]);
+        assert!(cache.leader_counts().is_empty());
+        assert_eq!(cache.leader_counts(), &scanned(&cache));
     }
 }

@@ -19,6 +19,8 @@
 //! - [`tso`], [`id`]: timestamp oracle and id allocator, handing out from memory within bounds
 //!   persisted through the state machine.
 //! - [`heartbeat`]: soft state (leaders, statistics) that is never persisted.
+//! - [`schedule`]: the balance-leader scheduler, answering region heartbeats with leader
+//!   transfers that even out the leaders per store.
 //! - [`clock`]: injectable wall time. [`config`]: [`PdConfig`].
 //!
 //! Architecture invariants:
@@ -33,7 +35,8 @@
 //!
 //! Deliberately absent for now: membership changes, Raft snapshots (so a member that is down
 //! holds log compaction back, see [`log_gc`]), request forwarding from followers, scheduling
-//! (heartbeats are never answered with operators), store tombstoning, region merge, TLS.
+//! beyond leader balancing (no replica placement or region balance operators), store
+//! tombstoning, region merge, TLS.
 
 pub mod clock;
 pub mod cluster;
@@ -46,6 +49,7 @@ pub mod log_gc;
 pub mod proposer;
 pub mod raft_node;
 pub mod region_map;
+pub mod schedule;
 pub mod server;
 pub mod service;
 pub mod state;

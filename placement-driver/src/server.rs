@@ -51,6 +51,7 @@ use crate::proposer::{Opened, StateHandle};
 use crate::raft_node::{
     Leadership, MemberInfo, NodeStatus, RaftLogState, RaftMsg, RaftNode, RaftTiming,
 };
+use crate::schedule::{LeaderBalanceConfig, LEADER_TRANSFER_TIMEOUT_MS};
 use crate::service::{PdService, Shutdown};
 use crate::transport::{NetFilter, PdRaftService, PeerSender};
 use crate::tso::Tso;
@@ -202,6 +203,13 @@ pub async fn start_with_listener(
         state.clone(),
         tso,
         ids,
+        config
+            .schedule_leader_balance
+            .then_some(LeaderBalanceConfig {
+                threshold: config.leader_balance_threshold,
+                max_pending: config.max_pending_leader_transfers,
+                transfer_timeout_ms: LEADER_TRANSFER_TIMEOUT_MS,
+            }),
     ));
 
     let service = PdService::new(Arc::clone(&cluster), shutdown.clone());

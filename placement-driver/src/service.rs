@@ -11,7 +11,9 @@
 //! stream, and end when the client closes its side or the server shuts down. A Tso request to a
 //! node that may not serve is answered with a "not leader" header error; a RegionHeartbeat
 //! stream to (or on) a node that is not the serving leader ends with an `UNAVAILABLE` status
-//! saying "not leader", so that the client reconnects to the leader.
+//! saying "not leader", so that the client reconnects to the leader. A region heartbeat is
+//! answered on its stream only with an error or an operator for the region's leader (a leader
+//! transfer from [`crate::schedule`]); most heartbeats get no answer.
 
 use std::sync::Arc;
 

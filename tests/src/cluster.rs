@@ -181,6 +181,17 @@ impl Cluster {
         self.engines.remove(&id);
     }
 
+    /// Stops store `id` as a planned stop would: it first hands its leaderships to other
+    /// stores. Returns how many regions it still led when it stopped.
+    pub fn stop_store_gracefully(&mut self, id: u64) -> usize {
+        let still_leading = self
+            .stores
+            .get(&id)
+            .map_or(0, |s| s.transfer_leaders_away(Duration::from_secs(10)));
+        self.stop_store(id);
+        still_leading
+    }
+
     pub fn restart_store(&mut self, id: u64) {
         self.stop_store(id);
         self.start_store(id);

@@ -62,6 +62,8 @@ pub struct PeerStatus {
     pub lease_reads: u64,
     /// ReadIndex rounds this peer started.
     pub read_index_rounds: u64,
+    /// On a leader: the other peers it heard from recently (raft-rs's `recent_active`).
+    pub active_peers: Vec<u64>,
 }
 
 /// Messages to a peer.
@@ -301,6 +303,17 @@ impl Peer {
             last_index: store.last_index_value(),
             lease_reads: self.lease_reads,
             read_index_rounds: self.read_index_rounds,
+            active_peers: if self.is_leader() {
+                self.raw
+                    .raft
+                    .prs()
+                    .iter()
+                    .filter(|(id, pr)| **id != self.meta.id && pr.recent_active)
+                    .map(|(id, _)| *id)
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 

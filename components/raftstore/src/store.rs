@@ -450,6 +450,45 @@ impl Store {
         Ok(())
     }
 
+    /// Hands the leadership of every region this store leads to another replica and waits
+    /// (up to `timeout`) until it leads none: a store about to stop leaves no region without a
+    /// leader for an election timeout. Returns how many regions it still leads.
+    pub fn transfer_leaders_away(&self, timeout: Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        let router = &self.router;
+        let led = |ids: &[u64]| -> Vec<PeerStatus> {
+            ids.iter()
+                .filter_map(|id| futures::executor::block_on(router.peer_status(*id)).ok())
+                .filter(|s| s.is_leader && !s.active_peers.is_empty())
+                .collect()
+        };
+        let ids = router.region_ids();
+        let mut leading = led(&ids);
+        let mut attempt = 0;
+        while !leading.is_empty() && std::time::Instant::now() < deadline {
+            for status in &leading {
+                // Only replicas the leader heard from lately: a stopped store cannot take over.
+                let others: Vec<&metapb::Peer> = status
+                    .region
+                    .peers
+                    .iter()
+                    .filter(|p| {
+                        p.store_id != router.store_id && status.active_peers.contains(&p.id)
+                    })
+                    .collect();
+                if others.is_empty() {
+                    continue;
+                }
+                let to = *others[attempt % others.len()];
+                let _ = router.transfer_leader(status.region.id, to, status.region.region_epoch);
+            }
+            attempt += 1;
+            std::thread::sleep(self.cfg.raft_base_tick * 2);
+            leading = led(&ids);
+        }
+        leading.len()
+    }
+
     /// Stops ticking, polling and applying; outstanding requests fail with `Shutdown`.
     pub fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);

@@ -625,3 +625,57 @@ fn regions_that_outgrow_the_size_limit_split_by_themselves() {
         }
     });
 }
+
+#[test]
+fn pd_spreads_region_leaders_over_the_stores() {
+    // Small regions split by themselves; the new regions' leaders start on the store that led
+    // the parent, and PD's balance-leader scheduler spreads them out.
+    let t = TestCluster::start_with_config(
+        1,
+        3,
+        "[split]\nregion_max_size = 32768\nregion_split_size = 16384\ncheck_secs = 1\n",
+    );
+    let c = t.client();
+    let value = vec![b'x'; 1000];
+    t.rt.block_on(async {
+        for chunk in (0..200u32).collect::<Vec<_>>().chunks(50) {
+            c.batch_put(chunk.iter().map(|i| (key(*i), value.clone())))
+                .await
+                .unwrap();
+        }
+    });
+    let pd = t.pd();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let regions = t.rt.block_on(pd.scan_regions(b"", b"", 100)).unwrap();
+        let mut per_store = std::collections::BTreeMap::new();
+        for store in t.rt.block_on(pd.get_all_stores(true)).unwrap() {
+            per_store.insert(store.id, 0usize);
+        }
+        for r in &regions {
+            if let Some(l) = &r.leader {
+                *per_store.entry(l.store_id).or_default() += 1;
+            }
+        }
+        let led: usize = per_store.values().sum();
+        let (min, max) = (
+            per_store.values().min().copied().unwrap_or(0),
+            per_store.values().max().copied().unwrap_or(0),
+        );
+        if regions.len() >= 6 && led == regions.len() && min >= 1 && max - min <= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leaders not balanced: {} regions, leaders per store {per_store:?}\n{}",
+            regions.len(),
+            t.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // And the data is all still there.
+    assert_eq!(
+        t.rt.block_on(c.scan(key(0), key(200), 1000)).unwrap().len(),
+        200
+    );
+}

@@ -14,6 +14,8 @@
 //!    epoch or leader changed, and periodically otherwise.
 //!
 //! 6. PD's scheduling answers: leader transfers are handed to the region's leader.
+//! 7. Shutdown hands every leadership to another replica first, so a planned stop (a rolling
+//!    restart) leaves no region waiting for an election.
 //!
 //! Deliberately absent: PD's other operators (conf change), status/metrics server, TLS.
 
@@ -277,8 +279,24 @@ impl Node {
         self.addr
     }
 
-    /// Stops serving, stops the raftstore and waits for everything to close.
+    /// Hands its leaderships to other stores (while still serving, so the transfers can
+    /// finish), then stops serving, stops the raftstore and waits for everything to close.
     pub async fn shutdown(mut self) {
+        let store = self.store.clone();
+        let still_leading = tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .as_ref()
+                .map_or(0, |s| s.transfer_leaders_away(Duration::from_secs(3)))
+        })
+        .await
+        .unwrap_or(0);
+        if still_leading > 0 {
+            warn!(
+                regions = still_leading,
+                "stopping while still leading some regions"
+            );
+        }
         let _ = self.shutdown_tx.send(true);
         if let Some(server) = self.server.take() {
             match tokio::time::timeout(Duration::from_secs(10), server).await {

@@ -97,3 +97,43 @@ fn a_leader_that_handed_over_serves_no_lease_read_even_before_it_hears_of_the_ne
     }
     cluster.clear_filters();
 }
+
+#[test]
+fn a_planned_stop_hands_every_leadership_over_first() {
+    let splits: Vec<Vec<u8>> = (1..8u8).map(|i| vec![b'a' + i * 3]).collect();
+    let refs: Vec<&[u8]> = splits.iter().map(|s| s.as_slice()).collect();
+    let mut cluster = Cluster::new(3, &refs);
+    for r in 1..=8 {
+        cluster.wait_leader(r, Duration::from_secs(10));
+    }
+    // Move every leadership to store 1, then stop it as planned.
+    let region_ids: Vec<u64> = (1..=8).collect();
+    for &r in &region_ids {
+        let region = cluster.regions[r as usize - 1].clone();
+        let target = *region.peers.iter().find(|p| p.store_id == 1).unwrap();
+        if let Some(from) = cluster.leader_store(r) {
+            let _ = cluster
+                .storage(from)
+                .router()
+                .transfer_leader(r, target, region.region_epoch);
+        }
+    }
+    tests::wait_until(
+        "store 1 leads every region",
+        Duration::from_secs(20),
+        || {
+            region_ids
+                .iter()
+                .all(|r| cluster.leader_store(*r) == Some(1))
+        },
+    );
+    assert_eq!(cluster.stop_store_gracefully(1), 0);
+    // No election was needed: every region already has a leader on the remaining stores.
+    for &r in &region_ids {
+        let leader = cluster.leader_store(r);
+        assert!(
+            matches!(leader, Some(2) | Some(3)),
+            "region {r} has no leader: {leader:?}"
+        );
+    }
+}
