@@ -181,6 +181,7 @@ impl Worker {
     fn finish(&mut self, mut batch: Batch) {
         let wb = std::mem::take(&mut batch.wb);
         if !wb.is_empty() {
+            let _timer = crate::metrics::APPLY_WRITE_SECONDS.start_timer();
             if let Err(e) = self.engine.write(wb, false) {
                 // The state machine cannot go on without its writes: stop rather than diverge.
                 error!(%e, "apply write failed");
@@ -229,6 +230,7 @@ impl Worker {
                 continue;
             }
             let result = self.apply_entry(&mut delegate, &entry, batch);
+            crate::metrics::APPLIED_ENTRIES.inc();
             delegate.state.applied_index = entry.index;
             delegate.state.applied_term = entry.term;
             while let Some((idx, _, _)) = callbacks.peek() {

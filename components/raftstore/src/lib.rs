@@ -13,6 +13,7 @@
 //! - [`bootstrap`]: writing the initial state of a store and of its regions.
 //! - [`clock`]: injectable wall time for leases and timeouts.
 //! - [`transport`]: the trait the store sends Raft messages through.
+//! - [`metrics`]: Prometheus metrics (group commit width, log write time, reads by path, ...).
 //!
 //! Deliberately absent (later roadmap steps): deciding when to split (the server does), merge,
 //! conf change, Raft snapshots, leader transfer, hibernation of idle regions, creation of peers
@@ -24,6 +25,7 @@ pub mod clock;
 pub mod cmd;
 mod config;
 mod error;
+pub mod metrics;
 pub mod peer;
 pub mod store;
 pub mod transport;

@@ -469,6 +469,12 @@ impl Peer {
             return;
         }
         let index = self.raw.raft.raft_log.last_index();
+        let kind = match cmd.admin.as_ref().map(|a| a.admin_kind()) {
+            None => "write",
+            Some(AdminKind::CompactLog) => "compact_log",
+            Some(AdminKind::BatchSplit) => "split",
+        };
+        crate::metrics::PROPOSALS.with_label_values(&[kind]).inc();
         if index != before + 1 {
             if let Some(cb) = cb {
                 cb(Err(Error::StaleCommand));
@@ -493,6 +499,7 @@ impl Peer {
         if self.lease_valid(self.cfg.clock.now()) && self.applied.applied_term == self.raw.raft.term
         {
             self.lease_reads += 1;
+            crate::metrics::READS.with_label_values(&["lease"]).inc();
             cb(Ok(ReadGrant {
                 region: self.region.clone(),
             }));
@@ -527,6 +534,9 @@ impl Peer {
         let id = self.next_read_id;
         self.next_read_id += 1;
         self.read_index_rounds += 1;
+        crate::metrics::READS
+            .with_label_values(&["read_index"])
+            .inc_by(self.reads_to_issue.len() as u64);
         self.raw.read_index(id.to_be_bytes().to_vec());
         self.pending_reads.push_back(PendingRead {
             id,

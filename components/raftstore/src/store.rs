@@ -117,7 +117,13 @@ impl<T: Transport> PollHandler<PeerFsm> for RaftPoller<T> {
     }
 
     fn end(&mut self, batch: &mut [Box<PeerFsm>]) {
-        self.write(true);
+        if !self.ctx.wb.is_empty() {
+            crate::metrics::GROUP_COMMIT_PEERS.observe(batch.len() as f64);
+            let timer = crate::metrics::LOG_WRITE_SECONDS.start_timer();
+            self.write(true);
+            timer.observe_duration();
+            crate::metrics::LOG_WRITES.inc();
+        }
         for fsm in batch.iter_mut() {
             fsm.peer.post_persist(&mut self.ctx);
         }

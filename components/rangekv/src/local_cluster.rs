@@ -25,6 +25,8 @@ pub struct LocalClusterConfig {
     pub pd_port: u16,
     /// Port of the first store; further stores use the next ports.
     pub store_port: u16,
+    /// Status (HTTP) port of the first store, the others following; `None`: no status server.
+    pub status_port: Option<u16>,
     pub pds: usize,
     pub stores: usize,
     /// Extra flags for every `rangekv server`.
@@ -41,12 +43,15 @@ impl LocalClusterConfig {
         pds: usize,
         stores: usize,
     ) -> Result<LocalClusterConfig> {
+        // One run for the stores' ports and their status ports, so they cannot overlap.
+        let store_port = free_port_run(stores * 2)?;
         Ok(LocalClusterConfig {
             bin,
             data_dir,
             host: "127.0.0.1".into(),
             pd_port: free_port_run(pds * 2)?,
-            store_port: free_port_run(stores)?,
+            store_port,
+            status_port: Some(store_port + stores as u16),
             pds,
             stores,
             server_args: Vec::new(),
@@ -143,6 +148,10 @@ impl LocalCluster {
                     "--pd".into(),
                     pd_client_addrs.join(","),
                 ];
+                if let Some(port) = cfg.status_port {
+                    args.push("--status-addr".into());
+                    args.push(format!("{host}:{}", port + i as u16));
+                }
                 args.extend(cfg.server_args.iter().cloned());
                 Node {
                     log: cfg.data_dir.join(format!("{name}.log")),
@@ -173,6 +182,13 @@ impl LocalCluster {
 
     pub fn store_addrs(&self) -> Vec<String> {
         self.stores.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// The status (HTTP) address of store `i`, if status servers are on.
+    pub fn status_addr(&self, i: usize) -> Option<String> {
+        self.cfg
+            .status_port
+            .map(|p| format!("{}:{}", self.cfg.host, p + i as u16))
     }
 
     fn spawn(bin: &Path, node: &mut Node) -> Result<()> {

@@ -82,6 +82,9 @@ struct ServerArgs {
     /// Address advertised to other nodes and clients.
     #[arg(long)]
     advertise_addr: Option<String>,
+    /// Address of the HTTP status server (`/metrics`, `/status`).
+    #[arg(long)]
+    status_addr: Option<String>,
     /// Data directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -204,6 +207,9 @@ fn run_server(args: ServerArgs) -> Result<()> {
     }
     if let Some(v) = args.pd {
         cfg.pd_endpoints = v;
+    }
+    if let Some(v) = args.status_addr {
+        cfg.status_addr = v;
     }
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;

@@ -23,6 +23,10 @@ pub struct PlaygroundArgs {
     /// Port of the first store; the others follow.
     #[arg(long, default_value_t = 20160)]
     store_port: u16,
+    /// Status (HTTP: /metrics, /status) port of the first store; the others follow.
+    /// Default: the store port + 20.
+    #[arg(long)]
+    status_port: Option<u16>,
     /// Keep data here (default: a temporary directory removed on exit).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -55,6 +59,7 @@ pub fn run(args: PlaygroundArgs) -> Result<()> {
         host: args.host.clone(),
         pd_port: args.pd_port,
         store_port: args.store_port,
+        status_port: Some(args.status_port.unwrap_or(args.store_port + 20)),
         pds: args.pd,
         stores: args.stores,
         server_args: vec![],
@@ -90,10 +95,11 @@ pub fn run(args: PlaygroundArgs) -> Result<()> {
     };
     println!("cluster ready in {:.1}s", started.elapsed().as_secs_f64());
     println!("  PD endpoints: {}", endpoints.join(","));
-    for (node, addr) in cluster.stores.iter().zip(cluster.store_addrs()) {
+    for (i, (node, addr)) in cluster.stores.iter().zip(cluster.store_addrs()).enumerate() {
         println!(
-            "  {}: {addr} (pid {}, log {})",
+            "  {}: {addr}, status http://{}/metrics (pid {}, log {})",
             node.name,
+            cluster.status_addr(i).unwrap_or_default(),
             node.pid().unwrap_or(0),
             node.log_path().display()
         );

@@ -14,6 +14,8 @@ pub struct ServerConfig {
     pub addr: String,
     /// Address other nodes and clients use to reach this store; empty: `addr`.
     pub advertise_addr: String,
+    /// Address of the HTTP status server (`/metrics`, `/status`); empty: none.
+    pub status_addr: String,
     /// Directory of the store's RocksDB.
     pub data_dir: PathBuf,
     /// PD client endpoints.
@@ -32,6 +34,7 @@ impl Default for ServerConfig {
         ServerConfig {
             addr: "127.0.0.1:20160".into(),
             advertise_addr: String::new(),
+            status_addr: String::new(),
             data_dir: PathBuf::from("./data/store"),
             pd_endpoints: vec!["127.0.0.1:2379".into()],
             store_heartbeat_secs: 10,

@@ -8,6 +8,7 @@
 //!   streaming RPC, reconnecting with backoff, addresses found through a [`StoreResolver`].
 //! - [`split`]: `SplitRegion`: ids from PD, the split through Raft, the result back to PD.
 //! - [`errors`]: the single conversion from internal errors to `errorpb` region errors.
+//! - [`status`]: the HTTP status server (`/metrics`, `/status`); [`metrics`]: request metrics.
 //! - [`config`]: server configuration (TOML + flags).
 //! - [`node`]: start-up of a store process: engine, PD registration, bootstrap, heartbeats.
 //!
@@ -15,10 +16,12 @@
 
 pub mod config;
 pub mod errors;
+pub mod metrics;
 pub mod node;
 pub mod raw;
 pub mod service;
 pub mod split;
+pub mod status;
 pub mod transport;
 
 pub use config::{Limits, ServerConfig};

@@ -17,7 +17,9 @@
 //! 7. Shutdown hands every leadership to another replica first, so a planned stop (a rolling
 //!    restart) leaves no region waiting for an election.
 //!
-//! Deliberately absent: PD's other operators (conf change), status/metrics server, TLS.
+//! 8. An HTTP status server (`status_addr`): Prometheus metrics and the store's regions.
+//!
+//! Deliberately absent: PD's other operators (conf change), TLS.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -254,6 +256,17 @@ impl Node {
                 debug!(region_id = resp.region_id, %e, "leader transfer for an unknown region");
             }
         }));
+        if !cfg.status_addr.is_empty() {
+            let listener = tokio::net::TcpListener::bind(&cfg.status_addr)
+                .await
+                .with_context(|| format!("binding the status address {}", cfg.status_addr))?;
+            let (status_router, rx) = (router.clone(), shutdown_rx.clone());
+            node.tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::status::serve(listener, status_router, rx).await {
+                    warn!(%e, "status server failed");
+                }
+            }));
+        }
         node.tasks.push(tokio::spawn(split_checks(
             router.clone(),
             split_engine,

@@ -133,8 +133,25 @@ without_error_field!(
     kvrpcpb::SplitRegionResponse
 );
 
-fn respond<T: FromFailure>(r: Result<T, Failure>) -> Result<Response<T>, Status> {
-    match r {
+/// Runs a handler, records its latency and outcome, and shapes its failure.
+async fn respond<T: FromFailure>(
+    method: &'static str,
+    handler: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<Response<T>, Status> {
+    let timer = crate::metrics::REQUEST_SECONDS
+        .with_label_values(&[method])
+        .start_timer();
+    let result = handler.await;
+    timer.observe_duration();
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(Failure::Region(_)) => "region_error",
+        Err(Failure::Message(_)) => "error",
+    };
+    crate::metrics::REQUESTS
+        .with_label_values(&[method, outcome])
+        .inc();
+    match result {
         Ok(v) => Ok(Response::new(v)),
         Err(f) => T::from_failure(f).map(Response::new),
     }
@@ -146,77 +163,105 @@ impl Tikv for TikvService {
         &self,
         req: Request<kvrpcpb::RawGetRequest>,
     ) -> Result<Response<kvrpcpb::RawGetResponse>, Status> {
-        respond(self.storage.raw_get(req.into_inner()).await)
+        respond("raw_get", self.storage.raw_get(req.into_inner())).await
     }
 
     async fn raw_batch_get(
         &self,
         req: Request<kvrpcpb::RawBatchGetRequest>,
     ) -> Result<Response<kvrpcpb::RawBatchGetResponse>, Status> {
-        respond(self.storage.raw_batch_get(req.into_inner()).await)
+        respond(
+            "raw_batch_get",
+            self.storage.raw_batch_get(req.into_inner()),
+        )
+        .await
     }
 
     async fn raw_put(
         &self,
         req: Request<kvrpcpb::RawPutRequest>,
     ) -> Result<Response<kvrpcpb::RawPutResponse>, Status> {
-        respond(self.storage.raw_put(req.into_inner()).await)
+        respond("raw_put", self.storage.raw_put(req.into_inner())).await
     }
 
     async fn raw_batch_put(
         &self,
         req: Request<kvrpcpb::RawBatchPutRequest>,
     ) -> Result<Response<kvrpcpb::RawBatchPutResponse>, Status> {
-        respond(self.storage.raw_batch_put(req.into_inner()).await)
+        respond(
+            "raw_batch_put",
+            self.storage.raw_batch_put(req.into_inner()),
+        )
+        .await
     }
 
     async fn raw_delete(
         &self,
         req: Request<kvrpcpb::RawDeleteRequest>,
     ) -> Result<Response<kvrpcpb::RawDeleteResponse>, Status> {
-        respond(self.storage.raw_delete(req.into_inner()).await)
+        respond("raw_delete", self.storage.raw_delete(req.into_inner())).await
     }
 
     async fn raw_batch_delete(
         &self,
         req: Request<kvrpcpb::RawBatchDeleteRequest>,
     ) -> Result<Response<kvrpcpb::RawBatchDeleteResponse>, Status> {
-        respond(self.storage.raw_batch_delete(req.into_inner()).await)
+        respond(
+            "raw_batch_delete",
+            self.storage.raw_batch_delete(req.into_inner()),
+        )
+        .await
     }
 
     async fn raw_scan(
         &self,
         req: Request<kvrpcpb::RawScanRequest>,
     ) -> Result<Response<kvrpcpb::RawScanResponse>, Status> {
-        respond(self.storage.raw_scan(req.into_inner()).await)
+        respond("raw_scan", self.storage.raw_scan(req.into_inner())).await
     }
 
     async fn raw_batch_scan(
         &self,
         req: Request<kvrpcpb::RawBatchScanRequest>,
     ) -> Result<Response<kvrpcpb::RawBatchScanResponse>, Status> {
-        respond(self.storage.raw_batch_scan(req.into_inner()).await)
+        respond(
+            "raw_batch_scan",
+            self.storage.raw_batch_scan(req.into_inner()),
+        )
+        .await
     }
 
     async fn raw_get_key_ttl(
         &self,
         req: Request<kvrpcpb::RawGetKeyTtlRequest>,
     ) -> Result<Response<kvrpcpb::RawGetKeyTtlResponse>, Status> {
-        respond(self.storage.raw_get_key_ttl(req.into_inner()).await)
+        respond(
+            "raw_get_key_ttl",
+            self.storage.raw_get_key_ttl(req.into_inner()),
+        )
+        .await
     }
 
     async fn raw_delete_range(
         &self,
         req: Request<kvrpcpb::RawDeleteRangeRequest>,
     ) -> Result<Response<kvrpcpb::RawDeleteRangeResponse>, Status> {
-        respond(self.storage.raw_delete_range(req.into_inner()).await)
+        respond(
+            "raw_delete_range",
+            self.storage.raw_delete_range(req.into_inner()),
+        )
+        .await
     }
 
     async fn raw_compare_and_swap(
         &self,
         req: Request<kvrpcpb::RawCasRequest>,
     ) -> Result<Response<kvrpcpb::RawCasResponse>, Status> {
-        respond(self.storage.raw_compare_and_swap(req.into_inner()).await)
+        respond(
+            "raw_compare_and_swap",
+            self.storage.raw_compare_and_swap(req.into_inner()),
+        )
+        .await
     }
 
     async fn split_region(
@@ -228,7 +273,11 @@ impl Tikv for TikvService {
                 "this store cannot allocate split ids",
             ));
         };
-        respond(crate::split::split_region(&self.storage, ids, req.into_inner()).await)
+        respond(
+            "split_region",
+            crate::split::split_region(&self.storage, ids, req.into_inner()),
+        )
+        .await
     }
 
     async fn batch_raft(

@@ -1,0 +1,76 @@
+//! Prometheus metrics of the raftstore, registered in the process's default registry.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram, register_int_counter, register_int_counter_vec, Histogram, IntCounter,
+    IntCounterVec,
+};
+
+/// Poll rounds that wrote a synced batch of Raft state.
+pub static LOG_WRITES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "rangekv_raftstore_log_writes_total",
+        "Synced Raft log write batches (one per poll round with work)"
+    )
+    .expect("register metric")
+});
+
+/// Duration of the synced write of one poll round.
+pub static LOG_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "rangekv_raftstore_log_write_seconds",
+        "Duration of one synced Raft log write batch",
+        prometheus::exponential_buckets(0.0001, 2.0, 16).expect("buckets")
+    )
+    .expect("register metric")
+});
+
+/// Peers whose log writes shared one synced batch (the group commit's width).
+pub static GROUP_COMMIT_PEERS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "rangekv_raftstore_group_commit_peers",
+        "Peers handled in a poll round whose writes shared one synced batch",
+        prometheus::exponential_buckets(1.0, 2.0, 12).expect("buckets")
+    )
+    .expect("register metric")
+});
+
+/// Proposals by kind (`write`, `compact_log`, `split`).
+pub static PROPOSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "rangekv_raftstore_proposals_total",
+        "Commands proposed to Raft, by kind",
+        &["kind"]
+    )
+    .expect("register metric")
+});
+
+/// Read grants by path (`lease`, `read_index`).
+pub static READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "rangekv_raftstore_reads_total",
+        "Linearizable read grants, by how leadership was confirmed",
+        &["path"]
+    )
+    .expect("register metric")
+});
+
+/// Entries applied.
+pub static APPLIED_ENTRIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "rangekv_raftstore_applied_entries_total",
+        "Committed entries applied to the engine"
+    )
+    .expect("register metric")
+});
+
+/// Duration of one apply batch's (unsynced) engine write.
+pub static APPLY_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "rangekv_raftstore_apply_write_seconds",
+        "Duration of one apply batch's engine write",
+        prometheus::exponential_buckets(0.0001, 2.0, 16).expect("buckets")
+    )
+    .expect("register metric")
+});

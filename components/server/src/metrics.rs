@@ -1,0 +1,26 @@
+//! Prometheus metrics of the gRPC service, registered in the process's default registry.
+
+use std::sync::LazyLock;
+
+use prometheus::{register_histogram_vec, register_int_counter_vec, HistogramVec, IntCounterVec};
+
+/// Requests by method and outcome (`ok`, `region_error`, `error`).
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "rangekv_grpc_requests_total",
+        "Client requests by method and outcome",
+        &["method", "outcome"]
+    )
+    .expect("register metric")
+});
+
+/// Request latency by method.
+pub static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "rangekv_grpc_request_seconds",
+        "Client request latency by method",
+        &["method"],
+        prometheus::exponential_buckets(0.0001, 2.0, 18).expect("buckets")
+    )
+    .expect("register metric")
+});
