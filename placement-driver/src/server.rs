@@ -124,6 +124,14 @@ pub async fn start_with_listener(
         .iter()
         .find(|m| m.id == member_id)
         .map_or_else(|| client_url.clone(), |m| m.url.clone());
+    if !single && strip_scheme(&own_url) != advertise {
+        return Err(Error::Config(format!(
+            "initial_cluster places {} at {own_url}, but it serves at {advertise}: a PD member \
+             serves clients and its peers on one address, so initial_cluster lists each \
+             member's client address",
+            config.name
+        )));
+    }
     let member = Member {
         name: config.name.clone(),
         member_id,
