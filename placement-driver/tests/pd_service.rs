@@ -1026,3 +1026,17 @@ async fn balance_leader_can_be_switched_off() {
     drop(tx);
     pd.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_placed_elsewhere_in_initial_cluster_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = PdConfig::for_test(dir.path());
+    config.name = "pd1".into();
+    // This member listens on a free port, but the list says it is at port 1.
+    config.initial_cluster = "pd1=http://127.0.0.1:1,pd2=http://127.0.0.1:2".into();
+    let err = placement_driver::start(config).await.unwrap_err();
+    assert!(
+        err.to_string().contains("initial_cluster places pd1"),
+        "{err}"
+    );
+}
