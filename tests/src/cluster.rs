@@ -192,6 +192,13 @@ impl Cluster {
         still_leading
     }
 
+    /// Creates store `store_id`'s replica of `region` from the initial state.
+    pub fn create_peer(&self, store_id: u64, region: &metapb::Region) {
+        self.stores[&store_id]
+            .create_peer(region)
+            .expect("create peer");
+    }
+
     pub fn restart_store(&mut self, id: u64) {
         self.stop_store(id);
         self.start_store(id);

@@ -15,16 +15,18 @@
 //! - A peer handled in a round is advanced in the same round, so two pollers never hold staged
 //!   state of one peer.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use batch_system::{BatchSystem, HandlerBuilder, PollHandler, Router};
 use bytes::Bytes;
 use crossbeam::channel;
 use engine::{Engine, WriteBatch};
 use futures::channel::oneshot;
+use parking_lot::Mutex;
 use proto::metapb;
 use proto::raft_serverpb::{PeerState, RaftMessage};
 use tracing::{error, info};
@@ -67,6 +69,7 @@ pub struct PollContext<T> {
     store_id: u64,
     apply: ApplyRouter,
     logger: slog::Logger,
+    pending: Arc<Mutex<PendingMessages>>,
 }
 
 impl<T> PollContext<T> {
@@ -96,6 +99,9 @@ impl<T> PollContext<T> {
         let (tx, rx) = channel::unbounded();
         self.router
             .register(region_id, tx, Box::new(PeerFsm::new(peer, rx)));
+        for msg in self.pending.lock().take(region_id) {
+            let _ = self.router.send(region_id, PeerMsg::Raft(Box::new(msg)));
+        }
         self.to_wake.push(region_id);
         info!(
             store_id = self.store_id,
@@ -159,6 +165,7 @@ struct PollerBuilder<T> {
     store_id: u64,
     apply: ApplyRouter,
     logger: slog::Logger,
+    pending: Arc<Mutex<PendingMessages>>,
 }
 
 impl<T: Transport> HandlerBuilder<PeerFsm> for PollerBuilder<T> {
@@ -176,6 +183,7 @@ impl<T: Transport> HandlerBuilder<PeerFsm> for PollerBuilder<T> {
                 store_id: self.store_id,
                 apply: self.apply.clone(),
                 logger: self.logger.clone(),
+                pending: self.pending.clone(),
             },
         }
     }
@@ -186,6 +194,51 @@ impl<T: Transport> HandlerBuilder<PeerFsm> for PollerBuilder<T> {
 pub struct StoreRouter {
     store_id: u64,
     router: Router<PeerFsm>,
+    pending: Arc<Mutex<PendingMessages>>,
+}
+
+/// Raft messages for regions this store does not host yet, kept briefly: the replica of a
+/// region just split off is created when this store applies the split, and the new region's
+/// first vote requests may arrive before that. Delivering them at creation saves an election
+/// timeout. Bounded in count and age; whatever is dropped, Raft sends again.
+#[derive(Default)]
+struct PendingMessages {
+    by_region: HashMap<u64, Vec<(Instant, RaftMessage)>>,
+    count: usize,
+}
+
+const PENDING_MAX_MESSAGES: usize = 4096;
+const PENDING_MAX_AGE: Duration = Duration::from_secs(3);
+
+impl PendingMessages {
+    fn push(&mut self, msg: RaftMessage) {
+        let now = Instant::now();
+        if self.count >= PENDING_MAX_MESSAGES {
+            self.by_region.retain(|_, msgs| {
+                msgs.retain(|(at, _)| now.duration_since(*at) < PENDING_MAX_AGE);
+                !msgs.is_empty()
+            });
+            self.count = self.by_region.values().map(Vec::len).sum();
+            if self.count >= PENDING_MAX_MESSAGES {
+                return;
+            }
+        }
+        self.by_region
+            .entry(msg.region_id)
+            .or_default()
+            .push((now, msg));
+        self.count += 1;
+    }
+
+    fn take(&mut self, region_id: u64) -> Vec<RaftMessage> {
+        let msgs = self.by_region.remove(&region_id).unwrap_or_default();
+        self.count -= msgs.len();
+        let now = Instant::now();
+        msgs.into_iter()
+            .filter(|(at, _)| now.duration_since(*at) < PENDING_MAX_AGE)
+            .map(|(_, m)| m)
+            .collect()
+    }
 }
 
 impl StoreRouter {
@@ -193,13 +246,25 @@ impl StoreRouter {
         self.store_id
     }
 
-    /// Delivers a Raft message from another store. Messages for regions this store does not
-    /// host are dropped (peers are not created from messages yet).
+    /// Delivers a Raft message from another store. A message for a region this store does not
+    /// host is kept for a short while in case the region is about to be created here by a
+    /// split (peers are not created from messages).
     pub fn send_raft_message(&self, msg: RaftMessage) -> Result<()> {
         let region_id = msg.region_id;
-        self.router
-            .send(region_id, PeerMsg::Raft(Box::new(msg)))
-            .map_err(|_| Error::RegionNotFound(region_id))
+        match self.router.send(region_id, PeerMsg::Raft(Box::new(msg))) {
+            Ok(()) => Ok(()),
+            Err(batch_system::Disconnected(PeerMsg::Raft(msg))) => {
+                if msg
+                    .to_peer
+                    .as_ref()
+                    .is_some_and(|p| p.store_id == self.store_id)
+                {
+                    self.pending.lock().push(*msg);
+                }
+                Err(Error::RegionNotFound(region_id))
+            }
+            Err(_) => Err(Error::RegionNotFound(region_id)),
+        }
     }
 
     fn send(&self, region_id: u64, msg: PeerMsg) -> Result<()> {
@@ -349,6 +414,7 @@ impl Store {
             let _ = notify_router.send(res.region_id, PeerMsg::ApplyRes(res));
         });
         let apply = ApplyPool::start(cfg.apply_pool_size, engine.clone(), notifier);
+        let pending = Arc::new(Mutex::new(PendingMessages::default()));
         let logger = slog::Logger::root(
             tracing_slog::TracingSlogDrain,
             slog::o!("store_id" => store_id),
@@ -383,6 +449,7 @@ impl Store {
                 store_id,
                 apply: apply.router(),
                 logger: logger.clone(),
+                pending: pending.clone(),
             },
         );
         let stop = Arc::new(AtomicBool::new(false));
@@ -397,7 +464,11 @@ impl Store {
         };
         info!(store_id, regions = loaded, "store started");
         Ok(Store {
-            router: StoreRouter { store_id, router },
+            router: StoreRouter {
+                store_id,
+                router,
+                pending: pending.clone(),
+            },
             engine,
             cfg,
             logger,
@@ -452,6 +523,12 @@ impl Store {
             &self.router.router,
             &self.logger,
         )?;
+        for msg in self.router.pending.lock().take(region.id) {
+            let _ = self
+                .router
+                .router
+                .send(region.id, PeerMsg::Raft(Box::new(msg)));
+        }
         info!(store_id, region_id = region.id, "created peer");
         Ok(())
     }
@@ -519,5 +596,31 @@ fn ticker_loop(router: Router<PeerFsm>, tick: Duration, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(tick);
         router.broadcast(|| PeerMsg::Tick);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(region_id: u64) -> RaftMessage {
+        RaftMessage {
+            region_id,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pending_messages_are_bounded_and_taken_per_region() {
+        let mut pending = PendingMessages::default();
+        for i in 0..(PENDING_MAX_MESSAGES as u64 + 10) {
+            pending.push(msg(i % 3));
+        }
+        assert_eq!(pending.count, PENDING_MAX_MESSAGES);
+        let taken = pending.take(1);
+        assert!(!taken.is_empty() && taken.iter().all(|m| m.region_id == 1));
+        assert_eq!(pending.count, PENDING_MAX_MESSAGES - taken.len());
+        assert!(pending.take(1).is_empty());
+        assert!(pending.take(7).is_empty());
     }
 }

@@ -12,12 +12,11 @@
 //!    from the same initial state, so no snapshot or conf change is needed to start.
 //! 5. Heartbeats: store statistics periodically; every leader's region whenever its term,
 //!    epoch or leader changed, and periodically otherwise.
-//!
 //! 6. PD's scheduling answers: leader transfers are handed to the region's leader.
-//! 7. Shutdown hands every leadership to another replica first, so a planned stop (a rolling
-//!    restart) leaves no region waiting for an election.
-//!
+//! 7. Size checks: a region this store leads that outgrew `split.region_max_size` is split.
 //! 8. An HTTP status server (`status_addr`): Prometheus metrics and the store's regions.
+//! 9. Shutdown hands every leadership to another replica first, so a planned stop (a rolling
+//!    restart) leaves no region waiting for an election.
 //!
 //! Deliberately absent: PD's other operators (conf change), TLS.
 

@@ -241,3 +241,54 @@ fn split_region_rpc_validates_splits_and_reports_them() {
     cluster.must_put(b"h", b"middle");
     assert_eq!(cluster.must_get(b"h"), Some(b"middle".to_vec()));
 }
+
+#[test]
+fn raft_messages_that_arrive_before_their_region_is_created_are_delivered_to_it() {
+    // A split-off region's first messages can reach a store before the store applied the
+    // split. Such messages are kept briefly and handed to the replica once it exists.
+    use protobuf::Message as _;
+    use raft::eraftpb::{Message, MessageType};
+
+    let cluster = Cluster::new(3, &[]);
+    cluster.wait_leader(1, Duration::from_secs(10));
+    let peer = |id, store_id| proto::metapb::Peer {
+        id,
+        store_id,
+        ..Default::default()
+    };
+    let region = proto::metapb::Region {
+        id: 99,
+        start_key: Bytes::from_static(b"new"),
+        end_key: Bytes::from_static(b"new0"),
+        region_epoch: Some(proto::metapb::RegionEpoch {
+            conf_ver: 1,
+            version: 2,
+        }),
+        peers: vec![peer(991, 1), peer(992, 2), peer(993, 3)],
+    };
+    // A heartbeat of a leader (peer 991) at term 7, for a region store 2 does not host yet.
+    let mut heartbeat = Message::default();
+    heartbeat.set_msg_type(MessageType::MsgHeartbeat);
+    heartbeat.from = 991;
+    heartbeat.to = 992;
+    heartbeat.term = 7;
+    let msg = proto::raft_serverpb::RaftMessage {
+        region_id: 99,
+        from_peer: Some(peer(991, 1)),
+        to_peer: Some(peer(992, 2)),
+        message: Bytes::from(heartbeat.write_to_bytes().unwrap()),
+        region_epoch: region.region_epoch,
+        ..Default::default()
+    };
+    assert!(cluster.storage(2).router().send_raft_message(msg).is_err());
+    cluster.create_peer(2, &region);
+    tests::wait_until(
+        "the early heartbeat reached the new replica",
+        Duration::from_secs(10),
+        || {
+            cluster
+                .peer_status(2, 99)
+                .is_some_and(|p| p.term == 7 && p.leader.is_some_and(|l| l.id == 991))
+        },
+    );
+}

@@ -8,7 +8,7 @@ use tests::Cluster;
 #[test]
 fn leadership_moves_to_the_named_replica_and_the_old_leader_stops_serving() {
     let cluster = Cluster::new(3, &[]);
-    let old = cluster.wait_leader(1, Duration::from_secs(10));
+    cluster.wait_leader(1, Duration::from_secs(10));
     cluster.must_put(b"k", b"v1");
     let region = cluster.regions[0].clone();
     for _round in 0..3 {
@@ -38,7 +38,6 @@ fn leadership_moves_to_the_named_replica_and_the_old_leader_stops_serving() {
             Some(format!("after-{to}").into_bytes())
         );
     }
-    let _ = old;
 }
 
 /// Drops every message from one store to another.
