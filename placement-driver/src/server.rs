@@ -435,6 +435,12 @@ impl Drop for PdHandle {
     fn drop(&mut self) {
         let _ = self.shutdown_tx.send(true);
         let _ = self.raft_inbox.send(RaftMsg::Shutdown);
+        // The Raft thread holds the engine: wait until it is gone, so that a dropped handle
+        // never leaves RocksDB open behind it (a process exiting with a database still open
+        // and its background threads running can abort in RocksDB's static destructors).
+        if let Some(thread) = self.raft_thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
