@@ -34,6 +34,19 @@ pub struct Config {
     pub read_index_timeout: Duration,
     /// Wall time for leases and timeouts (Raft itself runs on ticks).
     pub clock: Arc<dyn Clock>,
+    /// Told when something PD routes by changes for one of this store's peers.
+    pub on_region_change: Option<RegionChangeObserver>,
+}
+
+/// Called on a raftstore thread, with a region id, whenever a peer of this store gains or loses
+/// leadership or its region's range or epoch changes. Must not block (e.g. send on a channel).
+#[derive(Clone)]
+pub struct RegionChangeObserver(pub Arc<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for RegionChangeObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegionChangeObserver")
+    }
 }
 
 impl Default for Config {
@@ -53,6 +66,7 @@ impl Default for Config {
             messages_per_tick: 4096,
             read_index_timeout: Duration::from_secs(5),
             clock: Arc::new(SystemClock),
+            on_region_change: None,
         }
     }
 }

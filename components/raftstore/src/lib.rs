@@ -31,7 +31,7 @@ pub mod store;
 pub mod transport;
 mod util;
 
-pub use config::Config;
+pub use config::{Config, RegionChangeObserver};
 pub use error::{Error, Result};
 pub use store::{ReadGrant, RequestHeader, Store, StoreRouter};
 pub use transport::Transport;

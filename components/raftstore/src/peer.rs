@@ -661,6 +661,7 @@ impl Peer {
             return;
         };
         self.region = parent;
+        self.notify_region_change();
         let campaign = self.is_leader();
         for region in regions {
             if let Err(e) = ctx.create_peer(region.clone(), campaign) {
@@ -799,7 +800,15 @@ impl Peer {
         );
     }
 
+    /// Tells the store's observer that this region's routing information changed.
+    fn notify_region_change(&self) {
+        if let Some(observer) = &self.cfg.on_region_change {
+            (observer.0)(self.region.id);
+        }
+    }
+
     fn on_role_change(&mut self, role: StateRole, leader_id: u64) {
+        self.notify_region_change();
         if role == StateRole::Leader {
             info!(
                 region_id = self.region.id,

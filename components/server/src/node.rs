@@ -10,8 +10,8 @@
 //!    first of them allocates the first region (whole keyspace, one peer on each) and
 //!    bootstraps PD with it. Every store named in that first region then creates its replica
 //!    from the same initial state, so no snapshot or conf change is needed to start.
-//! 5. Heartbeats: store statistics periodically; every leader's region whenever its term,
-//!    epoch or leader changed, and periodically otherwise.
+//! 5. Heartbeats: store statistics periodically; a led region as soon as the raftstore reports
+//!    a leadership or region change, all led regions after a PD leader change and periodically.
 //! 6. PD's scheduling answers: leader transfers are handed to the region's leader.
 //! 7. Size checks: a region this store leads that outgrew `split.region_max_size` is split.
 //! 8. An HTTP status server (`status_addr`): Prometheus metrics and the store's regions.
@@ -195,7 +195,12 @@ impl Node {
             resolver,
             cfg.limits.max_grpc_message_size,
         );
-        let rs_cfg = cfg.raftstore.to_raftstore();
+        let mut rs_cfg = cfg.raftstore.to_raftstore();
+        // Leadership and region changes wake the region heartbeat task at once.
+        let (changes_tx, changes_rx) = futures::channel::mpsc::unbounded::<u64>();
+        rs_cfg.on_region_change = Some(raftstore::RegionChangeObserver(Arc::new(move |id| {
+            let _ = changes_tx.unbounded_send(id);
+        })));
         let store_engine = engine.clone();
         let store = tokio::task::spawn_blocking(move || {
             Store::start(store_id, store_engine, rs_cfg, transport)
@@ -277,6 +282,7 @@ impl Node {
             pd,
             router,
             Duration::from_secs(cfg.region_heartbeat_secs.max(1)),
+            changes_rx,
             shutdown_rx,
         )));
         info!(store_id, %addr, "store started");
@@ -442,64 +448,68 @@ async fn store_heartbeats(
     }
 }
 
-/// What a region heartbeat reports that matters for routing: term, epoch version, conf
-/// version and leader peer id.
-type HeartbeatKey = (u64, u64, u64, u64);
-
-/// Reports every region this store leads: at once when its leader, term or epoch changed or
-/// when PD's leader changed, otherwise every `every`.
+/// Reports the regions this store leads to PD: a region at once when the raftstore says its
+/// leadership or shape changed, every region when PD's leader changed (region leaders are soft
+/// state a new PD leader lacks), and every region every `every` otherwise. Idle regions cost
+/// nothing between the periodic sweeps.
 async fn region_heartbeats(
     pd: PdClient,
     router: StoreRouter,
     every: Duration,
+    mut changes: futures::channel::mpsc::UnboundedReceiver<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut sent: HashMap<u64, (HeartbeatKey, Instant)> = HashMap::new();
-    let check = Duration::from_millis(500).min(every);
+    use futures::StreamExt;
+
     let mut pd_leader = pd.leader_url();
+    let mut last_sweep: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(every));
     loop {
-        // A new PD leader knows the regions (replicated) but not their leaders (soft state):
-        // report everything again.
-        let now_leader = pd.leader_url();
-        if now_leader != pd_leader {
-            info!(pd_leader = %now_leader, "PD leader changed, re-reporting region leaders");
-            pd_leader = now_leader;
-            sent.clear();
-        }
-        for region_id in router.region_ids() {
-            let Ok(Ok(status)) =
-                tokio::time::timeout(Duration::from_secs(2), router.peer_status(region_id)).await
-            else {
-                continue;
-            };
-            let (Some(leader), true) = (status.leader, status.is_leader) else {
-                sent.remove(&region_id);
-                continue;
-            };
-            let epoch = status.region.region_epoch.unwrap_or_default();
-            let key = (status.term, epoch.version, epoch.conf_ver, leader.id);
-            let due = match sent.get(&region_id) {
-                Some((k, at)) => *k != key || at.elapsed() >= every,
-                None => true,
-            };
-            if !due {
-                continue;
-            }
-            let stat = RegionStat {
-                term: status.term,
-                ..Default::default()
-            };
-            match pd.region_heartbeat(status.region, leader, stat).await {
-                Ok(()) => {
-                    sent.insert(region_id, (key, Instant::now()));
-                }
-                Err(e) => warn!(%e, region_id, "region heartbeat failed"),
-            }
-        }
+        let mut regions = Vec::new();
         tokio::select! {
-            _ = tokio::time::sleep(check) => {}
+            Some(id) = changes.next() => {
+                regions.push(id);
+                while let Ok(id) = changes.try_recv() {
+                    regions.push(id);
+                }
+            }
+            _ = tick.tick() => {
+                let now_leader = pd.leader_url();
+                if now_leader != pd_leader {
+                    info!(pd_leader = %now_leader, "PD leader changed, re-reporting region leaders");
+                    pd_leader = now_leader;
+                    last_sweep = None;
+                }
+                if last_sweep.is_none_or(|t| t.elapsed() >= every) {
+                    regions = router.region_ids();
+                    last_sweep = Some(Instant::now());
+                }
+            }
             _ = shutdown.wait_for(|v| *v) => return,
         }
+        regions.sort_unstable();
+        regions.dedup();
+        for region_id in regions {
+            heartbeat_if_leader(&pd, &router, region_id).await;
+        }
+    }
+}
+
+async fn heartbeat_if_leader(pd: &PdClient, router: &StoreRouter, region_id: u64) {
+    let Ok(Ok(status)) =
+        tokio::time::timeout(Duration::from_secs(2), router.peer_status(region_id)).await
+    else {
+        return;
+    };
+    let (Some(leader), true) = (status.leader, status.is_leader) else {
+        return;
+    };
+    let stat = RegionStat {
+        term: status.term,
+        ..Default::default()
+    };
+    if let Err(e) = pd.region_heartbeat(status.region, leader, stat).await {
+        warn!(%e, region_id, "region heartbeat failed");
     }
 }
 

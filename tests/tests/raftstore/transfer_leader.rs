@@ -136,3 +136,29 @@ fn a_planned_stop_hands_every_leadership_over_first() {
         );
     }
 }
+
+#[test]
+fn leadership_and_region_changes_are_reported_to_the_observer() {
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<u64>::new()));
+    let mut cfg = tests::cluster::test_config();
+    let sink = seen.clone();
+    cfg.on_region_change = Some(raftstore::RegionChangeObserver(std::sync::Arc::new(
+        move |id| sink.lock().push(id),
+    )));
+    let cluster = Cluster::with_config(3, &[], cfg);
+    cluster.wait_leader(1, Duration::from_secs(10));
+    tests::wait_until("the election was reported", Duration::from_secs(10), || {
+        seen.lock().contains(&1)
+    });
+    seen.lock().clear();
+    let regions = cluster.split(b"m").expect("split");
+    let new = regions[1].id;
+    tests::wait_until(
+        "the split and the new region's election were reported",
+        Duration::from_secs(10),
+        || {
+            let s = seen.lock();
+            s.contains(&1) && s.contains(&new)
+        },
+    );
+}
