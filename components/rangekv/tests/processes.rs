@@ -733,3 +733,44 @@ fn status_server_reports_metrics_and_regions() {
     assert_eq!(status["leader_count"], 1, "{status}");
     assert_eq!(status["regions"][0]["is_leader"], true, "{status}");
 }
+
+#[test]
+fn a_rolling_restart_under_writes_keeps_every_acknowledged_write() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let mut t = TestCluster::start(3);
+    let c = t.client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (c, stop) = (c.clone(), stop.clone());
+        t.rt.spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                if c.put(key(i), format!("w{i}").into_bytes()).await.is_ok() {
+                    acked.push(i);
+                }
+                i += 1;
+            }
+            acked
+        })
+    };
+    for store in 0..3 {
+        t.cluster.stop_store(store).unwrap();
+        t.cluster.start_store(store).unwrap();
+        t.wait_listening(30);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let acked = t.rt.block_on(writer).unwrap();
+    assert!(acked.len() > 20, "only {} writes went through", acked.len());
+    t.rt.block_on(async {
+        for i in acked {
+            assert_eq!(
+                c.get(key(i)).await.unwrap().map(|v| v.to_vec()),
+                Some(format!("w{i}").into_bytes()),
+                "acknowledged write {i} lost"
+            );
+        }
+    });
+}
