@@ -35,8 +35,10 @@ pub const RAFT_INIT_LOG_INDEX: u64 = 5;
 /// The term that goes with [`RAFT_INIT_LOG_INDEX`].
 pub const RAFT_INIT_LOG_TERM: u64 = 5;
 
-/// Entries kept in memory per group beyond what is needed.
+/// Applied entries kept in memory per group: at most this many ...
 const MAX_CACHE_ENTRIES: usize = 1024;
+/// ... and at most this many payload bytes of them (entries not yet applied always stay).
+const MAX_CACHE_BYTES: usize = 4 << 20;
 
 /// Errors of log storage beyond what raft-rs defines.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +154,8 @@ pub struct RaftLogStorage {
     cache: VecDeque<Entry>,
     /// Entries at or below this index may leave the cache.
     applied_index: u64,
+    /// Payload bytes of the cached entries.
+    cache_bytes: usize,
 }
 
 impl RaftLogStorage {
@@ -207,6 +211,7 @@ impl RaftLogStorage {
             last_term,
             cache: VecDeque::new(),
             applied_index: apply.applied_index,
+            cache_bytes: 0,
         })
     }
 
@@ -262,7 +267,7 @@ impl RaftLogStorage {
         // Keep the cache contiguous: drop the replaced tail, or all of it if the new entries
         // do not connect to it.
         while self.cache.back().is_some_and(|e| e.index >= first.index) {
-            self.cache.pop_back();
+            self.pop_cache_back();
         }
         if self
             .cache
@@ -270,7 +275,9 @@ impl RaftLogStorage {
             .is_some_and(|e| e.index + 1 != first.index)
         {
             self.cache.clear();
+            self.cache_bytes = 0;
         }
+        self.cache_bytes += entries.iter().map(|e| e.data.len()).sum::<usize>();
         self.cache.extend(entries.iter().cloned());
         self.last_index = last.index;
         self.last_term = last.term;
@@ -317,18 +324,30 @@ impl RaftLogStorage {
         self.truncated_index = index;
         self.truncated_term = term;
         while self.cache.front().is_some_and(|e| e.index <= index) {
-            self.cache.pop_front();
+            self.pop_cache_front();
+        }
+    }
+
+    fn pop_cache_front(&mut self) {
+        if let Some(e) = self.cache.pop_front() {
+            self.cache_bytes -= e.data.len();
+        }
+    }
+
+    fn pop_cache_back(&mut self) {
+        if let Some(e) = self.cache.pop_back() {
+            self.cache_bytes -= e.data.len();
         }
     }
 
     fn trim_cache(&mut self) {
-        while self.cache.len() > MAX_CACHE_ENTRIES
+        while (self.cache.len() > MAX_CACHE_ENTRIES || self.cache_bytes > MAX_CACHE_BYTES)
             && self
                 .cache
                 .front()
                 .is_some_and(|e| e.index <= self.applied_index)
         {
-            self.cache.pop_front();
+            self.pop_cache_front();
         }
     }
 
@@ -576,6 +595,32 @@ mod tests {
             .entries(6, 21, 40, GetEntriesContext::empty(false))
             .unwrap();
         assert!(some.len() > 1 && some.len() < 15);
+    }
+
+    #[test]
+    fn the_cache_keeps_applied_entries_within_its_byte_budget() {
+        let (_d, engine, mut s) = setup();
+        let big = |index: u64| Entry {
+            index,
+            term: 6,
+            data: vec![index as u8; 1 << 20].into(),
+            ..Default::default()
+        };
+        let mut wb = WriteBatch::new();
+        s.append(&(6..=15).map(big).collect::<Vec<_>>(), &mut wb);
+        engine.write(wb, true).unwrap();
+        // Nothing applied yet: everything stays cached.
+        assert_eq!(s.cache_bytes, 10 << 20);
+        s.set_applied(15);
+        assert!(s.cache_bytes <= MAX_CACHE_BYTES, "{}", s.cache_bytes);
+        // Evicted entries are read back from the engine.
+        let got = s
+            .entries(6, 16, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got.len(), 10);
+        assert!(got
+            .iter()
+            .all(|e| e.data.len() == 1 << 20 && e.data[0] == e.index as u8));
     }
 
     #[test]

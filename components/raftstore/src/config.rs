@@ -32,6 +32,9 @@ pub struct Config {
     pub messages_per_tick: usize,
     /// Pending ReadIndex requests older than this are answered with an error.
     pub read_index_timeout: Duration,
+    /// Proposals a leader keeps waiting for apply before it answers new ones `ServerIsBusy`
+    /// (clients back off), so an overloaded or cut-off leader does not queue without bound.
+    pub max_pending_proposals: usize,
     /// Wall time for leases and timeouts (Raft itself runs on ticks).
     pub clock: Arc<dyn Clock>,
     /// Told when something PD routes by changes for one of this store's peers.
@@ -65,6 +68,7 @@ impl Default for Config {
             max_batch_size: 256,
             messages_per_tick: 4096,
             read_index_timeout: Duration::from_secs(5),
+            max_pending_proposals: 8192,
             clock: Arc::new(SystemClock),
             on_region_change: None,
         }
@@ -93,6 +97,9 @@ impl Config {
         }
         if self.store_pool_size == 0 || self.apply_pool_size == 0 {
             return Err("pool sizes must be positive".into());
+        }
+        if self.max_pending_proposals == 0 {
+            return Err("max_pending_proposals must be positive".into());
         }
         if self.raft_base_tick.is_zero() {
             return Err("raft base tick must be positive".into());

@@ -447,6 +447,16 @@ impl Peer {
         cmd: RaftCmd,
         cb: Option<WriteCallback>,
     ) {
+        if cb.is_some() && self.proposals.len() >= ctx.cfg.max_pending_proposals {
+            if let Some(cb) = cb {
+                cb(Err(Error::ServerIsBusy(format!(
+                    "region {} has {} proposals waiting",
+                    self.region.id,
+                    self.proposals.len()
+                ))));
+            }
+            return;
+        }
         let data = cmd.encode_to_vec();
         if data.len() > ctx.cfg.raft_entry_max_size {
             if let Some(cb) = cb {

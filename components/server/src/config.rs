@@ -84,6 +84,7 @@ pub struct RaftstoreConfig {
     pub raft_log_gc_threshold: u64,
     pub store_pool_size: usize,
     pub apply_pool_size: usize,
+    pub max_pending_proposals: usize,
 }
 
 impl Default for RaftstoreConfig {
@@ -97,6 +98,7 @@ impl Default for RaftstoreConfig {
             raft_log_gc_threshold: d.raft_log_gc_threshold,
             store_pool_size: d.store_pool_size,
             apply_pool_size: d.apply_pool_size,
+            max_pending_proposals: d.max_pending_proposals,
         }
     }
 }
@@ -111,6 +113,7 @@ impl RaftstoreConfig {
             raft_log_gc_threshold: self.raft_log_gc_threshold,
             store_pool_size: self.store_pool_size,
             apply_pool_size: self.apply_pool_size,
+            max_pending_proposals: self.max_pending_proposals,
             ..Default::default()
         }
     }

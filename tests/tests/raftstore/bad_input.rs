@@ -139,3 +139,48 @@ fn a_command_beyond_the_raft_entry_limit_is_a_region_error() {
     cluster.must_put(b"small", b"ok");
     assert_eq!(cluster.must_get(b"big"), None);
 }
+
+#[test]
+fn a_leader_with_too_many_waiting_proposals_answers_busy() {
+    use bytes::Bytes;
+    use raftstore::cmd::WriteOp;
+
+    let mut cfg = tests::cluster::test_config();
+    cfg.max_pending_proposals = 8;
+    let cluster = Cluster::with_config(3, &[], cfg);
+    let leader = cluster.wait_leader(1, Duration::from_secs(10));
+    let region = cluster.regions[0].clone();
+    // Cut the leader off: its proposals cannot commit and pile up.
+    cluster.add_filter(tests::network::Isolate(leader));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let router = cluster.storage(leader).router().clone();
+    for i in 0..12u32 {
+        let header = raftstore::RequestHeader {
+            region_id: 1,
+            epoch: region.region_epoch,
+            peer: region.peers.iter().find(|p| p.store_id == leader).cloned(),
+            keys: vec![Bytes::from(format!("k{i}"))],
+        };
+        let tx = tx.clone();
+        router.propose(
+            header,
+            vec![WriteOp::put(
+                "",
+                Bytes::from(format!("k{i}")),
+                Bytes::from_static(b"v"),
+            )],
+            move |r| {
+                let _ = tx.send(r);
+            },
+        );
+    }
+    // The four beyond the limit are refused at once; the first eight wait.
+    for _ in 0..4 {
+        let r = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("an immediate answer");
+        assert!(matches!(r, Err(raftstore::Error::ServerIsBusy(_))), "{r:?}");
+    }
+    cluster.clear_filters();
+    cluster.must_put(b"after", b"ok");
+}
