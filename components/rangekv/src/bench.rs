@@ -1,106 +1,189 @@
-//! `rangekv bench`: raw KV load against a running cluster, with latency percentiles.
+//! `rangekv bench`: a YCSB-style load generator against a running cluster.
+//!
+//! A load phase inserts `--records` records (batched); the run phase then issues operations
+//! from `--concurrency` workers for `--duration` seconds, picking keys from a Zipfian (as YCSB
+//! does, skew 0.99) or uniform distribution, and reports throughput and latency percentiles
+//! per operation type.
+//!
+//! Workloads: `a` (50% reads, 50% updates), `b` (95% / 5%), `c` (reads only), `w` (updates
+//! only).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
-use std::sync::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// PD endpoints, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
     pd: Vec<String>,
-    /// Workload: `put`, `get` or `mixed` (50/50).
-    #[arg(long, default_value = "put")]
+    /// Workload: `a` (50% read, 50% update), `b` (95/5), `c` (read only), `w` (update only).
+    #[arg(long, default_value = "a")]
     workload: String,
+    /// Key distribution: `zipfian` or `uniform`.
+    #[arg(long, default_value = "zipfian")]
+    distribution: String,
+    /// Records in the key space.
+    #[arg(long, default_value_t = 10_000)]
+    records: u64,
+    /// Skip the load phase (the records already exist).
+    #[arg(long)]
+    skip_load: bool,
     /// Concurrent requests in flight.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// How long to run, seconds.
+    /// How long the run phase lasts, seconds.
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// Distinct keys.
-    #[arg(long, default_value_t = 10_000)]
-    keys: u64,
     /// Value size, bytes.
     #[arg(long, default_value_t = 128)]
     value_size: usize,
+    /// Seed of the workers' random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
-/// Distance between the key indexes one worker visits (a prime, so workers spread out).
-const STRIDE: u64 = 7919;
+/// Latencies of one operation type, in microseconds, and its failures.
+struct OpStats {
+    latency: Histogram<u64>,
+    errors: u64,
+}
+
+impl OpStats {
+    fn new() -> Result<OpStats> {
+        Ok(OpStats {
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            errors: 0,
+        })
+    }
+
+    fn record(&mut self, ok: bool, started: Instant) {
+        if ok {
+            let _ = self
+                .latency
+                .record(started.elapsed().as_micros().max(1) as u64);
+        } else {
+            self.errors += 1;
+        }
+    }
+
+    fn merge(&mut self, other: &OpStats) {
+        let _ = self.latency.add(&other.latency);
+        self.errors += other.errors;
+    }
+}
+
+fn record_key(i: u64) -> Vec<u8> {
+    format!("user{i:012}").into_bytes()
+}
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    let read_share = match args.workload.as_str() {
+        "a" => 0.5,
+        "b" => 0.95,
+        "c" => 1.0,
+        "w" => 0.0,
+        other => bail!("unknown workload {other:?} (expected a, b, c or w)"),
+    };
+    if !matches!(args.distribution.as_str(), "zipfian" | "uniform") {
+        bail!("unknown distribution {:?}", args.distribution);
+    }
+    if args.records == 0 || args.concurrency == 0 {
+        bail!("records and concurrency must be positive");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run_async(args))
+    rt.block_on(run_async(args, read_share))
 }
 
-async fn run_async(args: BenchArgs) -> Result<()> {
+async fn run_async(args: BenchArgs, read_share: f64) -> Result<()> {
     let client = client::RawClient::connect(args.pd.clone()).await?;
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?));
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(args.duration);
     let value = vec![b'x'; args.value_size];
+    if !args.skip_load {
+        let started = Instant::now();
+        let mut next = 0;
+        while next < args.records {
+            let end = (next + 256).min(args.records);
+            client
+                .batch_put((next..end).map(|i| (record_key(i), value.clone())))
+                .await?;
+            next = end;
+        }
+        println!(
+            "load: {} records in {:.1}s",
+            args.records,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let zipf = Zipf::new(args.records as f64, 0.99)?;
+    let uniform = args.distribution == "uniform";
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for worker in 0..args.concurrency {
+    let mut workers = Vec::new();
+    for w in 0..args.concurrency {
         let client = client.clone();
-        let hist = hist.clone();
-        let errors = errors.clone();
         let value = value.clone();
-        let workload = args.workload.clone();
-        let keys = args.keys.max(1);
-        tasks.push(tokio::spawn(async move {
-            let mut i = worker as u64;
+        let records = args.records;
+        let mut rng = StdRng::seed_from_u64(args.seed.wrapping_add(w as u64));
+        workers.push(tokio::spawn(async move {
+            let (mut reads, mut updates) = (OpStats::new()?, OpStats::new()?);
             while Instant::now() < deadline {
-                let key = format!(
-                    "bench/{:012}",
-                    (i.wrapping_mul(0x9E37_79B9_7F4A_7C15)) % keys
-                )
-                .into_bytes();
-                let is_put = match workload.as_str() {
-                    "get" => false,
-                    "mixed" => i.is_multiple_of(2),
-                    _ => true,
+                let i = if uniform {
+                    rng.random_range(0..records)
+                } else {
+                    // Zipf yields ranks 1..=n, rank 1 the most popular.
+                    (zipf.sample(&mut rng) as u64).saturating_sub(1) % records
                 };
                 let t = Instant::now();
-                let ok = if is_put {
-                    client.put(key, value.clone()).await.is_ok()
+                if rng.random_bool(read_share) {
+                    let ok = client.get(record_key(i)).await.is_ok();
+                    reads.record(ok, t);
                 } else {
-                    client.get(key).await.is_ok()
-                };
-                if ok {
-                    let _ = hist
-                        .lock()
-                        .expect("histogram lock")
-                        .record(t.elapsed().as_micros().max(1) as u64);
-                } else {
-                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let ok = client.put(record_key(i), value.clone()).await.is_ok();
+                    updates.record(ok, t);
                 }
-                i += STRIDE;
             }
+            anyhow::Ok((reads, updates))
         }));
     }
-    for t in tasks {
-        t.await?;
+    let (mut reads, mut updates) = (OpStats::new()?, OpStats::new()?);
+    for w in workers {
+        let (r, u) = w.await??;
+        reads.merge(&r);
+        updates.merge(&u);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let h = hist.lock().expect("histogram lock");
+    let total = reads.latency.len() + updates.latency.len();
     println!(
-        "{} ops in {elapsed:.1}s: {:.0} ops/s, errors {}; latency us p50 {} p99 {} p999 {} max {}",
-        h.len(),
-        h.len() as f64 / elapsed,
-        errors.load(std::sync::atomic::Ordering::Relaxed),
-        h.value_at_quantile(0.5),
-        h.value_at_quantile(0.99),
-        h.value_at_quantile(0.999),
-        h.max()
+        "run: workload {}, {} keys, {} in flight: {total} ops in {elapsed:.1}s = {:.0} ops/s",
+        args.workload,
+        args.distribution,
+        args.concurrency,
+        total as f64 / elapsed
     );
+    println!(
+        "{:<7} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "op", "ops", "errors", "p50 us", "p99 us", "p999 us", "max us"
+    );
+    for (name, s) in [("read", &reads), ("update", &updates)] {
+        if s.latency.is_empty() && s.errors == 0 {
+            continue;
+        }
+        println!(
+            "{:<7} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
+            name,
+            s.latency.len(),
+            s.errors,
+            s.latency.value_at_quantile(0.5),
+            s.latency.value_at_quantile(0.99),
+            s.latency.value_at_quantile(0.999),
+            s.latency.max()
+        );
+    }
     Ok(())
 }

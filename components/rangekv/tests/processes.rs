@@ -774,3 +774,38 @@ fn a_rolling_restart_under_writes_keeps_every_acknowledged_write() {
         }
     });
 }
+
+#[test]
+fn bench_runs_a_ycsb_workload_without_errors() {
+    let t = TestCluster::start(3);
+    let endpoints = t.cluster.pd_endpoints().join(",");
+    let out = std::process::Command::new(bin())
+        .args([
+            "bench",
+            "--pd",
+            &endpoints,
+            "--workload",
+            "a",
+            "--records",
+            "300",
+        ])
+        .args(["--duration", "1", "--concurrency", "8"])
+        .output()
+        .expect("run rangekv bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("load: 300 records"), "{stdout}");
+    for op in ["read", "update"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(op))
+            .unwrap_or_else(|| panic!("no {op} line in:\n{stdout}"));
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert!(cols[1].parse::<u64>().unwrap() > 0, "{line}");
+        assert_eq!(cols[2], "0", "{op} errors: {line}");
+    }
+}
