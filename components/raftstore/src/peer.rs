@@ -43,6 +43,9 @@ use crate::store::{PollContext, ReadGrant, RequestHeader};
 use crate::util::{conf_state_of, epoch_version, find_peer, find_peer_on_store, key_in_range};
 use crate::{Config, Error, Result};
 
+/// The context of a split's log entry.
+const SPLIT_ENTRY_CONTEXT: &[u8] = b"split";
+
 /// Answers a read: either the grant to read the region now, or why not.
 pub type ReadCallback = Box<dyn FnOnce(Result<ReadGrant>) + Send>;
 
@@ -202,6 +205,8 @@ pub struct Peer {
     to_apply: Vec<Entry>,
     ticks_since_gc: usize,
     compact_proposed_to: u64,
+    /// Index of the newest split entry known committed; no lease reads until it is applied.
+    last_committed_split: u64,
     /// Reads granted under the lease, and ReadIndex rounds started (for tests and metrics).
     lease_reads: u64,
     read_index_rounds: u64,
@@ -265,6 +270,7 @@ impl Peer {
             to_apply: Vec::new(),
             ticks_since_gc: 0,
             compact_proposed_to: 0,
+            last_committed_split: 0,
             lease_reads: 0,
             read_index_rounds: 0,
         })
@@ -467,8 +473,20 @@ impl Peer {
             }
             return;
         }
+        let kind = match cmd.admin.as_ref().map(|a| a.admin_kind()) {
+            None => "write",
+            Some(AdminKind::CompactLog) => "compact_log",
+            Some(AdminKind::BatchSplit) => "split",
+        };
         let before = self.raw.raft.raft_log.last_index();
-        if let Err(e) = self.raw.propose(vec![], data) {
+        // Splits are marked in the entry's context, so that the leader can tell them apart
+        // when they commit without decoding every entry.
+        let context = if kind == "split" {
+            SPLIT_ENTRY_CONTEXT.to_vec()
+        } else {
+            vec![]
+        };
+        if let Err(e) = self.raw.propose(context, data) {
             debug!(region_id = self.region.id, %e, "proposal dropped");
             if let Some(cb) = cb {
                 cb(Err(Error::NotLeader {
@@ -479,11 +497,6 @@ impl Peer {
             return;
         }
         let index = self.raw.raft.raft_log.last_index();
-        let kind = match cmd.admin.as_ref().map(|a| a.admin_kind()) {
-            None => "write",
-            Some(AdminKind::CompactLog) => "compact_log",
-            Some(AdminKind::BatchSplit) => "split",
-        };
         crate::metrics::PROPOSALS.with_label_values(&[kind]).inc();
         if index != before + 1 {
             if let Some(cb) = cb {
@@ -520,9 +533,13 @@ impl Peer {
 
     /// A leader handing over leadership has no lease: the transferee may be elected at once
     /// (MsgTimeoutNow skips the followers' lease check), long before this lease would end.
+    /// Nor has a leader whose split committed but is not applied here yet: the other replicas
+    /// may already have applied it and elected a leader of the new region, which takes writes
+    /// in a range this peer still believes is its own.
     fn lease_valid(&self, now: Instant) -> bool {
         self.is_leader()
             && self.raw.raft.lead_transferee.is_none()
+            && self.applied.applied_index >= self.last_committed_split
             && self.lease_expire.is_some_and(|t| now < t)
     }
 
@@ -778,6 +795,9 @@ impl Peer {
         let leader = self.is_leader();
         let mut renew_from = None;
         for e in &entries {
+            if e.context[..] == SPLIT_ENTRY_CONTEXT[..] {
+                self.last_committed_split = self.last_committed_split.max(e.index);
+            }
             while self.proposals.front().is_some_and(|p| p.index < e.index) {
                 let p = self.proposals.pop_front().expect("front exists");
                 (p.cb)(Err(Error::StaleCommand));
