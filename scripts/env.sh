@@ -16,8 +16,8 @@ apt_install() {
 }
 # Required: RocksDB's bindings need libclang, RocksDB itself a C++ compiler.
 need_pkgs=()
-ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
-  || need_pkgs+=(libclang-dev)
+# (libclang-dev provides the unversioned libclang.so bindgen loads; libclang1 alone does not.)
+ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need_pkgs+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
