@@ -67,6 +67,8 @@ pub struct PeerStatus {
     pub read_index_rounds: u64,
     /// On a leader: the other peers it heard from recently (raft-rs's `recent_active`).
     pub active_peers: Vec<u64>,
+    /// Log index of the newest split this peer saw committed (0: none).
+    pub last_committed_split: u64,
 }
 
 /// Messages to a peer.
@@ -181,6 +183,33 @@ struct PendingRead {
     /// Set once a quorum confirmed leadership.
     read_index: Option<u64>,
     callbacks: Vec<(RequestHeader, ReadCallback)>,
+}
+
+/// What decides whether a leader may read under its lease (see [`Peer::lease_valid`]).
+struct LeaseView {
+    is_leader: bool,
+    transferring: bool,
+    applied_index: u64,
+    last_committed_split: u64,
+    lease_expire: Option<Instant>,
+}
+
+impl LeaseView {
+    fn allows_read(&self, now: Instant) -> bool {
+        self.is_leader
+            && !self.transferring
+            && self.applied_index >= self.last_committed_split
+            && self.lease_expire.is_some_and(|t| now < t)
+    }
+}
+
+/// The index of the newest split among committed `entries`, if any.
+fn newest_split(entries: &[Entry]) -> Option<u64> {
+    entries
+        .iter()
+        .filter(|e| e.context[..] == SPLIT_ENTRY_CONTEXT[..])
+        .map(|e| e.index)
+        .max()
 }
 
 /// One region replica.
@@ -309,6 +338,7 @@ impl Peer {
             last_index: store.last_index_value(),
             lease_reads: self.lease_reads,
             read_index_rounds: self.read_index_rounds,
+            last_committed_split: self.last_committed_split,
             active_peers: if self.is_leader() {
                 self.raw
                     .raft
@@ -537,10 +567,14 @@ impl Peer {
     /// may already have applied it and elected a leader of the new region, which takes writes
     /// in a range this peer still believes is its own.
     fn lease_valid(&self, now: Instant) -> bool {
-        self.is_leader()
-            && self.raw.raft.lead_transferee.is_none()
-            && self.applied.applied_index >= self.last_committed_split
-            && self.lease_expire.is_some_and(|t| now < t)
+        LeaseView {
+            is_leader: self.is_leader(),
+            transferring: self.raw.raft.lead_transferee.is_some(),
+            applied_index: self.applied.applied_index,
+            last_committed_split: self.last_committed_split,
+            lease_expire: self.lease_expire,
+        }
+        .allows_read(now)
     }
 
     fn renew_lease(&mut self, since: Instant) {
@@ -794,10 +828,10 @@ impl Peer {
         let term = self.raw.raft.term;
         let leader = self.is_leader();
         let mut renew_from = None;
+        if let Some(index) = newest_split(&entries) {
+            self.last_committed_split = self.last_committed_split.max(index);
+        }
         for e in &entries {
-            if e.context[..] == SPLIT_ENTRY_CONTEXT[..] {
-                self.last_committed_split = self.last_committed_split.max(e.index);
-            }
             while self.proposals.front().is_some_and(|p| p.index < e.index) {
                 let p = self.proposals.pop_front().expect("front exists");
                 (p.cb)(Err(Error::StaleCommand));
@@ -926,5 +960,75 @@ impl Peer {
 impl Drop for Peer {
     fn drop(&mut self) {
         self.fail_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn view(now: Instant) -> LeaseView {
+        LeaseView {
+            is_leader: true,
+            transferring: false,
+            applied_index: 10,
+            last_committed_split: 0,
+            lease_expire: Some(now + Duration::from_millis(100)),
+        }
+    }
+
+    #[test]
+    fn a_lease_read_needs_leadership_time_and_no_pending_transfer_or_split() {
+        let now = Instant::now();
+        assert!(view(now).allows_read(now));
+        assert!(
+            !view(now).allows_read(now + Duration::from_millis(100)),
+            "expired"
+        );
+        assert!(!LeaseView {
+            is_leader: false,
+            ..view(now)
+        }
+        .allows_read(now));
+        assert!(!LeaseView {
+            transferring: true,
+            ..view(now)
+        }
+        .allows_read(now));
+        assert!(!LeaseView {
+            lease_expire: None,
+            ..view(now)
+        }
+        .allows_read(now));
+        // A split committed at 11 but applied only to 10: no lease read until it is applied.
+        assert!(!LeaseView {
+            last_committed_split: 11,
+            ..view(now)
+        }
+        .allows_read(now));
+        assert!(LeaseView {
+            last_committed_split: 10,
+            ..view(now)
+        }
+        .allows_read(now));
+    }
+
+    #[test]
+    fn split_entries_are_found_by_their_context() {
+        let entry = |index: u64, context: &[u8]| Entry {
+            index,
+            context: context.to_vec().into(),
+            ..Default::default()
+        };
+        assert_eq!(newest_split(&[entry(5, b""), entry(6, b"")]), None);
+        assert_eq!(
+            newest_split(&[
+                entry(5, SPLIT_ENTRY_CONTEXT),
+                entry(6, b""),
+                entry(7, SPLIT_ENTRY_CONTEXT)
+            ]),
+            Some(7)
+        );
     }
 }

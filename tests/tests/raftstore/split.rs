@@ -31,6 +31,24 @@ fn split_regions_serve_both_halves_and_survive_restart() {
     assert_eq!(left.region_epoch.unwrap().version, 2);
     assert_eq!(right.region_epoch, left.region_epoch);
     assert_eq!(right.peers.len(), 3);
+    // Every replica sees the split committed at the same log position (and grants no lease
+    // read across it before applying it).
+    let split_index = cluster
+        .peer_status(cluster.wait_leader(1, Duration::from_secs(10)), 1)
+        .unwrap()
+        .last_committed_split;
+    assert!(split_index > 0);
+    tests::wait_until(
+        "every replica saw the split committed",
+        Duration::from_secs(10),
+        || {
+            cluster.store_ids().iter().all(|s| {
+                cluster
+                    .peer_status(*s, 1)
+                    .is_some_and(|p| p.last_committed_split == split_index)
+            })
+        },
+    );
     // The new region elects a leader and serves; old data is where it was.
     cluster.wait_leader(right.id, Duration::from_secs(10));
     for c in b'a'..=b'z' {
