@@ -534,42 +534,48 @@ impl Store {
     }
 
     /// Hands the leadership of every region this store leads to another replica and waits
-    /// (up to `timeout`) until it leads none: a store about to stop leaves no region without a
-    /// leader for an election timeout. Returns how many regions it still leads.
+    /// (up to `timeout`) until this store knows of the new leader of each: a store about to
+    /// stop leaves no region without a leader for an election timeout. Returns how many regions
+    /// it could not hand over.
     pub fn transfer_leaders_away(&self, timeout: Duration) -> usize {
         let deadline = std::time::Instant::now() + timeout;
         let router = &self.router;
-        let led = |ids: &[u64]| -> Vec<PeerStatus> {
-            ids.iter()
-                .filter_map(|id| futures::executor::block_on(router.peer_status(*id)).ok())
-                .filter(|s| s.is_leader && !s.active_peers.is_empty())
-                .collect()
-        };
-        let ids = router.region_ids();
-        let mut leading = led(&ids);
+        let status = |id: u64| futures::executor::block_on(router.peer_status(id)).ok();
+        // The regions this store leads and could hand over (some other replica is alive).
+        let mut handing: Vec<u64> = router
+            .region_ids()
+            .into_iter()
+            .filter(|id| status(*id).is_some_and(|s| s.is_leader && !s.active_peers.is_empty()))
+            .collect();
         let mut attempt = 0;
-        while !leading.is_empty() && std::time::Instant::now() < deadline {
-            for status in &leading {
+        while !handing.is_empty() && std::time::Instant::now() < deadline {
+            for &id in &handing {
+                let Some(s) = status(id).filter(|s| s.is_leader) else {
+                    continue; // In transition: wait for the new leader to show up.
+                };
                 // Only replicas the leader heard from lately: a stopped store cannot take over.
-                let others: Vec<&metapb::Peer> = status
+                let others: Vec<&metapb::Peer> = s
                     .region
                     .peers
                     .iter()
-                    .filter(|p| {
-                        p.store_id != router.store_id && status.active_peers.contains(&p.id)
-                    })
+                    .filter(|p| p.store_id != router.store_id && s.active_peers.contains(&p.id))
                     .collect();
                 if others.is_empty() {
                     continue;
                 }
                 let to = *others[attempt % others.len()];
-                let _ = router.transfer_leader(status.region.id, to, status.region.region_epoch);
+                let _ = router.transfer_leader(id, to, s.region.region_epoch);
             }
             attempt += 1;
             std::thread::sleep(self.cfg.raft_base_tick * 2);
-            leading = led(&ids);
+            // Handed over once this replica knows of a leader on another store.
+            handing.retain(|id| {
+                !status(*id).is_some_and(|s| {
+                    !s.is_leader && s.leader.is_some_and(|l| l.store_id != router.store_id)
+                })
+            });
         }
-        leading.len()
+        handing.len()
     }
 
     /// Stops ticking, polling and applying; outstanding requests fail with `Shutdown`.
