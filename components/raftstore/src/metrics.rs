@@ -74,3 +74,15 @@ pub static APPLY_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .expect("register metric")
 });
+
+/// Label handles resolved once, so the raftstore loop does no label lookup per event.
+pub static LEASE_READS: LazyLock<IntCounter> =
+    LazyLock::new(|| READS.with_label_values(&["lease"]));
+pub static READ_INDEX_READS: LazyLock<IntCounter> =
+    LazyLock::new(|| READS.with_label_values(&["read_index"]));
+pub static WRITE_PROPOSALS: LazyLock<IntCounter> =
+    LazyLock::new(|| PROPOSALS.with_label_values(&["write"]));
+pub static COMPACT_LOG_PROPOSALS: LazyLock<IntCounter> =
+    LazyLock::new(|| PROPOSALS.with_label_values(&["compact_log"]));
+pub static SPLIT_PROPOSALS: LazyLock<IntCounter> =
+    LazyLock::new(|| PROPOSALS.with_label_values(&["split"]));

@@ -527,7 +527,11 @@ impl Peer {
             return;
         }
         let index = self.raw.raft.raft_log.last_index();
-        crate::metrics::PROPOSALS.with_label_values(&[kind]).inc();
+        match kind {
+            "split" => crate::metrics::SPLIT_PROPOSALS.inc(),
+            "compact_log" => crate::metrics::COMPACT_LOG_PROPOSALS.inc(),
+            _ => crate::metrics::WRITE_PROPOSALS.inc(),
+        }
         if index != before + 1 {
             if let Some(cb) = cb {
                 cb(Err(Error::StaleCommand));
@@ -552,7 +556,7 @@ impl Peer {
         if self.lease_valid(self.cfg.clock.now()) && self.applied.applied_term == self.raw.raft.term
         {
             self.lease_reads += 1;
-            crate::metrics::READS.with_label_values(&["lease"]).inc();
+            crate::metrics::LEASE_READS.inc();
             cb(Ok(ReadGrant {
                 region: self.region.clone(),
             }));
@@ -595,9 +599,7 @@ impl Peer {
         let id = self.next_read_id;
         self.next_read_id += 1;
         self.read_index_rounds += 1;
-        crate::metrics::READS
-            .with_label_values(&["read_index"])
-            .inc_by(self.reads_to_issue.len() as u64);
+        crate::metrics::READ_INDEX_READS.inc_by(self.reads_to_issue.len() as u64);
         self.raw.read_index(id.to_be_bytes().to_vec());
         self.pending_reads.push_back(PendingRead {
             id,
