@@ -43,13 +43,15 @@ impl LocalClusterConfig {
         pds: usize,
         stores: usize,
     ) -> Result<LocalClusterConfig> {
-        // One run for the stores' ports and their status ports, so they cannot overlap.
-        let store_port = free_port_run(stores * 2)?;
+        // One run of free ports for PD members (every other port), stores and their status
+        // ports, so that no two of them can collide.
+        let pd_port = free_port_run(pds * 2 + stores * 2)?;
+        let store_port = pd_port + (pds * 2) as u16;
         Ok(LocalClusterConfig {
             bin,
             data_dir,
             host: "127.0.0.1".into(),
-            pd_port: free_port_run(pds * 2)?,
+            pd_port,
             store_port,
             status_port: Some(store_port + stores as u16),
             pds,
