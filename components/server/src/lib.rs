@@ -9,6 +9,7 @@
 //! - [`split`]: `SplitRegion`: ids from PD, the split through Raft, the result back to PD.
 //! - [`errors`]: the single conversion from internal errors to `errorpb` region errors.
 //! - [`status`]: the HTTP status server (`/metrics`, `/status`); [`metrics`]: request metrics.
+//! - [`net`]: accepting connections (`TCP_NODELAY` on every accepted socket).
 //! - [`config`]: server configuration (TOML + flags).
 //! - [`node`]: start-up of a store process: engine, PD registration, bootstrap, heartbeats.
 //!
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod errors;
 pub mod metrics;
+pub mod net;
 pub mod node;
 pub mod raw;
 pub mod service;

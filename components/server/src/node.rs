@@ -219,11 +219,10 @@ impl Node {
         )
         .max_decoding_message_size(cfg.limits.max_grpc_message_size)
         .max_encoding_message_size(cfg.limits.max_grpc_message_size);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = crate::net::nodelay_incoming(listener);
         let mut rx = shutdown_rx.clone();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = rx.wait_for(|v| *v).await;

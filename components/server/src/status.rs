@@ -31,7 +31,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .with_state(AppState { router });
-    axum::serve(listener, app)
+    axum::serve(crate::net::nodelay_listener(listener), app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|v| *v).await;
         })
