@@ -153,6 +153,15 @@ impl Cluster {
         self.runtime.block_on(f)
     }
 
+    /// Runs `f` on the harness's runtime in the background.
+    pub fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.spawn(f)
+    }
+
     /// Starts (or restarts) store `id` from its data directory.
     pub fn start_store(&mut self, id: u64) {
         assert!(!self.stores.contains_key(&id), "store {id} is running");
@@ -508,6 +517,69 @@ impl Cluster {
         };
         let resp = self.block_on(self.storages[&store_id].raw_get(req))?;
         Ok((!resp.not_found).then(|| resp.value.to_vec()))
+    }
+
+    /// Runs a consistency check of `region_id` (see `raftstore::consistency`) and waits until
+    /// every running replica compared its hash with the leader's. Errors name the replicas whose
+    /// data differs from the leader's.
+    pub fn check_consistency(&self, region_id: u64) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (leader, index, hash) = loop {
+            if Instant::now() > deadline {
+                bail!("no consistency check of region {region_id} could start");
+            }
+            let leader = self.wait_leader(region_id, Duration::from_secs(30));
+            let router = self.stores[&leader].router();
+            let started = self.block_on(async move {
+                tokio::time::timeout(Duration::from_secs(10), router.check_consistency(region_id))
+                    .await
+            });
+            match started {
+                Ok(Ok((index, hash))) => break (leader, index, hash),
+                other => tracing::debug!(?other, "consistency check retry"),
+            }
+        };
+        let mut statuses = Vec::new();
+        crate::wait_until(
+            &format!("every replica of region {region_id} verifies index {index}"),
+            Duration::from_secs(30),
+            || {
+                statuses = self
+                    .stores
+                    .keys()
+                    .filter_map(|s| self.peer_status(*s, region_id).map(|st| (*s, st)))
+                    .collect();
+                statuses
+                    .iter()
+                    .all(|(_, st)| st.last_verified.is_some_and(|(i, _)| i >= index))
+            },
+        );
+        let diverged: Vec<String> = statuses
+            .iter()
+            .filter(|(_, st)| {
+                st.hash.is_some_and(|(i, h)| i == index && h != hash)
+                    || st.last_verified.is_some_and(|(i, v)| {
+                        i == index && matches!(v, raftstore::consistency::Verdict::Mismatch { .. })
+                    })
+            })
+            .map(|(s, st)| format!("store {s} (hash {:?}, leader's {hash})", st.hash))
+            .collect();
+        if !diverged.is_empty() {
+            bail!(
+                "region {region_id} diverged at index {index} from the leader on store {leader}: {}",
+                diverged.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// [`Cluster::check_consistency`] of every region the harness knows; panics on divergence.
+    pub fn must_be_consistent(&self) {
+        let ids: Vec<u64> = self.route.read().iter().map(|r| r.id).collect();
+        for id in ids {
+            self.check_consistency(id)
+                .unwrap_or_else(|e| panic!("consistency check: {e:#}"));
+        }
     }
 
     /// Stops every store.

@@ -15,5 +15,5 @@ pub mod network;
 pub mod wait;
 
 pub use cluster::Cluster;
-pub use network::{Filter, SimNetwork, Verdict};
+pub use network::{msg_type, Filter, FnFilter, SimNetwork, Verdict};
 pub use wait::{wait_until, wait_until_async};

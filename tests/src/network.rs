@@ -52,6 +52,26 @@ impl Filter for Partition {
     }
 }
 
+/// A filter written as a closure of `(from_store, to_store, message)`.
+pub struct FnFilter<F>(pub F);
+
+impl<F> Filter for FnFilter<F>
+where
+    F: Fn(u64, u64, &RaftMessage) -> Verdict + Send + Sync,
+{
+    fn check(&self, from: u64, to: u64, msg: &RaftMessage) -> Verdict {
+        (self.0)(from, to, msg)
+    }
+}
+
+/// The raft-rs type of a message (`MsgHup` if it does not decode).
+pub fn msg_type(msg: &RaftMessage) -> raft::eraftpb::MessageType {
+    use protobuf::Message as _;
+    raft::eraftpb::Message::parse_from_bytes(&msg.message)
+        .map(|m| m.get_msg_type())
+        .unwrap_or(raft::eraftpb::MessageType::MsgHup)
+}
+
 /// Drops every message to or from one store.
 pub struct Isolate(pub u64);
 

@@ -22,6 +22,9 @@ use crate::region_cache::{Recovery, RegionCache, RegionRoute};
 use crate::rpc::RawRpc;
 use crate::stores::{StoreError, Stores};
 
+/// How a store's `error` begins for a write whose outcome it does not know (server::raw).
+const UNDETERMINED_PREFIX: &str = "write outcome undetermined: ";
+
 /// Regions asked from PD per page when looking for the last region.
 const SCAN_REGIONS_PAGE: i32 = 64;
 
@@ -251,20 +254,19 @@ impl Cluster {
     ) -> Result<Option<R::Response>> {
         let Some(err) = R::take_region_error(&mut resp) else {
             return match R::take_error(&mut resp) {
+                // The store gave up waiting for the write (timeout, shutdown): it may still
+                // apply. A region error, by contrast, means it was not proposed.
+                Some(message) if message.starts_with(UNDETERMINED_PREFIX) => {
+                    Err(Error::Undetermined(format!(
+                        "{} to store {}: {message}",
+                        R::NAME,
+                        route.peer.store_id
+                    )))
+                }
                 Some(message) => Err(Error::Server(message)),
                 None => Ok(Some(resp)),
             };
         };
-        if !R::IDEMPOTENT && err.server_is_busy.is_some() {
-            // The store may have proposed it and given up waiting: it can still commit.
-            return Err(Error::Undetermined(format!(
-                "{} to region {} at store {}: {}",
-                R::NAME,
-                route.region.id,
-                route.peer.store_id,
-                region_error_summary(&err)
-            )));
-        }
         if err.store_not_match.is_some() {
             self.stores.forget_store(route.peer.store_id);
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use client::{Config, Error, RawClient};
-use mock::{within, MockCluster, APPLIED_THEN_BUSY, ENTRY_LIMIT, FORBIDDEN};
+use mock::{within, MockCluster, APPLIED_THEN_TIMED_OUT, ENTRY_LIMIT, FORBIDDEN};
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -231,14 +231,17 @@ async fn a_compare_and_swap_with_unknown_outcome_is_not_sent_again() {
     let client = cluster.client(mock::test_config());
     within("undetermined CAS", async {
         let before = cluster.requests(1);
-        match client.compare_and_swap(APPLIED_THEN_BUSY, None, "1").await {
-            Err(Error::Undetermined(why)) => assert!(why.contains("ServerIsBusy"), "{why}"),
+        match client
+            .compare_and_swap(APPLIED_THEN_TIMED_OUT, None, "1")
+            .await
+        {
+            Err(Error::Undetermined(why)) => assert!(why.contains("no result within"), "{why}"),
             other => panic!("expected an undetermined outcome, got {other:?}"),
         }
         assert_eq!(cluster.requests(1), before + 1, "the CAS was sent again");
         // It did take effect: a retry would have reported a failed swap.
         assert_eq!(
-            client.get(APPLIED_THEN_BUSY).await.unwrap().as_deref(),
+            client.get(APPLIED_THEN_TIMED_OUT).await.unwrap().as_deref(),
             Some(&b"1"[..])
         );
     })

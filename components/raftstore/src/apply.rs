@@ -9,6 +9,9 @@
 //! - The apply state (applied index, truncated state) is written in the same batch as the data of
 //!   the entries it covers, so a replay after a crash applies every entry exactly once.
 //! - An entry at or below the applied index is skipped (it is a replay).
+//! - Nothing reaches the engine before the batch is complete: data, region metadata and apply
+//!   states of every entry in it are written in one batch, or not at all. Applying never reads
+//!   the engine (commands carry only writes; conditions were decided above Raft).
 //! - Applying is deterministic: every replica computes the same result from the same log. A
 //!   command that fails a check (stale epoch, key outside the region) fails on every replica and
 //!   changes nothing; an engine write error is not a command failure and stops the store.
@@ -28,9 +31,8 @@ use raft::eraftpb::{Entry, EntryType};
 use raft_log::ApplyState;
 use tracing::{error, info, warn};
 
-use crate::cmd::{
-    engine_cf, AdminCmd, AdminKind, CasResult, OpKind, RaftCmd, WriteOp, WriteResponse,
-};
+use crate::cmd::{engine_cf, AdminCmd, AdminKind, OpKind, RaftCmd, WriteOp, WriteResponse};
+use crate::consistency::{self, ConsistencyEvent, Verdict};
 use crate::util::{epoch_conf_ver, epoch_version, key_in_range};
 use crate::{Error, Result};
 
@@ -53,6 +55,8 @@ pub struct ApplyRes {
     /// Splits applied in this batch, in order: each lists the regions the parent's range now
     /// consists of (the parent, shrunk, first).
     pub splits: Vec<Vec<metapb::Region>>,
+    /// Consistency checks applied in this batch, in order.
+    pub consistency: Vec<ConsistencyEvent>,
 }
 
 pub enum ApplyMsg {
@@ -131,6 +135,8 @@ impl ApplyPool {
 struct Delegate {
     region: metapb::Region,
     state: ApplyState,
+    /// The last `ComputeHash` applied here: its index and this replica's hash.
+    hash: Option<(u64, u32)>,
 }
 
 struct Worker {
@@ -145,6 +151,7 @@ struct Batch {
     done: Vec<(WriteCallback, Result<WriteResponse>)>,
     touched: Vec<u64>,
     splits: HashMap<u64, Vec<Vec<metapb::Region>>>,
+    consistency: HashMap<u64, Vec<ConsistencyEvent>>,
 }
 
 const MAX_TASKS_PER_BATCH: usize = 512;
@@ -157,6 +164,7 @@ impl Worker {
                 done: Vec::new(),
                 touched: Vec::new(),
                 splits: HashMap::new(),
+                consistency: HashMap::new(),
             };
             self.handle(first, &mut batch);
             for msg in rx.try_iter().take(MAX_TASKS_PER_BATCH) {
@@ -169,7 +177,14 @@ impl Worker {
     fn handle(&mut self, msg: ApplyMsg, batch: &mut Batch) {
         match msg {
             ApplyMsg::Register { region, state } => {
-                self.delegates.insert(region.id, Delegate { region, state });
+                self.delegates.insert(
+                    region.id,
+                    Delegate {
+                        region,
+                        state,
+                        hash: None,
+                    },
+                );
             }
             ApplyMsg::Destroy { region_id } => {
                 self.delegates.remove(&region_id);
@@ -179,6 +194,8 @@ impl Worker {
     }
 
     fn finish(&mut self, mut batch: Batch) {
+        // Tests pause apply here (a write committed but not applied) or panic here.
+        fail::fail_point!("apply_before_write");
         let wb = std::mem::take(&mut batch.wb);
         if !wb.is_empty() {
             let _timer = crate::metrics::APPLY_WRITE_SECONDS.start_timer();
@@ -199,19 +216,8 @@ impl Worker {
                     region_id,
                     state: d.state,
                     splits: batch.splits.remove(&region_id).unwrap_or_default(),
+                    consistency: batch.consistency.remove(&region_id).unwrap_or_default(),
                 });
-            }
-        }
-    }
-
-    /// Writes out what the batch holds so far, keeping callbacks for later; used before a
-    /// command that must read its own region's latest state.
-    fn flush_writes(&self, batch: &mut Batch) {
-        let wb = std::mem::take(&mut batch.wb);
-        if !wb.is_empty() {
-            if let Err(e) = self.engine.write(wb, false) {
-                error!(%e, "apply write failed");
-                panic!("apply write failed: {e}");
             }
         }
     }
@@ -272,7 +278,13 @@ impl Worker {
             }
         };
         if let Some(admin) = &cmd.admin {
-            return match admin.admin_kind() {
+            let Some(kind) = admin.admin_kind() else {
+                return Err(Error::InvalidRequest(format!(
+                    "unknown admin command {} (an entry of another version?)",
+                    admin.kind
+                )));
+            };
+            return match kind {
                 AdminKind::CompactLog => {
                     let s = &mut d.state;
                     if admin.compact_index > s.truncated_index && admin.compact_index <= entry.index
@@ -283,6 +295,8 @@ impl Worker {
                     Ok(WriteResponse::default())
                 }
                 AdminKind::BatchSplit => apply_split(d, &cmd, admin, batch),
+                AdminKind::ComputeHash => self.compute_hash(d, entry.index, batch),
+                AdminKind::VerifyHash => Ok(verify_hash(d, admin, batch)),
             };
         }
         let version = cmd.epoch.as_ref().map_or(0, |e| e.version);
@@ -298,10 +312,9 @@ impl Worker {
         for op in &cmd.ops {
             check_op(&d.region, op)?;
         }
-        let mut resp = WriteResponse::default();
         for op in &cmd.ops {
             let cf = engine_cf(&op.cf).expect("checked");
-            match op.op_kind() {
+            match op.op_kind().expect("checked") {
                 OpKind::Put => batch.wb.put(cf, &keys::data_key(&op.key), &op.value),
                 OpKind::Delete => batch.wb.delete(cf, &keys::data_key(&op.key)),
                 OpKind::DeleteRange => {
@@ -314,29 +327,71 @@ impl Worker {
                         .wb
                         .delete_range(cf, &keys::data_key(&op.key), &keys::data_end_key(end));
                 }
-                OpKind::CompareAndSwap => {
-                    self.flush_writes(batch);
-                    let key = keys::data_key(&op.key);
-                    let previous = self.engine.get(cf, &key).unwrap_or_else(|e| {
-                        error!(%e, "apply read failed");
-                        panic!("apply read failed: {e}");
-                    });
-                    let succeeded = match &previous {
-                        None => op.cas_expect_absent,
-                        Some(v) => !op.cas_expect_absent && v[..] == op.cas_expect_value[..],
-                    };
-                    if succeeded {
-                        batch.wb.put(cf, &key, &op.value);
-                    }
-                    resp.cas.push(CasResult {
-                        succeeded,
-                        previous,
-                    });
-                }
             }
         }
-        Ok(resp)
+        Ok(WriteResponse::default())
     }
+}
+
+impl Worker {
+    /// `ComputeHash` at `index`: writes out the batch so far together with the apply state
+    /// covering it (entries before `index` of this region, and every earlier task of the batch,
+    /// which wrote its own), so the engine holds exactly the state as of `index`; then hashes.
+    fn compute_hash(
+        &self,
+        d: &mut Delegate,
+        index: u64,
+        batch: &mut Batch,
+    ) -> Result<WriteResponse> {
+        d.state.write(d.region.id, &mut batch.wb);
+        let wb = std::mem::take(&mut batch.wb);
+        if let Err(e) = self.engine.write(wb, false) {
+            error!(%e, "apply write failed");
+            panic!("apply write failed: {e}");
+        }
+        let hash = consistency::region_hash(&self.engine, &d.region).unwrap_or_else(|e| {
+            // A read failure is the engine's, not the command's: stop rather than guess.
+            error!(%e, "consistency hash read failed");
+            panic!("consistency hash read failed: {e}");
+        });
+        info!(region_id = d.region.id, index, hash, "region hash computed");
+        d.hash = Some((index, hash));
+        batch
+            .consistency
+            .entry(d.region.id)
+            .or_default()
+            .push(ConsistencyEvent::Computed { index, hash });
+        Ok(WriteResponse {
+            hash: Some((index, hash)),
+            ..Default::default()
+        })
+    }
+}
+
+/// `VerifyHash`: compares the leader's hash with ours; a mismatch is reported, loudly.
+fn verify_hash(d: &Delegate, admin: &AdminCmd, batch: &mut Batch) -> WriteResponse {
+    let index = admin.hash_index;
+    let verdict = consistency::verify(d.hash, index, admin.hash);
+    match verdict {
+        Verdict::Mismatch { own } => {
+            crate::metrics::CONSISTENCY_MISMATCHES.inc();
+            error!(
+                region_id = d.region.id,
+                index,
+                leader_hash = admin.hash,
+                own_hash = own,
+                "REPLICAS DIVERGED: this replica's data differs from the leader's"
+            );
+        }
+        Verdict::Match => info!(region_id = d.region.id, index, "region hash verified"),
+        Verdict::Unknown => {}
+    }
+    batch
+        .consistency
+        .entry(d.region.id)
+        .or_default()
+        .push(ConsistencyEvent::Verified { index, verdict });
+    WriteResponse::default()
 }
 
 /// Applies a split: the parent keeps `[start, first split key)`, each new region takes the range
@@ -456,6 +511,12 @@ fn check_op(region: &metapb::Region, op: &WriteOp) -> Result<()> {
             op.cf
         )));
     }
+    let Some(kind) = op.op_kind() else {
+        return Err(Error::InvalidRequest(format!(
+            "unknown write kind {} (an entry of another version?)",
+            op.kind
+        )));
+    };
     let not_in_region = |key: &[u8]| Error::KeyNotInRegion {
         key: key.to_vec(),
         region_id: region.id,
@@ -465,7 +526,7 @@ fn check_op(region: &metapb::Region, op: &WriteOp) -> Result<()> {
     if !key_in_range(&op.key, &region.start_key, &region.end_key) {
         return Err(not_in_region(&op.key));
     }
-    if op.op_kind() == OpKind::DeleteRange && !op.end_key.is_empty() {
+    if kind == OpKind::DeleteRange && !op.end_key.is_empty() {
         if op.end_key[..] < op.key[..] {
             return Err(Error::InvalidRequest(
                 "delete range end before start".into(),

@@ -3,6 +3,10 @@
 //!
 //! Commands are prost messages defined here (not in `proto/`), because they never leave the
 //! store group: only replicas of the same rangekv version read them.
+//!
+//! A command carries only writes: everything conditional (compare-and-swap, and transactional
+//! checks) is decided before proposing, by the storage layer under latches, so applying an
+//! entry never reads the engine and can never persist part of an apply batch.
 
 use bytes::Bytes;
 use proto::metapb;
@@ -28,8 +32,8 @@ pub enum OpKind {
     Put = 0,
     Delete = 1,
     DeleteRange = 2,
-    /// Compare-and-swap of `key`: see [`WriteOp::cas_expect_absent`].
-    CompareAndSwap = 3,
+    // 3 was a compare-and-swap decided at apply; it is decided above Raft now and an entry
+    // holding it fails at apply on every replica alike.
 }
 
 /// One write. Keys are user keys; apply adds the data prefix.
@@ -46,12 +50,7 @@ pub struct WriteOp {
     /// Exclusive end of a delete-range; empty means the end of the region.
     #[prost(bytes = "bytes", tag = "5")]
     pub end_key: Bytes,
-    /// CAS: succeed only if the key is absent.
-    #[prost(bool, tag = "6")]
-    pub cas_expect_absent: bool,
-    /// CAS: otherwise succeed only if the current value equals this.
-    #[prost(bytes = "bytes", tag = "7")]
-    pub cas_expect_value: Bytes,
+    // Tags 6 and 7 were the expectations of an apply-time compare-and-swap: never reuse them.
 }
 
 impl WriteOp {
@@ -84,21 +83,9 @@ impl WriteOp {
         }
     }
 
-    /// Puts `value` if the current value is `expect` (`None`: the key is absent).
-    pub fn compare_and_swap(cf: &str, key: Bytes, value: Bytes, expect: Option<Bytes>) -> WriteOp {
-        WriteOp {
-            kind: OpKind::CompareAndSwap as i32,
-            cf: cf.to_owned(),
-            key,
-            value,
-            cas_expect_absent: expect.is_none(),
-            cas_expect_value: expect.unwrap_or_default(),
-            ..Default::default()
-        }
-    }
-
-    pub fn op_kind(&self) -> OpKind {
-        OpKind::try_from(self.kind).unwrap_or(OpKind::Put)
+    /// The op's kind; `None` for a kind this version does not know (apply refuses it).
+    pub fn op_kind(&self) -> Option<OpKind> {
+        OpKind::try_from(self.kind).ok()
     }
 }
 
@@ -110,6 +97,10 @@ pub enum AdminKind {
     CompactLog = 0,
     /// Split the region at one or more keys.
     BatchSplit = 1,
+    /// Every replica hashes the region's data as of this entry (see [`crate::consistency`]).
+    ComputeHash = 2,
+    /// Every replica compares its hash of `hash_index` with the leader's `hash`.
+    VerifyHash = 3,
 }
 
 /// Region administration replicated through the log.
@@ -129,11 +120,18 @@ pub struct AdminCmd {
     /// BatchSplit: ids for each new region (one per split key), from PD.
     #[prost(message, repeated, tag = "5")]
     pub new_regions: Vec<SplitIds>,
+    /// VerifyHash: the index of the ComputeHash entry ...
+    #[prost(uint64, tag = "6")]
+    pub hash_index: u64,
+    /// ... and the leader's hash of the region as of that entry.
+    #[prost(uint32, tag = "7")]
+    pub hash: u32,
 }
 
 impl AdminCmd {
-    pub fn admin_kind(&self) -> AdminKind {
-        AdminKind::try_from(self.kind).unwrap_or(AdminKind::CompactLog)
+    /// The command's kind; `None` for a kind this version does not know (apply refuses it).
+    pub fn admin_kind(&self) -> Option<AdminKind> {
+        AdminKind::try_from(self.kind).ok()
     }
 }
 
@@ -147,21 +145,13 @@ pub struct SplitIds {
     pub peer_ids: Vec<u64>,
 }
 
-/// The outcome of a compare-and-swap.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CasResult {
-    pub succeeded: bool,
-    /// The value before the command (`None`: absent).
-    pub previous: Option<Vec<u8>>,
-}
-
 /// What applying a command returns to its proposer.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WriteResponse {
-    /// One entry per compare-and-swap op, in op order.
-    pub cas: Vec<CasResult>,
     /// A split: every region the parent's range now consists of, in key order.
     pub regions: Vec<proto::metapb::Region>,
+    /// ComputeHash: the entry's index and this replica's hash of the region as of it.
+    pub hash: Option<(u64, u32)>,
 }
 
 /// Maps a client-facing column family name to the engine's; empty means `default`.

@@ -10,6 +10,7 @@
 //! - [`apply`]: apply workers: execute committed commands on the engine in write batches and
 //!   complete their callbacks; splits (new region metadata and initial Raft state).
 //! - [`cmd`]: the replicated command format and the results of applying it.
+//! - [`consistency`]: hashing a region at a log position on every replica and comparing.
 //! - [`bootstrap`]: writing the initial state of a store and of its regions.
 //! - [`clock`]: injectable wall time for leases and timeouts.
 //! - [`transport`]: the trait the store sends Raft messages through.
@@ -24,6 +25,7 @@ pub mod bootstrap;
 pub mod clock;
 pub mod cmd;
 mod config;
+pub mod consistency;
 mod error;
 pub mod metrics;
 pub mod peer;

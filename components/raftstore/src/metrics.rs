@@ -86,3 +86,12 @@ pub static COMPACT_LOG_PROPOSALS: LazyLock<IntCounter> =
     LazyLock::new(|| PROPOSALS.with_label_values(&["compact_log"]));
 pub static SPLIT_PROPOSALS: LazyLock<IntCounter> =
     LazyLock::new(|| PROPOSALS.with_label_values(&["split"]));
+
+/// Consistency checks in which this store's replica differed from the leader's.
+pub static CONSISTENCY_MISMATCHES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "rangekv_consistency_mismatches_total",
+        "Consistency checks whose hash on this store differed from the leader's (divergence)"
+    )
+    .expect("register metric")
+});

@@ -3,9 +3,11 @@
 //!
 //! One poll round ([`RaftPoller`]):
 //! 1. `handle` each scheduled peer: step its messages, proposals, reads and ticks, then
-//!    [`Peer::collect_ready`] — send leader messages at once, stage log entries and hard state
+//!    [`Peer::collect_ready`] — queue leader messages, stage log entries and hard state
 //!    into the round's single write batch;
-//! 2. `end`: write that batch **synced**, once for every peer of the round (group commit); then
+//! 2. `end`: flush the queued leader messages (appends go out before the leader's own fsync,
+//!    as Raft allows: an entry commits once a majority, leader or not, persisted it); write
+//!    the batch **synced**, once for every peer of the round (group commit); then
 //!    [`Peer::post_persist`] each peer — send the messages that needed persistence, advance
 //!    raft-rs, dispatch committed entries to the apply workers; flush the transport.
 //!
@@ -123,6 +125,9 @@ impl<T: Transport> PollHandler<PeerFsm> for RaftPoller<T> {
     }
 
     fn end(&mut self, batch: &mut [Box<PeerFsm>]) {
+        // The leaders' appends (collected in `handle`, none of them waiting on persistence)
+        // leave now, so the followers' fsyncs overlap the leaders' own instead of following it.
+        self.ctx.transport.flush();
         if !self.ctx.wb.is_empty() {
             crate::metrics::GROUP_COMMIT_PEERS.observe(batch.len() as f64);
             let timer = crate::metrics::LOG_WRITE_SECONDS.start_timer();
@@ -345,6 +350,24 @@ impl StoreRouter {
         epoch: Option<metapb::RegionEpoch>,
     ) -> Result<()> {
         self.send(region_id, PeerMsg::TransferLeader { to, epoch })
+    }
+
+    /// Starts a consistency check of `region_id` on its leader (this store's peer must lead):
+    /// answers with the `ComputeHash` entry's index and the leader's hash once it applied it;
+    /// every replica then compares (see [`crate::consistency`]).
+    pub async fn check_consistency(&self, region_id: u64) -> Result<(u64, u32)> {
+        let (tx, rx) = oneshot::channel();
+        self.send(
+            region_id,
+            PeerMsg::CheckConsistency {
+                cb: Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            },
+        )?;
+        let resp = rx.await.unwrap_or(Err(Error::Shutdown))?;
+        resp.hash
+            .ok_or_else(|| Error::InvalidRequest("the check produced no hash".into()))
     }
 
     /// [`StoreRouter::propose`] as a future.

@@ -67,6 +67,8 @@ pub struct Node {
     pub name: String,
     pub addr: String,
     args: Vec<String>,
+    /// Environment variables set for the process (besides the inherited ones).
+    env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -77,6 +79,19 @@ impl Node {
             Some(c) => matches!(c.try_wait(), Ok(None)),
             None => false,
         }
+    }
+
+    /// How the process ended, once it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Sets an environment variable for the next start (e.g. `FAILPOINTS` in tests).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -133,6 +148,7 @@ impl LocalCluster {
                     name,
                     addr: pd_client_addrs[i].clone(),
                     args,
+                    env: Vec::new(),
                     child: None,
                 }
             })
@@ -160,6 +176,7 @@ impl LocalCluster {
                     name,
                     addr,
                     args,
+                    env: Vec::new(),
                     child: None,
                 }
             })
@@ -204,6 +221,7 @@ impl LocalCluster {
             .with_context(|| format!("opening {}", node.log.display()))?;
         let child = Command::new(bin)
             .args(&node.args)
+            .envs(node.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -105,7 +105,23 @@ fn read_file(path: &PathBuf) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// Makes any panic, on any thread, end the process: a store whose poller or apply worker died
+/// would otherwise keep leading and voting for regions it no longer drives or applies. Once
+/// the process is gone, the other replicas elect new leaders. The panic is logged first.
+fn abort_on_panic() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(%info, "panic: aborting the process");
+        print(info);
+        std::process::abort();
+    }));
+}
+
 fn main() -> Result<()> {
+    abort_on_panic();
+    // Fail points named in the FAILPOINTS environment variable (test builds only; without the
+    // `failpoints` feature this does nothing).
+    let _fail_points = fail::FailScenario::setup();
     let cli = Cli::parse();
     let log = |default: &str| init_logging(cli.log.as_deref().unwrap_or(default));
     match cli.cmd {

@@ -4,6 +4,15 @@
 //! Every request's `Context` (region id, epoch, peer) and every key it touches is checked by the
 //! region's leader before anything happens; a request that fails validation changes nothing.
 //!
+//! Writes hold the [`Latches`] of their keys until they are applied (delete-range holds the
+//! range latch), and compare-and-swap is decided here, under its key's latch, on a read taken
+//! after a read grant: the raftstore only ever applies plain writes.
+//!
+//! A write whose fate is unknown when the store stops waiting (timeout, shutdown with the
+//! proposal in flight) is answered in the response's `error` field as "undetermined", never as
+//! a region error: clients retry region errors such as ServerIsBusy, and this write may still
+//! apply.
+//!
 //! Deliberately absent: TTL (API V1 only; a non-zero TTL is an error), API V2 keyspaces.
 
 use std::sync::Arc;
@@ -14,6 +23,8 @@ use proto::errorpb;
 use proto::kvrpcpb::{self, Context, KvPair};
 use raftstore::cmd::{engine_cf, WriteOp};
 use raftstore::{ReadGrant, RequestHeader, StoreRouter};
+use storage::{LatchGuard, Latches};
+use tokio::sync::oneshot;
 
 use crate::config::Limits;
 use crate::errors::{to_wire, WireError};
@@ -44,6 +55,14 @@ fn invalid(msg: impl Into<String>) -> Failure {
     Failure::Message(msg.into())
 }
 
+/// A write that may or may not have been applied. Clients must not resend it blindly.
+fn undetermined(why: impl std::fmt::Display) -> Failure {
+    Failure::Message(format!("{UNDETERMINED_PREFIX}{why}"))
+}
+
+/// How the `error` of a write whose outcome is unknown begins.
+pub const UNDETERMINED_PREFIX: &str = "write outcome undetermined: ";
+
 pub type RawResult<T> = Result<T, Failure>;
 
 /// The raw KV API of one store.
@@ -52,6 +71,7 @@ pub struct RawStorage {
     router: StoreRouter,
     engine: Engine,
     limits: Arc<Limits>,
+    latches: Latches,
 }
 
 impl RawStorage {
@@ -60,6 +80,7 @@ impl RawStorage {
             router,
             engine,
             limits: Arc::new(limits),
+            latches: Latches::default(),
         }
     }
 
@@ -69,6 +90,10 @@ impl RawStorage {
 
     pub fn router(&self) -> &StoreRouter {
         &self.router
+    }
+
+    pub fn latches(&self) -> &Latches {
+        &self.latches
     }
 
     fn header(&self, ctx: Option<&Context>, keys: Vec<Bytes>) -> RawResult<RequestHeader> {
@@ -147,20 +172,47 @@ impl RawStorage {
         }
     }
 
+    /// Proposes `ops` and waits until they are applied. `latches` (the latches of the keys the
+    /// ops touch) are released when the raftstore answers the proposal, not when this future
+    /// ends: a write that may still apply keeps its keys latched.
     async fn write(
         &self,
         header: RequestHeader,
         ops: Vec<WriteOp>,
+        latches: LatchGuard,
     ) -> RawResult<raftstore::cmd::WriteResponse> {
-        match tokio::time::timeout(
-            self.limits.request_timeout(),
-            self.router.write(header, ops),
-        )
-        .await
-        {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(raftstore::Error::ServerIsBusy("write timed out".into()).into()),
+        let (tx, rx) = oneshot::channel();
+        self.router.propose(header, ops, move |r| {
+            let _ = tx.send(r);
+            drop(latches);
+        });
+        match tokio::time::timeout(self.limits.request_timeout(), rx).await {
+            Ok(Ok(Ok(resp))) => Ok(resp),
+            Ok(Ok(Err(raftstore::Error::Shutdown))) | Ok(Err(_)) => {
+                Err(undetermined("the store shut down with the write in flight"))
+            }
+            Ok(Ok(Err(e))) => Err(e.into()),
+            Err(_) => Err(undetermined(format!(
+                "no result within {:?}",
+                self.limits.request_timeout()
+            ))),
         }
+    }
+
+    /// Waits for the latches of `keys`, within the request timeout.
+    async fn latch(&self, keys: &[Bytes]) -> RawResult<LatchGuard> {
+        tokio::time::timeout(self.limits.request_timeout(), self.latches.acquire(keys))
+            .await
+            .map_err(|_| raftstore::Error::ServerIsBusy("waiting for key latches".into()).into())
+    }
+
+    /// Waits for the range latch, within the request timeout.
+    async fn latch_range(&self) -> RawResult<LatchGuard> {
+        tokio::time::timeout(self.limits.request_timeout(), self.latches.acquire_range())
+            .await
+            .map_err(|_| {
+                raftstore::Error::ServerIsBusy("waiting for the range latch".into()).into()
+            })
     }
 
     pub async fn raw_get(&self, req: kvrpcpb::RawGetRequest) -> RawResult<kvrpcpb::RawGetResponse> {
@@ -210,7 +262,8 @@ impl RawStorage {
         Self::check_ttl(req.ttl)?;
         let cf = Self::cf(&req.cf)?;
         let header = self.header(req.context.as_ref(), vec![req.key.clone()])?;
-        self.write(header, vec![WriteOp::put(cf, req.key, req.value)])
+        let latches = self.latch(&header.keys).await?;
+        self.write(header, vec![WriteOp::put(cf, req.key, req.value)], latches)
             .await?;
         Ok(Default::default())
     }
@@ -239,12 +292,13 @@ impl RawStorage {
         }
         let keys = req.pairs.iter().map(|p| p.key.clone()).collect();
         let header = self.header(req.context.as_ref(), keys)?;
+        let latches = self.latch(&header.keys).await?;
         let ops = req
             .pairs
             .into_iter()
             .map(|p| WriteOp::put(cf, p.key, p.value))
             .collect();
-        self.write(header, ops).await?;
+        self.write(header, ops, latches).await?;
         Ok(Default::default())
     }
 
@@ -255,7 +309,8 @@ impl RawStorage {
         self.check_key(&req.key)?;
         let cf = Self::cf(&req.cf)?;
         let header = self.header(req.context.as_ref(), vec![req.key.clone()])?;
-        self.write(header, vec![WriteOp::delete(cf, req.key)])
+        let latches = self.latch(&header.keys).await?;
+        self.write(header, vec![WriteOp::delete(cf, req.key)], latches)
             .await?;
         Ok(Default::default())
     }
@@ -270,12 +325,13 @@ impl RawStorage {
         }
         let cf = Self::cf(&req.cf)?;
         let header = self.header(req.context.as_ref(), req.keys.clone())?;
+        let latches = self.latch(&header.keys).await?;
         let ops = req
             .keys
             .into_iter()
             .map(|k| WriteOp::delete(cf, k))
             .collect();
-        self.write(header, ops).await?;
+        self.write(header, ops, latches).await?;
         Ok(Default::default())
     }
 
@@ -295,9 +351,11 @@ impl RawStorage {
             ));
         }
         let header = self.header(req.context.as_ref(), vec![req.start_key.clone()])?;
+        let latches = self.latch_range().await?;
         self.write(
             header,
             vec![WriteOp::delete_range(cf, req.start_key, req.end_key)],
+            latches,
         )
         .await?;
         Ok(Default::default())
@@ -312,26 +370,23 @@ impl RawStorage {
         Self::check_ttl(req.ttl)?;
         let cf = Self::cf(&req.cf)?;
         let header = self.header(req.context.as_ref(), vec![req.key.clone()])?;
-        let expect = if req.previous_not_exist {
-            None
-        } else {
-            Some(req.previous_value)
+        // Decide under the key's latch, on a read after a read grant: no write of this store
+        // to the key can land between the read and the proposal below (see `storage::latch`).
+        let latches = self.latch(&header.keys).await?;
+        self.grant(header.clone()).await?;
+        let previous = self.engine.get(cf, &keys::data_key(&req.key))?;
+        let succeed = match &previous {
+            None => req.previous_not_exist,
+            Some(v) => !req.previous_not_exist && v[..] == req.previous_value[..],
         };
-        let resp = self
-            .write(
-                header,
-                vec![WriteOp::compare_and_swap(cf, req.key, req.value, expect)],
-            )
-            .await?;
-        let cas = resp
-            .cas
-            .into_iter()
-            .next()
-            .ok_or_else(|| invalid("compare-and-swap produced no result"))?;
+        if succeed {
+            self.write(header, vec![WriteOp::put(cf, req.key, req.value)], latches)
+                .await?;
+        }
         Ok(kvrpcpb::RawCasResponse {
-            succeed: cas.succeeded,
-            previous_not_exist: cas.previous.is_none(),
-            previous_value: cas.previous.map(Bytes::from).unwrap_or_default(),
+            succeed,
+            previous_not_exist: previous.is_none(),
+            previous_value: previous.map(Bytes::from).unwrap_or_default(),
             ..Default::default()
         })
     }

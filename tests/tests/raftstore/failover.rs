@@ -29,6 +29,8 @@ fn killing_the_leader_loses_no_acknowledged_write() {
     // The old leader comes back and catches up.
     cluster.start_store(leader);
     cluster.wait_replicated(b"after", Some(b"1"), Duration::from_secs(15));
+    // Not only do they answer: the replicas hold the same data.
+    cluster.must_be_consistent();
 }
 
 #[test]

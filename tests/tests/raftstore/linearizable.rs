@@ -168,6 +168,9 @@ fn register_histories_under_network_faults_are_linearizable() {
         );
         check_register(None, &h).unwrap_or_else(|e| panic!("key k{k}: {e}"));
     }
+    // The faults are over: every replica must hold the same data.
+    cluster.clear_filters();
+    cluster.must_be_consistent();
     eprintln!(
         "checked {} operations in {:?}, {unknown} with unknown outcome",
         CLIENTS * OPS_PER_CLIENT,

@@ -1,12 +1,14 @@
 //! In-process cluster tests of the replicated multi-raft core and the raw KV layer.
 
 mod bad_input;
+mod consistency;
 mod failover;
 mod faults;
 mod lease;
 mod linearizable;
 mod log_gc;
 mod many_regions;
+mod new_leader_reads;
 mod partition;
 mod raw_api;
 mod region_errors;

@@ -29,6 +29,8 @@ fn whole_cluster_restart_keeps_all_data() {
     // And it keeps accepting writes.
     cluster.must_put(b"after-restart", b"ok");
     cluster.wait_replicated(b"after-restart", Some(b"ok"), Duration::from_secs(10));
+    // Not only do they answer: the replicas hold the same data.
+    cluster.must_be_consistent();
 }
 
 #[test]
@@ -42,5 +44,6 @@ fn a_restarted_follower_recovers_its_log_and_catches_up() {
     cluster.must_put(b"k2", b"v2");
     cluster.start_store(follower);
     cluster.wait_replicated(b"k2", Some(b"v2"), Duration::from_secs(15));
+    cluster.must_be_consistent();
     assert_eq!(cluster.local_get(follower, b"k1"), Some(b"v1".to_vec()));
 }

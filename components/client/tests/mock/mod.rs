@@ -28,9 +28,9 @@ pub const DEAD_STORE: u64 = 4;
 pub const ENTRY_LIMIT: usize = 1024;
 /// A key the stores refuse with a validation error.
 pub const FORBIDDEN: &[u8] = b"forbidden";
-/// A compare-and-swap of this key is applied, then answered `ServerIsBusy` (as when the store
-/// timed out waiting for a write that still committed).
-pub const APPLIED_THEN_BUSY: &[u8] = b"applied-then-busy";
+/// A compare-and-swap of this key is applied, then answered as undetermined in the response's
+/// `error` (as when the store timed out waiting for a write that still committed).
+pub const APPLIED_THEN_TIMED_OUT: &[u8] = b"applied-then-timed-out";
 
 /// The cluster's truth, shared by all mock stores.
 #[derive(Default)]
@@ -413,16 +413,9 @@ impl Tikv for MockStore {
         if succeed {
             w.data.insert(req.key.clone(), req.value);
         }
-        if req.key[..] == *APPLIED_THEN_BUSY {
+        if req.key[..] == *APPLIED_THEN_TIMED_OUT {
             return Ok(Response::new(kvrpcpb::RawCasResponse {
-                region_error: Some(errorpb::Error {
-                    message: "write timed out".to_owned(),
-                    server_is_busy: Some(errorpb::ServerIsBusy {
-                        reason: "write timed out".to_owned(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
+                error: "write outcome undetermined: no result within 5s".to_owned(),
                 ..Default::default()
             }));
         }

@@ -6,16 +6,7 @@
 //! the shared batch; after the batch is synced, [`Peer::post_persist`] sends the messages that
 //! needed persistence, advances raft-rs and hands committed entries to the apply workers.
 //!
-//! Reads (linearizable):
-//! - **Lease**: a leader whose lease is valid and that has applied an entry of its current term
-//!   answers at once. The lease is renewed to `t + lease_duration` whenever a quorum
-//!   acknowledged something the leader sent at time `t` (a committed proposal of this term, or
-//!   a ReadIndex round). With check-quorum on, a follower that acknowledged at or after `t`
-//!   refuses to vote for another candidate until an election timeout later, and the lease is
-//!   shorter than that, so no other leader can exist while the lease holds.
-//! - **ReadIndex** otherwise: raft-rs confirms leadership with a heartbeat round and returns the
-//!   commit index; the read is answered once the apply side has reached it. Reads that arrived
-//!   in one round share one ReadIndex request; later reads never join an earlier request.
+//! Reads (lease and ReadIndex, and what a new leader does with them) are in [`read`].
 //!
 //! Raft log GC: every few ticks the leader proposes compacting the log up to the lowest index
 //! that **every** replica has (and it has applied), since without snapshots a replica that
@@ -43,6 +34,10 @@ use crate::store::{PollContext, ReadGrant, RequestHeader};
 use crate::util::{conf_state_of, epoch_version, find_peer, find_peer_on_store, key_in_range};
 use crate::{Config, Error, Result};
 
+mod read;
+
+use read::PendingRead;
+
 /// The context of a split's log entry.
 const SPLIT_ENTRY_CONTEXT: &[u8] = b"split";
 
@@ -69,6 +64,12 @@ pub struct PeerStatus {
     pub active_peers: Vec<u64>,
     /// Log index of the newest split this peer saw committed (0: none).
     pub last_committed_split: u64,
+    /// Reads waiting for leadership to be confirmed or for apply to catch up.
+    pub reads_waiting: usize,
+    /// The last consistency hash this replica computed: `(index, hash)`.
+    pub hash: Option<(u64, u32)>,
+    /// The outcome of the last `VerifyHash` this replica applied: `(index, verdict)`.
+    pub last_verified: Option<(u64, crate::consistency::Verdict)>,
 }
 
 /// Messages to a peer.
@@ -98,6 +99,8 @@ pub enum PeerMsg {
         ids: Vec<SplitIds>,
         cb: WriteCallback,
     },
+    /// Start a consistency check (leader only); answered once this replica hashed the region.
+    CheckConsistency { cb: WriteCallback },
     /// Drives Raft's clock.
     Tick,
     /// Apply progress.
@@ -159,6 +162,7 @@ impl PeerFsm {
                     cb,
                 } => self.peer.on_split(ctx, header, split_keys, ids, cb),
                 PeerMsg::TransferLeader { to, epoch } => self.peer.on_transfer_leader(to, epoch),
+                PeerMsg::CheckConsistency { cb } => self.peer.on_check_consistency(ctx, cb),
                 PeerMsg::Tick => self.peer.on_tick(ctx),
                 PeerMsg::ApplyRes(res) => self.peer.on_apply_res(ctx, res),
                 PeerMsg::Query(cb) => cb(self.peer.status()),
@@ -175,32 +179,6 @@ struct Proposal {
     term: u64,
     proposed_at: Instant,
     cb: WriteCallback,
-}
-
-struct PendingRead {
-    id: u64,
-    issued_at: Instant,
-    /// Set once a quorum confirmed leadership.
-    read_index: Option<u64>,
-    callbacks: Vec<(RequestHeader, ReadCallback)>,
-}
-
-/// What decides whether a leader may read under its lease (see [`Peer::lease_valid`]).
-struct LeaseView {
-    is_leader: bool,
-    transferring: bool,
-    applied_index: u64,
-    last_committed_split: u64,
-    lease_expire: Option<Instant>,
-}
-
-impl LeaseView {
-    fn allows_read(&self, now: Instant) -> bool {
-        self.is_leader
-            && !self.transferring
-            && self.applied_index >= self.last_committed_split
-            && self.lease_expire.is_some_and(|t| now < t)
-    }
 }
 
 /// The index of the newest split among committed `entries`, if any.
@@ -239,6 +217,8 @@ pub struct Peer {
     /// Reads granted under the lease, and ReadIndex rounds started (for tests and metrics).
     lease_reads: u64,
     read_index_rounds: u64,
+    hash: Option<(u64, u32)>,
+    last_verified: Option<(u64, crate::consistency::Verdict)>,
 }
 
 impl Peer {
@@ -302,6 +282,8 @@ impl Peer {
             last_committed_split: 0,
             lease_reads: 0,
             read_index_rounds: 0,
+            hash: None,
+            last_verified: None,
         })
     }
 
@@ -339,6 +321,9 @@ impl Peer {
             lease_reads: self.lease_reads,
             read_index_rounds: self.read_index_rounds,
             last_committed_split: self.last_committed_split,
+            reads_waiting: self.reads_waiting(),
+            hash: self.hash,
+            last_verified: self.last_verified,
             active_peers: if self.is_leader() {
                 self.raw
                     .raft
@@ -505,8 +490,10 @@ impl Peer {
         }
         let kind = match cmd.admin.as_ref().map(|a| a.admin_kind()) {
             None => "write",
-            Some(AdminKind::CompactLog) => "compact_log",
-            Some(AdminKind::BatchSplit) => "split",
+            Some(Some(AdminKind::CompactLog)) => "compact_log",
+            Some(Some(AdminKind::BatchSplit)) => "split",
+            Some(Some(AdminKind::ComputeHash | AdminKind::VerifyHash)) => "consistency",
+            Some(None) => "unknown",
         };
         let before = self.raw.raft.raft_log.last_index();
         // Splits are marked in the entry's context, so that the leader can tell them apart
@@ -530,6 +517,7 @@ impl Peer {
         match kind {
             "split" => crate::metrics::SPLIT_PROPOSALS.inc(),
             "compact_log" => crate::metrics::COMPACT_LOG_PROPOSALS.inc(),
+            "consistency" | "unknown" => crate::metrics::PROPOSALS.with_label_values(&[kind]).inc(),
             _ => crate::metrics::WRITE_PROPOSALS.inc(),
         }
         if index != before + 1 {
@@ -546,67 +534,6 @@ impl Peer {
                 cb,
             });
         }
-    }
-
-    fn on_read(&mut self, header: RequestHeader, cb: ReadCallback) {
-        if let Err(e) = self.check_request(&header) {
-            cb(Err(e));
-            return;
-        }
-        if self.lease_valid(self.cfg.clock.now()) && self.applied.applied_term == self.raw.raft.term
-        {
-            self.lease_reads += 1;
-            crate::metrics::LEASE_READS.inc();
-            cb(Ok(ReadGrant {
-                region: self.region.clone(),
-            }));
-            return;
-        }
-        self.reads_to_issue.push((header, cb));
-    }
-
-    /// A leader handing over leadership has no lease: the transferee may be elected at once
-    /// (MsgTimeoutNow skips the followers' lease check), long before this lease would end.
-    /// Nor has a leader whose split committed but is not applied here yet: the other replicas
-    /// may already have applied it and elected a leader of the new region, which takes writes
-    /// in a range this peer still believes is its own.
-    fn lease_valid(&self, now: Instant) -> bool {
-        LeaseView {
-            is_leader: self.is_leader(),
-            transferring: self.raw.raft.lead_transferee.is_some(),
-            applied_index: self.applied.applied_index,
-            last_committed_split: self.last_committed_split,
-            lease_expire: self.lease_expire,
-        }
-        .allows_read(now)
-    }
-
-    fn renew_lease(&mut self, since: Instant) {
-        if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
-            return;
-        }
-        let expire = since + self.cfg.lease_duration();
-        if self.lease_expire.is_none_or(|t| t < expire) {
-            self.lease_expire = Some(expire);
-        }
-    }
-
-    /// Starts one ReadIndex round for every read that arrived this round.
-    fn issue_read_index(&mut self) {
-        if self.reads_to_issue.is_empty() {
-            return;
-        }
-        let id = self.next_read_id;
-        self.next_read_id += 1;
-        self.read_index_rounds += 1;
-        crate::metrics::READ_INDEX_READS.inc_by(self.reads_to_issue.len() as u64);
-        self.raw.read_index(id.to_be_bytes().to_vec());
-        self.pending_reads.push_back(PendingRead {
-            id,
-            issued_at: self.cfg.clock.now(),
-            read_index: None,
-            callbacks: std::mem::take(&mut self.reads_to_issue),
-        });
     }
 
     fn on_transfer_leader(&mut self, to: metapb::Peer, epoch: Option<metapb::RegionEpoch>) {
@@ -630,6 +557,62 @@ impl Peer {
         self.raw.transfer_leader(to.id);
     }
 
+    fn on_check_consistency(
+        &mut self,
+        ctx: &PollContext<impl crate::Transport>,
+        cb: WriteCallback,
+    ) {
+        if !self.is_leader() {
+            cb(Err(Error::NotLeader {
+                region_id: self.region.id,
+                leader: self.leader(),
+            }));
+            return;
+        }
+        let cmd = RaftCmd {
+            region_id: self.region.id,
+            epoch: self.region.region_epoch,
+            ops: vec![],
+            admin: Some(AdminCmd {
+                kind: AdminKind::ComputeHash as i32,
+                ..Default::default()
+            }),
+        };
+        self.propose(ctx, cmd, Some(cb));
+    }
+
+    /// A consistency command was applied here. After `ComputeHash`, a leader sends its hash
+    /// to every replica to compare (see [`crate::consistency`]).
+    fn on_consistency_event(
+        &mut self,
+        ctx: &PollContext<impl crate::Transport>,
+        event: crate::consistency::ConsistencyEvent,
+    ) {
+        use crate::consistency::ConsistencyEvent;
+        match event {
+            ConsistencyEvent::Computed { index, hash } => {
+                self.hash = Some((index, hash));
+                if self.is_leader() {
+                    let cmd = RaftCmd {
+                        region_id: self.region.id,
+                        epoch: self.region.region_epoch,
+                        ops: vec![],
+                        admin: Some(AdminCmd {
+                            kind: AdminKind::VerifyHash as i32,
+                            hash_index: index,
+                            hash,
+                            ..Default::default()
+                        }),
+                    };
+                    self.propose(ctx, cmd, None);
+                }
+            }
+            ConsistencyEvent::Verified { index, verdict } => {
+                self.last_verified = Some((index, verdict));
+            }
+        }
+    }
+
     fn on_tick(&mut self, ctx: &mut PollContext<impl crate::Transport>) {
         self.raw.tick();
         self.ticks_since_gc += 1;
@@ -637,18 +620,7 @@ impl Peer {
             self.ticks_since_gc = 0;
             self.maybe_compact_log(ctx);
         }
-        let timeout = ctx.cfg.read_index_timeout;
-        let now = self.cfg.clock.now();
-        while self
-            .pending_reads
-            .front()
-            .is_some_and(|r| r.read_index.is_none() && now.duration_since(r.issued_at) > timeout)
-        {
-            let r = self.pending_reads.pop_front().expect("front exists");
-            for (_, cb) in r.callbacks {
-                cb(Err(Error::ServerIsBusy("read index timed out".into())));
-            }
-        }
+        self.expire_reads(self.cfg.clock.now(), ctx.cfg.read_index_timeout);
     }
 
     fn maybe_compact_log(&mut self, ctx: &PollContext<impl crate::Transport>) {
@@ -708,6 +680,9 @@ impl Peer {
         for regions in res.splits {
             self.on_split_applied(ctx, regions);
         }
+        for event in res.consistency {
+            self.on_consistency_event(ctx, event);
+        }
         self.answer_ready_reads();
     }
 
@@ -729,32 +704,6 @@ impl Peer {
         for region in regions {
             if let Err(e) = ctx.create_peer(region.clone(), campaign) {
                 warn!(region_id = region.id, %e, "cannot create the peer of a split region");
-            }
-        }
-    }
-
-    fn answer_ready_reads(&mut self) {
-        while let Some(r) = self.pending_reads.front() {
-            match r.read_index {
-                Some(idx) if idx <= self.applied.applied_index => {}
-                _ => break,
-            }
-            let r = self.pending_reads.pop_front().expect("front exists");
-            for (header, cb) in r.callbacks {
-                // The region may have changed meanwhile (it cannot yet, but keep the check with
-                // the grant): re-check the epoch and keys, not leadership, which the ReadIndex
-                // round already confirmed.
-                let current = epoch_version(&self.region);
-                if header.epoch.as_ref().map(|e| e.version) != Some(current) {
-                    cb(Err(Error::EpochNotMatch {
-                        msg: "region changed while reading".into(),
-                        current_regions: vec![self.region.clone()],
-                    }));
-                } else {
-                    cb(Ok(ReadGrant {
-                        region: self.region.clone(),
-                    }));
-                }
             }
         }
     }
@@ -818,6 +767,8 @@ impl Peer {
         if !self.to_apply.is_empty() {
             self.dispatch_apply();
         }
+        // A new leader's held reads go out as soon as its first entry commits.
+        self.issue_read_index();
         self.answer_ready_reads();
         if self.raw.has_ready() {
             ctx.wake(self.region.id);
@@ -968,53 +919,6 @@ impl Drop for Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    fn view(now: Instant) -> LeaseView {
-        LeaseView {
-            is_leader: true,
-            transferring: false,
-            applied_index: 10,
-            last_committed_split: 0,
-            lease_expire: Some(now + Duration::from_millis(100)),
-        }
-    }
-
-    #[test]
-    fn a_lease_read_needs_leadership_time_and_no_pending_transfer_or_split() {
-        let now = Instant::now();
-        assert!(view(now).allows_read(now));
-        assert!(
-            !view(now).allows_read(now + Duration::from_millis(100)),
-            "expired"
-        );
-        assert!(!LeaseView {
-            is_leader: false,
-            ..view(now)
-        }
-        .allows_read(now));
-        assert!(!LeaseView {
-            transferring: true,
-            ..view(now)
-        }
-        .allows_read(now));
-        assert!(!LeaseView {
-            lease_expire: None,
-            ..view(now)
-        }
-        .allows_read(now));
-        // A split committed at 11 but applied only to 10: no lease read until it is applied.
-        assert!(!LeaseView {
-            last_committed_split: 11,
-            ..view(now)
-        }
-        .allows_read(now));
-        assert!(LeaseView {
-            last_committed_split: 10,
-            ..view(now)
-        }
-        .allows_read(now));
-    }
 
     #[test]
     fn split_entries_are_found_by_their_context() {

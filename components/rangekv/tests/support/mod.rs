@@ -1,0 +1,161 @@
+//! Shared set-up of the multi-process tests: a local cluster of real `rangekv` processes on
+//! free loopback ports, a runtime and clients for it, and log tails for failure messages.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use rangekv::local_cluster::{LocalCluster, LocalClusterConfig};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rangekv"))
+}
+
+pub struct TestCluster {
+    pub cluster: LocalCluster,
+    pub _dir: tempfile::TempDir,
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl TestCluster {
+    pub fn start(stores: usize) -> TestCluster {
+        Self::start_with_pds(1, stores)
+    }
+
+    pub fn start_with_pds(pds: usize, stores: usize) -> TestCluster {
+        Self::start_with_config(pds, stores, "")
+    }
+
+    /// `extra` is appended to every store's TOML config.
+    pub fn start_with_config(pds: usize, stores: usize, extra: &str) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg =
+            LocalClusterConfig::on_free_ports(bin(), dir.path().to_path_buf(), pds, stores)
+                .expect("ports");
+        cfg.pd_args = vec!["--max-replicas".into(), stores.min(3).to_string()];
+        cfg.server_args = vec!["--config".into(), write_server_config(dir.path(), extra)];
+        let mut cluster = LocalCluster::start(cfg).expect("start cluster");
+        cluster
+            .wait_listening(Duration::from_secs(60))
+            .expect("listening");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let t = TestCluster {
+            cluster,
+            _dir: dir,
+            rt,
+        };
+        t.wait_ready(stores);
+        t
+    }
+
+    pub fn wait_ready(&self, stores: usize) -> client::RawClient {
+        let endpoints = self.cluster.pd_endpoints();
+        self.rt
+            .block_on(rangekv_ready(&endpoints, stores))
+            .unwrap_or_else(|e| panic!("cluster not ready: {e:#}\n{}", self.logs()))
+    }
+
+    pub fn client(&self) -> client::RawClient {
+        self.rt
+            .block_on(client::RawClient::connect(self.cluster.pd_endpoints()))
+            .expect("client")
+    }
+
+    pub fn pd(&self) -> pd_client::PdClient {
+        self.rt
+            .block_on(pd_client::PdClient::connect(self.cluster.pd_endpoints()))
+            .expect("pd client")
+    }
+
+    /// The index (in `cluster.stores`) of the store leading the region holding `key`.
+    pub fn leader_index(&self, key: &[u8]) -> usize {
+        let pd = self.pd();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let info = self.rt.block_on(pd.get_region(key)).expect("region");
+            if let Some(leader) = info.leader {
+                let store = self
+                    .rt
+                    .block_on(pd.get_store(leader.store_id))
+                    .expect("store");
+                if let Some(i) = self
+                    .cluster
+                    .stores
+                    .iter()
+                    .position(|n| n.addr == store.address)
+                {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "PD knows no leader for {key:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every running node listens; on failure, panics with the nodes' log tails.
+    pub fn wait_listening(&mut self, secs: u64) {
+        if let Err(e) = self.cluster.wait_listening(Duration::from_secs(secs)) {
+            panic!("{e:#}\n{}", self.logs());
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in self.cluster.pds.iter().chain(self.cluster.stores.iter()) {
+            let text = std::fs::read_to_string(n.log_path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            out.push_str(&format!("--- {} ---\n", n.name));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Short ticks so that failover happens quickly in tests; `extra` TOML is appended.
+pub fn write_server_config(dir: &std::path::Path, extra: &str) -> String {
+    let path = dir.join("server.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "store_heartbeat_secs = 1\nregion_heartbeat_secs = 1\n[raftstore]\nraft_base_tick_ms = 50\n{extra}"
+        ),
+    )
+    .expect("write config");
+    path.display().to_string()
+}
+
+pub async fn rangekv_ready(endpoints: &[String], stores: usize) -> Result<client::RawClient> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match probe(endpoints, stores).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = format!("{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("{last}")
+}
+
+pub async fn probe(endpoints: &[String], stores: usize) -> Result<client::RawClient> {
+    let pd = pd_client::PdClient::connect(endpoints.to_vec()).await?;
+    anyhow::ensure!(pd.is_bootstrapped().await?, "not bootstrapped");
+    let n = pd.get_all_stores(true).await?.len();
+    anyhow::ensure!(n >= stores, "{n} stores registered");
+    let c = client::RawClient::connect(endpoints.to_vec()).await?;
+    c.put(b"probe".to_vec(), b"1".to_vec()).await?;
+    Ok(c)
+}
+
+pub fn key(i: u32) -> Vec<u8> {
+    format!("key{i:05}").into_bytes()
+}

@@ -1,0 +1,7 @@
+//! Tests that make a race happen on demand with fail points (`fail` crate): a paused apply, a
+//! panic in a chosen place.
+//!
+//! Fail points are process-wide, so these tests live in their own test binary and each one
+//! holds a `fail::FailScenario` (which also serializes them).
+
+mod cas;
