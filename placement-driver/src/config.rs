@@ -21,7 +21,9 @@
 //! (`pdraftpb.PdRaft`) are served by the same gRPC server on `listen_addr`, so a member's peer URL
 //! in `initial_cluster` is also its client URL.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +62,11 @@ pub struct PdConfig {
     /// the member's gRPC address (client and Raft traffic share it). Empty, or only this node:
     /// a single-node PD. Every member must be started with the same list.
     pub initial_cluster: String,
+    /// Whether this member may create a new group when its data directory is empty (etcd's
+    /// `--initial-cluster-state`): [`InitialClusterState::New`] (the default) bootstraps a member
+    /// with empty data, [`InitialClusterState::Existing`] refuses to start it. Ignored when the
+    /// data directory holds data. See [`crate::membership`].
+    pub initial_cluster_state: InitialClusterState,
     /// Interval of one Raft tick.
     #[serde(with = "duration")]
     pub raft_tick_interval: Duration,
@@ -97,6 +104,7 @@ impl Default for PdConfig {
             max_replicas: 3,
             shutdown_timeout: Duration::from_secs(10),
             initial_cluster: String::new(),
+            initial_cluster_state: InitialClusterState::New,
             raft_tick_interval: Duration::from_millis(100),
             raft_election_ticks: 10,
             raft_heartbeat_ticks: 2,
@@ -225,6 +233,42 @@ impl PdConfig {
     /// The listen address without a URL scheme.
     pub(crate) fn listen_host_port(&self) -> &str {
         strip_scheme(&self.listen_addr)
+    }
+}
+
+/// What a member does when its data directory is empty (etcd's `--initial-cluster-state`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialClusterState {
+    /// The group is being created: a member with an empty data directory bootstraps the initial
+    /// Raft state from `initial_cluster`.
+    #[default]
+    New,
+    /// The group already exists: a member with an empty data directory refuses to start (it
+    /// cannot rejoin without its data, see [`crate::membership`]).
+    Existing,
+}
+
+impl fmt::Display for InitialClusterState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InitialClusterState::New => "new",
+            InitialClusterState::Existing => "existing",
+        })
+    }
+}
+
+impl FromStr for InitialClusterState {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<InitialClusterState> {
+        match s.trim() {
+            "new" => Ok(InitialClusterState::New),
+            "existing" => Ok(InitialClusterState::Existing),
+            other => Err(Error::Config(format!(
+                "initial cluster state must be \"new\" or \"existing\", not {other:?}"
+            ))),
+        }
     }
 }
 
@@ -365,6 +409,26 @@ mod tests {
             PdConfig::default().leader_lease(),
             Duration::from_millis(800)
         );
+    }
+
+    #[test]
+    fn initial_cluster_state_parses_and_defaults_to_new() {
+        assert_eq!(
+            PdConfig::default().initial_cluster_state,
+            InitialClusterState::New
+        );
+        assert_eq!(
+            "existing".parse::<InitialClusterState>().unwrap(),
+            InitialClusterState::Existing
+        );
+        assert_eq!(
+            "new".parse::<InitialClusterState>().unwrap(),
+            InitialClusterState::New
+        );
+        assert!("old".parse::<InitialClusterState>().is_err());
+        let cfg: PdConfig = toml::from_str("initial_cluster_state = \"existing\"").unwrap();
+        assert_eq!(cfg.initial_cluster_state, InitialClusterState::Existing);
+        assert!(toml::from_str::<PdConfig>("initial_cluster_state = \"maybe\"").is_err());
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //! - [`heartbeat`]: soft state (leaders, statistics) that is never persisted.
 //! - [`schedule`]: the balance-leader scheduler, answering region heartbeats with leader
 //!   transfers that even out the leaders per store.
+//! - [`membership`]: which group a data directory belongs to; refuses to start a member on an
+//!   empty directory of an existing group or on another group's directory.
 //! - [`clock`]: injectable wall time. [`config`]: [`PdConfig`].
 //!
 //! Architecture invariants:
@@ -46,6 +48,7 @@ mod error;
 pub mod heartbeat;
 pub mod id;
 pub mod log_gc;
+pub mod membership;
 pub mod proposer;
 pub mod raft_node;
 pub mod region_map;
@@ -58,7 +61,7 @@ pub mod tso;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{ApplyResult, PdCommand};
-pub use config::PdConfig;
+pub use config::{InitialClusterState, PdConfig};
 pub use error::{Error, Result};
 pub use proposer::StateHandle;
 pub use raft_node::{Leadership, MemberInfo, NodeStatus, RaftLogState};

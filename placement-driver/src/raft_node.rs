@@ -4,8 +4,10 @@
 //! Every PD member runs one [`RaftNode`] thread. The group (id [`PD_RAFT_GROUP_ID`] in PD's
 //! engine) has one voter per member of `initial_cluster` (one voter for a single-node PD), with
 //! the member ids as Raft peer ids. Every member bootstraps the same initial state
-//! (`raft_log::bootstrap_group`: an empty log committed up to `RAFT_INIT_LOG_INDEX`), so no
-//! configuration change is ever needed.
+//! (`raft_log::bootstrap_group`: an empty log committed up to `RAFT_INIT_LOG_INDEX`) the first
+//! time it starts on an empty data directory, so no configuration change is ever needed; a
+//! member never bootstraps over existing data nor onto an empty directory of a running group
+//! (see [`crate::membership`]).
 //!
 //! The thread's loop: receive from its inbox ([`RaftMsg`]: proposals, messages from peers,
 //! shutdown) with a timeout until the next tick; tick; then handle Ready in raft-rs's order:
@@ -274,21 +276,7 @@ pub(crate) struct RaftTiming {
     pub log_gc: LogGcConfig,
 }
 
-/// Stages the initial state of PD's Raft group if the engine has none (a fresh node, or data of
-/// a single-node PD from before replication).
-pub(crate) fn ensure_bootstrapped(engine: &Engine) -> Result<()> {
-    if ApplyState::load(engine, PD_RAFT_GROUP_ID)
-        .map_err(log_error)?
-        .is_none()
-    {
-        let mut wb = WriteBatch::new();
-        raft_log::bootstrap_group(PD_RAFT_GROUP_ID, &mut wb);
-        engine.write(wb, true)?;
-    }
-    Ok(())
-}
-
-fn log_error(e: raft_log::Error) -> Error {
+pub(crate) fn log_error(e: raft_log::Error) -> Error {
     match e {
         raft_log::Error::Engine(e) => Error::Engine(e),
         raft_log::Error::Corrupt { msg, .. } => Error::Corrupt(format!("PD raft log: {msg}")),

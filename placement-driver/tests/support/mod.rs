@@ -129,6 +129,13 @@ impl PdGroup {
 
     /// Restarts member `i` on its data dir and port.
     pub async fn restart(&mut self, i: usize) {
+        let config = self.config(i);
+        self.try_start(i, config).await.unwrap();
+    }
+
+    /// Starts member `i` on its port with `config` (normally a changed [`PdGroup::config`]);
+    /// keeps the handle if it started, returns the error if it refused.
+    pub async fn try_start(&mut self, i: usize, config: PdConfig) -> placement_driver::Result<()> {
         assert!(self.members[i].handle.is_none(), "member is running");
         let addr = self.members[i].addr;
         let mut listener = None;
@@ -148,10 +155,9 @@ impl PdGroup {
         .await;
         let listener = TcpListener::from_std(listener.expect("bound")).unwrap();
         let handle =
-            placement_driver::start_with_listener(self.config(i), Arc::new(SystemClock), listener)
-                .await
-                .unwrap();
+            placement_driver::start_with_listener(config, Arc::new(SystemClock), listener).await?;
         self.members[i].handle = Some(handle);
+        Ok(())
     }
 
     /// Index of the running member that is a serving leader, if exactly one is.
