@@ -9,8 +9,8 @@
 //!   of the persisted TSO window always runs before the window is exhausted;
 //! - the id allocation step is positive;
 //! - `initial_cluster`, when given, parses, names every member once, and names this node;
-//! - the Raft election timeout is longer than the heartbeat interval, and long enough (at least 4
-//!   ticks) to leave a positive leader lease (see [`PdConfig::leader_lease`]);
+//! - the Raft election timeout is longer than the heartbeat interval, and long enough (at least 5
+//!   ticks) to leave a leader lease of at least two ticks (see [`PdConfig::leader_lease`]);
 //! - the Raft log GC check interval is positive;
 //! - `leader_balance_threshold` is at least 2 (a transfer moves the difference between two stores
 //!   by 2, so a threshold of 1 would move a leader back and forth), and
@@ -151,9 +151,9 @@ impl PdConfig {
                 "raft_tick_interval must be positive".to_owned(),
             ));
         }
-        if self.raft_heartbeat_ticks == 0 || self.raft_election_ticks < 4 {
+        if self.raft_heartbeat_ticks == 0 || self.raft_election_ticks < 5 {
             return Err(Error::Config(
-                "raft_heartbeat_ticks must be positive and raft_election_ticks at least 4"
+                "raft_heartbeat_ticks must be positive and raft_election_ticks at least 5"
                     .to_owned(),
             ));
         }
@@ -221,13 +221,16 @@ impl PdConfig {
         self.raft_tick_interval * self.raft_election_ticks as u32
     }
 
-    /// How long after a quorum acknowledged a heartbeat the leader still considers itself the
-    /// only leader: two ticks less than the election timeout. A follower that heard that
-    /// heartbeat rejects votes for `raft_election_ticks` of its own ticks, at least
-    /// `raft_election_ticks - 1` tick intervals of wall time; one more tick is the margin for
-    /// scheduling delay and clock-rate drift.
+    /// How long after it *sent* a message that a quorum then acknowledged the leader still
+    /// considers itself the only leader: three ticks less than the election timeout.
+    ///
+    /// A follower that received that message rejects votes for `raft_election_ticks` of its own
+    /// ticks; its first tick may come at once, so that is at least `raft_election_ticks - 1`
+    /// tick intervals of wall time after it received the message, which is after the leader
+    /// sent it. The two ticks left over are the margin for scheduling delay and clock-rate drift
+    /// (see [`crate::lease`]).
     pub fn leader_lease(&self) -> Duration {
-        self.raft_tick_interval * (self.raft_election_ticks.saturating_sub(2)) as u32
+        self.raft_tick_interval * (self.raft_election_ticks.saturating_sub(3)) as u32
     }
 
     /// The listen address without a URL scheme.
@@ -407,8 +410,13 @@ mod tests {
         assert!(PdConfig::default().members().unwrap().is_empty());
         assert_eq!(
             PdConfig::default().leader_lease(),
-            Duration::from_millis(800)
+            Duration::from_millis(700)
         );
+        let short = PdConfig {
+            raft_election_ticks: 4,
+            ..PdConfig::default()
+        };
+        assert!(short.validate().is_err(), "a lease under two ticks");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //!   apply, leadership, the leader barrier and lease. [`transport`]: PD-to-PD Raft messages over
 //!   gRPC (`pdraftpb.PdRaft`, on the client port), with a fault-injection switch for tests.
 //!   [`log_gc`]: compaction of that Raft log (leader-proposed `CompactLog` commands).
+//!   [`lease`]: the leader lease rule (counted from when a round was sent).
 //! - [`tso`], [`id`]: timestamp oracle and id allocator, handing out from memory within bounds
 //!   persisted through the state machine.
 //! - [`heartbeat`]: soft state (leaders, statistics) that is never persisted.
@@ -47,6 +48,7 @@ pub mod config;
 mod error;
 pub mod heartbeat;
 pub mod id;
+pub mod lease;
 pub mod log_gc;
 pub mod membership;
 pub mod proposer;
