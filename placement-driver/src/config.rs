@@ -9,8 +9,8 @@
 //!   of the persisted TSO window always runs before the window is exhausted;
 //! - the id allocation step is positive;
 //! - `initial_cluster`, when given, parses, names every member once, and names this node;
-//! - the Raft election timeout is longer than the heartbeat interval, and long enough (at least 4
-//!   ticks) to leave a positive leader lease (see [`PdConfig::leader_lease`]);
+//! - the Raft election timeout is longer than the heartbeat interval, and long enough (at least 5
+//!   ticks) to leave a leader lease of at least two ticks (see [`PdConfig::leader_lease`]);
 //! - the Raft log GC check interval is positive;
 //! - `leader_balance_threshold` is at least 2 (a transfer moves the difference between two stores
 //!   by 2, so a threshold of 1 would move a leader back and forth), and
@@ -21,7 +21,9 @@
 //! (`pdraftpb.PdRaft`) are served by the same gRPC server on `listen_addr`, so a member's peer URL
 //! in `initial_cluster` is also its client URL.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +62,11 @@ pub struct PdConfig {
     /// the member's gRPC address (client and Raft traffic share it). Empty, or only this node:
     /// a single-node PD. Every member must be started with the same list.
     pub initial_cluster: String,
+    /// Whether this member may create a new group when its data directory is empty (etcd's
+    /// `--initial-cluster-state`): [`InitialClusterState::New`] (the default) bootstraps a member
+    /// with empty data, [`InitialClusterState::Existing`] refuses to start it. Ignored when the
+    /// data directory holds data. See [`crate::membership`].
+    pub initial_cluster_state: InitialClusterState,
     /// Interval of one Raft tick.
     #[serde(with = "duration")]
     pub raft_tick_interval: Duration,
@@ -97,6 +104,7 @@ impl Default for PdConfig {
             max_replicas: 3,
             shutdown_timeout: Duration::from_secs(10),
             initial_cluster: String::new(),
+            initial_cluster_state: InitialClusterState::New,
             raft_tick_interval: Duration::from_millis(100),
             raft_election_ticks: 10,
             raft_heartbeat_ticks: 2,
@@ -143,9 +151,9 @@ impl PdConfig {
                 "raft_tick_interval must be positive".to_owned(),
             ));
         }
-        if self.raft_heartbeat_ticks == 0 || self.raft_election_ticks < 4 {
+        if self.raft_heartbeat_ticks == 0 || self.raft_election_ticks < 5 {
             return Err(Error::Config(
-                "raft_heartbeat_ticks must be positive and raft_election_ticks at least 4"
+                "raft_heartbeat_ticks must be positive and raft_election_ticks at least 5"
                     .to_owned(),
             ));
         }
@@ -213,18 +221,57 @@ impl PdConfig {
         self.raft_tick_interval * self.raft_election_ticks as u32
     }
 
-    /// How long after a quorum acknowledged a heartbeat the leader still considers itself the
-    /// only leader: two ticks less than the election timeout. A follower that heard that
-    /// heartbeat rejects votes for `raft_election_ticks` of its own ticks, at least
-    /// `raft_election_ticks - 1` tick intervals of wall time; one more tick is the margin for
-    /// scheduling delay and clock-rate drift.
+    /// How long after it *sent* a message that a quorum then acknowledged the leader still
+    /// considers itself the only leader: three ticks less than the election timeout.
+    ///
+    /// A follower that received that message rejects votes for `raft_election_ticks` of its own
+    /// ticks; its first tick may come at once, so that is at least `raft_election_ticks - 1`
+    /// tick intervals of wall time after it received the message, which is after the leader
+    /// sent it. The two ticks left over are the margin for scheduling delay and clock-rate drift
+    /// (see [`crate::lease`]).
     pub fn leader_lease(&self) -> Duration {
-        self.raft_tick_interval * (self.raft_election_ticks.saturating_sub(2)) as u32
+        self.raft_tick_interval * (self.raft_election_ticks.saturating_sub(3)) as u32
     }
 
     /// The listen address without a URL scheme.
     pub(crate) fn listen_host_port(&self) -> &str {
         strip_scheme(&self.listen_addr)
+    }
+}
+
+/// What a member does when its data directory is empty (etcd's `--initial-cluster-state`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialClusterState {
+    /// The group is being created: a member with an empty data directory bootstraps the initial
+    /// Raft state from `initial_cluster`.
+    #[default]
+    New,
+    /// The group already exists: a member with an empty data directory refuses to start (it
+    /// cannot rejoin without its data, see [`crate::membership`]).
+    Existing,
+}
+
+impl fmt::Display for InitialClusterState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InitialClusterState::New => "new",
+            InitialClusterState::Existing => "existing",
+        })
+    }
+}
+
+impl FromStr for InitialClusterState {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<InitialClusterState> {
+        match s.trim() {
+            "new" => Ok(InitialClusterState::New),
+            "existing" => Ok(InitialClusterState::Existing),
+            other => Err(Error::Config(format!(
+                "initial cluster state must be \"new\" or \"existing\", not {other:?}"
+            ))),
+        }
     }
 }
 
@@ -363,8 +410,33 @@ mod tests {
         assert!(PdConfig::default().members().unwrap().is_empty());
         assert_eq!(
             PdConfig::default().leader_lease(),
-            Duration::from_millis(800)
+            Duration::from_millis(700)
         );
+        let short = PdConfig {
+            raft_election_ticks: 4,
+            ..PdConfig::default()
+        };
+        assert!(short.validate().is_err(), "a lease under two ticks");
+    }
+
+    #[test]
+    fn initial_cluster_state_parses_and_defaults_to_new() {
+        assert_eq!(
+            PdConfig::default().initial_cluster_state,
+            InitialClusterState::New
+        );
+        assert_eq!(
+            "existing".parse::<InitialClusterState>().unwrap(),
+            InitialClusterState::Existing
+        );
+        assert_eq!(
+            "new".parse::<InitialClusterState>().unwrap(),
+            InitialClusterState::New
+        );
+        assert!("old".parse::<InitialClusterState>().is_err());
+        let cfg: PdConfig = toml::from_str("initial_cluster_state = \"existing\"").unwrap();
+        assert_eq!(cfg.initial_cluster_state, InitialClusterState::Existing);
+        assert!(toml::from_str::<PdConfig>("initial_cluster_state = \"maybe\"").is_err());
     }
 
     #[test]

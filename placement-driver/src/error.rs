@@ -51,6 +51,31 @@ pub enum Error {
     Tso(String),
     #[error("invalid config: {0}")]
     Config(String),
+    /// A member with an empty data directory was told to join an existing group (see
+    /// [`crate::membership`]).
+    #[error(
+        "PD member {name:?} refuses to start: its data directory {data_dir} holds no PD data, but \
+         the initial cluster state is \"existing\". A member cannot rejoin a running PD group \
+         without its data: it would have forgotten its votes and its log (PD has no Raft \
+         snapshots or membership changes yet). Restore this member's own data directory, or \
+         leave it down (the other members serve while they are a majority). Only if every \
+         member of the group is new, start them with --initial-cluster-state new"
+    )]
+    EmptyDataDir { name: String, data_dir: String },
+    /// The data directory belongs to another member, group or cluster (see
+    /// [`crate::membership`]).
+    #[error(
+        "PD data directory {data_dir} belongs to another PD member or cluster: {detail}. Start \
+         this member on its own data directory, or check --name and --initial-cluster"
+    )]
+    ForeignDataDir { data_dir: String, detail: String },
+    /// A running peer names other members than this member's `initial_cluster` (see
+    /// [`crate::membership`]).
+    #[error(
+        "PD member refuses to start: {detail}. Every member of a group must be started with the \
+         same --initial-cluster"
+    )]
+    PeerMismatch { detail: String },
     /// This node does not lead the PD group (or leads it but may not serve yet). `leader`
     /// describes the leader if known (`"<name> at <url>"`). Clients match on "not leader".
     #[error("not leader; {}", leader.as_deref().map_or_else(|| "no PD leader is known yet".to_owned(), |l| format!("the PD leader is {l}")))]
@@ -94,6 +119,9 @@ impl Error {
             | Error::NotLeader { .. }
             | Error::Tso(_)
             | Error::Config(_)
+            | Error::EmptyDataDir { .. }
+            | Error::ForeignDataDir { .. }
+            | Error::PeerMismatch { .. }
             | Error::ShuttingDown
             | Error::ShutdownTimeout(_)
             | Error::Engine(_)

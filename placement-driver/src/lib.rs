@@ -16,11 +16,14 @@
 //!   apply, leadership, the leader barrier and lease. [`transport`]: PD-to-PD Raft messages over
 //!   gRPC (`pdraftpb.PdRaft`, on the client port), with a fault-injection switch for tests.
 //!   [`log_gc`]: compaction of that Raft log (leader-proposed `CompactLog` commands).
+//!   [`lease`]: the leader lease rule (counted from when a round was sent).
 //! - [`tso`], [`id`]: timestamp oracle and id allocator, handing out from memory within bounds
 //!   persisted through the state machine.
 //! - [`heartbeat`]: soft state (leaders, statistics) that is never persisted.
 //! - [`schedule`]: the balance-leader scheduler, answering region heartbeats with leader
 //!   transfers that even out the leaders per store.
+//! - [`membership`]: which group a data directory belongs to; refuses to start a member on an
+//!   empty directory of an existing group or on another group's directory.
 //! - [`clock`]: injectable wall time. [`config`]: [`PdConfig`].
 //!
 //! Architecture invariants:
@@ -45,7 +48,9 @@ pub mod config;
 mod error;
 pub mod heartbeat;
 pub mod id;
+pub mod lease;
 pub mod log_gc;
+pub mod membership;
 pub mod proposer;
 pub mod raft_node;
 pub mod region_map;
@@ -58,7 +63,7 @@ pub mod tso;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{ApplyResult, PdCommand};
-pub use config::PdConfig;
+pub use config::{InitialClusterState, PdConfig};
 pub use error::{Error, Result};
 pub use proposer::StateHandle;
 pub use raft_node::{Leadership, MemberInfo, NodeStatus, RaftLogState};

@@ -26,9 +26,7 @@ use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 use crate::command::{ApplyResult, PdCommand};
-use crate::raft_node::{
-    ensure_bootstrapped, Leadership, MemberInfo, NodeStatus, RaftMsg, StateCell,
-};
+use crate::raft_node::{Leadership, MemberInfo, NodeStatus, RaftMsg, StateCell};
 use crate::state::PdState;
 use crate::{Error, Result};
 
@@ -50,15 +48,14 @@ pub(crate) struct Opened {
 }
 
 impl StateHandle {
-    /// Loads the state from `engine` (bootstrapping PD's Raft group on a fresh engine). The
-    /// caller must start the Raft thread on the returned inbox.
+    /// Loads the state from `engine`, whose Raft group must be bootstrapped (see
+    /// [`crate::membership`]). The caller must start the Raft thread on the returned inbox.
     pub(crate) fn open(
         engine: Engine,
         member_id: u64,
         members: Vec<MemberInfo>,
         propose_timeout: Duration,
     ) -> Result<Opened> {
-        ensure_bootstrapped(&engine)?;
         let state = PdState::load(&engine)?;
         let status = Arc::new(NodeStatus::new(member_id, state.cluster_id(), members));
         let (closed_tx, closed) = oneshot::channel();

@@ -4,8 +4,10 @@
 //! Every PD member runs one [`RaftNode`] thread. The group (id [`PD_RAFT_GROUP_ID`] in PD's
 //! engine) has one voter per member of `initial_cluster` (one voter for a single-node PD), with
 //! the member ids as Raft peer ids. Every member bootstraps the same initial state
-//! (`raft_log::bootstrap_group`: an empty log committed up to `RAFT_INIT_LOG_INDEX`), so no
-//! configuration change is ever needed.
+//! (`raft_log::bootstrap_group`: an empty log committed up to `RAFT_INIT_LOG_INDEX`) the first
+//! time it starts on an empty data directory, so no configuration change is ever needed; a
+//! member never bootstraps over existing data nor onto an empty directory of a running group
+//! (see [`crate::membership`]).
 //!
 //! The thread's loop: receive from its inbox ([`RaftMsg`]: proposals, messages from peers,
 //! shutdown) with a timeout until the next tick; tick; then handle Ready in raft-rs's order:
@@ -30,13 +32,18 @@
 //! - A new leader is *ready* once the empty entry raft-rs appends on election (an entry of its
 //!   term) is committed and applied here. Before that, its state may miss committed commands of
 //!   earlier leaders, so nothing leader-only is served and no proposal is accepted.
-//! - **Lease.** Every tick, the leader issues a ReadIndex (`ReadOnlyOption::Safe`) whose context
-//!   is the time it was issued; when raft-rs reports it (a quorum acknowledged a heartbeat sent
-//!   after that time) the lease is extended to `issued + leader_lease`. The barrier entry starts
-//!   the lease likewise from the election time. Followers that acknowledged reject votes for an
-//!   election timeout (check_quorum), which is longer than the lease (see
-//!   [`crate::PdConfig::leader_lease`]), so while the lease holds no other leader can exist.
-//!   [`NodeStatus::serving_term`] requires leader, ready and lease.
+//! - **Lease** ([`crate::lease`]): always counted from when a round was *sent*, renewed when a
+//!   quorum acknowledges it. Every tick, the leader issues a ReadIndex (`ReadOnlyOption::Safe`)
+//!   whose context is the time it was issued (its heartbeats leave in the next Ready); when
+//!   raft-rs reports it, the lease is renewed from that time. The barrier entry renews it from
+//!   the start of the Ready that made this node leader (before its first appends left, and
+//!   before its own fsync), and a committed proposal from the time it was proposed. Followers
+//!   that acknowledged reject votes for an election timeout (check_quorum), which is longer
+//!   than the lease (see [`crate::PdConfig::leader_lease`]), so while the lease holds no other
+//!   leader can exist. [`NodeStatus::serving_term`] requires leader, ready and lease.
+//! - PD never transfers its leadership: `MsgTransferLeader` and `MsgTimeoutNow` from peers are
+//!   dropped (the latter would make this node campaign inside the current leader's lease). A
+//!   transfer, should raft-rs start one anyway, suspends the lease as [`crate::lease`] says.
 //! - On losing leadership every pending proposal is answered [`Error::NotLeader`] (it may still
 //!   commit; every command is safe to retry).
 //!
@@ -63,6 +70,7 @@ use raft_log::{ApplyState, RaftLogStorage};
 use tokio::sync::{oneshot, watch};
 
 use crate::command::{ApplyResult, CompactLog, PdCommand};
+use crate::lease::Lease;
 use crate::log_gc::{self, LogGcConfig};
 use crate::state::PdState;
 use crate::{Error, Result};
@@ -124,7 +132,7 @@ pub struct RaftLogState {
 #[derive(Debug, Default)]
 struct StatusInner {
     leadership: Leadership,
-    lease_until: Option<Instant>,
+    lease: Lease,
     cluster_id: u64,
     stopped: bool,
     log: RaftLogState,
@@ -219,7 +227,7 @@ impl NodeStatus {
     fn serving_term_at(&self, now: Instant) -> Option<u64> {
         let inner = self.inner.lock();
         let l = inner.leadership;
-        let leased = inner.lease_until.is_some_and(|until| now < until);
+        let leased = inner.lease.holds(now);
         (l.ready && l.leader_id == self.member_id && leased && !inner.stopped).then_some(l.term)
     }
 
@@ -230,18 +238,23 @@ impl NodeStatus {
         }
         if !(leadership.ready && leadership.term == inner.leadership.term) {
             // A new term, or not ready (yet / any more): any lease is void.
-            inner.lease_until = None;
+            inner.lease.expire();
         }
         inner.leadership = leadership;
         drop(inner);
         self.changes.send_replace(leadership);
     }
 
-    fn extend_lease(&self, term: u64, until: Instant) {
+    /// A quorum acknowledged a round this leader sent at `sent_at` in `term`.
+    fn renew_lease(&self, term: u64, sent_at: Instant, duration: Duration) {
         let mut inner = self.inner.lock();
         if inner.leadership.term == term && inner.leadership.ready {
-            inner.lease_until = Some(inner.lease_until.map_or(until, |u| u.max(until)));
+            inner.lease.renew(sent_at, duration);
         }
+    }
+
+    fn update_lease(&self, f: impl FnOnce(&mut Lease)) {
+        f(&mut self.inner.lock().lease);
     }
 
     fn set_cluster_id(&self, cluster_id: u64) {
@@ -251,7 +264,7 @@ impl NodeStatus {
     fn set_stopped(&self) {
         let mut inner = self.inner.lock();
         inner.stopped = true;
-        inner.lease_until = None;
+        inner.lease.expire();
         inner.leadership.ready = false;
         let leadership = inner.leadership;
         drop(inner);
@@ -274,21 +287,7 @@ pub(crate) struct RaftTiming {
     pub log_gc: LogGcConfig,
 }
 
-/// Stages the initial state of PD's Raft group if the engine has none (a fresh node, or data of
-/// a single-node PD from before replication).
-pub(crate) fn ensure_bootstrapped(engine: &Engine) -> Result<()> {
-    if ApplyState::load(engine, PD_RAFT_GROUP_ID)
-        .map_err(log_error)?
-        .is_none()
-    {
-        let mut wb = WriteBatch::new();
-        raft_log::bootstrap_group(PD_RAFT_GROUP_ID, &mut wb);
-        engine.write(wb, true)?;
-    }
-    Ok(())
-}
-
-fn log_error(e: raft_log::Error) -> Error {
+pub(crate) fn log_error(e: raft_log::Error) -> Error {
     match e {
         raft_log::Error::Engine(e) => Error::Engine(e),
         raft_log::Error::Corrupt { msg, .. } => Error::Corrupt(format!("PD raft log: {msg}")),
@@ -298,6 +297,8 @@ fn log_error(e: raft_log::Error) -> Error {
 struct Proposal {
     index: u64,
     term: u64,
+    /// Before its entry left: a quorum committing it renews the lease from here.
+    proposed_at: Instant,
     reply: oneshot::Sender<Result<ApplyResult>>,
 }
 
@@ -311,7 +312,11 @@ pub(crate) struct RaftNode<S: RaftSender> {
     timing: RaftTiming,
     applied: ApplyState,
     proposals: VecDeque<Proposal>,
-    became_leader_at: Instant,
+    /// `(term, time)`: the start of the Ready that made this node leader of `term`, before its
+    /// first appends of the term left; the barrier renews the lease from here.
+    became_leader_at: Option<(u64, Instant)>,
+    /// Whether a leader transfer was in progress at the last check (see [`crate::lease`]).
+    transferring: bool,
     /// Base of the ReadIndex contexts (nanoseconds since this instant).
     epoch: Instant,
     /// Ticks since the last log GC check.
@@ -373,7 +378,8 @@ impl<S: RaftSender> RaftNode<S> {
             timing,
             applied,
             proposals: VecDeque::new(),
-            became_leader_at: Instant::now(),
+            became_leader_at: None,
+            transferring: false,
             epoch: Instant::now(),
             ticks_since_gc: 0,
             compact_proposed: (0, 0),
@@ -440,6 +446,33 @@ impl<S: RaftSender> RaftNode<S> {
             while self.raw.has_ready() {
                 self.on_ready()?;
             }
+            self.check_transfer();
+        }
+    }
+
+    /// Suspends the lease while a leader transfer runs and for an election timeout after one
+    /// aborts (see [`crate::lease`]). PD never starts one; this guards against raft-rs doing so.
+    fn check_transfer(&mut self) {
+        let is_leader = self.raw.raft.state == StateRole::Leader;
+        let transferring = is_leader && self.raw.raft.lead_transferee.is_some();
+        if transferring == self.transferring {
+            return;
+        }
+        self.transferring = transferring;
+        if transferring {
+            tracing::info!(
+                term = self.raw.raft.term,
+                "PD leader transfer started; lease off"
+            );
+            self.status.update_lease(Lease::begin_transfer);
+        } else if is_leader {
+            let election_timeout = self.timing.tick * self.timing.election_ticks as u32;
+            tracing::info!(
+                term = self.raw.raft.term,
+                "PD leader transfer aborted; lease off for an election timeout"
+            );
+            self.status
+                .update_lease(|lease| lease.abort_transfer(Instant::now(), election_timeout));
         }
     }
 
@@ -449,6 +482,14 @@ impl<S: RaftSender> RaftNode<S> {
             RaftMsg::Propose { data, reply } => self.on_propose(data, reply),
             RaftMsg::Step(m) => {
                 if m.to != self.status.member_id() {
+                    return true;
+                }
+                if matches!(
+                    m.get_msg_type(),
+                    MessageType::MsgTransferLeader | MessageType::MsgTimeoutNow
+                ) {
+                    // PD never transfers leadership (see the module docs).
+                    tracing::debug!(from = m.from, msg_type = ?m.get_msg_type(), "leader transfer message dropped");
                     return true;
                 }
                 if let Err(e) = self.raw.step(*m) {
@@ -481,6 +522,7 @@ impl<S: RaftSender> RaftNode<S> {
                 self.proposals.push_back(Proposal {
                     index,
                     term: self.raw.raft.term,
+                    proposed_at: Instant::now(),
                     reply,
                 });
             }
@@ -569,7 +611,12 @@ impl<S: RaftSender> RaftNode<S> {
     }
 
     fn on_ready(&mut self) -> Result<()> {
+        // Before anything of this Ready is sent (see `crate::lease`).
+        let started = Instant::now();
         let mut rd = self.raw.ready();
+        if rd.ss().is_some_and(|ss| ss.raft_state == StateRole::Leader) {
+            self.became_leader_at = Some((self.raw.raft.term, started));
+        }
         self.send_all(rd.take_messages());
         if !rd.snapshot().is_empty() {
             tracing::warn!("raft snapshots are not supported by PD; ignored");
@@ -620,7 +667,6 @@ impl<S: RaftSender> RaftNode<S> {
             return;
         }
         if is_leader && !(old.leader_id == self.status.member_id() && old.term == raft.term) {
-            self.became_leader_at = Instant::now();
             tracing::info!(term = raft.term, "became PD leader");
         } else if !is_leader && old.leader_id == self.status.member_id() {
             tracing::info!(
@@ -658,8 +704,7 @@ impl<S: RaftSender> RaftNode<S> {
             return;
         }
         let issued_at = self.epoch + Duration::from_nanos(issued);
-        self.status
-            .extend_lease(term, issued_at + self.timing.lease);
+        self.status.renew_lease(term, issued_at, self.timing.lease);
     }
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<()> {
@@ -788,8 +833,13 @@ impl<S: RaftSender> RaftNode<S> {
         };
         if self.status.leadership() != leadership {
             self.status.set_leadership(leadership);
-            self.status
-                .extend_lease(raft.term, self.became_leader_at + self.timing.lease);
+            match self.became_leader_at {
+                Some((term, sent_at)) if term == raft.term => {
+                    self.status.renew_lease(term, sent_at, self.timing.lease)
+                }
+                // Not seen becoming leader in a Ready of this term: the next ReadIndex renews.
+                _ => {}
+            }
             tracing::info!(term = raft.term, index = entry.index, "PD leader ready");
         }
     }
@@ -809,6 +859,11 @@ impl<S: RaftSender> RaftNode<S> {
             .is_some_and(|p| p.index == entry.index)
         {
             let p = self.proposals.pop_front().expect("front exists");
+            if p.term == entry.term {
+                // Committed: a quorum has the entry, sent after it was proposed.
+                self.status
+                    .renew_lease(p.term, p.proposed_at, self.timing.lease);
+            }
             let _ = p.reply.send(if p.term == entry.term {
                 result
             } else {

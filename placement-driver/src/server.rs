@@ -1,6 +1,8 @@
 //! Start-up and shutdown of a PD node.
 //!
-//! [`start`] opens PD's engine in `data_dir`, loads the state machine, starts the node's Raft
+//! [`start`] opens PD's engine in `data_dir`, checks that the directory may be used by this
+//! member of this group (asking the peers it can reach; see [`crate::membership`]), bootstraps
+//! it if it is empty and the group new, loads the state machine, starts the node's Raft
 //! thread ([`crate::raft_node`]) and its PD-to-PD senders ([`crate::transport`]), binds the
 //! listen address and serves `pdpb.PD` and `pdraftpb.PdRaft` on one gRPC server in the background
 //! on the current tokio runtime. It returns a [`PdHandle`].
@@ -47,6 +49,7 @@ use crate::command::{InitCluster, PdCommand};
 use crate::config::{strip_scheme, PdConfig};
 use crate::id::Ids;
 use crate::log_gc::LogGcConfig;
+use crate::membership::{self, MemberRecord, StartAction};
 use crate::proposer::{Opened, StateHandle};
 use crate::raft_node::{
     Leadership, MemberInfo, NodeStatus, RaftLogState, RaftMsg, RaftNode, RaftTiming,
@@ -56,6 +59,9 @@ use crate::service::{PdService, Shutdown};
 use crate::transport::{NetFilter, PdRaftService, PeerSender};
 use crate::tso::Tso;
 use crate::{Error, Result};
+
+/// How long a starting member waits for each peer's answer to its membership check.
+const PEER_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A running PD node.
 #[derive(Debug)]
@@ -144,13 +150,38 @@ pub async fn start_with_listener(
         ..Default::default()
     };
 
+    // Which group the data directory belongs to, and whether this member may start on it
+    // (see `crate::membership`): decided before anything is written.
+    let expected = MemberRecord::new(&config.name, configured.iter().map(|(n, _)| n.clone()));
     let data_dir = config.data_dir.clone();
+    let (engine, action, local_cluster_id) = {
+        let (expected, state) = (expected.clone(), config.initial_cluster_state);
+        tokio::task::spawn_blocking(move || -> Result<(Engine, StartAction, u64)> {
+            std::fs::create_dir_all(&data_dir)?;
+            let engine = Engine::open(&data_dir, &EngineOptions::default())?;
+            let found = membership::inspect(&engine)?;
+            let action = membership::decide(&found, &expected, state, &data_dir)?;
+            let cluster_id = crate::state::load_cluster_id(&engine)?;
+            Ok((engine, action, cluster_id))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("engine open task failed: {e}")))??
+    };
+    let peer_urls: Vec<(String, String)> = configured
+        .iter()
+        .filter(|(name, _)| *name != config.name)
+        .cloned()
+        .collect();
+    if !peer_urls.is_empty() {
+        let answers = membership::ask_peers(&peer_urls, PEER_CHECK_TIMEOUT).await;
+        membership::check_peers(&expected, local_cluster_id, &answers, &config.data_dir)?;
+    }
     let engine = tokio::task::spawn_blocking(move || -> Result<Engine> {
-        std::fs::create_dir_all(&data_dir)?;
-        Ok(Engine::open(&data_dir, &EngineOptions::default())?)
+        membership::prepare(&engine, &action, &expected)?;
+        Ok(engine)
     })
     .await
-    .map_err(|e| Error::Internal(format!("engine open task failed: {e}")))??;
+    .map_err(|e| Error::Internal(format!("bootstrap task failed: {e}")))??;
     let Opened {
         handle: state,
         inbox,
@@ -173,7 +204,7 @@ pub async fn start_with_listener(
         .collect();
     let sender = PeerSender::start(
         &tokio::runtime::Handle::current(),
-        member_id,
+        Arc::clone(&status),
         peers,
         Arc::clone(&filter),
         shutdown.clone(),
@@ -222,7 +253,7 @@ pub async fn start_with_listener(
 
     let service = PdService::new(Arc::clone(&cluster), shutdown.clone());
     let raft_service = PdRaftService::new(
-        member_id,
+        Arc::clone(&status),
         state.inbox(),
         Arc::clone(&filter),
         shutdown.clone(),

@@ -141,6 +141,16 @@ pub struct PdState {
     regions: RegionMap,
 }
 
+/// The cluster id persisted in `engine`, 0 if none yet.
+pub(crate) fn load_cluster_id(engine: &Engine) -> Result<u64> {
+    match engine.get(CF_DEFAULT, META_KEY)? {
+        Some(data) => PdMeta::decode(data.as_slice())
+            .map(|meta| meta.cluster_id)
+            .map_err(|e| Error::Corrupt(format!("meta record: {e}"))),
+        None => Ok(0),
+    }
+}
+
 impl PdState {
     /// Loads the state last written to `engine` (the empty state for a fresh engine).
     pub fn load(engine: &Engine) -> Result<PdState> {

@@ -9,6 +9,12 @@
 //! Receiving ([`PdRaftService`]): each incoming batch is checked to be addressed to this member,
 //! decoded, and forwarded to the Raft thread's inbox. Streams end when the server shuts down.
 //!
+//! Cluster check: a stream carries the sender's cluster id (as known when the stream opened) in
+//! its request metadata ([`CLUSTER_ID_HEADER`]). A receiver that knows another cluster id
+//! refuses the stream (`FAILED_PRECONDITION`), so a member started on the data directory of
+//! another cluster with the same member names never takes part in this group's elections or
+//! log (see [`crate::membership`]). A 0 on either side (not initialized yet) is accepted.
+//!
 //! Fault injection ([`NetFilter`]): tests can isolate a member; an isolated member drops every
 //! message it would send or receive, which partitions it from all others in both directions.
 //!
@@ -30,8 +36,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::raft_node::{is_local, RaftMsg, RaftSender};
+use crate::raft_node::{is_local, NodeStatus, RaftMsg, RaftSender};
 use crate::service::Shutdown;
+
+/// Request metadata of a `PdRaft/Send` stream carrying the sender's cluster id (decimal).
+pub const CLUSTER_ID_HEADER: &str = "pd-cluster-id";
 
 /// Most messages in one batch.
 const MAX_BATCH: usize = 512;
@@ -60,11 +69,12 @@ pub(crate) struct PeerSender {
 }
 
 impl PeerSender {
-    /// Starts one sender task per remote member `(member_id, url)` on `runtime`; the tasks end
-    /// when the returned sender is dropped or `shutdown` resolves.
+    /// Starts one sender task per remote member `(member_id, url)` on `runtime`, sending as the
+    /// member of `status`; the tasks end when the returned sender is dropped or `shutdown`
+    /// resolves.
     pub fn start(
         runtime: &tokio::runtime::Handle,
-        from_id: u64,
+        status: Arc<NodeStatus>,
         peers: Vec<(u64, String)>,
         filter: Arc<NetFilter>,
         shutdown: Shutdown,
@@ -73,7 +83,13 @@ impl PeerSender {
         for (to_id, url) in peers {
             let (tx, rx) = mpsc::unbounded_channel();
             senders.insert(to_id, tx);
-            runtime.spawn(run_peer(from_id, to_id, url, rx, shutdown.clone()));
+            runtime.spawn(run_peer(
+                Arc::clone(&status),
+                to_id,
+                url,
+                rx,
+                shutdown.clone(),
+            ));
         }
         PeerSender {
             peers: senders,
@@ -97,12 +113,13 @@ impl RaftSender for PeerSender {
 }
 
 async fn run_peer(
-    from_id: u64,
+    status: Arc<NodeStatus>,
     to_id: u64,
     url: String,
     mut queue: mpsc::UnboundedReceiver<Message>,
     shutdown: Shutdown,
 ) {
+    let from_id = status.member_id();
     let stop = shutdown.wait();
     tokio::pin!(stop);
     let mut backoff = Duration::from_millis(50);
@@ -127,14 +144,25 @@ async fn run_peer(
         };
         backoff = Duration::from_millis(50);
         let (batches, rx) = mpsc::channel::<RaftBatch>(64);
-        let mut call = tokio::spawn(async move { client.send(ReceiverStream::new(rx)).await });
+        let mut request = Request::new(ReceiverStream::new(rx));
+        if let Ok(value) = status.cluster_id().to_string().parse() {
+            request.metadata_mut().insert(CLUSTER_ID_HEADER, value);
+        }
+        let mut call = tokio::spawn(async move { client.send(request).await });
         loop {
             let first = tokio::select! {
                 _ = &mut stop => {
                     call.abort();
                     return;
                 }
-                _ = &mut call => break,
+                ended = &mut call => {
+                    if let Ok(Err(refused)) = ended {
+                        if refused.code() == tonic::Code::FailedPrecondition {
+                            tracing::error!(to_id, %url, reason = refused.message(), "PD member refuses our raft messages");
+                        }
+                    }
+                    break;
+                }
                 m = queue.recv() => match m {
                     Some(m) => m,
                     None => {
@@ -188,7 +216,7 @@ async fn connect(url: &str) -> Result<PdRaftClient<tonic::transport::Channel>, S
 /// The receiving side: the `pdraftpb.PdRaft` gRPC service.
 #[derive(Clone, Debug)]
 pub(crate) struct PdRaftService {
-    member_id: u64,
+    status: Arc<NodeStatus>,
     inbox: std_mpsc::Sender<RaftMsg>,
     filter: Arc<NetFilter>,
     shutdown: Shutdown,
@@ -196,13 +224,13 @@ pub(crate) struct PdRaftService {
 
 impl PdRaftService {
     pub fn new(
-        member_id: u64,
+        status: Arc<NodeStatus>,
         inbox: std_mpsc::Sender<RaftMsg>,
         filter: Arc<NetFilter>,
         shutdown: Shutdown,
     ) -> PdRaftService {
         PdRaftService {
-            member_id,
+            status,
             inbox,
             filter,
             shutdown,
@@ -213,6 +241,24 @@ impl PdRaftService {
 #[tonic::async_trait]
 impl PdRaft for PdRaftService {
     async fn send(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<Done>, Status> {
+        let member_id = self.status.member_id();
+        let theirs = request
+            .metadata()
+            .get(CLUSTER_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let ours = self.status.cluster_id();
+        if theirs != 0 && ours != 0 && theirs != ours {
+            tracing::error!(
+                ours,
+                theirs,
+                "refused the raft messages of a PD member of another cluster"
+            );
+            return Err(Status::failed_precondition(format!(
+                "PD member {member_id} belongs to cluster {ours}, not to cluster {theirs}"
+            )));
+        }
         let mut stream = request.into_inner();
         let stop = self.shutdown.clone().wait();
         tokio::pin!(stop);
@@ -224,10 +270,10 @@ impl PdRaft for PdRaftService {
             let Some(batch) = batch else {
                 return Ok(Response::new(Done {}));
             };
-            if batch.to_id != self.member_id {
+            if batch.to_id != member_id {
                 return Err(Status::invalid_argument(format!(
-                    "batch for member {} sent to member {}",
-                    batch.to_id, self.member_id
+                    "batch for member {} sent to member {member_id}",
+                    batch.to_id
                 )));
             }
             if self.filter.is_isolated() {

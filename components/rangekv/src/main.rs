@@ -69,6 +69,11 @@ struct PdArgs {
     /// address, which also carries PD-to-PD Raft traffic). Omit for a single node.
     #[arg(long)]
     initial_cluster: Option<String>,
+    /// `new` (default): a member with an empty data directory bootstraps a new group.
+    /// `existing`: it refuses to start instead (use it when restarting members of a running
+    /// group). Ignored when the data directory holds data.
+    #[arg(long, value_parser = ["new", "existing"])]
+    initial_cluster_state: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -193,6 +198,11 @@ fn run_pd(args: PdArgs) -> Result<()> {
     }
     if let Some(v) = args.initial_cluster {
         cfg.initial_cluster = v;
+    }
+    if let Some(v) = args.initial_cluster_state {
+        cfg.initial_cluster_state = v
+            .parse()
+            .map_err(|e| anyhow::anyhow!("invalid --initial-cluster-state: {e}"))?;
     }
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;

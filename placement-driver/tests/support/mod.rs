@@ -1,17 +1,23 @@
 //! An in-process PD group for tests: N members on loopback, real RocksDB in temp dirs, stop /
 //! restart of members on the same data dir and port, and isolation of a member's Raft traffic.
-//! Shared by the placement-driver and pd_client test suites.
+//! Also a raw TSO load ([`RawTsoLoad`]) that records what PD itself answered on `pdpb.PD/Tso`
+//! streams, with no client in between to filter or retry, and the checks those answers must
+//! pass ([`check_tso_answers`]). Shared by the placement-driver and pd_client test suites.
 
 #![allow(dead_code)]
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use placement_driver::{PdConfig, PdHandle, SystemClock};
+use proto::pdpb::pd_client::PdClient as PdGrpc;
+use proto::pdpb::{RequestHeader, TsoRequest};
 use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
 
 /// How long tests wait for a condition before failing.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -129,6 +135,13 @@ impl PdGroup {
 
     /// Restarts member `i` on its data dir and port.
     pub async fn restart(&mut self, i: usize) {
+        let config = self.config(i);
+        self.try_start(i, config).await.unwrap();
+    }
+
+    /// Starts member `i` on its port with `config` (normally a changed [`PdGroup::config`]);
+    /// keeps the handle if it started, returns the error if it refused.
+    pub async fn try_start(&mut self, i: usize, config: PdConfig) -> placement_driver::Result<()> {
         assert!(self.members[i].handle.is_none(), "member is running");
         let addr = self.members[i].addr;
         let mut listener = None;
@@ -148,10 +161,9 @@ impl PdGroup {
         .await;
         let listener = TcpListener::from_std(listener.expect("bound")).unwrap();
         let handle =
-            placement_driver::start_with_listener(self.config(i), Arc::new(SystemClock), listener)
-                .await
-                .unwrap();
+            placement_driver::start_with_listener(config, Arc::new(SystemClock), listener).await?;
         self.members[i].handle = Some(handle);
+        Ok(())
     }
 
     /// Index of the running member that is a serving leader, if exactly one is.
@@ -190,4 +202,177 @@ impl PdGroup {
             }
         }
     }
+}
+
+/// One answer of PD's Tso stream as a test saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct TsoAnswer {
+    /// The range handed out: `first ..= last` (PD answers with `last`, for `count` timestamps).
+    pub first: u64,
+    pub last: u64,
+    /// When the request was sent and the answer received.
+    pub sent: Instant,
+    pub received: Instant,
+    /// Index of the endpoint that answered.
+    pub endpoint: usize,
+}
+
+/// Checks what PD answered, across all clients and members: every range is well-formed, no two
+/// ranges overlap (no timestamp handed out twice), and real-time order holds: an answer received
+/// before another request was sent is below everything that request got.
+pub fn check_tso_answers(answers: &[TsoAnswer]) {
+    for a in answers {
+        assert!(0 < a.first && a.first <= a.last, "malformed answer {a:?}");
+    }
+    let mut by_first: Vec<&TsoAnswer> = answers.iter().collect();
+    by_first.sort_by_key(|a| a.first);
+    for pair in by_first.windows(2) {
+        assert!(
+            pair[0].last < pair[1].first,
+            "timestamps handed out twice: {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    // For each request, the highest timestamp answered before it was sent.
+    let mut by_received: Vec<&TsoAnswer> = answers.iter().collect();
+    by_received.sort_by_key(|a| a.received);
+    let mut max_so_far = Vec::with_capacity(by_received.len());
+    let mut max = 0;
+    for a in &by_received {
+        max = max.max(a.last);
+        max_so_far.push((a.received, max, *a));
+    }
+    for b in answers {
+        let before = max_so_far.partition_point(|(received, _, _)| *received < b.sent);
+        if before > 0 {
+            let (_, max, _) = max_so_far[before - 1];
+            assert!(
+                max < b.first,
+                "PD went backwards: {b:?} was requested after {max} had been answered"
+            );
+        }
+    }
+}
+
+/// Clients that each keep one raw `pdpb.PD/Tso` stream and take `count` timestamps per request
+/// until stopped, moving to the next endpoint whenever a member refuses or fails. Nothing is
+/// filtered: every answer PD gave is recorded and checked by [`RawTsoLoad::finish`].
+pub struct RawTsoLoad {
+    stop: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<TsoAnswer>>>,
+}
+
+impl RawTsoLoad {
+    pub fn start(endpoints: Vec<String>, clients: usize, count: u32) -> RawTsoLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let tasks = (0..clients)
+            .map(|i| {
+                tokio::spawn(raw_tso_client(
+                    endpoints.clone(),
+                    i,
+                    count,
+                    Arc::clone(&stop),
+                    Arc::clone(&received),
+                ))
+            })
+            .collect();
+        RawTsoLoad {
+            stop,
+            received,
+            tasks,
+        }
+    }
+
+    /// Waits until `n` more answers arrived.
+    pub async fn wait_for_more(&self, n: u64) {
+        let target = self.received.load(Ordering::Relaxed) + n;
+        wait_until("PD to answer TSO requests", DEADLINE, || {
+            let ok = self.received.load(Ordering::Relaxed) >= target;
+            async move { ok }
+        })
+        .await;
+    }
+
+    /// Stops the clients, checks every answer with [`check_tso_answers`] and returns them.
+    pub async fn finish(self) -> Vec<TsoAnswer> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for task in self.tasks {
+            all.extend(task.await.expect("TSO client task"));
+        }
+        check_tso_answers(&all);
+        all
+    }
+}
+
+async fn raw_tso_client(
+    endpoints: Vec<String>,
+    first_endpoint: usize,
+    count: u32,
+    stop: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+) -> Vec<TsoAnswer> {
+    const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+    let request = TsoRequest {
+        header: Some(RequestHeader::default()),
+        count,
+        dc_location: String::new(),
+    };
+    let mut answers = Vec::new();
+    let mut at = first_endpoint;
+    while !stop.load(Ordering::Relaxed) {
+        let endpoint = at % endpoints.len();
+        // Refused or failed: try the next member (after a pause, not to spin on a dead one).
+        at += 1;
+        let connected =
+            tokio::time::timeout(RPC_TIMEOUT, PdGrpc::connect(endpoints[endpoint].clone())).await;
+        let Ok(Ok(mut client)) = connected else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let mut sent = Instant::now();
+        if tx.send(request.clone()).await.is_err() {
+            continue;
+        }
+        let Ok(Ok(responses)) =
+            tokio::time::timeout(RPC_TIMEOUT, client.tso(ReceiverStream::new(rx))).await
+        else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let mut responses = responses.into_inner();
+        loop {
+            let answer = tokio::time::timeout(RPC_TIMEOUT, responses.message()).await;
+            let received_at = Instant::now();
+            let Ok(Ok(Some(resp))) = answer else { break };
+            if resp.header.as_ref().is_some_and(|h| h.error.is_some()) {
+                break;
+            }
+            let ts = resp
+                .timestamp
+                .expect("an answer without error has a timestamp");
+            let last = placement_driver::compose_ts(ts.physical as u64, ts.logical as u64);
+            answers.push(TsoAnswer {
+                first: last + 1 - u64::from(count),
+                last,
+                sent,
+                received: received_at,
+                endpoint,
+            });
+            received.fetch_add(1, Ordering::Relaxed);
+            if stop.load(Ordering::Relaxed) {
+                return answers;
+            }
+            sent = Instant::now();
+            if tx.send(request.clone()).await.is_err() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    answers
 }
