@@ -35,14 +35,13 @@ enum Attempt<T> {
 fn classify<T>(r: Result<T, Failure>) -> Attempt<T> {
     match r {
         Ok(v) => Attempt::Done(v),
-        Err(Failure::Region(e)) => {
-            if e.server_is_busy.is_some() {
-                // A timed-out write may still commit.
-                Attempt::Unknown
-            } else {
-                // NotLeader, EpochNotMatch, StaleCommand, RegionNotFound: nothing was applied.
-                Attempt::Retry
-            }
+        // NotLeader, EpochNotMatch, StaleCommand, RegionNotFound, ServerIsBusy: the store
+        // promises nothing was proposed (or the entry was replaced), so a retry is safe. A
+        // store that broke that promise would show up as a non-linearizable history.
+        Err(Failure::Region(_)) => Attempt::Retry,
+        // The store gave up waiting for the write: it may still apply.
+        Err(Failure::Message(m)) if m.starts_with(server::raw::UNDETERMINED_PREFIX) => {
+            Attempt::Unknown
         }
         Err(Failure::Message(m)) => panic!("unexpected error: {m}"),
     }
