@@ -1,6 +1,10 @@
 //! Replicated writes through the in-process cluster: 3 stores, 32 regions, every write synced
 //! to a majority before it is acknowledged. The baseline for raftstore optimisation.
 //!
+//! `commit_latency` measures one write at a time on two clusters side by side in one run: one
+//! whose leaders send their appends before their own synced log write (the default), one
+//! whose leaders send them after it, so that the followers' fsyncs wait for the leader's.
+//!
 //! Run: `cargo bench -p benches --bench replicated_writes`.
 
 use std::time::{Duration, Instant};
@@ -13,11 +17,15 @@ use tests::Cluster;
 const REGIONS: u32 = 32;
 
 fn setup() -> Cluster {
+    setup_with(tests::cluster::test_config())
+}
+
+fn setup_with(cfg: raftstore::Config) -> Cluster {
     let splits: Vec<Vec<u8>> = (1..REGIONS)
         .map(|i| format!("r{i:03}").into_bytes())
         .collect();
     let refs: Vec<&[u8]> = splits.iter().map(|s| s.as_slice()).collect();
-    let cluster = Cluster::new(3, &refs);
+    let cluster = Cluster::with_config(3, &refs, cfg);
     for r in &cluster.regions {
         cluster.wait_leader(r.id, Duration::from_secs(60));
     }
@@ -90,5 +98,32 @@ fn replicated_writes(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, replicated_writes);
+fn commit_latency(c: &mut Criterion) {
+    let early = setup();
+    let late = setup_with(raftstore::Config {
+        send_appends_before_persist: false,
+        ..tests::cluster::test_config()
+    });
+    let mut group = c.benchmark_group("commit_latency");
+    group.sample_size(20);
+    for (name, cluster) in [
+        ("appends_before_leader_fsync", &early),
+        ("appends_after_leader_fsync", &late),
+    ] {
+        let mut round = 0u64;
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    round += 1;
+                    total += put_batch(cluster, round, 1);
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, replicated_writes, commit_latency);
 criterion_main!(benches);

@@ -35,6 +35,10 @@ pub struct Config {
     /// Proposals a leader keeps waiting for apply before it answers new ones `ServerIsBusy`
     /// (clients back off), so an overloaded or cut-off leader does not queue without bound.
     pub max_pending_proposals: usize,
+    /// Send a poll round's leader appends before the round's synced log write, so followers
+    /// persist in parallel with the leader (Raft allows it: an entry commits once any
+    /// majority persisted it). Off only to measure the difference (benches/).
+    pub send_appends_before_persist: bool,
     /// Wall time for leases and timeouts (Raft itself runs on ticks).
     pub clock: Arc<dyn Clock>,
     /// Told when something PD routes by changes for one of this store's peers.
@@ -69,6 +73,7 @@ impl Default for Config {
             messages_per_tick: 4096,
             read_index_timeout: Duration::from_secs(5),
             max_pending_proposals: 8192,
+            send_appends_before_persist: true,
             clock: Arc::new(SystemClock),
             on_region_change: None,
         }
@@ -78,9 +83,9 @@ impl Default for Config {
 impl Config {
     /// The leader lease: strictly shorter than the time a follower that has heard from the
     /// leader refuses to vote for anyone else (the election timeout minus one tick of
-    /// granularity), with one more tick of margin for scheduling delays.
+    /// granularity), with two more ticks of margin for scheduling delays and clock drift.
     pub fn lease_duration(&self) -> Duration {
-        self.raft_base_tick * (self.raft_election_ticks.saturating_sub(2).max(1) as u32)
+        self.raft_base_tick * (self.raft_election_ticks.saturating_sub(3).max(1) as u32)
     }
 
     pub fn election_timeout(&self) -> Duration {
@@ -92,8 +97,8 @@ impl Config {
         if self.raft_heartbeat_ticks == 0 || self.raft_election_ticks <= self.raft_heartbeat_ticks {
             return Err("raft election ticks must exceed heartbeat ticks (> 0)".into());
         }
-        if self.raft_election_ticks < 3 {
-            return Err("raft election ticks must be at least 3 for leader leases".into());
+        if self.raft_election_ticks < 5 {
+            return Err("raft election ticks must be at least 5 for leader leases".into());
         }
         if self.store_pool_size == 0 || self.apply_pool_size == 0 {
             return Err("pool sizes must be positive".into());

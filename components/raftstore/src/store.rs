@@ -127,7 +127,9 @@ impl<T: Transport> PollHandler<PeerFsm> for RaftPoller<T> {
     fn end(&mut self, batch: &mut [Box<PeerFsm>]) {
         // The leaders' appends (collected in `handle`, none of them waiting on persistence)
         // leave now, so the followers' fsyncs overlap the leaders' own instead of following it.
-        self.ctx.transport.flush();
+        if self.ctx.cfg.send_appends_before_persist {
+            self.ctx.transport.flush();
+        }
         if !self.ctx.wb.is_empty() {
             crate::metrics::GROUP_COMMIT_PEERS.observe(batch.len() as f64);
             let timer = crate::metrics::LOG_WRITE_SECONDS.start_timer();

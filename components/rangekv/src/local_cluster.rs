@@ -33,6 +33,9 @@ pub struct LocalClusterConfig {
     pub server_args: Vec<String>,
     /// Extra flags for every `rangekv pd`.
     pub pd_args: Vec<String>,
+    /// Environment variables for single stores: `(store index, name, value)` (tests set
+    /// `FAILPOINTS` this way).
+    pub store_env: Vec<(usize, String, String)>,
 }
 
 impl LocalClusterConfig {
@@ -58,6 +61,7 @@ impl LocalClusterConfig {
             stores,
             server_args: Vec::new(),
             pd_args: Vec::new(),
+            store_env: Vec::new(),
         })
     }
 }
@@ -90,8 +94,13 @@ impl Node {
 
     /// Sets an environment variable for the next start (e.g. `FAILPOINTS` in tests).
     pub fn set_env(&mut self, key: &str, value: &str) {
-        self.env.retain(|(k, _)| k != key);
+        self.remove_env(key);
         self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Removes a variable [`Node::set_env`] set.
+    pub fn remove_env(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -176,7 +185,12 @@ impl LocalCluster {
                     name,
                     addr,
                     args,
-                    env: Vec::new(),
+                    env: cfg
+                        .store_env
+                        .iter()
+                        .filter(|(store, _, _)| *store == i)
+                        .map(|(_, k, v)| (k.clone(), v.clone()))
+                        .collect(),
                     child: None,
                 }
             })

@@ -64,6 +64,7 @@ pub fn run(args: PlaygroundArgs) -> Result<()> {
         stores: args.stores,
         server_args: vec![],
         pd_args: vec!["--max-replicas".into(), args.stores.min(3).to_string()],
+        store_env: vec![],
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -64,3 +64,64 @@ fn a_panic_in_apply_aborts_the_store_and_the_region_keeps_serving() {
     });
     assert_eq!(got.as_deref(), Some(&b"1"[..]));
 }
+
+#[test]
+fn a_store_that_missed_bootstrap_gets_its_replica_and_the_splits_since() {
+    // Store 3 registers with PD, then dies just before creating its replica of the first
+    // region; the two others form the region, take writes and split it meanwhile.
+    let mut t = TestCluster::start_customized(1, 3, "", |cfg| {
+        cfg.store_env.push((
+            2,
+            "FAILPOINTS".into(),
+            "join_before_create_peer=panic".into(),
+        ));
+    });
+    let c = t.client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while t.cluster.stores[2].exit_status().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "store 3 never reached the fail point\n{}",
+            t.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t.rt.block_on(async {
+        for i in 0..40 {
+            c.put(key(i), b"before".to_vec()).await.unwrap();
+        }
+    });
+    let endpoints = t.cluster.pd_endpoints().join(",");
+    let out = std::process::Command::new(bin())
+        .args(["ctl", "--pd", &endpoints, "region", "split"])
+        .arg(String::from_utf8(key(20)).unwrap())
+        .output()
+        .expect("run rangekv ctl");
+    assert!(
+        out.status.success(),
+        "split failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Back without the fail point: it must create the replica and replay the log, split
+    // included.
+    t.cluster.stores[2].remove_env("FAILPOINTS");
+    t.cluster.start_store(2).unwrap();
+    t.wait_listening(30);
+    t.rt.block_on(async {
+        c.put(b"after".to_vec(), b"1".to_vec()).await.unwrap();
+    });
+    // With store 1 gone, no region of either side of the split can serve without store 3.
+    t.cluster.kill_store(0).unwrap();
+    for i in [0, 19, 20, 39] {
+        let got = eventually(&t, "read with store 1 down", || {
+            Ok(t.rt.block_on(c.get(key(i)))?)
+        });
+        assert_eq!(got.as_deref(), Some(&b"before"[..]), "key {i}");
+    }
+    eventually(&t, "write with store 1 down", || {
+        Ok(t.rt.block_on(c.put(key(0), b"again".to_vec()))?)
+    });
+    eventually(&t, "write right of the split with store 1 down", || {
+        Ok(t.rt.block_on(c.put(key(39), b"again".to_vec()))?)
+    });
+}

@@ -404,19 +404,40 @@ async fn try_join(pd: &PdClient, store: &SharedStore, store_id: u64) -> Result<b
             Err(e) => return Err(e.into()),
         }
     }
+    // The region that starts the keyspace is always the bootstrap region: a split keeps the
+    // parent on the left, and membership never changes yet, so its id and peers are still
+    // those it was bootstrapped with. A store named among them that has no replica (it crashed,
+    // or PD failed it, before creating one; splits may have happened meanwhile) creates it from
+    // that bootstrap metadata: its log from index 5 on is still on the other replicas, because
+    // log GC never passes the slowest replica, and replaying it brings the splits too.
     let first = pd.get_region(b"").await?.region;
-    let initial = first
+    if first
         .region_epoch
-        .as_ref()
-        .is_some_and(|e| e.version == INITIAL_EPOCH && e.conf_ver == INITIAL_EPOCH);
-    if initial && first.peers.iter().any(|p| p.store_id == store_id) {
+        .is_some_and(|e| e.version == INITIAL_EPOCH)
+        && first.peers.iter().any(|p| p.store_id == store_id)
+    {
+        fail::fail_point!("join_before_create_peer");
         let guard = store.lock();
         let Some(store) = guard.as_ref() else {
             return Ok(true);
         };
-        store.create_peer(&first)?;
+        store.create_peer(&bootstrap_region(&first))?;
     }
     Ok(true)
+}
+
+/// The bootstrap form of the cluster's first region, given its current form.
+fn bootstrap_region(first: &metapb::Region) -> metapb::Region {
+    metapb::Region {
+        id: first.id,
+        start_key: Default::default(),
+        end_key: Default::default(),
+        region_epoch: Some(metapb::RegionEpoch {
+            conf_ver: INITIAL_EPOCH,
+            version: INITIAL_EPOCH,
+        }),
+        peers: first.peers.clone(),
+    }
 }
 
 /// The epoch of the cluster's first region when it is bootstrapped.

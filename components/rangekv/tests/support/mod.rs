@@ -30,12 +30,23 @@ impl TestCluster {
 
     /// `extra` is appended to every store's TOML config.
     pub fn start_with_config(pds: usize, stores: usize, extra: &str) -> TestCluster {
+        Self::start_customized(pds, stores, extra, |_| {})
+    }
+
+    /// [`TestCluster::start_with_config`], with a last change to the layout before start.
+    pub fn start_customized(
+        pds: usize,
+        stores: usize,
+        extra: &str,
+        customize: impl FnOnce(&mut LocalClusterConfig),
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cfg =
             LocalClusterConfig::on_free_ports(bin(), dir.path().to_path_buf(), pds, stores)
                 .expect("ports");
         cfg.pd_args = vec!["--max-replicas".into(), stores.min(3).to_string()];
         cfg.server_args = vec!["--config".into(), write_server_config(dir.path(), extra)];
+        customize(&mut cfg);
         let mut cluster = LocalCluster::start(cfg).expect("start cluster");
         cluster
             .wait_listening(Duration::from_secs(60))
