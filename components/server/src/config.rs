@@ -25,6 +25,7 @@ pub struct ServerConfig {
     /// Seconds between region heartbeats of each leader to PD.
     pub region_heartbeat_secs: u64,
     pub raftstore: RaftstoreConfig,
+    pub readpool: ReadPoolConfig,
     pub limits: Limits,
     pub split: SplitConfig,
 }
@@ -40,6 +41,7 @@ impl Default for ServerConfig {
             store_heartbeat_secs: 10,
             region_heartbeat_secs: 10,
             raftstore: RaftstoreConfig::default(),
+            readpool: ReadPoolConfig::default(),
             limits: Limits::default(),
             split: SplitConfig::default(),
         }
@@ -64,12 +66,61 @@ impl ServerConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         self.raftstore.to_raftstore().validate()?;
+        self.readpool.validate()?;
         self.limits.validate()?;
         self.split.validate()?;
         if self.pd_endpoints.is_empty() {
             return Err("pd_endpoints must not be empty".into());
         }
         Ok(())
+    }
+}
+
+/// The read pool: the threads that run the engine reads of the raw API (see
+/// [`crate::read_pool`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadPoolConfig {
+    /// Threads of the pool. Default, as TiKV's unified read pool: 80% of the CPUs, at least 4.
+    pub pool_size: usize,
+    /// Reads that may wait for a thread, per thread: the queue holds
+    /// `pool_size * max_tasks_per_worker` reads, and a read beyond that is answered
+    /// ServerIsBusy at once (TiKV's `max-tasks-per-worker`).
+    pub max_tasks_per_worker: usize,
+}
+
+/// Most threads a read pool may have.
+pub const MAX_READ_POOL_SIZE: usize = 1024;
+
+impl Default for ReadPoolConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ReadPoolConfig {
+            pool_size: (cpus * 4 / 5).max(4),
+            max_tasks_per_worker: 2000,
+        }
+    }
+}
+
+impl ReadPoolConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.pool_size == 0 || self.pool_size > MAX_READ_POOL_SIZE {
+            return Err(format!(
+                "readpool.pool_size must be between 1 and {MAX_READ_POOL_SIZE}"
+            ));
+        }
+        if self.max_tasks_per_worker == 0 {
+            return Err("readpool.max_tasks_per_worker must be positive".into());
+        }
+        if self.queue_capacity().is_none() {
+            return Err("readpool.max_tasks_per_worker is too large".into());
+        }
+        Ok(())
+    }
+
+    /// How many reads may wait for a thread; `None` if that overflows.
+    pub fn queue_capacity(&self) -> Option<usize> {
+        self.pool_size.checked_mul(self.max_tasks_per_worker)
     }
 }
 
@@ -218,6 +269,26 @@ mod tests {
         assert!(ServerConfig::from_toml("adr = \"x\"").is_err());
         assert!(ServerConfig::from_toml("[raftstore]\nraft_election_ticks = 1\n").is_err());
         assert!(ServerConfig::from_toml("addr = 5").is_err());
+    }
+
+    #[test]
+    fn read_pool_settings_are_validated() {
+        let cfg = ServerConfig::from_toml("[readpool]\npool_size = 2\nmax_tasks_per_worker = 10\n")
+            .unwrap();
+        assert_eq!(cfg.readpool.pool_size, 2);
+        assert_eq!(cfg.readpool.queue_capacity(), Some(20));
+        let defaults = ReadPoolConfig::default();
+        assert!(defaults.pool_size >= 4);
+        assert_eq!(defaults.max_tasks_per_worker, 2000);
+        for bad in [
+            "[readpool]\npool_size = 0\n",
+            "[readpool]\npool_size = 5000\n",
+            "[readpool]\nmax_tasks_per_worker = 0\n",
+            "[readpool]\nmax_tasks_per_worker = 9223372036854775807\n",
+            "[readpool]\nthreads = 4\n",
+        ] {
+            assert!(ServerConfig::from_toml(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!
 //! - [`raw`]: the raw KV storage API on top of the raftstore: request validation, limits,
 //!   proposals for writes and reads of the engine under a [`raftstore::ReadGrant`].
+//! - [`read_pool`]: the threads that run those engine reads, off the tokio runtime, with a
+//!   bounded queue (a full queue answers ServerIsBusy).
 //! - [`service`]: `tikvpb.Tikv` (wire-compatible with TiKV's client protocol) and the
 //!   store-to-store `BatchRaft` stream.
 //! - [`transport`]: the Raft transport to other stores: batched per destination store over one
@@ -21,13 +23,15 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod raw;
+pub mod read_pool;
 pub mod service;
 pub mod split;
 pub mod status;
 pub mod transport;
 
-pub use config::{Limits, ServerConfig};
+pub use config::{Limits, ReadPoolConfig, ServerConfig};
 pub use raw::RawStorage;
+pub use read_pool::{ReadPool, ReadPoolError};
 pub use service::TikvService;
 pub use split::SplitIdAllocator;
 pub use transport::{GrpcTransport, StaticResolver, StoreResolver};

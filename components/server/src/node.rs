@@ -38,6 +38,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::raw::RawStorage;
+use crate::read_pool::ReadPool;
 use crate::service::TikvService;
 use crate::transport::{GrpcTransport, StoreResolver};
 
@@ -210,7 +211,9 @@ impl Node {
         let split_engine = engine.clone();
         let split_ids: Arc<dyn crate::split::SplitIdAllocator> =
             Arc::new(PdSplitIds { pd: pd.clone() });
-        let storage = RawStorage::new(router.clone(), engine, cfg.limits.clone());
+        let read_pool = ReadPool::new(&cfg.readpool).context("starting the read pool")?;
+        let storage =
+            RawStorage::with_read_pool(router.clone(), engine, cfg.limits.clone(), read_pool);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let service = TikvServer::new(
             TikvService::new(storage)
