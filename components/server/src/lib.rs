@@ -15,6 +15,10 @@
 //! - [`config`]: server configuration (TOML + flags).
 //! - [`node`]: start-up of a store process: engine, PD registration, bootstrap, heartbeats.
 //!
+//! Async tasks here do not block: engine reads go to the [`read_pool`], other engine and disk
+//! work (start-up, creating replicas, split checks) to `tokio::task::spawn_blocking`, because
+//! the same runtime carries the Raft transport and a blocked worker delays heartbeats.
+//!
 //! Deliberately absent: transactional KV (Percolator), coprocessor, TLS, status server.
 
 pub mod config;
