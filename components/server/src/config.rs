@@ -24,6 +24,13 @@ pub struct ServerConfig {
     pub store_heartbeat_secs: u64,
     /// Seconds between region heartbeats of each leader to PD.
     pub region_heartbeat_secs: u64,
+    /// Milliseconds between HTTP/2 keepalive pings on gRPC connections, both the Raft
+    /// connections this store opens to other stores and every connection it accepts (TiKV's
+    /// `grpc-keepalive-time`).
+    pub grpc_keepalive_time_ms: u64,
+    /// Milliseconds to wait for a ping's acknowledgement before the connection is closed
+    /// (TiKV's `grpc-keepalive-timeout`).
+    pub grpc_keepalive_timeout_ms: u64,
     pub raftstore: RaftstoreConfig,
     pub readpool: ReadPoolConfig,
     pub limits: Limits,
@@ -40,6 +47,8 @@ impl Default for ServerConfig {
             pd_endpoints: vec!["127.0.0.1:2379".into()],
             store_heartbeat_secs: 10,
             region_heartbeat_secs: 10,
+            grpc_keepalive_time_ms: 10_000,
+            grpc_keepalive_timeout_ms: 3_000,
             raftstore: RaftstoreConfig::default(),
             readpool: ReadPoolConfig::default(),
             limits: Limits::default(),
@@ -72,7 +81,20 @@ impl ServerConfig {
         if self.pd_endpoints.is_empty() {
             return Err("pd_endpoints must not be empty".into());
         }
+        if self.grpc_keepalive_time_ms == 0 || self.grpc_keepalive_timeout_ms == 0 {
+            return Err(
+                "grpc_keepalive_time_ms and grpc_keepalive_timeout_ms must be positive".into(),
+            );
+        }
         Ok(())
+    }
+
+    /// The HTTP/2 keepalive of gRPC connections.
+    pub fn keepalive(&self) -> crate::transport::Keepalive {
+        crate::transport::Keepalive {
+            interval: Duration::from_millis(self.grpc_keepalive_time_ms),
+            timeout: Duration::from_millis(self.grpc_keepalive_timeout_ms),
+        }
     }
 }
 
@@ -286,6 +308,22 @@ mod tests {
             "[readpool]\nmax_tasks_per_worker = 0\n",
             "[readpool]\nmax_tasks_per_worker = 9223372036854775807\n",
             "[readpool]\nthreads = 4\n",
+        ] {
+            assert!(ServerConfig::from_toml(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keepalive_settings_are_validated() {
+        let defaults = ServerConfig::default().keepalive();
+        assert_eq!(defaults.interval, Duration::from_secs(10));
+        assert_eq!(defaults.timeout, Duration::from_secs(3));
+        let cfg = ServerConfig::from_toml("grpc_keepalive_time_ms = 5000\n").unwrap();
+        assert_eq!(cfg.keepalive().interval, Duration::from_secs(5));
+        assert_eq!(cfg.keepalive().timeout, Duration::from_secs(3));
+        for bad in [
+            "grpc_keepalive_time_ms = 0\n",
+            "grpc_keepalive_timeout_ms = 0\n",
         ] {
             assert!(ServerConfig::from_toml(bad).is_err(), "{bad}");
         }

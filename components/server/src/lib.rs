@@ -7,7 +7,8 @@
 //! - [`service`]: `tikvpb.Tikv` (wire-compatible with TiKV's client protocol) and the
 //!   store-to-store `BatchRaft` stream.
 //! - [`transport`]: the Raft transport to other stores: batched per destination store over one
-//!   streaming RPC, reconnecting with backoff, addresses found through a [`StoreResolver`].
+//!   streaming RPC with HTTP/2 keepalives, reconnecting with backoff, addresses found through
+//!   a [`StoreResolver`].
 //! - [`split`]: `SplitRegion`: ids from PD, the split through Raft, the result back to PD.
 //! - [`errors`]: the single conversion from internal errors to `errorpb` region errors.
 //! - [`status`]: the HTTP status server (`/metrics`, `/status`); [`metrics`]: request metrics.
@@ -38,4 +39,4 @@ pub use raw::RawStorage;
 pub use read_pool::{ReadPool, ReadPoolError};
 pub use service::TikvService;
 pub use split::SplitIdAllocator;
-pub use transport::{GrpcTransport, StaticResolver, StoreResolver};
+pub use transport::{GrpcTransport, Keepalive, StaticResolver, StoreResolver};

@@ -21,7 +21,8 @@
 //! The runtime these tasks run on also carries the Raft transport, so none of them blocks it:
 //! engine reads and synced writes (store identity, creating a replica, stopping the raftstore)
 //! and the split checker's size scans run in `spawn_blocking`, and the raw API's engine reads on
-//! the [`ReadPool`].
+//! the [`ReadPool`]. gRPC connections, accepted and opened, send HTTP/2 keepalive pings
+//! (`grpc_keepalive_time_ms` / `grpc_keepalive_timeout_ms`).
 //!
 //! Deliberately absent: PD's other operators (conf change), TLS.
 
@@ -219,10 +220,12 @@ impl Node {
             pd: pd.clone(),
             cache: Arc::default(),
         });
+        let keepalive = cfg.keepalive();
         let transport = GrpcTransport::new(
             tokio::runtime::Handle::current(),
             resolver,
             cfg.limits.max_grpc_message_size,
+            keepalive,
         );
         let mut rs_cfg = cfg.raftstore.to_raftstore();
         // Leadership and region changes wake the region heartbeat task at once.
@@ -252,6 +255,8 @@ impl Node {
         let mut rx = shutdown_rx.clone();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(keepalive.interval))
+                .http2_keepalive_timeout(Some(keepalive.timeout))
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = rx.wait_for(|v| *v).await;
