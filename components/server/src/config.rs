@@ -334,5 +334,7 @@ mod tests {
         let text = include_str!("../../../etc/server.toml");
         let cfg = ServerConfig::from_toml(text).unwrap();
         assert_eq!(cfg.raftstore.raft_base_tick_ms, 100);
+        assert_eq!(cfg.readpool.max_tasks_per_worker, 2000);
+        assert_eq!(cfg.grpc_keepalive_time_ms, 10_000);
     }
 }

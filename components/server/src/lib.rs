@@ -20,7 +20,7 @@
 //! work (start-up, creating replicas, split checks) to `tokio::task::spawn_blocking`, because
 //! the same runtime carries the Raft transport and a blocked worker delays heartbeats.
 //!
-//! Deliberately absent: transactional KV (Percolator), coprocessor, TLS, status server.
+//! Deliberately absent: transactional KV (Percolator), coprocessor, TLS.
 
 pub mod config;
 pub mod errors;
