@@ -24,7 +24,15 @@ pub struct ServerConfig {
     pub store_heartbeat_secs: u64,
     /// Seconds between region heartbeats of each leader to PD.
     pub region_heartbeat_secs: u64,
+    /// Milliseconds between HTTP/2 keepalive pings on gRPC connections, both the Raft
+    /// connections this store opens to other stores and every connection it accepts (TiKV's
+    /// `grpc-keepalive-time`).
+    pub grpc_keepalive_time_ms: u64,
+    /// Milliseconds to wait for a ping's acknowledgement before the connection is closed
+    /// (TiKV's `grpc-keepalive-timeout`).
+    pub grpc_keepalive_timeout_ms: u64,
     pub raftstore: RaftstoreConfig,
+    pub readpool: ReadPoolConfig,
     pub limits: Limits,
     pub split: SplitConfig,
 }
@@ -39,7 +47,10 @@ impl Default for ServerConfig {
             pd_endpoints: vec!["127.0.0.1:2379".into()],
             store_heartbeat_secs: 10,
             region_heartbeat_secs: 10,
+            grpc_keepalive_time_ms: 10_000,
+            grpc_keepalive_timeout_ms: 3_000,
             raftstore: RaftstoreConfig::default(),
+            readpool: ReadPoolConfig::default(),
             limits: Limits::default(),
             split: SplitConfig::default(),
         }
@@ -64,12 +75,74 @@ impl ServerConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         self.raftstore.to_raftstore().validate()?;
+        self.readpool.validate()?;
         self.limits.validate()?;
         self.split.validate()?;
         if self.pd_endpoints.is_empty() {
             return Err("pd_endpoints must not be empty".into());
         }
+        if self.grpc_keepalive_time_ms == 0 || self.grpc_keepalive_timeout_ms == 0 {
+            return Err(
+                "grpc_keepalive_time_ms and grpc_keepalive_timeout_ms must be positive".into(),
+            );
+        }
         Ok(())
+    }
+
+    /// The HTTP/2 keepalive of gRPC connections.
+    pub fn keepalive(&self) -> crate::transport::Keepalive {
+        crate::transport::Keepalive {
+            interval: Duration::from_millis(self.grpc_keepalive_time_ms),
+            timeout: Duration::from_millis(self.grpc_keepalive_timeout_ms),
+        }
+    }
+}
+
+/// The read pool: the threads that run the engine reads of the raw API (see
+/// [`crate::read_pool`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadPoolConfig {
+    /// Threads of the pool. Default, as TiKV's unified read pool: 80% of the CPUs, at least 4.
+    pub pool_size: usize,
+    /// Reads that may wait for a thread, per thread: the queue holds
+    /// `pool_size * max_tasks_per_worker` reads, and a read beyond that is answered
+    /// ServerIsBusy at once (TiKV's `max-tasks-per-worker`).
+    pub max_tasks_per_worker: usize,
+}
+
+/// Most threads a read pool may have.
+pub const MAX_READ_POOL_SIZE: usize = 1024;
+
+impl Default for ReadPoolConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ReadPoolConfig {
+            pool_size: (cpus * 4 / 5).max(4),
+            max_tasks_per_worker: 2000,
+        }
+    }
+}
+
+impl ReadPoolConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.pool_size == 0 || self.pool_size > MAX_READ_POOL_SIZE {
+            return Err(format!(
+                "readpool.pool_size must be between 1 and {MAX_READ_POOL_SIZE}"
+            ));
+        }
+        if self.max_tasks_per_worker == 0 {
+            return Err("readpool.max_tasks_per_worker must be positive".into());
+        }
+        if self.queue_capacity().is_none() {
+            return Err("readpool.max_tasks_per_worker is too large".into());
+        }
+        Ok(())
+    }
+
+    /// How many reads may wait for a thread; `None` if that overflows.
+    pub fn queue_capacity(&self) -> Option<usize> {
+        self.pool_size.checked_mul(self.max_tasks_per_worker)
     }
 }
 
@@ -221,9 +294,47 @@ mod tests {
     }
 
     #[test]
+    fn read_pool_settings_are_validated() {
+        let cfg = ServerConfig::from_toml("[readpool]\npool_size = 2\nmax_tasks_per_worker = 10\n")
+            .unwrap();
+        assert_eq!(cfg.readpool.pool_size, 2);
+        assert_eq!(cfg.readpool.queue_capacity(), Some(20));
+        let defaults = ReadPoolConfig::default();
+        assert!(defaults.pool_size >= 4);
+        assert_eq!(defaults.max_tasks_per_worker, 2000);
+        for bad in [
+            "[readpool]\npool_size = 0\n",
+            "[readpool]\npool_size = 5000\n",
+            "[readpool]\nmax_tasks_per_worker = 0\n",
+            "[readpool]\nmax_tasks_per_worker = 9223372036854775807\n",
+            "[readpool]\nthreads = 4\n",
+        ] {
+            assert!(ServerConfig::from_toml(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keepalive_settings_are_validated() {
+        let defaults = ServerConfig::default().keepalive();
+        assert_eq!(defaults.interval, Duration::from_secs(10));
+        assert_eq!(defaults.timeout, Duration::from_secs(3));
+        let cfg = ServerConfig::from_toml("grpc_keepalive_time_ms = 5000\n").unwrap();
+        assert_eq!(cfg.keepalive().interval, Duration::from_secs(5));
+        assert_eq!(cfg.keepalive().timeout, Duration::from_secs(3));
+        for bad in [
+            "grpc_keepalive_time_ms = 0\n",
+            "grpc_keepalive_timeout_ms = 0\n",
+        ] {
+            assert!(ServerConfig::from_toml(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_commented_sample_config_is_valid() {
         let text = include_str!("../../../etc/server.toml");
         let cfg = ServerConfig::from_toml(text).unwrap();
         assert_eq!(cfg.raftstore.raft_base_tick_ms, 100);
+        assert_eq!(cfg.readpool.max_tasks_per_worker, 2000);
+        assert_eq!(cfg.grpc_keepalive_time_ms, 10_000);
     }
 }

@@ -2,10 +2,13 @@
 //!
 //! - [`raw`]: the raw KV storage API on top of the raftstore: request validation, limits,
 //!   proposals for writes and reads of the engine under a [`raftstore::ReadGrant`].
+//! - [`read_pool`]: the threads that run those engine reads, off the tokio runtime, with a
+//!   bounded queue (a full queue answers ServerIsBusy).
 //! - [`service`]: `tikvpb.Tikv` (wire-compatible with TiKV's client protocol) and the
 //!   store-to-store `BatchRaft` stream.
 //! - [`transport`]: the Raft transport to other stores: batched per destination store over one
-//!   streaming RPC, reconnecting with backoff, addresses found through a [`StoreResolver`].
+//!   streaming RPC with HTTP/2 keepalives, reconnecting with backoff, addresses found through
+//!   a [`StoreResolver`].
 //! - [`split`]: `SplitRegion`: ids from PD, the split through Raft, the result back to PD.
 //! - [`errors`]: the single conversion from internal errors to `errorpb` region errors.
 //! - [`status`]: the HTTP status server (`/metrics`, `/status`); [`metrics`]: request metrics.
@@ -13,7 +16,11 @@
 //! - [`config`]: server configuration (TOML + flags).
 //! - [`node`]: start-up of a store process: engine, PD registration, bootstrap, heartbeats.
 //!
-//! Deliberately absent: transactional KV (Percolator), coprocessor, TLS, status server.
+//! Async tasks here do not block: engine reads go to the [`read_pool`], other engine and disk
+//! work (start-up, creating replicas, split checks) to `tokio::task::spawn_blocking`, because
+//! the same runtime carries the Raft transport and a blocked worker delays heartbeats.
+//!
+//! Deliberately absent: transactional KV (Percolator), coprocessor, TLS.
 
 pub mod config;
 pub mod errors;
@@ -21,13 +28,15 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod raw;
+pub mod read_pool;
 pub mod service;
 pub mod split;
 pub mod status;
 pub mod transport;
 
-pub use config::{Limits, ServerConfig};
+pub use config::{Limits, ReadPoolConfig, ServerConfig};
 pub use raw::RawStorage;
+pub use read_pool::{ReadPool, ReadPoolError};
 pub use service::TikvService;
 pub use split::SplitIdAllocator;
-pub use transport::{GrpcTransport, StaticResolver, StoreResolver};
+pub use transport::{GrpcTransport, Keepalive, StaticResolver, StoreResolver};

@@ -18,6 +18,12 @@
 //! 9. Shutdown hands every leadership to another replica first, so a planned stop (a rolling
 //!    restart) leaves no region waiting for an election.
 //!
+//! The runtime these tasks run on also carries the Raft transport, so none of them blocks it:
+//! engine reads and synced writes (store identity, creating a replica, stopping the raftstore)
+//! and the split checker's size scans run in `spawn_blocking`, and the raw API's engine reads on
+//! the [`ReadPool`]. gRPC connections, accepted and opened, send HTTP/2 keepalive pings
+//! (`grpc_keepalive_time_ms` / `grpc_keepalive_timeout_ms`).
+//!
 //! Deliberately absent: PD's other operators (conf change), TLS.
 
 use std::collections::HashMap;
@@ -38,6 +44,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::raw::RawStorage;
+use crate::read_pool::ReadPool;
 use crate::service::TikvService;
 use crate::transport::{GrpcTransport, StoreResolver};
 
@@ -123,6 +130,17 @@ impl crate::split::SplitIdAllocator for PdSplitIds {
 /// The raftstore, shared with the task that joins the cluster; `None` once shut down.
 type SharedStore = Arc<Mutex<Option<Store>>>;
 
+/// Runs blocking engine or disk work on tokio's blocking threads, off the async workers.
+async fn blocking<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow!("a blocking task failed: {e}"))?
+}
+
 async fn connect_pd(endpoints: &[String], deadline: Duration) -> Result<PdClient> {
     let until = Instant::now() + deadline;
     let mut pause = Duration::from_millis(100);
@@ -144,16 +162,19 @@ impl Node {
     pub async fn start(cfg: ServerConfig) -> Result<Node> {
         cfg.validate().map_err(|e| anyhow!("invalid config: {e}"))?;
         let data_dir = cfg.data_dir.clone();
-        let engine = tokio::task::spawn_blocking(move || -> Result<engine::Engine> {
+        let engine = blocking(move || {
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;
             engine::Engine::open(&data_dir, &engine::EngineOptions::default())
                 .with_context(|| format!("opening the engine in {}", data_dir.display()))
         })
-        .await??;
+        .await?;
         let pd = connect_pd(&cfg.pd_endpoints, Duration::from_secs(60)).await?;
         let cluster_id = pd.cluster_id();
-        let store_id = match raftstore::bootstrap::load_store_ident(&engine)? {
+        let ident_engine = engine.clone();
+        let ident =
+            blocking(move || Ok(raftstore::bootstrap::load_store_ident(&ident_engine)?)).await?;
+        let store_id = match ident {
             Some(ident) if ident.cluster_id != cluster_id => bail!(
                 "data in {} belongs to cluster {}, but PD serves cluster {cluster_id}",
                 cfg.data_dir.display(),
@@ -162,7 +183,16 @@ impl Node {
             Some(ident) => ident.store_id,
             None => {
                 let id = pd.alloc_id().await?;
-                raftstore::bootstrap::bootstrap_store(&engine, cluster_id, id)?;
+                let ident_engine = engine.clone();
+                // A synced write.
+                blocking(move || {
+                    Ok(raftstore::bootstrap::bootstrap_store(
+                        &ident_engine,
+                        cluster_id,
+                        id,
+                    )?)
+                })
+                .await?;
                 info!(store_id = id, cluster_id, "store identity created");
                 id
             }
@@ -190,10 +220,12 @@ impl Node {
             pd: pd.clone(),
             cache: Arc::default(),
         });
+        let keepalive = cfg.keepalive();
         let transport = GrpcTransport::new(
             tokio::runtime::Handle::current(),
             resolver,
             cfg.limits.max_grpc_message_size,
+            keepalive,
         );
         let mut rs_cfg = cfg.raftstore.to_raftstore();
         // Leadership and region changes wake the region heartbeat task at once.
@@ -202,15 +234,15 @@ impl Node {
             let _ = changes_tx.unbounded_send(id);
         })));
         let store_engine = engine.clone();
-        let store = tokio::task::spawn_blocking(move || {
-            Store::start(store_id, store_engine, rs_cfg, transport)
-        })
-        .await??;
+        let store =
+            blocking(move || Ok(Store::start(store_id, store_engine, rs_cfg, transport)?)).await?;
         let router = store.router();
         let split_engine = engine.clone();
         let split_ids: Arc<dyn crate::split::SplitIdAllocator> =
             Arc::new(PdSplitIds { pd: pd.clone() });
-        let storage = RawStorage::new(router.clone(), engine, cfg.limits.clone());
+        let read_pool = ReadPool::new(&cfg.readpool).context("starting the read pool")?;
+        let storage =
+            RawStorage::with_read_pool(router.clone(), engine, cfg.limits.clone(), read_pool);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let service = TikvServer::new(
             TikvService::new(storage)
@@ -223,6 +255,8 @@ impl Node {
         let mut rx = shutdown_rx.clone();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(keepalive.interval))
+                .http2_keepalive_timeout(Some(keepalive.timeout))
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = rx.wait_for(|v| *v).await;
@@ -326,10 +360,14 @@ impl Node {
         for t in self.tasks.drain(..) {
             t.abort();
         }
-        let store = self.store.lock().take();
-        if let Some(mut store) = store {
-            let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
-        }
+        // `join_cluster` may still hold the lock on a blocking thread (creating a replica).
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(mut store) = store.lock().take() {
+                store.shutdown();
+            }
+        })
+        .await;
         info!(store_id = self.store_id, "store stopped");
     }
 }
@@ -411,17 +449,18 @@ async fn try_join(pd: &PdClient, store: &SharedStore, store_id: u64) -> Result<b
     // that bootstrap metadata: its log from index 5 on is still on the other replicas, because
     // log GC never passes the slowest replica, and replaying it brings the splits too.
     let first = pd.get_region(b"").await?.region;
-    if first
-        .region_epoch
-        .is_some_and(|e| e.version == INITIAL_EPOCH)
-        && first.peers.iter().any(|p| p.store_id == store_id)
-    {
+    if first.peers.iter().any(|p| p.store_id == store_id) {
         fail::fail_point!("join_before_create_peer");
-        let guard = store.lock();
-        let Some(store) = guard.as_ref() else {
-            return Ok(true);
-        };
-        store.create_peer(&bootstrap_region(&first))?;
+        let region = bootstrap_region(&first);
+        // A synced write under the store's lock: on a blocking thread.
+        let store = store.clone();
+        blocking(move || {
+            if let Some(store) = store.lock().as_ref() {
+                store.create_peer(&region)?;
+            }
+            Ok(())
+        })
+        .await?;
     }
     Ok(true)
 }

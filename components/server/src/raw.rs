@@ -1,6 +1,12 @@
 //! Raw KV on the raftstore: validation and limits, writes as proposals, reads of the engine
 //! under a read grant.
 //!
+//! Engine reads (get, batch get, scan, batch scan, and the read of compare-and-swap) run on the
+//! [`ReadPool`], never on the async task that serves the request: the order is always read
+//! grant, then a pool task that takes its snapshot (or reads the latest value) when it runs. A
+//! full read pool, or a read that waits there longer than the request timeout, is answered
+//! ServerIsBusy; reads are idempotent, so clients retry them.
+//!
 //! Every request's `Context` (region id, epoch, peer) and every key it touches is checked by the
 //! region's leader before anything happens; a request that fails validation changes nothing.
 //!
@@ -26,8 +32,9 @@ use raftstore::{ReadGrant, RequestHeader, StoreRouter};
 use storage::{LatchGuard, Latches};
 use tokio::sync::oneshot;
 
-use crate::config::Limits;
+use crate::config::{Limits, ReadPoolConfig};
 use crate::errors::{to_wire, WireError};
+use crate::read_pool::{ReadPool, ReadPoolError};
 
 /// Why a raw request failed: a region error (the client re-routes and retries) or a message.
 #[derive(Debug)]
@@ -72,16 +79,40 @@ pub struct RawStorage {
     engine: Engine,
     limits: Arc<Limits>,
     latches: Latches,
+    read_pool: ReadPool,
 }
 
 impl RawStorage {
+    /// A raw API whose reads run on a new read pool of the default size (tests and embedders;
+    /// a store process uses [`RawStorage::with_read_pool`]).
+    ///
+    /// # Panics
+    ///
+    /// If the read pool's threads cannot be spawned.
     pub fn new(router: StoreRouter, engine: Engine, limits: Limits) -> RawStorage {
+        let read_pool = ReadPool::new(&ReadPoolConfig::default())
+            .expect("starting the threads of a default read pool");
+        Self::with_read_pool(router, engine, limits, read_pool)
+    }
+
+    /// A raw API whose engine reads run on `read_pool`.
+    pub fn with_read_pool(
+        router: StoreRouter,
+        engine: Engine,
+        limits: Limits,
+        read_pool: ReadPool,
+    ) -> RawStorage {
         RawStorage {
             router,
             engine,
             limits: Arc::new(limits),
             latches: Latches::default(),
+            read_pool,
         }
+    }
+
+    pub fn read_pool(&self) -> &ReadPool {
+        &self.read_pool
     }
 
     pub fn limits(&self) -> &Limits {
@@ -172,6 +203,29 @@ impl RawStorage {
         }
     }
 
+    /// Runs `read` on the read pool and waits for its result, within the request timeout. Call
+    /// it only once the read grant is given: `read` reads the engine when a pool thread runs it,
+    /// so it sees at least everything the grant covers.
+    async fn read<T, F>(&self, read: F) -> RawResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> RawResult<T> + Send + 'static,
+    {
+        let engine = self.engine.clone();
+        let pending = self
+            .read_pool
+            .spawn(move || read(&engine))
+            .map_err(read_pool_failure)?;
+        // On a timeout the handle is dropped, and a task no thread took yet is skipped.
+        match tokio::time::timeout(self.limits.request_timeout(), pending.join()).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(read_pool_failure(e)),
+            Err(_) => {
+                Err(raftstore::Error::ServerIsBusy("read timed out in the read pool".into()).into())
+            }
+        }
+    }
+
     /// Proposes `ops` and waits until they are applied. `latches` (the latches of the keys the
     /// ops touch) are released when the raftstore answers the proposal, not when this future
     /// ends: a write that may still apply keeps its keys latched.
@@ -220,7 +274,8 @@ impl RawStorage {
         let cf = Self::cf(&req.cf)?;
         let header = self.header(req.context.as_ref(), vec![req.key.clone()])?;
         self.grant(header).await?;
-        let value = self.engine.get(cf, &keys::data_key(&req.key))?;
+        let key = keys::data_key(&req.key);
+        let value = self.read(move |engine| Ok(engine.get(cf, &key)?)).await?;
         Ok(kvrpcpb::RawGetResponse {
             not_found: value.is_none(),
             value: value.map(Bytes::from).unwrap_or_default(),
@@ -239,17 +294,23 @@ impl RawStorage {
         let cf = Self::cf(&req.cf)?;
         let header = self.header(req.context.as_ref(), req.keys.clone())?;
         self.grant(header).await?;
-        let snap = self.engine.snapshot();
-        let mut pairs = Vec::with_capacity(req.keys.len());
-        for k in req.keys {
-            if let Some(v) = snap.get(cf, &keys::data_key(&k))? {
-                pairs.push(KvPair {
-                    key: k,
-                    value: v.into(),
-                    ..Default::default()
-                });
-            }
-        }
+        let wanted = req.keys;
+        let pairs = self
+            .read(move |engine| {
+                let snap = engine.snapshot();
+                let mut pairs = Vec::with_capacity(wanted.len());
+                for k in wanted {
+                    if let Some(v) = snap.get(cf, &keys::data_key(&k))? {
+                        pairs.push(KvPair {
+                            key: k,
+                            value: v.into(),
+                            ..Default::default()
+                        });
+                    }
+                }
+                Ok(pairs)
+            })
+            .await?;
         Ok(kvrpcpb::RawBatchGetResponse {
             pairs,
             ..Default::default()
@@ -374,7 +435,8 @@ impl RawStorage {
         // to the key can land between the read and the proposal below (see `storage::latch`).
         let latches = self.latch(&header.keys).await?;
         self.grant(header.clone()).await?;
-        let previous = self.engine.get(cf, &keys::data_key(&req.key))?;
+        let key = keys::data_key(&req.key);
+        let previous = self.read(move |engine| Ok(engine.get(cf, &key)?)).await?;
         let succeed = match &previous {
             None => req.previous_not_exist,
             Some(v) => !req.previous_not_exist && v[..] == req.previous_value[..],
@@ -406,15 +468,20 @@ impl RawStorage {
         };
         let header = self.header(req.context.as_ref(), checked)?;
         let grant = self.grant(header).await?;
-        let mut kvs = Vec::new();
         let range = ScanRange {
-            start: &req.start_key,
-            end: &req.end_key,
+            start: req.start_key,
+            end: req.end_key,
             limit: req.limit,
             key_only: req.key_only,
             reverse: req.reverse,
         };
-        self.scan_range(&self.engine.snapshot(), &grant.region, cf, &range, &mut kvs)?;
+        let kvs = self
+            .read(move |engine| {
+                let mut kvs = Vec::new();
+                scan_range(&engine.snapshot(), &grant.region, cf, &range, &mut kvs)?;
+                Ok(kvs)
+            })
+            .await?;
         Ok(kvrpcpb::RawScanResponse {
             kvs,
             ..Default::default()
@@ -441,18 +508,27 @@ impl RawStorage {
         };
         let header = self.header(req.context.as_ref(), checked)?;
         let grant = self.grant(header).await?;
-        let snap = self.engine.snapshot();
-        let mut kvs = Vec::new();
-        for r in &req.ranges {
-            let range = ScanRange {
-                start: &r.start_key,
-                end: &r.end_key,
+        let ranges: Vec<ScanRange> = req
+            .ranges
+            .into_iter()
+            .map(|r| ScanRange {
+                start: r.start_key,
+                end: r.end_key,
                 limit: req.each_limit,
                 key_only: req.key_only,
                 reverse: req.reverse,
-            };
-            self.scan_range(&snap, &grant.region, cf, &range, &mut kvs)?;
-        }
+            })
+            .collect();
+        let kvs = self
+            .read(move |engine| {
+                let snap = engine.snapshot();
+                let mut kvs = Vec::new();
+                for range in &ranges {
+                    scan_range(&snap, &grant.region, cf, range, &mut kvs)?;
+                }
+                Ok(kvs)
+            })
+            .await?;
         Ok(kvrpcpb::RawBatchScanResponse {
             kvs,
             ..Default::default()
@@ -483,70 +559,376 @@ impl RawStorage {
         }
         Ok(())
     }
+}
 
-    /// Scans one range clamped to `region`. Forward: `[start, end)`. Reverse: `[end, start)`,
-    /// newest key first, an empty `start` meaning the end of the region; a reverse `start`
-    /// outside `(region.start, region.end]` is `KeyNotInRegion`.
-    fn scan_range(
-        &self,
-        snap: &engine::Snapshot<'_>,
-        region: &proto::metapb::Region,
-        cf: &'static str,
-        range: &ScanRange<'_>,
-        out: &mut Vec<KvPair>,
-    ) -> RawResult<()> {
-        let (lower, upper): (&[u8], &[u8]) = if range.reverse {
-            let start = range.start;
-            if !start.is_empty()
-                && (start <= &region.start_key[..]
-                    || (!region.end_key.is_empty() && start > &region.end_key[..]))
-            {
-                return Err(raftstore::Error::KeyNotInRegion {
-                    key: start.to_vec(),
-                    region_id: region.id,
-                    start_key: region.start_key.to_vec(),
-                    end_key: region.end_key.to_vec(),
-                }
-                .into());
-            }
-            (range.end, start)
-        } else {
-            (range.start, range.end)
-        };
-        let lower = lower.max(&region.start_key[..]);
-        let upper = match (upper.is_empty(), region.end_key.is_empty()) {
-            (true, _) => &region.end_key[..],
-            (false, true) => upper,
-            (false, false) => upper.min(&region.end_key[..]),
-        };
-        let limit = range.limit as usize;
-        if limit == 0 || (!upper.is_empty() && lower >= upper) {
-            return Ok(());
-        }
-        let (lo, hi) = (keys::data_key(lower), keys::data_end_key(upper));
-        let mut taken = 0;
-        snap.scan(cf, &lo, Some(&hi), range.reverse, |k, v| {
-            out.push(KvPair {
-                key: Bytes::copy_from_slice(keys::origin_key(k)),
-                value: if range.key_only {
-                    Bytes::new()
-                } else {
-                    Bytes::copy_from_slice(v)
-                },
-                ..Default::default()
-            });
-            taken += 1;
-            taken < limit
-        })?;
-        Ok(())
+/// How a read the pool could not run is answered: a full pool (or one shut down) is
+/// ServerIsBusy, so the client backs off and retries.
+fn read_pool_failure(e: ReadPoolError) -> Failure {
+    match e {
+        ReadPoolError::Full { .. } => raftstore::Error::ServerIsBusy(e.to_string()).into(),
+        e => Failure::Message(format!("read failed: {e}")),
     }
 }
 
+/// Scans one range clamped to `region`. Forward: `[start, end)`. Reverse: `[end, start)`,
+/// newest key first, an empty `start` meaning the end of the region; a reverse `start`
+/// outside `(region.start, region.end]` is `KeyNotInRegion`.
+fn scan_range(
+    snap: &engine::Snapshot<'_>,
+    region: &proto::metapb::Region,
+    cf: &'static str,
+    range: &ScanRange,
+    out: &mut Vec<KvPair>,
+) -> RawResult<()> {
+    let (lower, upper): (&[u8], &[u8]) = if range.reverse {
+        let start = &range.start[..];
+        if !start.is_empty()
+            && (start <= &region.start_key[..]
+                || (!region.end_key.is_empty() && start > &region.end_key[..]))
+        {
+            return Err(raftstore::Error::KeyNotInRegion {
+                key: start.to_vec(),
+                region_id: region.id,
+                start_key: region.start_key.to_vec(),
+                end_key: region.end_key.to_vec(),
+            }
+            .into());
+        }
+        (&range.end[..], start)
+    } else {
+        (&range.start[..], &range.end[..])
+    };
+    let lower = lower.max(&region.start_key[..]);
+    let upper = match (upper.is_empty(), region.end_key.is_empty()) {
+        (true, _) => &region.end_key[..],
+        (false, true) => upper,
+        (false, false) => upper.min(&region.end_key[..]),
+    };
+    let limit = range.limit as usize;
+    if limit == 0 || (!upper.is_empty() && lower >= upper) {
+        return Ok(());
+    }
+    let (lo, hi) = (keys::data_key(lower), keys::data_end_key(upper));
+    let mut taken = 0;
+    snap.scan(cf, &lo, Some(&hi), range.reverse, |k, v| {
+        out.push(KvPair {
+            key: Bytes::copy_from_slice(keys::origin_key(k)),
+            value: if range.key_only {
+                Bytes::new()
+            } else {
+                Bytes::copy_from_slice(v)
+            },
+            ..Default::default()
+        });
+        taken += 1;
+        taken < limit
+    })?;
+    Ok(())
+}
+
 /// One range of a scan request.
-struct ScanRange<'a> {
-    start: &'a [u8],
-    end: &'a [u8],
+struct ScanRange {
+    start: Bytes,
+    end: Bytes,
     limit: u32,
     key_only: bool,
     reverse: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use engine::EngineOptions;
+    use parking_lot::Mutex;
+    use proto::metapb;
+    use proto::raft_serverpb::RaftMessage;
+    use tokio::sync::mpsc as async_mpsc;
+
+    use super::*;
+    use crate::read_pool::BeforeTask;
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    /// One store with one single-replica region over the whole keyspace: it needs no network.
+    struct OneStore {
+        storage: RawStorage,
+        region: metapb::Region,
+        _store: raftstore::Store,
+        _dir: tempfile::TempDir,
+    }
+
+    #[derive(Clone)]
+    struct NoNetwork;
+
+    impl raftstore::Transport for NoNetwork {
+        fn send(&mut self, _: RaftMessage) {}
+        fn flush(&mut self) {}
+    }
+
+    fn one_store(pool: ReadPool) -> OneStore {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(dir.path(), &EngineOptions::default()).expect("engine");
+        raftstore::bootstrap::bootstrap_store(&engine, 1, 1).expect("store ident");
+        let region = metapb::Region {
+            id: 1,
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: vec![metapb::Peer {
+                id: 2,
+                store_id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        raftstore::bootstrap::bootstrap_region(&engine, &region).expect("region");
+        let cfg = raftstore::Config {
+            raft_base_tick: Duration::from_millis(10),
+            raft_election_ticks: 10,
+            raft_heartbeat_ticks: 2,
+            ..Default::default()
+        };
+        let store = raftstore::Store::start(1, engine.clone(), cfg, NoNetwork).expect("store");
+        let storage = RawStorage::with_read_pool(store.router(), engine, Limits::default(), pool);
+        OneStore {
+            storage,
+            region,
+            _store: store,
+            _dir: dir,
+        }
+    }
+
+    impl OneStore {
+        fn ctx(&self) -> Option<Context> {
+            Some(Context {
+                region_id: self.region.id,
+                region_epoch: self.region.region_epoch,
+                peer: self.region.peers.first().cloned(),
+                ..Default::default()
+            })
+        }
+
+        fn put_req(&self, key: &'static [u8], value: &'static [u8]) -> kvrpcpb::RawPutRequest {
+            kvrpcpb::RawPutRequest {
+                context: self.ctx(),
+                key: Bytes::from_static(key),
+                value: Bytes::from_static(value),
+                ..Default::default()
+            }
+        }
+
+        fn get_req(&self, key: &'static [u8]) -> kvrpcpb::RawGetRequest {
+            kvrpcpb::RawGetRequest {
+                context: self.ctx(),
+                key: Bytes::from_static(key),
+                ..Default::default()
+            }
+        }
+
+        fn scan_req(&self) -> kvrpcpb::RawScanRequest {
+            kvrpcpb::RawScanRequest {
+                context: self.ctx(),
+                limit: 100,
+                ..Default::default()
+            }
+        }
+
+        /// Writes `key`, retrying until the region has elected its leader.
+        async fn put_when_led(&self, key: &'static [u8], value: &'static [u8]) {
+            let until = Instant::now() + DEADLINE;
+            loop {
+                match self.storage.raw_put(self.put_req(key, value)).await {
+                    Ok(_) => return,
+                    Err(Failure::Region(e)) if Instant::now() < until => {
+                        assert!(e.not_leader.is_some(), "unexpected region error {e:?}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => panic!("put failed: {e:?}"),
+                }
+            }
+        }
+    }
+
+    fn pool_config(size: usize, per_worker: usize) -> ReadPoolConfig {
+        ReadPoolConfig {
+            pool_size: size,
+            max_tasks_per_worker: per_worker,
+        }
+    }
+
+    /// Holds the read pool's tasks on their thread, while armed, until released.
+    struct Gate {
+        armed: AtomicBool,
+        entered: async_mpsc::UnboundedSender<String>,
+        release: Mutex<mpsc::Receiver<()>>,
+        timed_out: AtomicBool,
+    }
+
+    impl Gate {
+        fn hook(self: &Arc<Self>) -> BeforeTask {
+            let gate = self.clone();
+            Arc::new(move || {
+                if !gate.armed.swap(false, Ordering::SeqCst) {
+                    return;
+                }
+                let thread = std::thread::current().name().unwrap_or("").to_owned();
+                let _ = gate.entered.send(thread);
+                if gate.release.lock().recv_timeout(DEADLINE).is_err() {
+                    gate.timed_out.store(true, Ordering::SeqCst);
+                }
+            })
+        }
+    }
+
+    /// A read that takes long (held on its thread) leaves the runtime's only thread free for
+    /// other requests; a read beyond the pool's queue is ServerIsBusy at once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_long_read_does_not_hold_the_async_thread_and_a_full_pool_is_busy() {
+        let (entered_tx, mut entered_rx) = async_mpsc::unbounded_channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        let gate = Arc::new(Gate {
+            armed: AtomicBool::new(false),
+            entered: entered_tx,
+            release: Mutex::new(release_rx),
+            timed_out: AtomicBool::new(false),
+        });
+        let pool = ReadPool::with_hook(&pool_config(1, 1), gate.hook()).expect("pool");
+        let s = one_store(pool);
+        s.put_when_led(b"a", b"1").await;
+
+        // A scan that will sit on the pool's only thread until released.
+        gate.armed.store(true, Ordering::SeqCst);
+        let storage = s.storage.clone();
+        let scan = tokio::spawn({
+            let req = s.scan_req();
+            async move { storage.raw_scan(req).await }
+        });
+        let thread = tokio::time::timeout(DEADLINE, entered_rx.recv())
+            .await
+            .expect("the scan reached the read pool")
+            .expect("gate open");
+        assert!(thread.starts_with("readpool-"), "ran on {thread:?}");
+
+        // This runtime has one thread, and it is free: a write goes through Raft meanwhile.
+        tokio::time::timeout(DEADLINE, s.storage.raw_put(s.put_req(b"b", b"2")))
+            .await
+            .expect("a write completes while the scan is held")
+            .expect("write");
+        assert!(!scan.is_finished());
+
+        // One read may wait in the queue (capacity 1); the next is refused at once.
+        let storage = s.storage.clone();
+        let queued = tokio::spawn({
+            let req = s.get_req(b"a");
+            async move { storage.raw_get(req).await }
+        });
+        let until = Instant::now() + DEADLINE;
+        while s.storage.read_pool().queued() < 1 {
+            assert!(Instant::now() < until, "the get never reached the queue");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        match s.storage.raw_get(s.get_req(b"a")).await {
+            Err(Failure::Region(e)) => assert!(e.server_is_busy.is_some(), "{e:?}"),
+            other => panic!("expected ServerIsBusy, got {other:?}"),
+        }
+
+        release_tx.send(()).expect("release the scan");
+        let scanned = tokio::time::timeout(DEADLINE, scan)
+            .await
+            .expect("scan finishes")
+            .expect("scan task")
+            .expect("scan");
+        assert!(
+            !gate.timed_out.load(Ordering::SeqCst),
+            "the gate was not released by the test"
+        );
+        let keys: Vec<&[u8]> = scanned.kvs.iter().map(|kv| &kv.key[..]).collect();
+        assert!(keys.contains(&&b"a"[..]), "{keys:?}");
+        let got = tokio::time::timeout(DEADLINE, queued)
+            .await
+            .expect("queued get finishes")
+            .expect("get task")
+            .expect("get");
+        assert_eq!(&got.value[..], b"1");
+    }
+
+    /// Every engine read of the raw API is one read pool task, and answers correctly.
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_raw_read_is_a_read_pool_task() {
+        let tasks = Arc::new(AtomicUsize::new(0));
+        let counter = tasks.clone();
+        let pool = ReadPool::with_hook(
+            &pool_config(2, 16),
+            Arc::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .expect("pool");
+        let s = one_store(pool);
+        s.put_when_led(b"a", b"1").await;
+        s.storage.raw_put(s.put_req(b"b", b"2")).await.expect("put");
+        let ran = || tasks.load(Ordering::SeqCst);
+
+        let before = ran();
+        let got = s.storage.raw_get(s.get_req(b"a")).await.expect("get");
+        assert_eq!((&got.value[..], ran() - before), (&b"1"[..], 1));
+
+        let before = ran();
+        let got = s
+            .storage
+            .raw_batch_get(kvrpcpb::RawBatchGetRequest {
+                context: s.ctx(),
+                keys: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+                ..Default::default()
+            })
+            .await
+            .expect("batch get");
+        assert_eq!((got.pairs.len(), ran() - before), (2, 1));
+
+        let before = ran();
+        let got = s.storage.raw_scan(s.scan_req()).await.expect("scan");
+        assert_eq!((got.kvs.len(), ran() - before), (2, 1));
+
+        let before = ran();
+        let got = s
+            .storage
+            .raw_batch_scan(kvrpcpb::RawBatchScanRequest {
+                context: s.ctx(),
+                ranges: vec![
+                    kvrpcpb::KeyRange {
+                        start_key: Bytes::from_static(b"a"),
+                        end_key: Bytes::from_static(b"b"),
+                    },
+                    kvrpcpb::KeyRange {
+                        start_key: Bytes::from_static(b"b"),
+                        end_key: Bytes::new(),
+                    },
+                ],
+                each_limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("batch scan");
+        assert_eq!((got.kvs.len(), ran() - before), (2, 1));
+
+        let before = ran();
+        let got = s
+            .storage
+            .raw_compare_and_swap(kvrpcpb::RawCasRequest {
+                context: s.ctx(),
+                key: Bytes::from_static(b"a"),
+                value: Bytes::from_static(b"3"),
+                previous_value: Bytes::from_static(b"1"),
+                ..Default::default()
+            })
+            .await
+            .expect("cas");
+        assert_eq!((got.succeed, ran() - before), (true, 1));
+        let got = s.storage.raw_get(s.get_req(b"a")).await.expect("get");
+        assert_eq!(&got.value[..], b"3");
+    }
 }
