@@ -9,6 +9,7 @@
 mod bench;
 mod ctl;
 mod playground;
+mod region_check;
 
 use std::path::PathBuf;
 

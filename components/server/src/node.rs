@@ -206,9 +206,24 @@ impl Node {
         } else {
             cfg.advertise_addr.clone()
         };
+        let status_listener = if cfg.status_addr.is_empty() {
+            None
+        } else {
+            Some(
+                tokio::net::TcpListener::bind(&cfg.status_addr)
+                    .await
+                    .with_context(|| format!("binding the status address {}", cfg.status_addr))?,
+            )
+        };
+        // Operators' tools (`rangekv ctl region check`) find the status server through PD.
+        let status_address = match &status_listener {
+            Some(l) => advertised_status_address(l.local_addr()?, &advertise),
+            None => String::new(),
+        };
         pd.put_store(metapb::Store {
             id: store_id,
             address: advertise.clone(),
+            status_address,
             version: env!("CARGO_PKG_VERSION").into(),
             start_timestamp: unix_secs() as i64,
             ..Default::default()
@@ -293,10 +308,7 @@ impl Node {
                 debug!(region_id = resp.region_id, %e, "leader transfer for an unknown region");
             }
         }));
-        if !cfg.status_addr.is_empty() {
-            let listener = tokio::net::TcpListener::bind(&cfg.status_addr)
-                .await
-                .with_context(|| format!("binding the status address {}", cfg.status_addr))?;
+        if let Some(listener) = status_listener {
             let (status_router, rx) = (router.clone(), shutdown_rx.clone());
             node.tasks.push(tokio::spawn(async move {
                 if let Err(e) = crate::status::serve(listener, status_router, rx).await {
@@ -465,6 +477,18 @@ async fn try_join(pd: &PdClient, store: &SharedStore, store_id: u64) -> Result<b
     Ok(true)
 }
 
+/// The status server's address as others reach it: a wildcard bind (0.0.0.0) is reached on
+/// the host the store advertises for gRPC.
+fn advertised_status_address(bound: SocketAddr, advertise: &str) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let host = advertise
+        .rsplit_once(':')
+        .map_or(advertise, |(host, _)| host);
+    format!("{host}:{}", bound.port())
+}
+
 /// The bootstrap form of the cluster's first region, given its current form.
 fn bootstrap_region(first: &metapb::Region) -> metapb::Region {
     metapb::Region {
@@ -630,5 +654,24 @@ async fn split_checks(
                 Err(e) => warn!(region_id, ?e, "size split failed"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised_status_address;
+
+    #[test]
+    fn a_wildcard_status_bind_is_advertised_on_the_grpc_host() {
+        let bound = "0.0.0.0:20180".parse().unwrap();
+        assert_eq!(
+            advertised_status_address(bound, "10.0.0.7:20160"),
+            "10.0.0.7:20180"
+        );
+        let bound = "127.0.0.1:20180".parse().unwrap();
+        assert_eq!(
+            advertised_status_address(bound, "10.0.0.7:20160"),
+            "127.0.0.1:20180"
+        );
     }
 }

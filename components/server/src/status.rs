@@ -1,16 +1,21 @@
 //! The status server: plain HTTP next to the gRPC port, for operators and monitoring.
 //!
 //! - `GET /metrics`: every metric of the process in Prometheus' text format.
-//! - `GET /status`: the store's id and, per region it hosts, range, epoch, role and indexes
-//!   (JSON).
+//! - `GET /status`: the store's id and, per region it hosts, range, epoch, role, indexes and
+//!   the last consistency check (JSON).
+//! - `POST /regions/{id}/consistency-check`: on the region's leader, starts a consistency check
+//!   (`raftstore::consistency`) and answers `{"index", "hash"}` once the leader hashed its copy;
+//!   each replica's verdict then shows in its store's `/status`. `rangekv ctl region check`
+//!   drives this.
 //!
 //! Deliberately absent: profiling and config endpoints, TLS.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
+use raftstore::consistency::Verdict;
 use raftstore::StoreRouter;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -30,6 +35,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/regions/{id}/consistency-check", post(check_consistency))
         .with_state(AppState { router });
     axum::serve(crate::net::nodelay_listener(listener), app)
         .with_graceful_shutdown(async move {
@@ -71,6 +77,15 @@ async fn status(State(state): State<AppState>) -> impl IntoResponse {
             "applied_index": s.applied_index,
             "first_index": s.first_index,
             "last_index": s.last_index,
+            "hash": s.hash.map(|(index, hash)| json!({"index": index, "hash": hash})),
+            "last_verified": s.last_verified.map(|(index, verdict)| json!({
+                "index": index,
+                "verdict": match verdict {
+                    Verdict::Match => "match",
+                    Verdict::Mismatch { .. } => "mismatch",
+                    Verdict::Unknown => "unknown",
+                },
+            })),
         }));
     }
     let leaders = regions.iter().filter(|r| r["is_leader"] == true).count();
@@ -84,4 +99,35 @@ async fn status(State(state): State<AppState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
+}
+
+async fn check_consistency(
+    State(state): State<AppState>,
+    Path(id): Path<u64>,
+) -> impl IntoResponse {
+    let check = state.router.check_consistency(id);
+    match tokio::time::timeout(std::time::Duration::from_secs(30), check).await {
+        Ok(Ok((index, hash))) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"region_id": id, "index": index, "hash": hash}).to_string(),
+        ),
+        Ok(Err(e)) => {
+            let code = match &e {
+                raftstore::Error::NotLeader { .. } => StatusCode::CONFLICT,
+                raftstore::Error::RegionNotFound(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (
+                code,
+                [(header::CONTENT_TYPE, "application/json")],
+                json!({"region_id": id, "error": e.to_string()}).to_string(),
+            )
+        }
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"region_id": id, "error": "the check did not finish in 30s"}).to_string(),
+        ),
+    }
 }

@@ -1,0 +1,216 @@
+//! `rangekv ctl region check <key>`: are the replicas of a region the same?
+//!
+//! 1. Finds the region holding the key and its leader through PD, and asks the leader's status
+//!    server to start a consistency check (`POST /regions/{id}/consistency-check`): the leader
+//!    proposes `ComputeHash`, every replica hashes its copy at that log position, and the
+//!    leader proposes `VerifyHash` with its own hash (see `raftstore::consistency`).
+//! 2. Polls every replica's status server (`GET /status`) until each reports its verdict for
+//!    that check, and prints one line per replica.
+//!
+//! The command fails (non-zero exit) when a replica differs, or when not every replica could
+//! be heard from in time: a check that could not look everywhere is not a pass.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use pd_client::PdClient;
+use serde_json::Value;
+
+/// One replica's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaVerdict {
+    pub store_id: u64,
+    pub peer_id: u64,
+    /// Its hash of the checked index, if it reported one.
+    pub hash: Option<u32>,
+    /// "match", "mismatch", "unknown" (it has no hash of that index) or "unreachable".
+    pub verdict: String,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    pub region_id: u64,
+    pub index: u64,
+    pub leader_hash: u32,
+    pub replicas: Vec<ReplicaVerdict>,
+}
+
+impl CheckOutcome {
+    pub fn consistent(&self) -> bool {
+        self.replicas.iter().all(|r| r.verdict == "match")
+    }
+}
+
+/// Runs the check of the region holding `key`.
+pub async fn check_region(pd: &PdClient, key: &[u8]) -> Result<CheckOutcome> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (region, index, leader_hash) = loop {
+        let info = pd.get_region(key).await?;
+        let mut candidates: Vec<u64> = info.leader.iter().map(|l| l.store_id).collect();
+        candidates.extend(info.region.peers.iter().map(|p| p.store_id));
+        candidates.dedup();
+        let mut started = None;
+        let mut last_error = String::from("no replica tried");
+        for store_id in candidates {
+            let status = status_address(pd, store_id).await?;
+            let url = format!(
+                "http://{status}/regions/{}/consistency-check",
+                info.region.id
+            );
+            match http.post(&url).send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    let v: Value = resp.json().await.context("reading the check's answer")?;
+                    let index = v["index"].as_u64().context("no index in the answer")?;
+                    let hash = v["hash"].as_u64().context("no hash in the answer")?;
+                    started = Some((index, hash as u32));
+                    break;
+                }
+                Ok(resp) => last_error = format!("store {store_id}: {}", resp.text().await?),
+                Err(e) => last_error = format!("store {store_id} at {status}: {e}"),
+            }
+        }
+        if let Some((index, hash)) = started {
+            break (info.region, index, hash);
+        }
+        if Instant::now() > deadline {
+            bail!("no replica could start the check: {last_error}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let mut replicas = Vec::new();
+    for peer in &region.peers {
+        let status = status_address(pd, peer.store_id).await?;
+        let verdict = wait_verdict(&http, &status, region.id, index, deadline).await;
+        replicas.push(match verdict {
+            Ok((hash, verdict)) => ReplicaVerdict {
+                store_id: peer.store_id,
+                peer_id: peer.id,
+                hash,
+                verdict,
+            },
+            Err(_) => ReplicaVerdict {
+                store_id: peer.store_id,
+                peer_id: peer.id,
+                hash: None,
+                verdict: "unreachable".into(),
+            },
+        });
+    }
+    Ok(CheckOutcome {
+        region_id: region.id,
+        index,
+        leader_hash,
+        replicas,
+    })
+}
+
+async fn status_address(pd: &PdClient, store_id: u64) -> Result<String> {
+    let store = pd.get_store(store_id).await?;
+    if store.status_address.is_empty() {
+        bail!("store {store_id} has no status server (start it with --status-addr)");
+    }
+    Ok(store.status_address)
+}
+
+/// Polls a store's `/status` until its replica of `region_id` reports a verdict for `index`.
+async fn wait_verdict(
+    http: &reqwest::Client,
+    status: &str,
+    region_id: u64,
+    index: u64,
+    deadline: Instant,
+) -> Result<(Option<u32>, String)> {
+    loop {
+        let found = async {
+            let v: Value = http
+                .get(format!("http://{status}/status"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            anyhow::Ok(verdict_in_status(&v, region_id, index))
+        }
+        .await;
+        if let Ok(Some(verdict)) = found {
+            return Ok(verdict);
+        }
+        if Instant::now() > deadline {
+            bail!("no verdict from {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The replica's hash and verdict for the check at `index`, from a store's `/status`; `None`
+/// while it has not verified that check yet.
+fn verdict_in_status(status: &Value, region_id: u64, index: u64) -> Option<(Option<u32>, String)> {
+    let region = status["regions"]
+        .as_array()?
+        .iter()
+        .find(|r| r["id"].as_u64() == Some(region_id))?;
+    let verified = &region["last_verified"];
+    let verified_index = verified["index"].as_u64()?;
+    if verified_index < index {
+        return None;
+    }
+    let hash = (region["hash"]["index"].as_u64() == Some(index))
+        .then(|| region["hash"]["hash"].as_u64().map(|h| h as u32))
+        .flatten();
+    let verdict = if verified_index == index {
+        verified["verdict"].as_str().unwrap_or("unknown").to_owned()
+    } else {
+        // A newer check overtook this one on that replica.
+        "unknown".to_owned()
+    };
+    Some((hash, verdict))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn status(verified: Value, hash: Value) -> Value {
+        json!({"regions": [
+            {"id": 9, "last_verified": null, "hash": null},
+            {"id": 2, "last_verified": verified, "hash": hash},
+        ]})
+    }
+
+    #[test]
+    fn verdicts_are_read_from_the_replica_of_the_region_for_the_index() {
+        let h = json!({"index": 7, "hash": 42});
+        let v = |i: u64, verdict: &str| json!({"index": i, "verdict": verdict});
+        // Not there yet: an older check, or none.
+        assert_eq!(
+            verdict_in_status(&status(v(5, "match"), h.clone()), 2, 7),
+            None
+        );
+        assert_eq!(
+            verdict_in_status(&status(Value::Null, h.clone()), 2, 7),
+            None
+        );
+        assert_eq!(
+            verdict_in_status(&status(v(5, "match"), h.clone()), 3, 7),
+            None
+        );
+        // This check.
+        assert_eq!(
+            verdict_in_status(&status(v(7, "match"), h.clone()), 2, 7),
+            Some((Some(42), "match".into()))
+        );
+        assert_eq!(
+            verdict_in_status(&status(v(7, "mismatch"), h.clone()), 2, 7),
+            Some((Some(42), "mismatch".into()))
+        );
+        // Overtaken by a newer check: nothing to say about this one.
+        assert_eq!(
+            verdict_in_status(&status(v(9, "match"), json!({"index": 9, "hash": 1})), 2, 7),
+            Some((None, "unknown".into()))
+        );
+    }
+}
