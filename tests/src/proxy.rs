@@ -8,6 +8,8 @@
 //!   so calls time out on the client although the store may have executed them;
 //! - [`ProxyFault::LoseAnswers`]: the first bytes the store sends back on a connection close
 //!   it instead: the request was delivered (and usually executed), its answer is lost;
+//! - [`Proxy::set_fault_on_some`]: the same, but only on about half of the connections
+//!   (chosen by a salt), so that some clients of the store are hit while others observe;
 //! - [`Proxy::cut`]: closes every open connection once (requests in flight lose their answer);
 //! - [`Proxy::set_down`]: the listening port is closed (connections are refused, as for a
 //!   crashed store) and open connections are cut; [`Proxy::set_up`] opens it again, on the same
@@ -34,10 +36,24 @@ pub enum ProxyFault {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Control {
     fault: ProxyFault,
+    /// `None`: the fault hits every connection; `Some(salt)`: about half of them.
+    selector: Option<u64>,
     /// Bumped to cut every open connection.
     generation: u64,
     /// Where connections go; `None`: the proxy is down (its port closed).
     upstream: Option<SocketAddr>,
+}
+
+impl Control {
+    /// The fault on connection number `conn`.
+    fn fault_on(&self, conn: u64) -> ProxyFault {
+        match self.selector {
+            Some(salt) if (conn.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt) >> 63 == 1 => {
+                ProxyFault::None
+            }
+            _ => self.fault,
+        }
+    }
 }
 
 /// A proxy in front of one store, running on a tokio runtime.
@@ -55,6 +71,7 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy addr");
         let (control, _) = watch::channel(Control {
             fault: ProxyFault::None,
+            selector: None,
             generation: 0,
             upstream: Some(upstream),
         });
@@ -69,7 +86,18 @@ impl Proxy {
     }
 
     pub fn set_fault(&self, fault: ProxyFault) {
-        self.control.send_modify(|c| c.fault = fault);
+        self.control.send_modify(|c| {
+            c.fault = fault;
+            c.selector = None;
+        });
+    }
+
+    /// Sets `fault` on about half of the connections, old and new, chosen by `salt`.
+    pub fn set_fault_on_some(&self, fault: ProxyFault, salt: u64) {
+        self.control.send_modify(|c| {
+            c.fault = fault;
+            c.selector = Some(salt);
+        });
     }
 
     /// Closes every open connection.
@@ -103,13 +131,16 @@ async fn accept_loop(
     control: Arc<watch::Sender<Control>>,
 ) {
     let mut rx = control.subscribe();
+    let mut conns = 0u64;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((client, _)) = accepted else { continue };
                 let c = *rx.borrow();
                 if let Some(upstream) = c.upstream {
-                    tokio::spawn(pipe(client, upstream, c.generation, control.subscribe()));
+                    conns += 1;
+                    let rx = control.subscribe();
+                    tokio::spawn(pipe(client, upstream, conns, c.generation, rx));
                 }
             }
             changed = rx.changed() => {
@@ -154,6 +185,7 @@ async fn bind_again(addr: SocketAddr) -> Option<TcpListener> {
 async fn pipe(
     client: TcpStream,
     upstream: SocketAddr,
+    conn: u64,
     generation: u64,
     control: watch::Receiver<Control>,
 ) {
@@ -173,8 +205,8 @@ async fn pipe(
         }
     };
     tokio::select! {
-        _ = pump(client_read, store_write, control.clone(), false) => {}
-        _ = pump(store_read, client_write, control, true) => {}
+        _ = pump(client_read, store_write, control.clone(), conn, false) => {}
+        _ = pump(store_read, client_write, control, conn, true) => {}
         _ = cut => {}
     }
 }
@@ -183,6 +215,7 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut control: watch::Receiver<Control>,
+    conn: u64,
     answers: bool,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
@@ -190,7 +223,7 @@ async fn pump(
         if answers {
             // Hold answers back while told to (the bytes wait in the socket buffers).
             if control
-                .wait_for(|c| c.fault != ProxyFault::HoldAnswers)
+                .wait_for(|c| c.fault_on(conn) != ProxyFault::HoldAnswers)
                 .await
                 .is_err()
             {
@@ -201,13 +234,13 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let fault = control.borrow().fault;
+        let fault = control.borrow().fault_on(conn);
         match fault {
             ProxyFault::LoseAnswers if answers => return,
             ProxyFault::Delay(d) => tokio::time::sleep(d).await,
             ProxyFault::HoldAnswers if answers => {
                 let _ = control
-                    .wait_for(|c| c.fault != ProxyFault::HoldAnswers)
+                    .wait_for(|c| c.fault_on(conn) != ProxyFault::HoldAnswers)
                     .await;
             }
             _ => {}

@@ -53,7 +53,7 @@ fn value(v: &[u8]) -> u64 {
 
 fn client_config() -> client::Config {
     client::Config {
-        request_timeout: Duration::from_millis(800),
+        request_timeout: Duration::from_millis(400),
         connect_timeout: Duration::from_millis(500),
         max_retry_time: Duration::from_secs(6),
         base_backoff: Duration::from_millis(5),
@@ -132,7 +132,7 @@ async fn run_client(
         let key = Bytes::from(format!("k{k}"));
         let unique = n * 1_000_000 + i + 1;
         let choice = rng.random_range(0..10);
-        let pause = rng.random_range(0..200);
+        let pause = rng.random_range(0..160);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         let call = now();
         // `None`: certainly no effect, not recorded. `Some((op, known))`.
@@ -200,20 +200,29 @@ fn last_written(history: &[Event]) -> Option<u64> {
 fn nemesis_step(served: &mut ServedCluster, rng: &mut StdRng) -> String {
     let store = rng.random_range(1..=STORES);
     let others: Vec<u64> = (1..=STORES).filter(|s| *s != store).collect();
-    let hold = Duration::from_millis(rng.random_range(100..500));
+    let hold = Duration::from_millis(rng.random_range(100..700));
     let net_seed: u64 = rng.random();
-    let what = match rng.random_range(0..14) {
+    let what = match rng.random_range(0..16) {
         0 => {
             served.proxy(store).cut();
             format!("cut the connections to store {store}")
         }
         1 => {
-            served.proxy(store).set_fault(ProxyFault::LoseAnswers);
-            format!("lose answers of store {store}")
+            served
+                .proxy(store)
+                .set_fault_on_some(ProxyFault::LoseAnswers, rng.random());
+            format!("lose answers of some connections to store {store}")
         }
         2 => {
-            served.proxy(store).set_fault(ProxyFault::HoldAnswers);
-            format!("hold answers of store {store}")
+            // Longer than the client's request timeout: the calls time out.
+            served
+                .proxy(store)
+                .set_fault_on_some(ProxyFault::HoldAnswers, rng.random());
+            format!("hold answers of some connections to store {store}")
+        }
+        13 => {
+            served.proxy(store).set_fault(ProxyFault::LoseAnswers);
+            format!("lose answers of store {store}")
         }
         3 => {
             let d = Duration::from_millis(rng.random_range(1..60));
@@ -261,7 +270,7 @@ fn nemesis_step(served: &mut ServedCluster, rng: &mut StdRng) -> String {
             transfer_leader(&served.cluster, region_id, store);
             format!("transfer region {region_id} to store {store}")
         }
-        12 => {
+        12 | 14 => {
             served.crash_store(store);
             format!("crash store {store}")
         }

@@ -450,13 +450,16 @@ impl Tikv for MockStore {
     }
 }
 
+/// A running mock store's server: its shutdown signal and its task.
+type MockServer = (oneshot::Sender<()>, JoinHandle<()>);
+
 /// PD, three mock stores and a dead one, and regions `["", "g")` = 1 (leader on store 1),
 /// `["g", "p")` = 2 (store 2), `["p", "")` = 3 (store 3, its first peer on the dead store).
 pub struct MockCluster {
     pub world: Arc<Mutex<World>>,
     pub pd: PdClient,
     /// The running mock stores' servers: a shutdown signal and the server task.
-    servers: Mutex<HashMap<u64, (oneshot::Sender<()>, JoinHandle<()>)>>,
+    servers: Mutex<HashMap<u64, MockServer>>,
     _pd_server: PdHandle,
     _dir: tempfile::TempDir,
 }
