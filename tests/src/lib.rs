@@ -4,14 +4,20 @@
 //! - [`cluster`]: N stores on real RocksDB in temporary directories, bootstrapped with
 //!   pre-split regions, reachable through the same raw KV layer the gRPC server uses; stores can
 //!   be stopped and restarted.
-//! - [`network`]: the in-process transport, with filters that partition, isolate, drop, delay
-//!   and reorder Raft messages.
+//! - [`network`]: the in-process transport, with filters that partition (both ways or one
+//!   way), isolate, drop, delay, duplicate and reorder Raft messages.
+//! - [`served`]: the cluster served to real clients: an in-process PD, a gRPC server per
+//!   store and a fault-injecting [`proxy`] between clients and each store.
 //! - [`linearizability`]: a checker of recorded single-register histories.
+//! - [`seed`]: the seed of a randomized test, printed and settable (`RANGEKV_LIN_SEED`).
 //! - [`wait`]: polling with deadlines (no bare sleeps).
 
 pub mod cluster;
 pub mod linearizability;
 pub mod network;
+pub mod proxy;
+pub mod seed;
+pub mod served;
 pub mod wait;
 
 pub use cluster::Cluster;

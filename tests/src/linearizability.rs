@@ -20,6 +20,8 @@ pub enum Op {
     Read(Option<u64>),
     /// A write of this value.
     Write(u64),
+    /// A delete: the register becomes empty.
+    Delete,
     /// A compare-and-swap: `expect` → `new`; `outcome` is `Some((swapped, previous))` when
     /// known.
     Cas {
@@ -54,6 +56,7 @@ impl Event {
         match &self.op {
             Op::Read(v) => (*v == state).then_some(state),
             Op::Write(v) => Some(Some(*v)),
+            Op::Delete => Some(None),
             Op::Cas {
                 expect,
                 new,
@@ -194,6 +197,34 @@ mod tests {
         assert!(check_register(None, &h).is_ok());
         // But a value nobody wrote cannot appear.
         let h = [ev(Op::Write(1), 0, None), ev(Op::Read(Some(7)), 5, Some(6))];
+        assert!(check_register(None, &h).is_err());
+    }
+
+    #[test]
+    fn deletes_empty_the_register() {
+        let h = [
+            ev(Op::Write(1), 0, Some(1)),
+            ev(Op::Delete, 2, Some(3)),
+            ev(Op::Read(None), 4, Some(5)),
+        ];
+        assert!(check_register(None, &h).is_ok());
+        let h = [
+            ev(Op::Write(1), 0, Some(1)),
+            ev(Op::Delete, 2, Some(3)),
+            ev(Op::Read(Some(1)), 4, Some(5)),
+        ];
+        assert!(check_register(None, &h).is_err());
+    }
+
+    #[test]
+    fn a_write_applied_twice_around_another_is_caught() {
+        // A's put(1) is answered, B's put(2) is answered, then A's put(1) applies again.
+        let h = [
+            ev(Op::Write(1), 0, Some(1)),
+            ev(Op::Write(2), 2, Some(3)),
+            ev(Op::Read(Some(2)), 4, Some(5)),
+            ev(Op::Read(Some(1)), 6, Some(7)),
+        ];
         assert!(check_register(None, &h).is_err());
     }
 

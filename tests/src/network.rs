@@ -1,8 +1,13 @@
 //! The in-process Raft network of the cluster harness.
 //!
-//! Every message a store flushes passes each installed [`Filter`], which may deliver, drop or
-//! delay it; delayed messages are delivered by a timer thread, so random delays also reorder.
-//! [`SimNetwork::set_reorder`] additionally shuffles each flushed batch.
+//! Every message a store flushes passes each installed [`Filter`], which may deliver, drop,
+//! delay or duplicate it; delayed messages (and the second copies of duplicated ones) are
+//! delivered by a timer thread, so random delays also reorder. [`SimNetwork::set_reorder`]
+//! additionally shuffles each flushed batch.
+//!
+//! Verdicts of several filters combine: a drop wins; otherwise the message waits for the
+//! longest delay, and a duplicate's second copy follows the first after the longest
+//! duplicate delay.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -23,6 +28,8 @@ pub enum Verdict {
     Deliver,
     Drop,
     Delay(Duration),
+    /// Deliver the message, and a second copy this long after the first.
+    Duplicate(Duration),
 }
 
 pub trait Filter: Send + Sync {
@@ -49,6 +56,61 @@ impl Filter for Partition {
             (Some(a), Some(b)) if a != b => Verdict::Drop,
             _ => Verdict::Deliver,
         }
+    }
+}
+
+/// Drops messages from any store of `from` to any store of `to`, but not the other way: a
+/// one-way partition (e.g. a leader that can send but not hear, or hear but not send).
+pub struct OneWay {
+    from: HashSet<u64>,
+    to: HashSet<u64>,
+}
+
+impl OneWay {
+    pub fn new(from: &[u64], to: &[u64]) -> OneWay {
+        OneWay {
+            from: from.iter().copied().collect(),
+            to: to.iter().copied().collect(),
+        }
+    }
+}
+
+impl Filter for OneWay {
+    fn check(&self, from: u64, to: u64, _: &RaftMessage) -> Verdict {
+        if self.from.contains(&from) && self.to.contains(&to) {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    }
+}
+
+/// Duplicates each message with the given probability, the copy following after a random
+/// duration up to `max_lag` (seeded): stale copies arrive after newer messages.
+pub struct RandomDuplicate {
+    rate: f64,
+    max_lag: Duration,
+    rng: Mutex<StdRng>,
+}
+
+impl RandomDuplicate {
+    pub fn new(rate: f64, max_lag: Duration, seed: u64) -> RandomDuplicate {
+        RandomDuplicate {
+            rate,
+            max_lag,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+}
+
+impl Filter for RandomDuplicate {
+    fn check(&self, _: u64, _: u64, _: &RaftMessage) -> Verdict {
+        let mut rng = self.rng.lock();
+        if !rng.random_bool(self.rate) {
+            return Verdict::Deliver;
+        }
+        let lag = rng.random_range(0..=self.max_lag.as_micros() as u64);
+        Verdict::Duplicate(Duration::from_micros(lag))
     }
 }
 
@@ -245,39 +307,42 @@ impl SimNetwork {
             let Some(to_store) = msg.to_peer.as_ref().map(|p| p.store_id) else {
                 continue;
             };
-            let mut verdict = Verdict::Deliver;
+            let (mut drop, mut delay, mut duplicate) = (false, None::<Duration>, None::<Duration>);
             for f in &filters {
                 match f.check(from_store, to_store, &msg) {
                     Verdict::Deliver => {}
                     Verdict::Drop => {
-                        verdict = Verdict::Drop;
+                        drop = true;
                         break;
                     }
-                    Verdict::Delay(d) => {
-                        verdict = match verdict {
-                            Verdict::Delay(e) => Verdict::Delay(e.max(d)),
-                            _ => Verdict::Delay(d),
-                        }
-                    }
+                    Verdict::Delay(d) => delay = Some(delay.map_or(d, |e| e.max(d))),
+                    Verdict::Duplicate(d) => duplicate = Some(duplicate.map_or(d, |e| e.max(d))),
                 }
             }
-            match verdict {
-                Verdict::Deliver => self.inner.deliver_now(to_store, msg),
-                Verdict::Drop => {}
-                Verdict::Delay(d) => {
-                    let mut q = self.inner.delayed.lock();
-                    q.1 += 1;
-                    let seq = q.1;
-                    q.0.push(Reverse(Delayed {
-                        at: Instant::now() + d,
-                        seq,
-                        to_store,
-                        msg,
-                    }));
-                    self.inner.wakeup.notify_one();
-                }
+            if drop {
+                continue;
+            }
+            if let Some(lag) = duplicate {
+                self.deliver_later(to_store, msg.clone(), delay.unwrap_or_default() + lag);
+            }
+            match delay {
+                None => self.inner.deliver_now(to_store, msg),
+                Some(d) => self.deliver_later(to_store, msg, d),
             }
         }
+    }
+
+    fn deliver_later(&self, to_store: u64, msg: RaftMessage, after: Duration) {
+        let mut q = self.inner.delayed.lock();
+        q.1 += 1;
+        let seq = q.1;
+        q.0.push(Reverse(Delayed {
+            at: Instant::now() + after,
+            seq,
+            to_store,
+            msg,
+        }));
+        self.inner.wakeup.notify_one();
     }
 
     /// Stops the delay thread.

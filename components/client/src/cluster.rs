@@ -17,6 +17,7 @@ use tracing::debug;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::delivery::certainly_not_delivered;
 use crate::error::{region_error_summary, Error, Result};
 use crate::region_cache::{Recovery, RegionCache, RegionRoute};
 use crate::rpc::RawRpc;
@@ -37,12 +38,8 @@ pub(crate) struct Cluster {
 }
 
 /// Whether a gRPC status means the store could not be reached (or did not answer in time),
-/// rather than that it refused the request.
-/// Whether a failed call may have reached the store: everything but a failure to connect.
-fn may_have_been_delivered(status: &tonic::Status) -> bool {
-    !(status.code() == Code::Unavailable && status.message().contains("connect"))
-}
-
+/// rather than that it refused the request. (tonic reports HTTP/2 stream and connection
+/// errors as `Internal`; our stores never answer it themselves.)
 fn is_transport_failure(code: Code) -> bool {
     matches!(
         code,
@@ -51,6 +48,7 @@ fn is_transport_failure(code: Code) -> bool {
             | Code::Cancelled
             | Code::Unknown
             | Code::Aborted
+            | Code::Internal
     )
 }
 
@@ -235,7 +233,11 @@ impl Cluster {
                     R::NAME,
                     status.message()
                 );
-                if !R::IDEMPOTENT && may_have_been_delivered(&status) {
+                if !R::RESEND_AFTER_LOSS && !certainly_not_delivered(&status) {
+                    // The write may have reached the store and may still apply: resending it
+                    // could apply it again after a later write of another client. The next
+                    // request avoids this peer all the same.
+                    self.forget_peer(route, Some(&address));
                     return Err(Error::Undetermined(why));
                 }
                 self.on_send_failure(route, Some(&address), &why, bo)
@@ -302,11 +304,7 @@ impl Cluster {
         why: &str,
         bo: &mut Backoff,
     ) -> Result<()> {
-        if let Some(address) = address {
-            self.stores.drop_connection(address);
-        }
-        self.stores.forget_store(route.peer.store_id);
-        let another_peer = self.regions.write().on_send_failure(route);
+        let another_peer = self.forget_peer(route, address);
         debug!(
             region_id = route.region.id,
             store_id = route.peer.store_id,
@@ -318,6 +316,16 @@ impl Cluster {
         } else {
             bo.wait(&why).await
         }
+    }
+
+    /// Forgets `route.peer`'s connection and address and targets another peer of the region;
+    /// `false` if none is left (the region entry was dropped).
+    fn forget_peer(&self, route: &RegionRoute, address: Option<&str>) -> bool {
+        if let Some(address) = address {
+            self.stores.drop_connection(address);
+        }
+        self.stores.forget_store(route.peer.store_id);
+        self.regions.write().on_send_failure(route)
     }
 
     /// Whether the cache holds a region for `key` (without building a route).

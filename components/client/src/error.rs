@@ -33,9 +33,12 @@ pub enum Error {
     /// The caller's arguments are invalid; nothing was sent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// A request that must not be applied twice (compare-and-swap) may or may not have taken
-    /// effect: its answer was lost, or the store gave up waiting for the write. It was not sent
-    /// again; read the key to learn the outcome.
+    /// A write (put, delete, batch, delete-range, compare-and-swap) may or may not have taken
+    /// effect, and may still take effect later: it may have reached a store whose answer was
+    /// lost (connection broken after it was established, no answer in time), or the store gave
+    /// up waiting for it. It was not sent again, because a resent write could apply after
+    /// another client's later write; it is applied at most once. Read the key to learn the
+    /// outcome, or resend the write yourself if no other writer can interleave.
     #[error("outcome unknown: {0}")]
     Undetermined(String),
 }

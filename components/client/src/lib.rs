@@ -28,6 +28,27 @@
 //! Validation failures reported by the store (`error` field, or an `InvalidArgument` status)
 //! are final: [`Error::Server`].
 //!
+//! # What is sent again
+//!
+//! Reads (`get`, `batch_get`, scans) are sent again after any retryable failure. Writes
+//! (`put`, `batch_put`, `delete`, `batch_delete`, `delete_range`, `compare_and_swap`) are
+//! sent again only when the earlier attempt **certainly did not take effect**:
+//! - the store answered a region error: it promises the write was not proposed, or that its
+//!   entry was replaced;
+//! - the connection was never established (refused, unreachable, connect timeout): a store
+//!   that is down makes the client fail over and retry, as for reads (`delivery.rs`).
+//!
+//! Otherwise — the connection broke after it was established, no answer came within
+//! `request_timeout`, or the store answered "write outcome undetermined" — the write fails
+//! with [`Error::Undetermined`]: it may have taken effect, may still take effect later, or
+//! may never; it is applied at most once. Resending a put after its answer was lost would not
+//! be harmless: A's put(k, 1) applies, B's put(k, 2) applies, A's resend applies again, and
+//! readers see 1, 2, 1. With this rule every history of reads, writes and compare-and-swaps
+//! through this client is linearizable, an undetermined write counting as one that may have
+//! happened at any point after its call. The caller decides what to do after
+//! `Undetermined`: read the key, or resend the write if no other writer can interleave.
+//! The peer that failed is avoided by the next request either way.
+//!
 //! Retries back off exponentially (`base_backoff` doubling up to `max_backoff`, default
 //! 10 ms to 1 s), within `max_retry_time` (default 20 s) per operation; then the operation
 //! fails with [`Error::Timeout`] naming the last failure. A cache that just learned a better
@@ -51,9 +72,12 @@
 //! - Transactions (Percolator) come later; this is the raw API only, with API V1 keys, the
 //!   default column family and no TTL.
 //! - No snapshot across regions: a batch or a scan is atomic per region request at most.
-//! - Puts and deletes are at-least-once: one whose answer was lost is sent again, which is
-//!   harmless for them. A `compare_and_swap` is never sent again once it may have reached a
-//!   store: if its outcome cannot be known it fails with [`Error::Undetermined`].
+//! - No exactly-once writes across lost answers: a write whose outcome is unknown is reported
+//!   as [`Error::Undetermined`], not resent (that would need request ids remembered by the
+//!   stores, which they do not keep).
+//! - A batch or `delete_range` that fails may have written some of its parts; one whose part
+//!   is undetermined fails with [`Error::Undetermined`] and the other parts in flight are
+//!   abandoned (they too may or may not apply).
 //! - No limit on in-flight parallel requests of one batch; no follower or stale reads; no TLS;
 //!   no batching of concurrent single-key calls into one RPC.
 
@@ -61,6 +85,7 @@ mod backoff;
 mod batch;
 mod cluster;
 mod config;
+mod delivery;
 mod error;
 mod plan;
 mod raw;

@@ -115,6 +115,9 @@ impl RawClient {
         Ok(pairs)
     }
 
+    /// Writes `value` to `key`. Fails with [`Error::Undetermined`] if the write may or may
+    /// not have taken effect (its answer was lost); it is never sent again then (see the crate
+    /// docs, "What is sent again").
     pub async fn put(&self, key: impl Into<Key>, value: impl Into<Value>) -> Result<()> {
         let key = non_empty(key.into())?;
         let req = kvrpcpb::RawPutRequest {
@@ -148,7 +151,8 @@ impl RawClient {
         Ok(())
     }
 
-    /// Deletes `key` (deleting a missing key is not an error).
+    /// Deletes `key` (deleting a missing key is not an error). Like `put`, fails with
+    /// [`Error::Undetermined`] when its outcome cannot be known.
     pub async fn delete(&self, key: impl Into<Key>) -> Result<()> {
         let key = non_empty(key.into())?;
         let req = kvrpcpb::RawDeleteRequest {
@@ -288,8 +292,8 @@ impl RawClient {
     /// Writes `new` to `key` if its current value is `expected` (`None`: the key must not
     /// exist). Returns the value seen before (`None`: absent) and whether the write happened.
     ///
-    /// If the answer to an attempt is lost (store down, timeout), the client retries; the
-    /// retry may then report `false` for a swap that the first attempt made.
+    /// Like every write, it is sent again only if the earlier attempt certainly did not take
+    /// effect; otherwise it fails with [`Error::Undetermined`] (see the crate docs).
     pub async fn compare_and_swap<V: Into<Value>>(
         &self,
         key: impl Into<Key>,

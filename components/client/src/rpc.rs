@@ -16,9 +16,12 @@ pub(crate) trait RawRpc: Clone + Send + Sync + 'static {
     type Response: Send + 'static;
     /// The RPC name, for logs.
     const NAME: &'static str;
-    /// Whether applying the request twice has the effect of applying it once. A request that
-    /// is not may only be sent again when it certainly did not take effect.
-    const IDEMPOTENT: bool;
+    /// Whether the request may be sent again after an attempt that may have reached the store
+    /// (its answer was lost). True only for reads: a write is resent only when the earlier
+    /// attempt certainly did not take effect (see `delivery.rs`); otherwise its outcome is
+    /// [`crate::Error::Undetermined`]. Even a put is not safe to resend: it could apply again
+    /// after another client's later write of the same key.
+    const RESEND_AFTER_LOSS: bool;
 
     fn set_context(&mut self, ctx: Context);
 
@@ -33,23 +36,23 @@ pub(crate) trait RawRpc: Clone + Send + Sync + 'static {
     fn take_error(resp: &mut Self::Response) -> Option<String>;
 }
 
+/// `raw_rpc!(Request, Response, method, read | write, error_field | no_error_field)`.
 macro_rules! raw_rpc {
-    ($req:ty, $resp:ty, $method:ident, error_field) => {
-        raw_rpc!($req, $resp, $method, error_field, idempotent = true);
-    };
-    ($req:ty, $resp:ty, $method:ident, error_field, idempotent = $idem:expr) => {
-        raw_rpc!(@impl $req, $resp, $method, $idem, |resp: &mut $resp| {
+    (@resend read) => { true };
+    (@resend write) => { false };
+    ($req:ty, $resp:ty, $method:ident, $kind:ident, error_field) => {
+        raw_rpc!(@impl $req, $resp, $method, raw_rpc!(@resend $kind), |resp: &mut $resp| {
             (!resp.error.is_empty()).then(|| std::mem::take(&mut resp.error))
         });
     };
-    ($req:ty, $resp:ty, $method:ident, no_error_field) => {
-        raw_rpc!(@impl $req, $resp, $method, true, |_resp: &mut $resp| None);
+    ($req:ty, $resp:ty, $method:ident, $kind:ident, no_error_field) => {
+        raw_rpc!(@impl $req, $resp, $method, raw_rpc!(@resend $kind), |_resp: &mut $resp| None);
     };
-    (@impl $req:ty, $resp:ty, $method:ident, $idem:expr, $take_error:expr) => {
+    (@impl $req:ty, $resp:ty, $method:ident, $resend:expr, $take_error:expr) => {
         impl RawRpc for $req {
             type Response = $resp;
             const NAME: &'static str = stringify!($method);
-            const IDEMPOTENT: bool = $idem;
+            const RESEND_AFTER_LOSS: bool = $resend;
 
             fn set_context(&mut self, ctx: Context) {
                 self.context = Some(ctx);
@@ -78,54 +81,62 @@ raw_rpc!(
     kvrpcpb::RawGetRequest,
     kvrpcpb::RawGetResponse,
     raw_get,
+    read,
     error_field
 );
 raw_rpc!(
     kvrpcpb::RawBatchGetRequest,
     kvrpcpb::RawBatchGetResponse,
     raw_batch_get,
+    read,
     no_error_field
 );
 raw_rpc!(
     kvrpcpb::RawPutRequest,
     kvrpcpb::RawPutResponse,
     raw_put,
+    write,
     error_field
 );
 raw_rpc!(
     kvrpcpb::RawBatchPutRequest,
     kvrpcpb::RawBatchPutResponse,
     raw_batch_put,
+    write,
     error_field
 );
 raw_rpc!(
     kvrpcpb::RawDeleteRequest,
     kvrpcpb::RawDeleteResponse,
     raw_delete,
+    write,
     error_field
 );
 raw_rpc!(
     kvrpcpb::RawBatchDeleteRequest,
     kvrpcpb::RawBatchDeleteResponse,
     raw_batch_delete,
+    write,
     error_field
 );
 raw_rpc!(
     kvrpcpb::RawScanRequest,
     kvrpcpb::RawScanResponse,
     raw_scan,
+    read,
     no_error_field
 );
 raw_rpc!(
     kvrpcpb::RawDeleteRangeRequest,
     kvrpcpb::RawDeleteRangeResponse,
     raw_delete_range,
+    write,
     error_field
 );
 raw_rpc!(
     kvrpcpb::RawCasRequest,
     kvrpcpb::RawCasResponse,
     raw_compare_and_swap,
-    error_field,
-    idempotent = false
+    write,
+    error_field
 );

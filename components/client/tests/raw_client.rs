@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use client::{Config, Error, RawClient};
-use mock::{within, MockCluster, APPLIED_THEN_TIMED_OUT, ENTRY_LIMIT, FORBIDDEN};
+use mock::{
+    within, MockCluster, APPLIED_THEN_SLOW, APPLIED_THEN_TIMED_OUT, ENTRY_LIMIT, FORBIDDEN,
+    SLOW_ANSWER,
+};
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -215,12 +218,76 @@ async fn fails_over_when_a_store_is_down() {
     let client = cluster.client(mock::test_config());
     within("store down", async {
         client.batch_put(sample_pairs()).await.unwrap();
-        // Store 1 dies; region 1 elects store 2.
-        cluster.world.lock().down.insert(1);
+        // Store 1 dies (its port refuses connections); region 1 elects store 2.
+        cluster.stop_store(1).await;
         cluster.set_leader(1, Some(2));
+        // A client that never reached store 1 finds its connection refused: the write certainly
+        // was not delivered, so it fails over and is sent to store 2.
+        let fresh = cluster.client(mock::test_config());
+        let before = cluster.requests(2);
+        fresh.put("b", "after").await.unwrap();
+        assert!(cluster.requests(2) > before, "store 2 took the write");
+        fresh.batch_put([("c", "1"), ("d", "1")]).await.unwrap();
+        fresh.delete("c").await.unwrap();
+        assert_eq!(fresh.get("b").await.unwrap(), Some(b("after")));
+        // The first client had a connection to store 1: its reads fail over as well.
         assert_eq!(client.get("a01").await.unwrap(), Some(b("v-a1")));
-        client.put("b", "after").await.unwrap();
-        assert_eq!(client.scan("", "", 1000).await.unwrap().len(), 261);
+        assert_eq!(client.scan("", "", 1000).await.unwrap().len(), 262);
+        client.put("b", "again").await.unwrap();
+        assert_eq!(client.get("b").await.unwrap(), Some(b("again")));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_whose_answer_is_lost_are_not_sent_again() {
+    let cluster = MockCluster::start().await;
+    let client = cluster.client(Config {
+        request_timeout: SLOW_ANSWER / 4,
+        ..mock::test_config()
+    });
+    let key = || Bytes::from_static(APPLIED_THEN_SLOW);
+    within("lost answers", async {
+        client.get("a").await.unwrap(); // Region 1 is cached and its leader found.
+        let attempts: [(&str, futures_like::Op<'_>); 3] = [
+            ("put", Box::pin(client.put(key(), "1"))),
+            ("batch_put", Box::pin(client.batch_put([(key(), "2")]))),
+            ("delete", Box::pin(client.delete(key()))),
+        ];
+        for (name, op) in attempts {
+            let before = cluster.requests(1);
+            match op.await {
+                Err(Error::Undetermined(why)) => assert!(why.contains("no answer"), "{why}"),
+                other => panic!("{name}: expected an undetermined outcome, got {other:?}"),
+            }
+            assert_eq!(cluster.requests(1), before + 1, "{name} was sent again");
+        }
+        // The writes did take effect: the last one deleted the key.
+        assert_eq!(client.get(key()).await.unwrap(), None);
+        // The store whose answers were lost is avoided next time, then found again.
+        client.put("b", "1").await.unwrap();
+        assert_eq!(client.get("b").await.unwrap(), Some(b("1")));
+    })
+    .await;
+}
+
+/// The boxed future of one write, so that different writes fit in one array.
+mod futures_like {
+    pub type Op<'a> =
+        std::pin::Pin<Box<dyn std::future::Future<Output = client::Result<()>> + Send + 'a>>;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_answered_undetermined_by_the_store_is_not_sent_again() {
+    let cluster = MockCluster::start().await;
+    let client = cluster.client(mock::test_config());
+    within("undetermined put", async {
+        let before = cluster.requests(1);
+        match client.put(APPLIED_THEN_TIMED_OUT, "1").await {
+            Err(Error::Undetermined(why)) => assert!(why.contains("no result within"), "{why}"),
+            other => panic!("expected an undetermined outcome, got {other:?}"),
+        }
+        assert_eq!(cluster.requests(1), before + 1, "the put was sent again");
     })
     .await;
 }

@@ -1,8 +1,13 @@
-//! Concurrent clients read, write and compare-and-swap a few keys while a nemesis partitions,
-//! isolates, delays and drops messages and moves leadership; the recorded history of every key must be
-//! linearizable. Clients send each operation to any store that believes it leads the region, so
-//! a deposed leader that kept serving would be caught (serving reads on followers is caught
-//! within one run).
+//! Concurrent clients read, write and compare-and-swap a few keys while a nemesis partitions
+//! (both ways or one way), isolates, delays, drops and duplicates Raft messages and moves
+//! leadership; the recorded history of every key must be linearizable. Clients call
+//! `server::RawStorage` directly and send each operation to any store that believes it leads
+//! the region, so a deposed leader that kept serving would be caught (serving reads on
+//! followers is caught within one run). `linearizable_client.rs` covers the path through the
+//! client library, gRPC and PD, with client↔store faults and store crashes.
+//!
+//! The seed is printed first; `RANGEKV_LIN_SEED=<seed>` replays the same choices of faults and
+//! operations (not the same thread timing).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,11 +17,12 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use proto::kvrpcpb::{RawCasRequest, RawGetRequest, RawPutRequest};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use server::raw::Failure;
 use server::Limits;
 use tests::linearizability::{check_register, Event, Op};
-use tests::network::{Isolate, Partition, RandomDelay, RandomDrop};
+use tests::network::{Isolate, OneWay, Partition, RandomDelay, RandomDrop, RandomDuplicate};
+use tests::seed::{rng_for, test_seed};
 use tests::Cluster;
 
 const KEYS: u64 = 6;
@@ -56,6 +62,7 @@ fn value(v: &[u8]) -> u64 {
 
 #[test]
 fn register_histories_under_network_faults_are_linearizable() {
+    let seed = test_seed("register_histories_under_network_faults_are_linearizable");
     let limits = Limits {
         request_timeout_ms: 1500,
         ..Limits::default()
@@ -72,10 +79,10 @@ fn register_histories_under_network_faults_are_linearizable() {
     std::thread::scope(|s| {
         // The nemesis.
         s.spawn(|| {
-            let mut rng = StdRng::seed_from_u64(99);
+            let mut rng = rng_for(seed, 0);
             while !stop.load(Ordering::SeqCst) {
                 cluster.clear_filters();
-                match rng.random_range(0..6) {
+                match rng.random_range(0..9) {
                     0 => cluster.add_filter(Isolate(rng.random_range(1..=3))),
                     1 => {
                         let a = rng.random_range(1..=3u64);
@@ -86,6 +93,20 @@ fn register_histories_under_network_faults_are_linearizable() {
                     3 => cluster.add_filter(RandomDelay::new(
                         Duration::ZERO,
                         Duration::from_millis(30),
+                        rng.random(),
+                    )),
+                    5 => {
+                        let a = rng.random_range(1..=3u64);
+                        let others: Vec<u64> = (1..=3).filter(|s| *s != a).collect();
+                        if rng.random_bool(0.5) {
+                            cluster.add_filter(OneWay::new(&[a], &others));
+                        } else {
+                            cluster.add_filter(OneWay::new(&others, &[a]));
+                        }
+                    }
+                    6 => cluster.add_filter(RandomDuplicate::new(
+                        0.3,
+                        Duration::from_millis(200),
                         rng.random(),
                     )),
                     4 => {
@@ -112,7 +133,7 @@ fn register_histories_under_network_faults_are_linearizable() {
         for client in 0..CLIENTS {
             let (cluster, histories, now) = (&cluster, &histories, &now);
             clients.push(s.spawn(move || {
-                let mut rng = StdRng::seed_from_u64(client);
+                let mut rng = rng_for(seed, client + 1);
                 for n in 0..OPS_PER_CLIENT {
                     let k = rng.random_range(0..KEYS);
                     let key = format!("k{k}");
@@ -163,9 +184,9 @@ fn register_histories_under_network_faults_are_linearizable() {
         unknown += h.iter().filter(|e| e.ret.is_none()).count();
         assert!(
             h.iter().filter(|e| e.ret.is_some()).count() > 10,
-            "key {k}: too few operations completed"
+            "key {k}: too few operations completed (seed {seed})"
         );
-        check_register(None, &h).unwrap_or_else(|e| panic!("key k{k}: {e}"));
+        check_register(None, &h).unwrap_or_else(|e| panic!("key k{k} (seed {seed}): {e}"));
     }
     // The faults are over: every replica must hold the same data.
     cluster.clear_filters();
@@ -218,6 +239,7 @@ fn run(cluster: &Cluster, rng: &mut StdRng, key: &[u8], op: Op) -> (Option<Op>, 
                     Attempt::Retry | Attempt::Unknown => Attempt::Retry,
                 }
             }
+            Op::Delete => unreachable!("this test does not delete"),
             Op::Write(v) => {
                 let req = RawPutRequest {
                     context,

@@ -6,6 +6,7 @@ mod failover;
 mod faults;
 mod lease;
 mod linearizable;
+mod linearizable_client;
 mod log_gc;
 mod many_regions;
 mod new_leader_reads;

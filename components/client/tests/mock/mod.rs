@@ -3,7 +3,7 @@
 //! shared in-memory map. Tests change the "truth" (leaders, splits, dead stores) and watch the
 //! client adapt.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,19 +18,26 @@ use proto::kvrpcpb::{self, Context, KvPair};
 use proto::metapb::{Peer, Region, RegionEpoch, Store};
 use proto::tikvpb::tikv_server::{Tikv, TikvServer};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
-/// Stores with a mock server; store [`DEAD_STORE`] is registered in PD but never answers.
+/// Stores with a mock server; store [`DEAD_STORE`] is registered in PD but nothing listens on
+/// its port (connections are refused).
 pub const STORES: [u64; 3] = [1, 2, 3];
 pub const DEAD_STORE: u64 = 4;
 /// Values longer than this are refused with `RaftEntryTooLarge`.
 pub const ENTRY_LIMIT: usize = 1024;
 /// A key the stores refuse with a validation error.
 pub const FORBIDDEN: &[u8] = b"forbidden";
-/// A compare-and-swap of this key is applied, then answered as undetermined in the response's
+/// A compare-and-swap or put of this key is applied, then answered as undetermined in the response's
 /// `error` (as when the store timed out waiting for a write that still committed).
 pub const APPLIED_THEN_TIMED_OUT: &[u8] = b"applied-then-timed-out";
+/// A write of this key (put, batch put, delete) is applied, then answered only after
+/// [`SLOW_ANSWER`]: a client with a shorter request timeout loses the answer.
+pub const APPLIED_THEN_SLOW: &[u8] = b"applied-then-slow";
+pub const SLOW_ANSWER: Duration = Duration::from_secs(2);
 
 /// The cluster's truth, shared by all mock stores.
 #[derive(Default)]
@@ -39,8 +46,6 @@ pub struct World {
     pub regions: BTreeMap<u64, Region>,
     /// Leader store of each region; `None`: an election that never ends.
     pub leaders: HashMap<u64, Option<u64>>,
-    /// Stores answering every request with `Unavailable`.
-    pub down: HashSet<u64>,
     /// Requests received per store.
     pub requests: HashMap<u64, usize>,
 }
@@ -94,9 +99,6 @@ impl MockStore {
     fn check(&self, ctx: Option<&Context>, keys: &[&[u8]]) -> Result<Region, Failure> {
         let mut w = self.world.lock();
         *w.requests.entry(self.store_id).or_default() += 1;
-        if w.down.contains(&self.store_id) {
-            return Err(Failure::Status(Status::unavailable("store is down")));
-        }
         let ctx = ctx.ok_or_else(|| Failure::Status(Status::invalid_argument("no context")))?;
         let requested = ctx.peer.map_or(0, |p| p.store_id);
         if requested != self.store_id {
@@ -191,6 +193,12 @@ with_region_error!(
     kvrpcpb::RawCasResponse
 );
 
+async fn answer_slowly_if(slow: bool) {
+    if slow {
+        tokio::time::sleep(SLOW_ANSWER).await;
+    }
+}
+
 fn too_large(region_id: u64, size: usize) -> Failure {
     region_error("entry too large", |e| {
         e.raft_entry_too_large = Some(errorpb::RaftEntryTooLarge {
@@ -267,7 +275,16 @@ impl Tikv for MockStore {
                 too_large(region.id, req.value.len())
             );
         }
+        let slow = req.key[..] == *APPLIED_THEN_SLOW;
+        let timed_out = req.key[..] == *APPLIED_THEN_TIMED_OUT;
         self.world.lock().data.insert(req.key, req.value);
+        if timed_out {
+            return Ok(Response::new(kvrpcpb::RawPutResponse {
+                error: "write outcome undetermined: no result within 5s".to_owned(),
+                ..Default::default()
+            }));
+        }
+        answer_slowly_if(slow).await;
         Ok(Response::new(Default::default()))
     }
 
@@ -280,10 +297,14 @@ impl Tikv for MockStore {
         if let Err(f) = self.check(req.context.as_ref(), &keys) {
             fail!(kvrpcpb::RawBatchPutResponse, f);
         }
-        let mut w = self.world.lock();
-        for p in req.pairs {
-            w.data.insert(p.key, p.value);
+        let slow = req.pairs.iter().any(|p| p.key[..] == *APPLIED_THEN_SLOW);
+        {
+            let mut w = self.world.lock();
+            for p in req.pairs {
+                w.data.insert(p.key, p.value);
+            }
         }
+        answer_slowly_if(slow).await;
         Ok(Response::new(Default::default()))
     }
 
@@ -296,6 +317,7 @@ impl Tikv for MockStore {
             fail!(kvrpcpb::RawDeleteResponse, f);
         }
         self.world.lock().data.remove(&req.key);
+        answer_slowly_if(req.key[..] == *APPLIED_THEN_SLOW).await;
         Ok(Response::new(Default::default()))
     }
 
@@ -428,11 +450,16 @@ impl Tikv for MockStore {
     }
 }
 
+/// A running mock store's server: its shutdown signal and its task.
+type MockServer = (oneshot::Sender<()>, JoinHandle<()>);
+
 /// PD, three mock stores and a dead one, and regions `["", "g")` = 1 (leader on store 1),
 /// `["g", "p")` = 2 (store 2), `["p", "")` = 3 (store 3, its first peer on the dead store).
 pub struct MockCluster {
     pub world: Arc<Mutex<World>>,
     pub pd: PdClient,
+    /// The running mock stores' servers: a shutdown signal and the server task.
+    servers: Mutex<HashMap<u64, MockServer>>,
     _pd_server: PdHandle,
     _dir: tempfile::TempDir,
 }
@@ -448,6 +475,7 @@ impl MockCluster {
             .expect("PD client connects");
         let world = Arc::new(Mutex::new(World::default()));
         let mut stores = Vec::new();
+        let mut servers = HashMap::new();
         for store_id in STORES {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let addr = listener.local_addr().expect("local addr");
@@ -455,11 +483,16 @@ impl MockCluster {
                 store_id,
                 world: Arc::clone(&world),
             };
-            tokio::spawn(
-                tonic::transport::Server::builder()
+            let (stop, stopped) = oneshot::channel::<()>();
+            let server = tokio::spawn(async move {
+                let _ = tonic::transport::Server::builder()
                     .add_service(TikvServer::new(service))
-                    .serve_with_incoming(TcpListenerStream::new(listener)),
-            );
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+            servers.insert(store_id, (stop, server));
             stores.push(Store {
                 id: store_id,
                 address: addr.to_string(),
@@ -499,6 +532,7 @@ impl MockCluster {
         MockCluster {
             world,
             pd,
+            servers: Mutex::new(servers),
             _pd_server: pd_server,
             _dir: dir,
         }
@@ -530,6 +564,20 @@ impl MockCluster {
             .report_batch_split(vec![left, right])
             .await
             .expect("report split");
+    }
+
+    /// Stops store `store_id`'s server as a crash would look to clients: once this returns,
+    /// its connections are closed and its port refuses new ones.
+    pub async fn stop_store(&self, store_id: u64) {
+        let (stop, server) = self
+            .servers
+            .lock()
+            .remove(&store_id)
+            .expect("the store runs");
+        let _ = stop.send(());
+        within("the mock store stops", server)
+            .await
+            .expect("server task");
     }
 
     pub fn set_leader(&self, region_id: u64, store: Option<u64>) {
