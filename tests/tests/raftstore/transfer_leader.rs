@@ -162,3 +162,57 @@ fn leadership_and_region_changes_are_reported_to_the_observer() {
         },
     );
 }
+
+#[test]
+fn after_an_aborted_transfer_the_leader_reads_by_quorum_for_an_election_timeout() {
+    use raftstore::clock::ManualClock;
+    let clock = std::sync::Arc::new(ManualClock::new());
+    let mut cfg = tests::cluster::test_config();
+    cfg.clock = clock.clone();
+    let election = cfg.election_timeout();
+    let cluster = Cluster::with_config(3, &[], cfg);
+    let leader = cluster.wait_leader(1, Duration::from_secs(10));
+    cluster.must_put(b"k", b"v");
+    let region = cluster.regions[0].clone();
+    let to = *cluster.store_ids().iter().find(|s| **s != leader).unwrap();
+    let target = *region.peers.iter().find(|p| p.store_id == to).unwrap();
+    // The transferee hears nothing, so the transfer cannot finish and raft-rs aborts it after
+    // an election timeout (of ticks; the lease clock stands still).
+    cluster.add_filter(tests::network::Isolate(to));
+    cluster
+        .storage(leader)
+        .router()
+        .transfer_leader(1, target, region.region_epoch)
+        .unwrap();
+    tests::wait_until("the transfer starts", Duration::from_secs(10), || {
+        cluster
+            .peer_status(leader, 1)
+            .is_some_and(|s| s.transferring)
+    });
+    tests::wait_until("the transfer is aborted", Duration::from_secs(10), || {
+        cluster
+            .peer_status(leader, 1)
+            .is_some_and(|s| s.is_leader && !s.transferring)
+    });
+    let status = || cluster.peer_status(leader, 1).expect("status");
+    let read = || {
+        assert_eq!(
+            cluster.get_on(leader, b"k").expect("read").as_deref(),
+            Some(&b"v"[..])
+        );
+    };
+    // A quorum round would renew the lease, but a delayed MsgTimeoutNow could still elect the
+    // transferee: every read confirms leadership until an election timeout has passed.
+    let before = status();
+    read();
+    read();
+    let after = status();
+    assert_eq!(after.lease_reads, before.lease_reads, "{after:?}");
+    assert_eq!(after.read_index_rounds, before.read_index_rounds + 2);
+    clock.advance(election + Duration::from_millis(1));
+    read(); // renews the lease from now
+    let renewed = status();
+    read();
+    assert_eq!(status().lease_reads, renewed.lease_reads + 1);
+    cluster.clear_filters();
+}

@@ -66,6 +66,8 @@ pub struct PeerStatus {
     pub last_committed_split: u64,
     /// Reads waiting for leadership to be confirmed or for apply to catch up.
     pub reads_waiting: usize,
+    /// A leader transfer is under way.
+    pub transferring: bool,
     /// The last consistency hash this replica computed: `(index, hash)`.
     pub hash: Option<(u64, u32)>,
     /// The outcome of the last `VerifyHash` this replica applied: `(index, verdict)`.
@@ -204,6 +206,10 @@ pub struct Peer {
     pending_reads: VecDeque<PendingRead>,
     next_read_id: u64,
     lease_expire: Option<Instant>,
+    /// See [`Peer::observe_transfer`].
+    lease_suspended_until: Option<Instant>,
+    /// A leader transfer was under way when last looked at.
+    transfer_seen: bool,
     became_leader_at: Instant,
     applied: ApplyState,
     /// The Ready staged in this round, advanced after the group commit.
@@ -273,6 +279,8 @@ impl Peer {
             pending_reads: VecDeque::new(),
             next_read_id: 1,
             lease_expire: None,
+            lease_suspended_until: None,
+            transfer_seen: false,
             became_leader_at: now,
             applied,
             ready: None,
@@ -322,6 +330,7 @@ impl Peer {
             read_index_rounds: self.read_index_rounds,
             last_committed_split: self.last_committed_split,
             reads_waiting: self.reads_waiting(),
+            transferring: self.is_leader() && self.raw.raft.lead_transferee.is_some(),
             hash: self.hash,
             last_verified: self.last_verified,
             active_peers: if self.is_leader() {
@@ -615,6 +624,7 @@ impl Peer {
 
     fn on_tick(&mut self, ctx: &mut PollContext<impl crate::Transport>) {
         self.raw.tick();
+        self.observe_transfer();
         self.ticks_since_gc += 1;
         if self.ticks_since_gc >= ctx.cfg.raft_log_gc_ticks {
             self.ticks_since_gc = 0;
@@ -719,6 +729,7 @@ impl Peer {
         if let Some(ss) = rd.ss() {
             self.on_role_change(ss.raft_state, ss.leader_id);
         }
+        self.observe_transfer();
         for m in rd.take_messages() {
             self.send(ctx, m);
         }

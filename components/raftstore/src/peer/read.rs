@@ -34,6 +34,8 @@ struct LeaseView {
     applied_index: u64,
     last_committed_split: u64,
     lease_expire: Option<Instant>,
+    /// After an aborted leader transfer: no lease reads before this.
+    lease_suspended_until: Option<Instant>,
 }
 
 impl LeaseView {
@@ -42,6 +44,7 @@ impl LeaseView {
             && !self.transferring
             && self.applied_index >= self.last_committed_split
             && self.lease_expire.is_some_and(|t| now < t)
+            && self.lease_suspended_until.is_none_or(|t| now >= t)
     }
 }
 
@@ -63,6 +66,22 @@ impl Peer {
         self.reads_to_issue.push((header, cb));
     }
 
+    /// Notes the end of a leader transfer. One that ended with this peer still leading was
+    /// aborted, yet the transferee may still receive a delayed MsgTimeoutNow and be elected at
+    /// once (it skips the followers' lease check): no lease reads for an election timeout.
+    pub(super) fn observe_transfer(&mut self) {
+        let transferring = self.is_leader() && self.raw.raft.lead_transferee.is_some();
+        if self.transfer_seen && !transferring && self.is_leader() {
+            let until = self.cfg.clock.now() + self.cfg.election_timeout();
+            info!(
+                region_id = self.region.id,
+                "leader transfer aborted; no lease reads for an election timeout"
+            );
+            self.lease_suspended_until = Some(until);
+        }
+        self.transfer_seen = transferring;
+    }
+
     /// A leader handing over leadership has no lease: the transferee may be elected at once
     /// (MsgTimeoutNow skips the followers' lease check), long before this lease would end.
     /// Nor has a leader whose split committed but is not applied here yet: the other replicas
@@ -75,6 +94,7 @@ impl Peer {
             applied_index: self.applied.applied_index,
             last_committed_split: self.last_committed_split,
             lease_expire: self.lease_expire,
+            lease_suspended_until: self.lease_suspended_until,
         }
         .allows_read(now)
     }
@@ -198,6 +218,7 @@ mod tests {
             applied_index: 10,
             last_committed_split: 0,
             lease_expire: Some(now + Duration::from_millis(100)),
+            lease_suspended_until: None,
         }
     }
 
@@ -235,5 +256,17 @@ mod tests {
             ..view(now)
         }
         .allows_read(now));
+        // After an aborted transfer: suspended until the given time, whatever the lease says.
+        let later = now + Duration::from_millis(50);
+        assert!(!LeaseView {
+            lease_suspended_until: Some(later),
+            ..view(now)
+        }
+        .allows_read(now));
+        assert!(LeaseView {
+            lease_suspended_until: Some(later),
+            ..view(now)
+        }
+        .allows_read(later));
     }
 }
