@@ -259,14 +259,7 @@ pub async fn start_with_listener(
         shutdown.clone(),
     );
     drop(state);
-    // Small messages on long-lived streams: Nagle would add tens of ms to every round trip.
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|stream| {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-            }
-        })
-    });
+    let incoming = nodelay_incoming(listener);
     let server_task = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(PdServer::new(service))
@@ -502,5 +495,34 @@ mod tests {
         assert_ne!(member_id("pd-1"), member_id("pd-2"));
         let id = generate_cluster_id(1_700_000_000_000);
         assert_eq!(id >> 32, 1_700_000_000);
+    }
+}
+
+/// The accepted connections of `listener`, each with TCP_NODELAY set: small messages on
+/// long-lived streams would otherwise wait for the peer's delayed ACK (tens of ms each).
+fn nodelay_incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        })
+    })
+}
+
+#[cfg(test)]
+mod nodelay_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut incoming = Box::pin(nodelay_incoming(listener));
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let accepted = incoming.next().await.expect("a connection").expect("accepted");
+        assert!(accepted.nodelay().expect("getsockopt"));
     }
 }
