@@ -522,7 +522,11 @@ mod nodelay_tests {
         let addr = listener.local_addr().expect("addr");
         let mut incoming = Box::pin(nodelay_incoming(listener));
         let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let accepted = incoming.next().await.expect("a connection").expect("accepted");
+        let accepted = incoming
+            .next()
+            .await
+            .expect("a connection")
+            .expect("accepted");
         assert!(accepted.nodelay().expect("getsockopt"));
     }
 }

@@ -9,5 +9,6 @@
 //! API still lives in `server::raw` and moves here with them.
 
 pub mod latch;
+pub mod mvcc;
 
 pub use latch::{LatchGuard, Latches};
