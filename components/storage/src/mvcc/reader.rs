@@ -327,3 +327,178 @@ pub fn check_lock(key: &Key, lock: &Lock, ts: TimeStamp, bypass: &[TimeStamp]) -
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::{LockType, MvccTxn};
+
+    struct Db {
+        _dir: tempfile::TempDir,
+        engine: engine::Engine,
+    }
+
+    impl Db {
+        fn new() -> Db {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = engine::Engine::open(dir.path(), &Default::default()).unwrap();
+            Db { _dir: dir, engine }
+        }
+
+        fn apply(&self, txn: MvccTxn) {
+            let mut wb = engine::WriteBatch::new();
+            for m in &txn.modifies {
+                m.write_to(&mut wb);
+            }
+            self.engine.write(wb, false).unwrap();
+        }
+
+        /// A committed put (value inline if short) of `key` by txn `start` at `commit`.
+        fn commit_put(&self, key: &str, value: &str, start: u64, commit: u64) {
+            let mut txn = MvccTxn::new();
+            let k = Key::from_raw(key.as_bytes());
+            let w = if value.len() > 3 {
+                txn.put_value(&k, start, value.as_bytes().to_vec());
+                Write::new(WriteType::Put, start, None)
+            } else {
+                Write::new(WriteType::Put, start, Some(value.as_bytes().to_vec()))
+            };
+            txn.put_write(&k, commit, &w);
+            self.apply(txn);
+        }
+
+        fn commit(&self, key: &str, kind: WriteType, start: u64, commit: u64) {
+            let mut txn = MvccTxn::new();
+            txn.put_write(
+                &Key::from_raw(key.as_bytes()),
+                commit,
+                &Write::new(kind, start, None),
+            );
+            self.apply(txn);
+        }
+
+        fn lock(&self, key: &str, kind: LockType, start: u64) {
+            let mut txn = MvccTxn::new();
+            let lock = Lock {
+                lock_type: kind as i32,
+                primary: b"p".to_vec(),
+                start_ts: start,
+                ttl: 3000,
+                ..Default::default()
+            };
+            txn.put_lock(&Key::from_raw(key.as_bytes()), &lock);
+            self.apply(txn);
+        }
+    }
+
+    fn get(db: &Db, key: &str, ts: u64) -> Result<Option<String>> {
+        let snap = db.engine.snapshot();
+        let r = MvccReader::new(&snap);
+        r.get(&Key::from_raw(key.as_bytes()), ts, &[])
+            .map(|v| v.map(|v| String::from_utf8(v).unwrap()))
+    }
+
+    #[test]
+    fn a_read_sees_exactly_the_data_committed_at_or_before_its_ts() {
+        let db = Db::new();
+        db.commit_put("k", "v1", 10, 11);
+        db.commit_put("k", "long value", 20, 21);
+        db.commit("k", WriteType::Lock, 30, 31);
+        db.commit("k", WriteType::Rollback, 40, 40);
+        db.commit("k", WriteType::Delete, 50, 51);
+        assert_eq!(get(&db, "k", 10).unwrap(), None);
+        assert_eq!(get(&db, "k", 11).unwrap().as_deref(), Some("v1"));
+        assert_eq!(get(&db, "k", 20).unwrap().as_deref(), Some("v1"));
+        assert_eq!(get(&db, "k", 21).unwrap().as_deref(), Some("long value"));
+        // Lock and Rollback records change nothing.
+        assert_eq!(get(&db, "k", 45).unwrap().as_deref(), Some("long value"));
+        assert_eq!(get(&db, "k", 51).unwrap(), None);
+        assert_eq!(get(&db, "other", 100).unwrap(), None);
+    }
+
+    #[test]
+    fn a_read_meets_an_older_transactions_lock_but_not_a_younger_ones() {
+        let db = Db::new();
+        db.commit_put("k", "v1", 10, 11);
+        db.lock("k", LockType::Put, 20);
+        assert!(
+            matches!(get(&db, "k", 25), Err(Error::KeyIsLocked(l)) if l.start_ts == 20 && l.key == b"k")
+        );
+        assert_eq!(get(&db, "k", 15).unwrap().as_deref(), Some("v1"));
+        // A resolved (bypassed) lock does not block.
+        let snap = db.engine.snapshot();
+        let r = MvccReader::new(&snap);
+        assert_eq!(
+            r.get(&Key::from_raw(b"k"), 25, &[20]).unwrap().as_deref(),
+            Some(&b"v1"[..])
+        );
+        // Pessimistic and Lock locks never block reads.
+        db.lock("p", LockType::Pessimistic, 5);
+        assert_eq!(get(&db, "p", 25).unwrap(), None);
+    }
+
+    #[test]
+    fn commit_records_tell_committed_rolled_back_and_unknown_apart() {
+        let db = Db::new();
+        db.commit_put("k", "v", 10, 15);
+        db.commit("k", WriteType::Rollback, 20, 20);
+        let snap = db.engine.snapshot();
+        let r = MvccReader::new(&snap);
+        let k = Key::from_raw(b"k");
+        assert!(matches!(
+            r.get_txn_commit_record(&k, 10).unwrap(),
+            TxnCommitRecord::Committed { commit_ts: 15, .. }
+        ));
+        assert_eq!(
+            r.get_txn_commit_record(&k, 20).unwrap(),
+            TxnCommitRecord::RolledBack
+        );
+        assert_eq!(
+            r.get_txn_commit_record(&k, 30).unwrap(),
+            TxnCommitRecord::None
+        );
+    }
+
+    fn scan(db: &Db, limit: usize, ts: u64, reverse: bool) -> Vec<String> {
+        let snap = db.engine.snapshot();
+        let r = MvccReader::new(&snap);
+        r.scan(b"", b"", limit, ts, reverse, &[])
+            .unwrap()
+            .into_iter()
+            .map(|item| match item {
+                Ok((k, v)) => format!(
+                    "{}={}",
+                    String::from_utf8(k).unwrap(),
+                    String::from_utf8(v).unwrap()
+                ),
+                Err(Error::KeyIsLocked(l)) => {
+                    format!("{}:locked", String::from_utf8(l.key).unwrap())
+                }
+                Err(e) => panic!("{e}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scans_merge_locks_in_key_order_both_ways_and_respect_the_limit() {
+        let db = Db::new();
+        db.commit_put("a", "1", 10, 11);
+        db.commit_put("b", "2", 10, 11);
+        db.commit("b", WriteType::Delete, 12, 13);
+        db.commit_put("c", "3", 10, 11);
+        db.commit_put("c", "33", 14, 15);
+        db.lock("bb", LockType::Put, 12); // a new key being inserted
+        db.lock("c", LockType::Delete, 16);
+        db.commit_put("d", "4", 20, 30); // committed after the read
+        db.lock("e", LockType::Put, 40); // younger: invisible
+        assert_eq!(scan(&db, 0, 20, false), ["a=1", "bb:locked", "c:locked"]);
+        assert_eq!(scan(&db, 0, 14, false), ["a=1", "bb:locked", "c=3"]);
+        assert_eq!(scan(&db, 0, 20, true), ["c:locked", "bb:locked", "a=1"]);
+        assert_eq!(scan(&db, 2, 20, false), ["a=1", "bb:locked"]);
+        assert_eq!(scan(&db, 1, 20, true), ["c:locked"]);
+        assert_eq!(
+            scan(&db, 0, 35, false),
+            ["a=1", "bb:locked", "c:locked", "d=4"]
+        );
+    }
+}
