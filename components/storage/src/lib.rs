@@ -8,6 +8,7 @@
 //! Deliberately absent so far (roadmap): MVCC, Percolator and the transaction scheduler; the raw
 //! API still lives in `server::raw` and moves here with them.
 
+pub mod concurrency;
 pub mod latch;
 pub mod mvcc;
 
