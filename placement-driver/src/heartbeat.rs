@@ -141,15 +141,9 @@ impl HeartbeatCache {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use test_util::peer;
 
-    fn peer(id: u64, store_id: u64) -> Peer {
-        Peer {
-            id,
-            store_id,
-            ..Default::default()
-        }
-    }
+    use super::*;
 
     fn heartbeat(leader: Peer, term: u64) -> RegionHeartbeatRequest {
         RegionHeartbeatRequest {

@@ -205,14 +205,13 @@ impl RegionMap {
 mod tests {
     use super::*;
 
+    /// Region `id` over `[start, end)` at the given epoch, without peers.
     fn region(id: u64, start: &str, end: &str, version: u64, conf_ver: u64) -> Region {
-        Region {
-            id,
-            start_key: Bytes::copy_from_slice(start.as_bytes()),
-            end_key: Bytes::copy_from_slice(end.as_bytes()),
-            region_epoch: Some(RegionEpoch { conf_ver, version }),
-            peers: vec![],
-        }
+        test_util::region(id)
+            .range(start, end)
+            .version(version)
+            .conf_ver(conf_ver)
+            .build()
     }
 
     fn ids(regions: Vec<&Region>) -> Vec<u64> {

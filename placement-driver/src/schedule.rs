@@ -223,15 +223,9 @@ impl LeaderScheduler {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use test_util::peer;
 
-    fn peer(id: u64, store_id: u64) -> Peer {
-        Peer {
-            id,
-            store_id,
-            ..Default::default()
-        }
-    }
+    use super::*;
 
     /// Region `id` with peers `id*10 + store` on the given stores.
     fn region(id: u64, stores: &[u64]) -> Region {

@@ -559,9 +559,9 @@ pub fn validate_region(region: &metapb::Region) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
     use engine::EngineOptions;
-    use proto::metapb::{Peer, Region, RegionEpoch, Store};
+    use proto::metapb::{Region, Store};
+    use test_util::{peer, store};
 
     use super::*;
     use crate::command::{InitCluster, PutRegions, PutStore};
@@ -572,32 +572,14 @@ mod tests {
         (engine, state)
     }
 
-    fn store(id: u64) -> Store {
-        Store {
-            id,
-            address: format!("127.0.0.1:{}", 20160 + id),
-            ..Default::default()
-        }
-    }
-
+    /// Region `id` over `[start, end)` at epoch version `version`, with `(peer id, store id)`
+    /// peers.
     fn region(id: u64, start: &str, end: &str, version: u64, peers: &[(u64, u64)]) -> Region {
-        Region {
-            id,
-            start_key: Bytes::copy_from_slice(start.as_bytes()),
-            end_key: Bytes::copy_from_slice(end.as_bytes()),
-            region_epoch: Some(RegionEpoch {
-                conf_ver: 1,
-                version,
-            }),
-            peers: peers
-                .iter()
-                .map(|&(id, store_id)| Peer {
-                    id,
-                    store_id,
-                    ..Default::default()
-                })
-                .collect(),
-        }
+        test_util::region(id)
+            .range(start, end)
+            .version(version)
+            .peers(peers.iter().map(|&(id, store_id)| peer(id, store_id)))
+            .build()
     }
 
     fn bootstrapped(engine: &Engine, state: &mut PdState) {

@@ -8,11 +8,11 @@ use std::path::Path;
 use bytes::Bytes;
 use placement_driver::raft_node::PD_RAFT_GROUP_ID;
 use placement_driver::{PdConfig, RaftLogState};
-use proto::metapb::{Peer, Region, RegionEpoch, Store};
 use proto::pdpb::pd_client::PdClient as PdGrpc;
 use proto::pdpb::*;
 use raft::Storage;
-use support::{wait_until, PdGroup, DEADLINE};
+use support::{PdGroup, DEADLINE};
+use test_util::wait_until_async;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
@@ -137,25 +137,8 @@ fn disk_log(dir: &Path) -> (u64, u64) {
 }
 
 async fn bootstrap(client: &mut Client) {
-    let store = Store {
-        id: 1,
-        address: "127.0.0.1:20161".to_owned(),
-        ..Default::default()
-    };
-    let region = Region {
-        id: 2,
-        start_key: Bytes::new(),
-        end_key: Bytes::new(),
-        region_epoch: Some(RegionEpoch {
-            conf_ver: 1,
-            version: 1,
-        }),
-        peers: vec![Peer {
-            id: 3,
-            store_id: 1,
-            ..Default::default()
-        }],
-    };
+    let store = test_util::store(1);
+    let region = test_util::region(2).peers([test_util::peer(3, 1)]).build();
     let resp = client
         .bootstrap(BootstrapRequest {
             header: header(),
@@ -184,7 +167,7 @@ async fn region_id_of(client: &mut Client, key: &str) -> Option<u64> {
 
 /// Waits until every running member's log starts above `index`.
 async fn wait_compacted_past(group: &PdGroup, index: u64, what: &str) {
-    wait_until(what, DEADLINE, || {
+    wait_until_async(what, DEADLINE, || {
         let ok = running(group)
             .into_iter()
             .all(|i| log_state(group, i).first_index > index + 1);
@@ -286,7 +269,7 @@ async fn a_stopped_member_holds_compaction_back_and_catches_up_from_the_log() {
             .sum()
     };
     let checks_after_proposals = checks();
-    wait_until("a few log GC checks", DEADLINE, || {
+    wait_until_async("a few log GC checks", DEADLINE, || {
         let ok = checks() >= checks_after_proposals + 3;
         async move { ok }
     })
@@ -307,7 +290,7 @@ async fn a_stopped_member_holds_compaction_back_and_catches_up_from_the_log() {
     group.restart(stopped).await;
     let leader = group.wait_leader().await;
     let target = log_state(&group, leader).applied_index;
-    wait_until("the restarted member to catch up", DEADLINE, || {
+    wait_until_async("the restarted member to catch up", DEADLINE, || {
         let ok = log_state(&group, stopped).applied_index >= target;
         async move { ok }
     })

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use placement_driver::raft_node::PD_RAFT_GROUP_ID;
 use placement_driver::{Error, InitialClusterState, PdConfig};
-use support::{wait_until, PdGroup, DEADLINE};
+use support::{PdGroup, DEADLINE};
+use test_util::wait_until_async;
 
 /// Index of a running member that is not the serving leader.
 fn a_follower(group: &PdGroup, leader: usize) -> usize {
@@ -19,7 +20,7 @@ fn a_follower(group: &PdGroup, leader: usize) -> usize {
 
 async fn wait_follows(group: &PdGroup, i: usize, leader: usize) {
     let leader_id = group.members[leader].handle().member_id();
-    wait_until("the member to follow the leader", DEADLINE, || {
+    wait_until_async("the member to follow the leader", DEADLINE, || {
         let h = group.members[i].handle();
         let ok = h.leadership().leader_id == leader_id && h.cluster_id() != 0;
         async move { ok }
@@ -157,7 +158,7 @@ async fn a_data_dir_of_another_cluster_is_refused() {
     theirs.wait_leader().await;
     let f = a_follower(&ours, our_leader);
     // Same member names in both groups; only the cluster ids differ.
-    wait_until(
+    wait_until_async(
         "the other cluster's member to learn its cluster id",
         DEADLINE,
         || {

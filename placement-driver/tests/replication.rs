@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use proto::pdpb::pd_client::PdClient as PdGrpc;
 use proto::pdpb::*;
-use support::{wait_until, PdGroup, DEADLINE};
+use support::{PdGroup, DEADLINE};
+use test_util::wait_until_async;
 use tokio_stream::wrappers::ReceiverStream;
 
 async fn grpc(url: &str) -> PdGrpc<tonic::transport::Channel> {
@@ -46,7 +47,7 @@ async fn three_members_elect_a_leader_and_followers_redirect() {
     // Every member names the leader (followers learn it, and the cluster id, by replication).
     for m in &group.members {
         let mut client = grpc(&m.url()).await;
-        wait_until(&format!("{} to name the leader", m.name), DEADLINE, || {
+        wait_until_async(&format!("{} to name the leader", m.name), DEADLINE, || {
             let mut client = client.clone();
             let leader_name = leader_name.clone();
             async move {

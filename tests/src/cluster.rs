@@ -69,13 +69,7 @@ impl Cluster {
         cfg: raftstore::Config,
         limits: Limits,
     ) -> Cluster {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("RANGEKV_TEST_LOG")
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-            )
-            .with_test_writer()
-            .try_init();
+        test_util::init_logging();
         let store_ids: Vec<u64> = (1..=stores).collect();
         let mut bounds: Vec<Vec<u8>> = vec![vec![]];
         bounds.extend(split_keys.iter().map(|k| k.to_vec()));

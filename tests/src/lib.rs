@@ -10,7 +10,9 @@
 //!   store and a fault-injecting [`proxy`] between clients and each store.
 //! - [`linearizability`]: a checker of recorded single-register histories.
 //! - [`seed`]: the seed of a randomized test, printed and settable (`RANGEKV_LIN_SEED`).
-//! - [`wait`]: polling with deadlines (no bare sleeps).
+//!
+//! Waiting with deadlines ([`wait_until`], [`wait_until_async`]) comes from the `test_util`
+//! crate, re-exported here.
 
 pub mod cluster;
 pub mod linearizability;
@@ -18,8 +20,7 @@ pub mod network;
 pub mod proxy;
 pub mod seed;
 pub mod served;
-pub mod wait;
 
 pub use cluster::Cluster;
 pub use network::{msg_type, Filter, FnFilter, SimNetwork, Verdict};
-pub use wait::{wait_until, wait_until_async};
+pub use test_util::{wait_until, wait_until_async};

@@ -323,7 +323,9 @@ impl<F: Fsm, H: PollHandler<F>> Poller<F, H> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
+
+    use test_util::wait_until;
 
     struct Counter {
         rx: Receiver<u64>,
@@ -374,13 +376,7 @@ mod tests {
         }
     }
 
-    fn wait_for(mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(Instant::now() < deadline, "condition not met in time");
-            std::thread::yield_now();
-        }
-    }
+    const DEADLINE: Duration = Duration::from_secs(10);
 
     #[test]
     fn every_message_is_handled_under_concurrent_senders() {
@@ -413,7 +409,9 @@ mod tests {
         for s in senders {
             s.join().unwrap();
         }
-        wait_for(|| sums.iter().map(|s| s.load(Ordering::Relaxed)).sum::<u64>() == 8000);
+        wait_until("all 8000 messages to be handled", DEADLINE, || {
+            sums.iter().map(|s| s.load(Ordering::Relaxed)).sum::<u64>() == 8000
+        });
         assert!(ends.load(Ordering::Relaxed) > 0);
         system.shutdown();
     }
@@ -435,7 +433,9 @@ mod tests {
         );
         router.send(1, 5).unwrap();
         router.send(1, u64::MAX).unwrap();
-        wait_for(|| Arc::strong_count(&sum) == 1);
+        wait_until("the FSM to be dropped", DEADLINE, || {
+            Arc::strong_count(&sum) == 1
+        });
         assert!(router.send(2, 1).is_err());
         system.shutdown();
     }

@@ -3,25 +3,17 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use proto::metapb::{Peer, Region, RegionEpoch};
+use proto::metapb::Region;
+use test_util::peer;
 
 use super::*;
 
+/// Region `id` over `[start, end)` with one peer, `id * 10` on store 1.
 fn region(id: u64, start: &str, end: &str) -> Region {
-    Region {
-        id,
-        start_key: Bytes::copy_from_slice(start.as_bytes()),
-        end_key: Bytes::copy_from_slice(end.as_bytes()),
-        region_epoch: Some(RegionEpoch {
-            conf_ver: 1,
-            version: 1,
-        }),
-        peers: vec![Peer {
-            id: id * 10,
-            store_id: 1,
-            ..Default::default()
-        }],
-    }
+    test_util::region(id)
+        .range(start, end)
+        .peers([peer(id * 10, 1)])
+        .build()
 }
 
 /// `["", "c")` = 1, `["c", "f")` = 2, `["f", "")` = 3.

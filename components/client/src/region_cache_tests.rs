@@ -2,31 +2,19 @@
 
 use bytes::Bytes;
 use proto::errorpb;
-use proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use proto::metapb::{Peer, PeerRole, Region};
+use test_util::peer;
 
 use super::*;
-
-fn peer(id: u64, store_id: u64) -> Peer {
-    Peer {
-        id,
-        store_id,
-        ..Default::default()
-    }
-}
 
 /// Region `id` over `[start, end)` at epoch version `version`, with peers `id*10+1..=id*10+3`
 /// on stores 1, 2, 3.
 fn region(id: u64, start: &str, end: &str, version: u64) -> Region {
-    Region {
-        id,
-        start_key: Bytes::copy_from_slice(start.as_bytes()),
-        end_key: Bytes::copy_from_slice(end.as_bytes()),
-        region_epoch: Some(RegionEpoch {
-            conf_ver: 1,
-            version,
-        }),
-        peers: (1..=3).map(|s| peer(id * 10 + s, s)).collect(),
-    }
+    test_util::region(id)
+        .range(start, end)
+        .version(version)
+        .voters_on(&[1, 2, 3])
+        .build()
 }
 
 /// `["", "b")` = 1, `["b", "d")` = 2, gap, `["f", "")` = 3; leaders on store 1.

@@ -13,12 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use pd_client::{PdClient, PdClientConfig};
-use proto::metapb::{Peer, Region, RegionEpoch, Store};
 use proto::pdpb::pd_client::PdClient as PdGrpc;
 use proto::pdpb::{RequestHeader, TsoRequest};
-use support::{wait_until, PdGroup, RawTsoLoad, DEADLINE};
+use support::{PdGroup, RawTsoLoad, DEADLINE};
+use test_util::{peer, region, store, wait_until_async};
 use tokio_stream::wrappers::ReceiverStream;
 
 fn client_config() -> PdClientConfig {
@@ -73,7 +72,7 @@ impl TsoLoad {
 
     async fn wait_for_more(&self, n: u64) {
         let target = self.received.load(Ordering::Relaxed) + n;
-        wait_until("timestamps to flow", DEADLINE, || {
+        wait_until_async("timestamps to flow", DEADLINE, || {
             let ok = self.received.load(Ordering::Relaxed) >= target;
             async move { ok }
         })
@@ -155,7 +154,7 @@ async fn ids_stay_unique_across_a_leader_failover() {
         let target = count.load(Ordering::Relaxed) + n;
         let count = Arc::clone(&count);
         async move {
-            wait_until("ids to flow", DEADLINE, || {
+            wait_until_async("ids to flow", DEADLINE, || {
                 let ok = count.load(Ordering::Relaxed) >= target;
                 async move { ok }
             })
@@ -272,7 +271,7 @@ async fn a_partitioned_leader_stops_handing_out_timestamps() {
     // Heal: one leader again, and timestamps keep increasing.
     group.members[old].handle().set_isolated(false);
     let last = client.get_ts().await.unwrap();
-    wait_until("the old leader to follow", DEADLINE, || {
+    wait_until_async("the old leader to follow", DEADLINE, || {
         let follows = group.members[old].handle().leadership().leader_id
             == group.members[new].handle().member_id();
         async move { follows }
@@ -286,14 +285,6 @@ async fn a_partitioned_leader_stops_handing_out_timestamps() {
     group.shutdown().await;
 }
 
-fn store(id: u64) -> Store {
-    Store {
-        id,
-        address: format!("127.0.0.1:{}", 20160 + id),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_group_restart_keeps_state_and_clients_reconnect() {
     let mut group = PdGroup::start(3).await;
@@ -303,20 +294,7 @@ async fn whole_group_restart_keeps_state_and_clients_reconnect() {
     let store_id = client.alloc_id().await.unwrap();
     let region_id = client.alloc_id().await.unwrap();
     let peer_id = client.alloc_id().await.unwrap();
-    let region = Region {
-        id: region_id,
-        start_key: Bytes::new(),
-        end_key: Bytes::new(),
-        region_epoch: Some(RegionEpoch {
-            conf_ver: 1,
-            version: 1,
-        }),
-        peers: vec![Peer {
-            id: peer_id,
-            store_id,
-            ..Default::default()
-        }],
-    };
+    let region = region(region_id).peers([peer(peer_id, store_id)]).build();
     client
         .bootstrap(store(store_id), region.clone())
         .await

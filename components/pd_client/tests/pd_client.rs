@@ -1,18 +1,17 @@
 //! The PD client against a real placement driver on loopback.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use pd_client::{Error, PdClient, PdClientConfig, RegionInfo, RegionStat};
 use placement_driver::{PdConfig, PdHandle};
-use proto::metapb::{Peer, Region, RegionEpoch, Store};
+use proto::metapb::{Region, Store};
 use proto::pdpb::StoreStats;
+use test_util::{peer, region, store, wait_until_async};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -24,58 +23,13 @@ async fn start_pd(dir: &Path, addr: Option<SocketAddr>) -> PdHandle {
     placement_driver::start(config).await.unwrap()
 }
 
-/// Polls `cond` until it holds; panics after [`DEADLINE`].
-async fn wait_until<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn peer(id: u64, store_id: u64) -> Peer {
-    Peer {
-        id,
-        store_id,
-        ..Default::default()
-    }
-}
-
-fn store(id: u64) -> Store {
-    Store {
-        id,
-        address: format!("127.0.0.1:{}", 20160 + id),
-        ..Default::default()
-    }
-}
-
-fn region(id: u64, start: &str, end: &str, version: u64, peers: &[Peer]) -> Region {
-    Region {
-        id,
-        start_key: Bytes::copy_from_slice(start.as_bytes()),
-        end_key: Bytes::copy_from_slice(end.as_bytes()),
-        region_epoch: Some(RegionEpoch {
-            conf_ver: 1,
-            version,
-        }),
-        peers: peers.to_vec(),
-    }
-}
-
 /// Bootstraps like a store does: ids from PD, then the first region on the first store.
 async fn bootstrap(client: &PdClient) -> (Store, Region) {
     let store_id = client.alloc_id().await.unwrap();
     let region_id = client.alloc_id().await.unwrap();
     let peer_id = client.alloc_id().await.unwrap();
     let store = store(store_id);
-    let region = region(region_id, "", "", 1, &[peer(peer_id, store_id)]);
+    let region = region(region_id).peers([peer(peer_id, store_id)]).build();
     client
         .bootstrap(store.clone(), region.clone())
         .await
@@ -151,7 +105,7 @@ async fn typed_rpcs_against_pd() {
         )
         .await
         .unwrap();
-    wait_until("the leader of the first region", || {
+    wait_until_async("the leader of the first region", DEADLINE, || {
         let client = client.clone();
         async move { client.get_region(b"any").await.unwrap().leader == Some(leader) }
     })
@@ -163,14 +117,16 @@ async fn typed_rpcs_against_pd() {
         .await
         .unwrap();
     assert_eq!(splits[0].new_peer_ids.len(), 1);
-    let left = region(
-        splits[0].new_region_id,
-        "",
-        "m",
-        2,
-        &[peer(splits[0].new_peer_ids[0], first_store.id)],
-    );
-    let right = region(first_region.id, "m", "", 2, &first_region.peers);
+    let left = region(splits[0].new_region_id)
+        .range("", "m")
+        .version(2)
+        .peers([peer(splits[0].new_peer_ids[0], first_store.id)])
+        .build();
+    let right = region(first_region.id)
+        .range("m", "")
+        .version(2)
+        .peers(first_region.peers.clone())
+        .build();
     client
         .report_batch_split(vec![left.clone(), right.clone()])
         .await
@@ -222,7 +178,7 @@ async fn typed_rpcs_against_pd() {
         .region_heartbeat(Region::default(), leader, RegionStat::default())
         .await
         .unwrap();
-    wait_until("an error on the heartbeat stream", || {
+    wait_until_async("an error on the heartbeat stream", DEADLINE, || {
         let seen = Arc::clone(&seen);
         async move { !seen.lock().is_empty() }
     })
@@ -318,7 +274,7 @@ async fn client_survives_pd_restart_on_the_same_port() {
         .region_heartbeat(first_region.clone(), leader, RegionStat::default())
         .await
         .unwrap();
-    wait_until("the first heartbeat", || {
+    wait_until_async("the first heartbeat", DEADLINE, || {
         let client = client.clone();
         async move { client.get_region(b"").await.unwrap().leader == Some(leader) }
     })
@@ -347,7 +303,7 @@ async fn client_survives_pd_restart_on_the_same_port() {
 
     // Leaders are soft state: the restarted PD learns them from new heartbeats, which flow again
     // on a re-opened stream (heartbeats lost while the stream broke are simply sent again).
-    wait_until("a heartbeat after the restart", || {
+    wait_until_async("a heartbeat after the restart", DEADLINE, || {
         let client = client.clone();
         let region = first_region.clone();
         async move {

@@ -2,25 +2,16 @@
 //! region goes on serving from the other replicas.
 
 use std::os::unix::process::ExitStatusExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod support;
 
 use support::*;
+use test_util::retry;
 
 /// Retries `op` until it succeeds (the cluster may be electing a new leader).
-fn eventually<T>(t: &TestCluster, what: &str, mut op: impl FnMut() -> anyhow::Result<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match op() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("{what}: {e:#}\n{}", t.logs()),
-        }
-    }
+fn eventually<T>(t: &TestCluster, what: &str, op: impl FnMut() -> anyhow::Result<T>) -> T {
+    retry(Duration::from_secs(60), op).unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", t.logs()))
 }
 
 #[test]
@@ -77,15 +68,10 @@ fn a_store_that_missed_bootstrap_gets_its_replica_and_the_splits_since() {
         ));
     });
     let c = t.client();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while t.cluster.stores[2].exit_status().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "store 3 never reached the fail point\n{}",
-            t.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    retry(Duration::from_secs(60), || {
+        t.cluster.stores[2].exit_status().ok_or("still running")
+    })
+    .unwrap_or_else(|_| panic!("store 3 never reached the fail point\n{}", t.logs()));
     t.rt.block_on(async {
         for i in 0..40 {
             c.put(key(i), b"before".to_vec()).await.unwrap();

@@ -672,19 +672,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let engine = Engine::open(dir.path(), &EngineOptions::default()).expect("engine");
         raftstore::bootstrap::bootstrap_store(&engine, 1, 1).expect("store ident");
-        let region = metapb::Region {
-            id: 1,
-            region_epoch: Some(metapb::RegionEpoch {
-                conf_ver: 1,
-                version: 1,
-            }),
-            peers: vec![metapb::Peer {
-                id: 2,
-                store_id: 1,
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+        let region = test_util::region(1).peers([test_util::peer(2, 1)]).build();
         raftstore::bootstrap::bootstrap_region(&engine, &region).expect("region");
         let cfg = raftstore::Config {
             raft_base_tick: Duration::from_millis(10),
@@ -826,11 +814,11 @@ mod tests {
             let req = s.get_req(b"a");
             async move { storage.raw_get(req).await }
         });
-        let until = Instant::now() + DEADLINE;
-        while s.storage.read_pool().queued() < 1 {
-            assert!(Instant::now() < until, "the get never reached the queue");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        test_util::wait_until_async("the get to reach the read pool's queue", DEADLINE, || {
+            let queued = s.storage.read_pool().queued() >= 1;
+            async move { queued }
+        })
+        .await;
         match s.storage.raw_get(s.get_req(b"a")).await {
             Err(Failure::Region(e)) => assert!(e.server_is_busy.is_some(), "{e:?}"),
             other => panic!("expected ServerIsBusy, got {other:?}"),

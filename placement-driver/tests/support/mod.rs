@@ -6,7 +6,6 @@
 
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,27 +15,12 @@ use std::time::{Duration, Instant};
 use placement_driver::{PdConfig, PdHandle, SystemClock};
 use proto::pdpb::pd_client::PdClient as PdGrpc;
 use proto::pdpb::{RequestHeader, TsoRequest};
+use test_util::wait_until_async;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 
 /// How long tests wait for a condition before failing.
 pub const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Polls `cond` every 10 ms until it holds; panics after `timeout`.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 pub struct Member {
     pub name: String,
@@ -145,7 +129,7 @@ impl PdGroup {
         assert!(self.members[i].handle.is_none(), "member is running");
         let addr = self.members[i].addr;
         let mut listener = None;
-        wait_until("the member's port to be free", DEADLINE, || {
+        wait_until_async("the member's port to be free", DEADLINE, || {
             let ok = std::net::TcpListener::bind(addr)
                 .and_then(|l| {
                     l.set_nonblocking(true)?;
@@ -182,7 +166,7 @@ impl PdGroup {
     /// Waits until some running member (other than `except`) serves as leader.
     pub async fn wait_leader_except(&self, except: Option<usize>) -> usize {
         let mut found = None;
-        wait_until("a serving PD leader", DEADLINE, || {
+        wait_until_async("a serving PD leader", DEADLINE, || {
             found = self.serving_leader().filter(|&i| Some(i) != except);
             let ok = found.is_some();
             async move { ok }
@@ -289,7 +273,7 @@ impl RawTsoLoad {
     /// Waits until `n` more answers arrived.
     pub async fn wait_for_more(&self, n: u64) {
         let target = self.received.load(Ordering::Relaxed) + n;
-        wait_until("PD to answer TSO requests", DEADLINE, || {
+        wait_until_async("PD to answer TSO requests", DEADLINE, || {
             let ok = self.received.load(Ordering::Relaxed) >= target;
             async move { ok }
         })

@@ -15,8 +15,9 @@ use pd_client::PdClient;
 use placement_driver::{PdConfig, PdHandle};
 use proto::errorpb;
 use proto::kvrpcpb::{self, Context, KvPair};
-use proto::metapb::{Peer, Region, RegionEpoch, Store};
+use proto::metapb::{Region, RegionEpoch, Store};
 use proto::tikvpb::tikv_server::{Tikv, TikvServer};
+use test_util::{peer, region, RegionBuilder};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -48,27 +49,6 @@ pub struct World {
     pub leaders: HashMap<u64, Option<u64>>,
     /// Requests received per store.
     pub requests: HashMap<u64, usize>,
-}
-
-pub fn peer(region_id: u64, store_id: u64) -> Peer {
-    Peer {
-        id: region_id * 10 + store_id,
-        store_id,
-        ..Default::default()
-    }
-}
-
-pub fn region(id: u64, start: &str, end: &str, version: u64, stores: &[u64]) -> Region {
-    Region {
-        id,
-        start_key: Bytes::copy_from_slice(start.as_bytes()),
-        end_key: Bytes::copy_from_slice(end.as_bytes()),
-        region_epoch: Some(RegionEpoch {
-            conf_ver: 1,
-            version,
-        }),
-        peers: stores.iter().map(|s| peer(id, *s)).collect(),
-    }
 }
 
 fn in_region(key: &[u8], r: &Region) -> bool {
@@ -126,7 +106,7 @@ impl MockStore {
             return Err(region_error("not leader", |e| {
                 e.not_leader = Some(errorpb::NotLeader {
                     region_id: region.id,
-                    leader: leader.map(|s| peer(region.id, s)),
+                    leader: leader.map(|s| peer(region.id * 10 + s, s)),
                 })
             }));
         }
@@ -508,12 +488,18 @@ impl MockCluster {
         });
         drop(dead);
 
-        let regions = vec![
-            region(1, "", "g", 2, &[1, 2, 3]),
-            region(2, "g", "p", 2, &[1, 2, 3]),
-            region(3, "p", "", 2, &[DEAD_STORE, 1, 2, 3]),
-        ];
-        pd.bootstrap(stores[0].clone(), region(1, "", "", 1, &[1]))
+        let regions = [
+            region(1).range("", "g").version(2).voters_on(&[1, 2, 3]),
+            region(2).range("g", "p").version(2).voters_on(&[1, 2, 3]),
+            region(3)
+                .range("p", "")
+                .version(2)
+                .voters_on(&[DEAD_STORE, 1, 2, 3]),
+        ]
+        .into_iter()
+        .map(RegionBuilder::build)
+        .collect::<Vec<_>>();
+        pd.bootstrap(stores[0].clone(), region(1).voters_on(&[1]).build())
             .await
             .expect("bootstrap");
         for store in &stores[1..] {
@@ -550,10 +536,16 @@ impl MockCluster {
             let old = w.regions.get(&id).cloned().expect("region exists");
             let version = old.region_epoch.map_or(0, |e| e.version) + 1;
             let stores: Vec<u64> = old.peers.iter().map(|p| p.store_id).collect();
-            let mut left = region(id, "", key, version, &stores);
-            left.start_key = old.start_key.clone();
-            let mut right = region(new_id, key, "", version, &stores);
-            right.end_key = old.end_key.clone();
+            let left = region(id)
+                .range(&old.start_key, key)
+                .version(version)
+                .voters_on(&stores)
+                .build();
+            let right = region(new_id)
+                .range(key, &old.end_key)
+                .version(version)
+                .voters_on(&stores)
+                .build();
             let leader = w.leaders.get(&id).copied().flatten();
             w.leaders.insert(new_id, leader);
             w.regions.insert(id, left.clone());

@@ -4,10 +4,11 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use rangekv::local_cluster::{LocalCluster, LocalClusterConfig};
+use test_util::{retry_async, wait_until};
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rangekv"))
@@ -87,26 +88,27 @@ impl TestCluster {
     /// The index (in `cluster.stores`) of the store leading the region holding `key`.
     pub fn leader_index(&self, key: &[u8]) -> usize {
         let pd = self.pd();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let info = self.rt.block_on(pd.get_region(key)).expect("region");
-            if let Some(leader) = info.leader {
-                let store = self
-                    .rt
-                    .block_on(pd.get_store(leader.store_id))
-                    .expect("store");
-                if let Some(i) = self
-                    .cluster
-                    .stores
-                    .iter()
-                    .position(|n| n.addr == store.address)
-                {
-                    return i;
+        let mut found = None;
+        wait_until(
+            &format!("PD to know a leader for {key:?}"),
+            Duration::from_secs(30),
+            || {
+                let info = self.rt.block_on(pd.get_region(key)).expect("region");
+                if let Some(leader) = info.leader {
+                    let store = self
+                        .rt
+                        .block_on(pd.get_store(leader.store_id))
+                        .expect("store");
+                    found = self
+                        .cluster
+                        .stores
+                        .iter()
+                        .position(|n| n.addr == store.address);
                 }
-            }
-            assert!(Instant::now() < deadline, "PD knows no leader for {key:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                found.is_some()
+            },
+        );
+        found.expect("found")
     }
 
     /// Waits until every running node listens; on failure, panics with the nodes' log tails.
@@ -144,17 +146,10 @@ pub fn write_server_config(dir: &std::path::Path, extra: &str) -> String {
     path.display().to_string()
 }
 
+/// A client of the cluster once it is bootstrapped, `stores` stores registered and a write
+/// goes through; the last failure after a minute.
 pub async fn rangekv_ready(endpoints: &[String], stores: usize) -> Result<client::RawClient> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match probe(endpoints, stores).await {
-            Ok(c) => return Ok(c),
-            Err(e) => last = format!("{e:#}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    anyhow::bail!("{last}")
+    retry_async(Duration::from_secs(60), || probe(endpoints, stores)).await
 }
 
 pub async fn probe(endpoints: &[String], stores: usize) -> Result<client::RawClient> {

@@ -1,0 +1,137 @@
+//! Regions split by `rangekv ctl` and by size, and PD spreading their leaders over the stores.
+
+use std::time::Duration;
+
+use test_util::{retry, wait_until};
+
+use crate::support::*;
+
+#[test]
+fn ctl_splits_a_region_and_clients_follow_the_new_layout() {
+    let t = TestCluster::start(3);
+    let c = t.client();
+    t.rt.block_on(async {
+        for i in 0..100 {
+            c.put(key(i), format!("v{i}").into_bytes()).await.unwrap();
+        }
+    });
+    let endpoints = t.cluster.pd_endpoints().join(",");
+    let out = std::process::Command::new(bin())
+        .args(["ctl", "--pd", &endpoints, "--json", "region", "split"])
+        .arg(String::from_utf8(key(50)).unwrap())
+        .output()
+        .expect("run rangekv ctl");
+    assert!(
+        out.status.success(),
+        "ctl region split failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let regions: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(regions.as_array().map(|a| a.len()), Some(2), "{regions}");
+    // The client that cached the old region learns the new layout from the stores' errors.
+    t.rt.block_on(async {
+        for i in [0, 49, 50, 99] {
+            assert_eq!(
+                c.get(key(i)).await.unwrap().map(|v| v.to_vec()),
+                Some(format!("v{i}").into_bytes())
+            );
+        }
+        assert_eq!(c.scan(key(0), key(100), 1000).await.unwrap().len(), 100);
+        c.put(key(75), b"after-split".to_vec()).await.unwrap();
+    });
+    // PD knows both regions.
+    let pd = t.pd();
+    wait_until("PD to know the split", Duration::from_secs(20), || {
+        t.rt.block_on(pd.scan_regions(b"", b"", 10)).unwrap().len() == 2
+    });
+}
+
+#[test]
+fn regions_that_outgrow_the_size_limit_split_by_themselves() {
+    let t = TestCluster::start_with_config(
+        1,
+        3,
+        "[split]\nregion_max_size = 65536\nregion_split_size = 32768\ncheck_secs = 1\n",
+    );
+    let c = t.client();
+    let value = vec![b'x'; 1000];
+    t.rt.block_on(async {
+        for chunk in (0..300u32).collect::<Vec<_>>().chunks(50) {
+            c.batch_put(chunk.iter().map(|i| (key(*i), value.clone())))
+                .await
+                .unwrap();
+        }
+    });
+    let pd = t.pd();
+    retry(Duration::from_secs(60), || {
+        let n = t.rt.block_on(pd.scan_regions(b"", b"", 100)).unwrap().len();
+        if n >= 4 {
+            Ok(())
+        } else {
+            Err(n)
+        }
+    })
+    .unwrap_or_else(|n| panic!("only {n} regions after a minute\n{}", t.logs()));
+    // Nothing was lost or duplicated, and every region still takes writes.
+    t.rt.block_on(async {
+        let all = c.scan(key(0), key(300), 1000).await.unwrap();
+        assert_eq!(all.len(), 300);
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+        for i in (0..300).step_by(37) {
+            c.put(key(i), b"again".to_vec()).await.unwrap();
+            assert_eq!(c.get(key(i)).await.unwrap().as_deref(), Some(&b"again"[..]));
+        }
+    });
+}
+
+#[test]
+fn pd_spreads_region_leaders_over_the_stores() {
+    // Small regions split by themselves; the new regions' leaders start on the store that led
+    // the parent, and PD's balance-leader scheduler spreads them out.
+    let t = TestCluster::start_with_config(
+        1,
+        3,
+        "[split]\nregion_max_size = 32768\nregion_split_size = 16384\ncheck_secs = 1\n",
+    );
+    let c = t.client();
+    let value = vec![b'x'; 1000];
+    t.rt.block_on(async {
+        for chunk in (0..200u32).collect::<Vec<_>>().chunks(50) {
+            c.batch_put(chunk.iter().map(|i| (key(*i), value.clone())))
+                .await
+                .unwrap();
+        }
+    });
+    let pd = t.pd();
+    retry(Duration::from_secs(90), || {
+        let regions = t.rt.block_on(pd.scan_regions(b"", b"", 100)).unwrap();
+        let mut per_store = std::collections::BTreeMap::new();
+        for store in t.rt.block_on(pd.get_all_stores(true)).unwrap() {
+            per_store.insert(store.id, 0usize);
+        }
+        for r in &regions {
+            if let Some(l) = &r.leader {
+                *per_store.entry(l.store_id).or_default() += 1;
+            }
+        }
+        let led: usize = per_store.values().sum();
+        let (min, max) = (
+            per_store.values().min().copied().unwrap_or(0),
+            per_store.values().max().copied().unwrap_or(0),
+        );
+        if regions.len() >= 6 && led == regions.len() && min >= 1 && max - min <= 2 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} regions, leaders per store {per_store:?}",
+                regions.len()
+            ))
+        }
+    })
+    .unwrap_or_else(|e| panic!("leaders not balanced: {e}\n{}", t.logs()));
+    // And the data is all still there.
+    assert_eq!(
+        t.rt.block_on(c.scan(key(0), key(200), 1000)).unwrap().len(),
+        200
+    );
+}

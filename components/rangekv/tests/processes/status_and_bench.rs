@@ -1,0 +1,92 @@
+//! The status server's metrics and region status, and `rangekv bench`.
+
+use crate::support::*;
+
+/// `GET path` on a status server; the response body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to the status server");
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn status_server_reports_metrics_and_regions() {
+    let t = TestCluster::start(3);
+    let c = t.client();
+    t.rt.block_on(async {
+        for i in 0..20 {
+            c.put(key(i), b"v".to_vec()).await.unwrap();
+            c.get(key(i)).await.unwrap();
+        }
+    });
+    let leader = t.leader_index(b"");
+    let addr = t
+        .cluster
+        .status_addr(leader)
+        .expect("status servers are on");
+    let metrics = http_get(&addr, "/metrics");
+    for name in [
+        "rangekv_grpc_requests_total{method=\"raw_put\",outcome=\"ok\"}",
+        "rangekv_grpc_request_seconds_bucket",
+        "rangekv_raftstore_log_write_seconds_bucket",
+        "rangekv_raftstore_group_commit_peers_bucket",
+        "rangekv_raftstore_proposals_total{kind=\"write\"}",
+        "rangekv_raftstore_applied_entries_total",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&http_get(&addr, "/status")).expect("json");
+    assert_eq!(status["region_count"], 1, "{status}");
+    assert_eq!(status["leader_count"], 1, "{status}");
+    assert_eq!(status["regions"][0]["is_leader"], true, "{status}");
+}
+
+#[test]
+fn bench_runs_a_ycsb_workload_without_errors() {
+    let t = TestCluster::start(3);
+    let endpoints = t.cluster.pd_endpoints().join(",");
+    let out = std::process::Command::new(bin())
+        .args([
+            "bench",
+            "--pd",
+            &endpoints,
+            "--workload",
+            "a",
+            "--records",
+            "300",
+        ])
+        .args(["--duration", "1", "--concurrency", "8"])
+        .output()
+        .expect("run rangekv bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("load: 300 records"), "{stdout}");
+    for op in ["read", "update"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(op))
+            .unwrap_or_else(|| panic!("no {op} line in:\n{stdout}"));
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert!(cols[1].parse::<u64>().unwrap() > 0, "{line}");
+        assert_eq!(cols[2], "0", "{op} errors: {line}");
+    }
+}
