@@ -25,13 +25,15 @@ pub mod errorpb {
     tonic::include_proto!("errorpb");
 }
 
-/// Raw key-value request/response messages and request context (`kvrpcpb`).
+/// Transactional and raw key-value request/response messages and request
+/// context (`kvrpcpb`).
 #[allow(clippy::all, missing_docs)]
 pub mod kvrpcpb {
     tonic::include_proto!("kvrpcpb");
 }
 
-/// The store's `Tikv` gRPC service: raw KV plus the raft transport (`tikvpb`).
+/// The store's `Tikv` gRPC service: transactional and raw KV plus the raft
+/// transport (`tikvpb`).
 #[allow(clippy::all, missing_docs)]
 pub mod tikvpb {
     tonic::include_proto!("tikvpb");
