@@ -5,11 +5,17 @@
 //! keys, reads under a read grant, decides, and proposes plain writes, holding the latches until
 //! those writes are applied. The raftstore below only applies writes; it decides nothing.
 //!
-//! Deliberately absent so far (roadmap): MVCC, Percolator and the transaction scheduler; the raw
-//! API still lives in `server::raw` and moves here with them.
+//! [`mvcc`] reads and collects MVCC data; [`txn`] holds Percolator's commands as pure functions
+//! over a snapshot.
+//!
+//! Deliberately absent so far (roadmap): the transaction scheduler that runs [`txn`] commands
+//! under latches and proposes their writes, and the concurrency manager (max read ts, in-memory
+//! locks) that async commit and 1PC need; the raw API still lives in `server::raw` and moves here
+//! with them.
 
 pub mod concurrency;
 pub mod latch;
 pub mod mvcc;
+pub mod txn;
 
 pub use latch::{LatchGuard, Latches};

@@ -76,6 +76,21 @@ pub enum Error {
     PessimisticLockNotFound { start_ts: TimeStamp, key: Vec<u8> },
     #[error("assertion on {key:?} failed: {reason}")]
     AssertionFailed { key: Vec<u8>, reason: String },
+    #[error("transaction {start_ts} was rolled back on {key:?} before its pessimistic lock")]
+    PessimisticLockRolledBack { start_ts: TimeStamp, key: Vec<u8> },
+    #[error("transaction {start_ts} on {key:?}: lock kind does not match (pessimistic lock: {pessimistic})")]
+    LockTypeNotMatch {
+        start_ts: TimeStamp,
+        key: Vec<u8>,
+        pessimistic: bool,
+    },
+    #[error("{:?} is not the primary key of transaction {}", .0.key, .0.start_ts)]
+    PrimaryMismatch(Box<LockInfo>),
+    #[error("commit ts {commit_ts} of transaction {start_ts} is not after its start ts")]
+    InvalidTxnTso {
+        start_ts: TimeStamp,
+        commit_ts: TimeStamp,
+    },
     #[error("engine: {0}")]
     Engine(String),
     #[error("corrupt MVCC data: {0}")]

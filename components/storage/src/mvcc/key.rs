@@ -57,7 +57,7 @@ impl Key {
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match codec::decode_bytes(&self.0) {
-            Ok((raw, rest)) if rest.is_empty() => {
+            Ok((raw, [])) => {
                 write!(f, "Key({:?})", String::from_utf8_lossy(&raw))
             }
             Ok((raw, rest)) => match codec::decode_u64_desc(rest) {

@@ -28,6 +28,9 @@ pub enum TxnCommitRecord {
 /// One result of a scan: a user key and its value, or the lock met at that key.
 pub type ScanItem = Result<(Vec<u8>, Vec<u8>)>;
 
+/// An encoded user key and its write records (commit ts, record), as a scan collects them.
+type VersionGroup = (Vec<u8>, Vec<(TimeStamp, Write)>);
+
 /// Reads MVCC data from one engine snapshot.
 pub struct MvccReader<'a> {
     snap: &'a Snapshot<'a>,
@@ -220,7 +223,7 @@ impl<'a> MvccReader<'a> {
         let mut out: Vec<ScanItem> = Vec::new();
         let mut err = None;
         // Versions of the user key being looked at, in scan order.
-        let mut group: Option<(Vec<u8>, Vec<(TimeStamp, Write)>)> = None;
+        let mut group: Option<VersionGroup> = None;
         let full = |out: &Vec<ScanItem>| limit != 0 && out.len() >= limit;
         let finish_group =
             |group: (Vec<u8>, Vec<(TimeStamp, Write)>), out: &mut Vec<ScanItem>| -> Result<()> {
