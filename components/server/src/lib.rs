@@ -33,6 +33,7 @@ pub mod service;
 pub mod split;
 pub mod status;
 pub mod transport;
+pub mod txn;
 
 pub use config::{Limits, ReadPoolConfig, ServerConfig};
 pub use raw::RawStorage;

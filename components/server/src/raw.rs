@@ -123,6 +123,10 @@ impl RawStorage {
         &self.router
     }
 
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     pub fn latches(&self) -> &Latches {
         &self.latches
     }

@@ -22,6 +22,7 @@ use crate::split::SplitIdAllocator;
 #[derive(Clone)]
 pub struct TikvService {
     storage: RawStorage,
+    txn: crate::txn::TxnStorage,
     shutdown: watch::Receiver<bool>,
     split_ids: Option<Arc<dyn SplitIdAllocator>>,
 }
@@ -30,8 +31,18 @@ impl TikvService {
     pub fn new(storage: RawStorage) -> TikvService {
         // A sender that is never used: the service is never told to shut down.
         let (_tx, rx) = watch::channel(false);
+        let txn = crate::txn::TxnStorage::new(
+            storage::scheduler::TxnScheduler::new(
+                storage.router().clone(),
+                storage.engine().clone(),
+                storage.limits().request_timeout(),
+            ),
+            storage.limits().clone(),
+            storage.read_pool().clone(),
+        );
         TikvService {
             storage,
+            txn,
             shutdown: rx,
             split_ids: None,
         }
@@ -159,6 +170,154 @@ async fn respond<T: FromFailure>(
 
 #[tonic::async_trait]
 impl Tikv for TikvService {
+    async fn kv_get(
+        &self,
+        req: Request<kvrpcpb::GetRequest>,
+    ) -> Result<Response<kvrpcpb::GetResponse>, Status> {
+        crate::txn::respond_txn("kv_get", self.txn.kv_get(req.into_inner())).await
+    }
+
+    async fn kv_scan(
+        &self,
+        req: Request<kvrpcpb::ScanRequest>,
+    ) -> Result<Response<kvrpcpb::ScanResponse>, Status> {
+        crate::txn::respond_txn("kv_scan", self.txn.kv_scan(req.into_inner())).await
+    }
+
+    async fn kv_batch_get(
+        &self,
+        req: Request<kvrpcpb::BatchGetRequest>,
+    ) -> Result<Response<kvrpcpb::BatchGetResponse>, Status> {
+        crate::txn::respond_txn("kv_batch_get", self.txn.kv_batch_get(req.into_inner())).await
+    }
+
+    async fn kv_prewrite(
+        &self,
+        req: Request<kvrpcpb::PrewriteRequest>,
+    ) -> Result<Response<kvrpcpb::PrewriteResponse>, Status> {
+        crate::txn::respond_txn("kv_prewrite", self.txn.kv_prewrite(req.into_inner())).await
+    }
+
+    async fn kv_commit(
+        &self,
+        req: Request<kvrpcpb::CommitRequest>,
+    ) -> Result<Response<kvrpcpb::CommitResponse>, Status> {
+        crate::txn::respond_txn("kv_commit", self.txn.kv_commit(req.into_inner())).await
+    }
+
+    async fn kv_cleanup(
+        &self,
+        req: Request<kvrpcpb::CleanupRequest>,
+    ) -> Result<Response<kvrpcpb::CleanupResponse>, Status> {
+        crate::txn::respond_txn("kv_cleanup", self.txn.kv_cleanup(req.into_inner())).await
+    }
+
+    async fn kv_batch_rollback(
+        &self,
+        req: Request<kvrpcpb::BatchRollbackRequest>,
+    ) -> Result<Response<kvrpcpb::BatchRollbackResponse>, Status> {
+        crate::txn::respond_txn(
+            "kv_batch_rollback",
+            self.txn.kv_batch_rollback(req.into_inner()),
+        )
+        .await
+    }
+
+    async fn kv_check_txn_status(
+        &self,
+        req: Request<kvrpcpb::CheckTxnStatusRequest>,
+    ) -> Result<Response<kvrpcpb::CheckTxnStatusResponse>, Status> {
+        crate::txn::respond_txn(
+            "kv_check_txn_status",
+            self.txn.kv_check_txn_status(req.into_inner()),
+        )
+        .await
+    }
+
+    async fn kv_check_secondary_locks(
+        &self,
+        req: Request<kvrpcpb::CheckSecondaryLocksRequest>,
+    ) -> Result<Response<kvrpcpb::CheckSecondaryLocksResponse>, Status> {
+        crate::txn::respond_txn(
+            "kv_check_secondary_locks",
+            self.txn.kv_check_secondary_locks(req.into_inner()),
+        )
+        .await
+    }
+
+    async fn kv_txn_heart_beat(
+        &self,
+        req: Request<kvrpcpb::TxnHeartBeatRequest>,
+    ) -> Result<Response<kvrpcpb::TxnHeartBeatResponse>, Status> {
+        crate::txn::respond_txn(
+            "kv_txn_heart_beat",
+            self.txn.kv_txn_heart_beat(req.into_inner()),
+        )
+        .await
+    }
+
+    async fn kv_resolve_lock(
+        &self,
+        req: Request<kvrpcpb::ResolveLockRequest>,
+    ) -> Result<Response<kvrpcpb::ResolveLockResponse>, Status> {
+        crate::txn::respond_txn(
+            "kv_resolve_lock",
+            self.txn.kv_resolve_lock(req.into_inner()),
+        )
+        .await
+    }
+
+    async fn kv_scan_lock(
+        &self,
+        req: Request<kvrpcpb::ScanLockRequest>,
+    ) -> Result<Response<kvrpcpb::ScanLockResponse>, Status> {
+        crate::txn::respond_txn("kv_scan_lock", self.txn.kv_scan_lock(req.into_inner())).await
+    }
+
+    async fn kv_pessimistic_lock(
+        &self,
+        req: Request<kvrpcpb::PessimisticLockRequest>,
+    ) -> Result<Response<kvrpcpb::PessimisticLockResponse>, Status> {
+        crate::txn::respond_txn(
+            "kv_pessimistic_lock",
+            self.txn.kv_pessimistic_lock(req.into_inner()),
+        )
+        .await
+    }
+
+    async fn kv_pessimistic_rollback(
+        &self,
+        req: Request<kvrpcpb::PessimisticRollbackRequest>,
+    ) -> Result<Response<kvrpcpb::PessimisticRollbackResponse>, Status> {
+        crate::txn::respond_txn(
+            "kv_pessimistic_rollback",
+            self.txn.kv_pessimistic_rollback(req.into_inner()),
+        )
+        .await
+    }
+
+    async fn kv_delete_range(
+        &self,
+        req: Request<kvrpcpb::DeleteRangeRequest>,
+    ) -> Result<Response<kvrpcpb::DeleteRangeResponse>, Status> {
+        crate::txn::respond_txn(
+            "kv_delete_range",
+            self.txn.kv_delete_range(req.into_inner()),
+        )
+        .await
+    }
+
+    async fn unsafe_destroy_range(
+        &self,
+        req: Request<kvrpcpb::UnsafeDestroyRangeRequest>,
+    ) -> Result<Response<kvrpcpb::UnsafeDestroyRangeResponse>, Status> {
+        crate::txn::respond_txn(
+            "unsafe_destroy_range",
+            self.txn.unsafe_destroy_range(req.into_inner()),
+        )
+        .await
+    }
+
     async fn raw_get(
         &self,
         req: Request<kvrpcpb::RawGetRequest>,

@@ -16,6 +16,7 @@
 pub mod concurrency;
 pub mod latch;
 pub mod mvcc;
+pub mod scheduler;
 pub mod txn;
 
 pub use latch::{LatchGuard, Latches};

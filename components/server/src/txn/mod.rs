@@ -1,0 +1,386 @@
+//! The transactional KV API (Percolator, as TiKV serves it) on one store: request checks,
+//! reads on the read pool under a read grant, and write commands through the
+//! [`storage::scheduler::TxnScheduler`].
+//!
+//! Keys: clients send user keys; the store works on their memcomparable encoding
+//! ([`storage::mvcc::Key`]), and region ranges of transactional data are in that encoded form
+//! (as TiKV's transactional clients expect), so every key check uses the encoded key.
+//!
+//! Every read raises the store's `max_ts` to its timestamp and checks the memory locks of
+//! async-commit prewrites before it reads (see `storage::concurrency`).
+//!
+//! Deliberately absent: waiting for locks in pessimistic locking (KeyIsLocked is answered at
+//! once), API V2 keyspaces, GC (roadmap).
+
+mod convert;
+mod respond;
+mod write;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use engine::Engine;
+use proto::kvrpcpb::{self, Context, KvPair};
+use raftstore::{ReadGrant, RequestHeader};
+use storage::mvcc::{Error as MvccError, Key, MvccReader, TimeStamp};
+use storage::scheduler::{SchedError, TxnScheduler};
+
+use crate::config::Limits;
+use crate::raw::Failure;
+use crate::read_pool::ReadPool;
+
+pub use convert::key_error;
+pub use respond::respond_txn;
+
+/// How a transactional request failed: a region error or an invalid request (as for raw
+/// requests), a key error (the command's verdict), or an unknown outcome.
+#[derive(Debug)]
+pub enum TxnFailure {
+    Request(Failure),
+    Key(Box<kvrpcpb::KeyError>),
+}
+
+impl From<Failure> for TxnFailure {
+    fn from(f: Failure) -> Self {
+        TxnFailure::Request(f)
+    }
+}
+
+impl From<raftstore::Error> for TxnFailure {
+    fn from(e: raftstore::Error) -> Self {
+        TxnFailure::Request(e.into())
+    }
+}
+
+impl From<MvccError> for TxnFailure {
+    fn from(e: MvccError) -> Self {
+        match e {
+            MvccError::Engine(m) | MvccError::Corrupt(m) => {
+                TxnFailure::Request(Failure::Message(m))
+            }
+            other => TxnFailure::Key(Box::new(key_error(&other))),
+        }
+    }
+}
+
+impl From<SchedError> for TxnFailure {
+    fn from(e: SchedError) -> Self {
+        match e {
+            SchedError::Region(e) => e.into(),
+            SchedError::Txn(e) => e.into(),
+            SchedError::Undetermined(why) => TxnFailure::Request(Failure::Message(format!(
+                "{}{why}",
+                crate::raw::UNDETERMINED_PREFIX
+            ))),
+        }
+    }
+}
+
+pub type TxnResult<T> = Result<T, TxnFailure>;
+
+fn invalid(msg: impl Into<String>) -> TxnFailure {
+    TxnFailure::Request(Failure::Message(msg.into()))
+}
+
+/// The transactional API of one store.
+#[derive(Clone)]
+pub struct TxnStorage {
+    sched: TxnScheduler,
+    engine: Engine,
+    limits: Arc<Limits>,
+    read_pool: ReadPool,
+}
+
+impl TxnStorage {
+    pub fn new(sched: TxnScheduler, limits: Limits, read_pool: ReadPool) -> TxnStorage {
+        TxnStorage {
+            engine: sched.engine().clone(),
+            sched,
+            limits: Arc::new(limits),
+            read_pool,
+        }
+    }
+
+    pub fn scheduler(&self) -> &TxnScheduler {
+        &self.sched
+    }
+
+    /// The request header: region routing from the context, and the encoded keys to check
+    /// against the region.
+    fn header(&self, ctx: Option<&Context>, keys: &[Key]) -> TxnResult<RequestHeader> {
+        let ctx = ctx.ok_or_else(|| invalid("request has no context"))?;
+        if ctx.api_version != kvrpcpb::ApiVersion::V1 as i32 {
+            return Err(invalid("only API V1 (keys without keyspace) is supported"));
+        }
+        if ctx.region_id == 0 {
+            return Err(invalid("context has no region id"));
+        }
+        Ok(RequestHeader {
+            region_id: ctx.region_id,
+            epoch: ctx.region_epoch,
+            peer: ctx.peer,
+            keys: keys
+                .iter()
+                .map(|k| Bytes::copy_from_slice(k.as_encoded()))
+                .collect(),
+        })
+    }
+
+    fn check_key(&self, key: &[u8]) -> TxnResult<()> {
+        if key.is_empty() {
+            return Err(invalid("key must not be empty"));
+        }
+        if key.len() > self.limits.max_key_size {
+            return Err(invalid(format!(
+                "key is {} bytes, more than the limit of {}",
+                key.len(),
+                self.limits.max_key_size
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> TxnResult<()> {
+        if value.len() > self.limits.max_value_size {
+            return Err(invalid(format!(
+                "value is {} bytes, more than the limit of {}",
+                value.len(),
+                self.limits.max_value_size
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_keys(&self, keys: &[Bytes]) -> TxnResult<()> {
+        if keys.len() > self.limits.max_batch_keys {
+            return Err(invalid(format!(
+                "{} keys in one request, more than the limit of {}",
+                keys.len(),
+                self.limits.max_batch_keys
+            )));
+        }
+        keys.iter().try_for_each(|k| self.check_key(k))
+    }
+
+    async fn grant(&self, header: RequestHeader) -> TxnResult<ReadGrant> {
+        match tokio::time::timeout(
+            self.limits.request_timeout(),
+            self.sched.router().read_grant(header),
+        )
+        .await
+        {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(raftstore::Error::ServerIsBusy("read timed out".into()).into()),
+        }
+    }
+
+    /// Runs `read` on the read pool over a snapshot taken there (after the grant).
+    async fn read<T, F>(&self, read: F) -> TxnResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&MvccReader<'_>) -> TxnResult<T> + Send + 'static,
+    {
+        let engine = self.engine.clone();
+        let task = self.read_pool.spawn(move || {
+            let snap = engine.snapshot();
+            read(&MvccReader::new(&snap))
+        });
+        let handle =
+            task.map_err(|e| TxnFailure::from(raftstore::Error::ServerIsBusy(e.to_string())))?;
+        match tokio::time::timeout(self.limits.request_timeout(), handle.join()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(raftstore::Error::ServerIsBusy(e.to_string()).into()),
+            Err(_) => {
+                Err(raftstore::Error::ServerIsBusy("read timed out in the pool".into()).into())
+            }
+        }
+    }
+
+    pub async fn kv_get(&self, req: kvrpcpb::GetRequest) -> TxnResult<kvrpcpb::GetResponse> {
+        self.check_key(&req.key)?;
+        let key = Key::from_raw(&req.key);
+        let header = self.header(req.context.as_ref(), std::slice::from_ref(&key))?;
+        let bypass = bypass_locks(req.context.as_ref());
+        let ts = req.version;
+        self.sched
+            .concurrency_manager()
+            .read_key_check(&key, ts, &bypass)?;
+        self.grant(header).await?;
+        let value = self.read(move |r| Ok(r.get(&key, ts, &bypass)?)).await?;
+        Ok(kvrpcpb::GetResponse {
+            not_found: value.is_none(),
+            value: value.map(Bytes::from).unwrap_or_default(),
+            ..Default::default()
+        })
+    }
+
+    pub async fn kv_batch_get(
+        &self,
+        req: kvrpcpb::BatchGetRequest,
+    ) -> TxnResult<kvrpcpb::BatchGetResponse> {
+        self.check_keys(&req.keys)?;
+        let keys: Vec<Key> = convert::encode_keys(&req.keys);
+        let header = self.header(req.context.as_ref(), &keys)?;
+        let bypass = bypass_locks(req.context.as_ref());
+        let ts = req.version;
+        let cm = self.sched.concurrency_manager();
+        for k in &keys {
+            cm.read_key_check(k, ts, &bypass)?;
+        }
+        self.grant(header).await?;
+        let raw = req.keys.clone();
+        let pairs = self
+            .read(move |r| {
+                let mut pairs = Vec::with_capacity(keys.len());
+                for (key, raw) in keys.iter().zip(raw) {
+                    match r.get(key, ts, &bypass) {
+                        Ok(Some(v)) => pairs.push(KvPair {
+                            key: raw,
+                            value: Bytes::from(v),
+                            ..Default::default()
+                        }),
+                        Ok(None) => {}
+                        Err(e @ MvccError::KeyIsLocked(_)) => pairs.push(KvPair {
+                            key: raw,
+                            error: Some(key_error(&e)),
+                            ..Default::default()
+                        }),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(pairs)
+            })
+            .await?;
+        Ok(kvrpcpb::BatchGetResponse {
+            pairs,
+            ..Default::default()
+        })
+    }
+
+    /// Forward: `[start_key, end_key)`. Reverse: `[end_key, start_key)`, newest key first, an
+    /// empty `start_key` meaning the end of the region. Clamped to the region.
+    pub async fn kv_scan(&self, req: kvrpcpb::ScanRequest) -> TxnResult<kvrpcpb::ScanResponse> {
+        if req.start_key.len() > self.limits.max_key_size
+            || req.end_key.len() > self.limits.max_key_size
+        {
+            return Err(invalid("scan bound longer than the key size limit"));
+        }
+        if req.limit > self.limits.max_scan_limit {
+            return Err(invalid(format!(
+                "scan limit {} is more than the maximum {}",
+                req.limit, self.limits.max_scan_limit
+            )));
+        }
+        let enc = |k: &Bytes| {
+            if k.is_empty() {
+                Vec::new()
+            } else {
+                Key::from_raw(k).into_encoded()
+            }
+        };
+        let (start, end) = (enc(&req.start_key), enc(&req.end_key));
+        let checked: Vec<Key> = if !req.reverse && !start.is_empty() {
+            vec![Key::from_encoded(start.clone())]
+        } else {
+            vec![]
+        };
+        let header = self.header(req.context.as_ref(), &checked)?;
+        let bypass = bypass_locks(req.context.as_ref());
+        let ts = req.version;
+        let grant = self.grant(header).await?;
+        let region = grant.region;
+        let (lower, upper) = if req.reverse {
+            (end, start)
+        } else {
+            (start, end)
+        };
+        let lower = lower.max(region.start_key.to_vec());
+        let upper = match (upper.is_empty(), region.end_key.is_empty()) {
+            (true, _) => region.end_key.to_vec(),
+            (false, true) => upper,
+            (false, false) => upper.min(region.end_key.to_vec()),
+        };
+        self.sched
+            .concurrency_manager()
+            .read_range_check(&lower, &upper, ts, &bypass)?;
+        let (limit, reverse, key_only) = (req.limit as usize, req.reverse, req.key_only);
+        if limit == 0 || (!upper.is_empty() && lower >= upper) {
+            return Ok(kvrpcpb::ScanResponse::default());
+        }
+        let pairs = self
+            .read(move |r| {
+                let items = r.scan(&lower, &upper, limit, ts, reverse, &bypass)?;
+                let mut pairs = Vec::with_capacity(items.len());
+                for item in items {
+                    pairs.push(match item {
+                        Ok((k, v)) => KvPair {
+                            key: Bytes::from(k),
+                            value: if key_only {
+                                Bytes::new()
+                            } else {
+                                Bytes::from(v)
+                            },
+                            ..Default::default()
+                        },
+                        Err(MvccError::KeyIsLocked(l)) => KvPair {
+                            key: Bytes::from(l.key.clone()),
+                            error: Some(key_error(&MvccError::KeyIsLocked(l))),
+                            ..Default::default()
+                        },
+                        Err(e) => return Err(e.into()),
+                    });
+                }
+                Ok(pairs)
+            })
+            .await?;
+        Ok(kvrpcpb::ScanResponse {
+            pairs,
+            ..Default::default()
+        })
+    }
+
+    pub async fn kv_scan_lock(
+        &self,
+        req: kvrpcpb::ScanLockRequest,
+    ) -> TxnResult<kvrpcpb::ScanLockResponse> {
+        let header = self.header(req.context.as_ref(), &[])?;
+        let region = self.grant(header).await?.region;
+        let enc = |k: &Bytes| {
+            if k.is_empty() {
+                Vec::new()
+            } else {
+                Key::from_raw(k).into_encoded()
+            }
+        };
+        let lower = enc(&req.start_key).max(region.start_key.to_vec());
+        let upper = enc(&req.end_key);
+        let upper = match (upper.is_empty(), region.end_key.is_empty()) {
+            (true, _) => region.end_key.to_vec(),
+            (false, true) => upper,
+            (false, false) => upper.min(region.end_key.to_vec()),
+        };
+        let (max_version, limit) = (req.max_version, req.limit as usize);
+        let locks = self
+            .read(move |r| {
+                let end = (!upper.is_empty()).then(|| Key::from_encoded(upper.clone()));
+                Ok(storage::txn::scan_lock(
+                    r,
+                    max_version,
+                    &Key::from_encoded(lower),
+                    end.as_ref(),
+                    limit,
+                )?)
+            })
+            .await?;
+        Ok(kvrpcpb::ScanLockResponse {
+            locks: locks.iter().map(convert::lock_info).collect(),
+            ..Default::default()
+        })
+    }
+}
+
+/// Locks of transactions the client already resolved as committed or rolled back: reads may
+/// go past them.
+fn bypass_locks(ctx: Option<&Context>) -> Vec<TimeStamp> {
+    ctx.map(|c| c.resolved_locks.clone()).unwrap_or_default()
+}
