@@ -37,6 +37,7 @@ pub struct Cluster {
     engines: HashMap<u64, Engine>,
     stores: HashMap<u64, Store>,
     storages: HashMap<u64, RawStorage>,
+    txns: HashMap<u64, server::txn::TxnStorage>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -119,6 +120,7 @@ impl Cluster {
             engines: HashMap::new(),
             stores: HashMap::new(),
             storages: HashMap::new(),
+            txns: HashMap::new(),
             runtime,
         };
         for id in store_ids {
@@ -164,10 +166,17 @@ impl Cluster {
         let store = Store::start(id, engine.clone(), self.cfg.clone(), self.net.transport(id))
             .expect("start store");
         self.net.register(id, store.router());
-        self.storages.insert(
-            id,
-            RawStorage::new(store.router(), engine.clone(), self.limits.clone()),
+        let raw = RawStorage::new(store.router(), engine.clone(), self.limits.clone());
+        let sched = storage::scheduler::TxnScheduler::new(
+            store.router(),
+            engine.clone(),
+            self.limits.request_timeout(),
         );
+        self.txns.insert(
+            id,
+            server::txn::TxnStorage::new(sched, self.limits.clone(), raw.read_pool().clone()),
+        );
+        self.storages.insert(id, raw);
         self.engines.insert(id, engine);
         self.stores.insert(id, store);
     }
@@ -178,6 +187,7 @@ impl Cluster {
     pub fn stop_store(&mut self, id: u64) {
         self.net.unregister(id);
         self.storages.remove(&id);
+        self.txns.remove(&id);
         if let Some(mut store) = self.stores.remove(&id) {
             store.shutdown();
         }
@@ -225,6 +235,12 @@ impl Cluster {
 
     pub fn storage(&self, store_id: u64) -> &RawStorage {
         &self.storages[&store_id]
+    }
+
+    /// The transactional API of a running store (one per store, sharing its concurrency
+    /// manager across requests).
+    pub fn txn(&self, store_id: u64) -> &server::txn::TxnStorage {
+        &self.txns[&store_id]
     }
 
     /// The region whose range holds `key`, as far as the harness knows.

@@ -17,3 +17,4 @@ mod replication;
 mod restart;
 mod split;
 mod transfer_leader;
+mod txn;

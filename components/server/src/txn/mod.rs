@@ -30,7 +30,7 @@ use crate::raw::Failure;
 use crate::read_pool::ReadPool;
 
 pub use convert::key_error;
-pub use respond::respond_txn;
+pub use respond::{respond_txn, FromTxnFailure};
 
 /// How a transactional request failed: a region error or an invalid request (as for raw
 /// requests), a key error (the command's verdict), or an unknown outcome.
