@@ -45,6 +45,17 @@ pub async fn split_region(
     } else {
         req.split_keys.clone()
     };
+    if keys.iter().any(|k| k.is_empty()) {
+        return Err(Failure::Message("split keys must not be empty".into()));
+    }
+    if !req.is_raw_kv {
+        // Transactional clients send user keys; their regions are cut in the keys' encoded
+        // (memcomparable) form, as the data is stored.
+        keys = keys
+            .iter()
+            .map(|k| Bytes::from(storage::mvcc::Key::from_raw(k).into_encoded()))
+            .collect();
+    }
     keys.sort();
     keys.dedup();
     if keys.iter().any(|k| k.is_empty()) {
@@ -103,9 +114,13 @@ pub async fn split_at(
     Ok(regions)
 }
 
-/// Where to split `region` by size: `None` while its data (keys and values of the default
-/// column family) stays within `max_size`, else the first key after `split_size` bytes.
-/// Stops reading once `max_size` is passed.
+/// Where to split `region` by size: `None` while its data stays within `max_size`, else the
+/// first key after `split_size` bytes. Stops reading once `max_size` is passed.
+///
+/// Transactional data (anything in the `write` column family) is measured and cut by its
+/// commit records, and the split key is the encoded user key without its timestamp, so that
+/// all versions of a key stay in one region. Raw data lives in `default` and is cut at a raw
+/// key.
 pub fn size_split_key(
     engine: &engine::Engine,
     region: &metapb::Region,
@@ -114,18 +129,46 @@ pub fn size_split_key(
 ) -> engine::Result<Option<Bytes>> {
     let start = engine::keys::data_key(&region.start_key);
     let end = engine::keys::data_end_key(&region.end_key);
+    let mut has_txn_data = false;
+    engine.scan(engine::CF_WRITE, &start, Some(&end), |_, _| {
+        has_txn_data = true;
+        false
+    })?;
+    let (cf, strip_ts) = if has_txn_data {
+        (engine::CF_WRITE, true)
+    } else {
+        (engine::CF_DEFAULT, false)
+    };
+    // Transactional values too large to live inline are in `default`: count them as well.
     let mut size = 0u64;
+    if has_txn_data {
+        engine.scan(engine::CF_DEFAULT, &start, Some(&end), |k, v| {
+            size += (k.len() + v.len()) as u64;
+            size <= max_size
+        })?;
+    }
     let mut take_next = false;
-    let mut split_key = None;
-    engine.scan(engine::CF_DEFAULT, &start, Some(&end), |k, v| {
-        if take_next && split_key.is_none() {
-            split_key = Some(Bytes::copy_from_slice(engine::keys::origin_key(k)));
+    let mut split_key: Option<Bytes> = None;
+    let mut last_user_key: Vec<u8> = Vec::new();
+    engine.scan(cf, &start, Some(&end), |k, v| {
+        let key = engine::keys::origin_key(k);
+        let key = if strip_ts {
+            storage::mvcc::Key::split_on_ts(key).map_or(key, |(user, _)| user)
+        } else {
+            key
+        };
+        // Only a new user key can start a region (never between versions of one key).
+        if take_next && split_key.is_none() && key != last_user_key.as_slice() {
+            split_key = Some(Bytes::copy_from_slice(key));
+        }
+        if key != last_user_key.as_slice() {
+            last_user_key = key.to_vec();
         }
         size += (k.len() + v.len()) as u64;
         if size >= split_size {
             take_next = true;
         }
-        size <= max_size
+        size <= max_size || split_key.is_none()
     })?;
     Ok(if size > max_size { split_key } else { None })
 }
@@ -133,7 +176,41 @@ pub fn size_split_key(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::{keys, Engine, EngineOptions, WriteBatch, CF_DEFAULT};
+    use engine::{keys, Engine, EngineOptions, WriteBatch, CF_DEFAULT, CF_WRITE};
+    use storage::mvcc::Key;
+
+    #[test]
+    fn transactional_data_is_never_split_between_versions_of_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
+        let mut wb = WriteBatch::new();
+        // Twenty versions of "a" (about 2 KB), then "b" and "c".
+        for ts in 1..=20u64 {
+            wb.put(
+                CF_WRITE,
+                &keys::data_key(Key::from_raw(b"a").append_ts(ts).as_encoded()),
+                &[0u8; 100],
+            );
+        }
+        for k in [&b"b"[..], b"c"] {
+            wb.put(
+                CF_WRITE,
+                &keys::data_key(Key::from_raw(k).append_ts(1).as_encoded()),
+                &[0u8; 100],
+            );
+        }
+        engine.write(wb, false).unwrap();
+        let region = metapb::Region {
+            id: 1,
+            ..Default::default()
+        };
+        let key = size_split_key(&engine, &region, 1000, 500).unwrap();
+        assert_eq!(
+            key.as_deref(),
+            Some(Key::from_raw(b"b").as_encoded()),
+            "the split key must be the next user key, without a timestamp"
+        );
+    }
 
     #[test]
     fn size_split_key_waits_for_max_then_cuts_after_split_size() {
