@@ -151,14 +151,10 @@ impl TxnStorage {
         Ok(())
     }
 
+    /// Checks each key. There is no limit on how many: a request is bounded in bytes (the
+    /// gRPC message size, and the Raft entry size for what it writes), as in TiKV, whose
+    /// clients batch by bytes.
     fn check_keys(&self, keys: &[Bytes]) -> TxnResult<()> {
-        if keys.len() > self.limits.max_batch_keys {
-            return Err(invalid(format!(
-                "{} keys in one request, more than the limit of {}",
-                keys.len(),
-                self.limits.max_batch_keys
-            )));
-        }
         keys.iter().try_for_each(|k| self.check_key(k))
     }
 

@@ -36,13 +36,6 @@ impl TxnStorage {
         if req.mutations.is_empty() {
             return Err(invalid("prewrite without mutations"));
         }
-        if req.mutations.len() > self.limits.max_batch_keys {
-            return Err(invalid(format!(
-                "{} mutations in one prewrite, more than the limit of {}",
-                req.mutations.len(),
-                self.limits.max_batch_keys
-            )));
-        }
         if !req.txn_file_chunks.is_empty() {
             return Err(invalid("file-based transactions are not supported"));
         }
@@ -359,9 +352,6 @@ impl TxnStorage {
         &self,
         req: kvrpcpb::PessimisticLockRequest,
     ) -> TxnResult<kvrpcpb::PessimisticLockResponse> {
-        if req.mutations.len() > self.limits.max_batch_keys {
-            return Err(invalid("too many keys in one pessimistic lock request"));
-        }
         for m in &req.mutations {
             self.check_key(&m.key)?;
         }
