@@ -32,6 +32,11 @@ enum CtlCmd {
         #[command(subcommand)]
         cmd: RegionCmd,
     },
+    /// Transactions: locks and versions of keys.
+    Txn {
+        #[command(subcommand)]
+        cmd: TxnCmd,
+    },
     /// PD members.
     Member {
         #[command(subcommand)]
@@ -74,6 +79,13 @@ enum RegionCmd {
     Split { key: String },
     /// Check that every replica of the region holding a key has the same data (fails if not).
     Check { key: String },
+}
+
+#[derive(Subcommand)]
+enum TxnCmd {
+    /// The lock, commit records and stored values of a transactional key, as the leader of its
+    /// region holds them.
+    Mvcc { key: String },
 }
 
 #[derive(Subcommand)]
@@ -282,6 +294,41 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                 );
             }
         }
+        CtlCmd::Txn {
+            cmd: TxnCmd::Mvcc { key },
+        } => {
+            let v = key_mvcc(&pd, key.as_bytes()).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("key {key:?} on store {}", v["store_id"]);
+                match v["lock"].as_object() {
+                    Some(l) => println!(
+                        "lock: {} by transaction {} (primary {}, ttl {} ms)",
+                        l["type"], l["start_ts"], l["primary"], l["ttl"]
+                    ),
+                    None => println!("lock: none"),
+                }
+                table(
+                    &["COMMIT TS", "TYPE", "START TS", "SHORT VALUE"],
+                    v["writes"]
+                        .as_array()
+                        .map(|w| {
+                            w.iter()
+                                .map(|w| {
+                                    vec![
+                                        w["commit_ts"].to_string(),
+                                        w["type"].as_str().unwrap_or("?").to_owned(),
+                                        w["start_ts"].to_string(),
+                                        w["short_value"].as_str().unwrap_or("-").to_owned(),
+                                    ]
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                );
+            }
+        }
         CtlCmd::Member {
             cmd: MemberCmd::List,
         } => {
@@ -479,4 +526,32 @@ async fn split_region(pd: &PdClient, key: &[u8]) -> Result<Vec<proto::metapb::Re
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     bail!("split at {:?} failed: {last_error}", show_key(key))
+}
+
+/// The MVCC history of a transactional key from its region leader's status server.
+async fn key_mvcc(pd: &PdClient, key: &[u8]) -> Result<serde_json::Value> {
+    // Transactional data is routed by the key's encoded form.
+    let encoded = storage::mvcc::Key::from_raw(key).into_encoded();
+    let info = pd.get_region(&encoded).await?;
+    let store_id = info
+        .leader
+        .map(|l| l.store_id)
+        .or_else(|| info.region.peers.first().map(|p| p.store_id))
+        .context("the region has no peers")?;
+    let store = pd.get_store(store_id).await?;
+    if store.status_address.is_empty() {
+        bail!("store {store_id} has no status server (start it with --status-addr)");
+    }
+    let url = format!(
+        "http://{}/mvcc/hex/{}",
+        store.status_address,
+        hex::encode(key)
+    );
+    let resp = reqwest::get(&url).await?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.context("reading the store's answer")?;
+    if !status.is_success() {
+        bail!("store {store_id}: {}", v["error"]);
+    }
+    Ok(v)
 }

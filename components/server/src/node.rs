@@ -253,6 +253,7 @@ impl Node {
             blocking(move || Ok(Store::start(store_id, store_engine, rs_cfg, transport)?)).await?;
         let router = store.router();
         let split_engine = engine.clone();
+        let status_engine = engine.clone();
         let split_ids: Arc<dyn crate::split::SplitIdAllocator> =
             Arc::new(PdSplitIds { pd: pd.clone() });
         let read_pool = ReadPool::new(&cfg.readpool).context("starting the read pool")?;
@@ -311,7 +312,9 @@ impl Node {
         if let Some(listener) = status_listener {
             let (status_router, rx) = (router.clone(), shutdown_rx.clone());
             node.tasks.push(tokio::spawn(async move {
-                if let Err(e) = crate::status::serve(listener, status_router, rx).await {
+                if let Err(e) =
+                    crate::status::serve(listener, status_router, status_engine, rx).await
+                {
                     warn!(%e, "status server failed");
                 }
             }));

@@ -7,6 +7,8 @@
 //!   (`raftstore::consistency`) and answers `{"index", "hash"}` once the leader hashed its copy;
 //!   each replica's verdict then shows in its store's `/status`. `rangekv ctl region check`
 //!   drives this.
+//! - `GET /mvcc/hex/{key}`: this store's lock, commit records and stored values of one
+//!   transactional user key (hex), as its engine holds them now (`rangekv ctl txn mvcc`).
 //!
 //! Deliberately absent: profiling and config endpoints, TLS.
 
@@ -24,19 +26,22 @@ use tokio::sync::watch;
 #[derive(Clone)]
 struct AppState {
     router: StoreRouter,
+    engine: engine::Engine,
 }
 
 /// Serves the status endpoints on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     router: StoreRouter,
+    engine: engine::Engine,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/regions/{id}/consistency-check", post(check_consistency))
-        .with_state(AppState { router });
+        .route("/mvcc/hex/{key}", get(mvcc))
+        .with_state(AppState { router, engine });
     axum::serve(crate::net::nodelay_listener(listener), app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|v| *v).await;
@@ -130,4 +135,69 @@ async fn check_consistency(
             json!({"region_id": id, "error": "the check did not finish in 30s"}).to_string(),
         ),
     }
+}
+
+async fn mvcc(State(state): State<AppState>, Path(hex): Path<String>) -> impl IntoResponse {
+    let json_error = |code: StatusCode, msg: String| {
+        (
+            code,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({ "error": msg }).to_string(),
+        )
+    };
+    let Ok(raw) = hex::decode(&hex) else {
+        return json_error(StatusCode::BAD_REQUEST, format!("{hex:?} is not hex"));
+    };
+    let engine = state.engine.clone();
+    let history = tokio::task::spawn_blocking(move || {
+        let snap = engine.snapshot();
+        storage::mvcc::MvccReader::new(&snap).key_history(&storage::mvcc::Key::from_raw(&raw))
+    })
+    .await;
+    let h = match history {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let lock = h.lock.map(|l| {
+        json!({
+            "type": format!("{:?}", l.kind()),
+            "start_ts": l.start_ts,
+            "primary": String::from_utf8_lossy(&l.primary),
+            "ttl": l.ttl,
+            "for_update_ts": l.for_update_ts,
+            "min_commit_ts": l.min_commit_ts,
+            "use_async_commit": l.use_async_commit,
+            "short_value": l.short_value.as_deref().map(String::from_utf8_lossy),
+        })
+    });
+    let writes: Vec<_> = h
+        .writes
+        .iter()
+        .map(|(commit_ts, w)| {
+            json!({
+                "commit_ts": commit_ts,
+                "type": format!("{:?}", w.kind()),
+                "start_ts": w.start_ts,
+                "short_value": w.short_value.as_deref().map(String::from_utf8_lossy),
+                "has_overlapped_rollback": w.has_overlapped_rollback,
+            })
+        })
+        .collect();
+    let values: Vec<_> = h
+        .values
+        .iter()
+        .map(|(start_ts, v)| json!({"start_ts": start_ts, "len": v.len()}))
+        .collect();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({
+            "store_id": state.router.store_id(),
+            "lock": lock,
+            "writes": writes,
+            "values": values,
+        })
+        .to_string(),
+    )
 }

@@ -215,13 +215,15 @@ fn split_region_rpc_validates_splits_and_reports_them() {
     let region = cluster.regions[0].clone();
     let ids = Arc::new(CounterIds::default());
     let svc = server::TikvService::new(cluster.storage(leader).clone()).with_split_ids(ids.clone());
-    let split = |keys: Vec<&[u8]>| {
+    let split_as = |region: &proto::metapb::Region, keys: Vec<&[u8]>, is_raw_kv: bool| {
         cluster.block_on(svc.split_region(tonic::Request::new(SplitRegionRequest {
-            context: Some(cluster.context(&region, leader)),
+            context: Some(cluster.context(region, leader)),
             split_keys: keys.into_iter().map(Bytes::copy_from_slice).collect(),
+            is_raw_kv,
             ..Default::default()
         })))
     };
+    let split = |keys: Vec<&[u8]>| split_as(&region, keys, true);
     // An empty split key is refused before anything happens.
     let status = split(vec![b""]).unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -258,6 +260,19 @@ fn split_region_rpc_validates_splits_and_reports_them() {
     }
     cluster.must_put(b"h", b"middle");
     assert_eq!(cluster.must_get(b"h"), Some(b"middle".to_vec()));
+    // A transactional client's split key is cut in its encoded form, as the data is stored.
+    let last = reported.last().expect("a region").clone();
+    let leader_of_last = cluster.wait_leader(last.id, Duration::from_secs(10));
+    assert_eq!(
+        leader_of_last, leader,
+        "the split's new regions campaign on the parent's leader"
+    );
+    let resp = split_as(&last, vec![b"x"], false)
+        .expect("split")
+        .into_inner();
+    assert!(resp.region_error.is_none(), "{resp:?}");
+    let encoded = storage::mvcc::Key::from_raw(b"x").into_encoded();
+    assert_eq!(&resp.regions[1].start_key[..], &encoded[..]);
 }
 
 #[test]

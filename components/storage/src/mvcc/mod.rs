@@ -18,7 +18,7 @@ mod txn;
 
 pub use error::{Error, LockInfo, Result};
 pub use key::Key;
-pub use reader::{check_lock, MvccReader, ScanItem, TxnCommitRecord};
+pub use reader::{check_lock, KeyHistory, MvccReader, ScanItem, TxnCommitRecord};
 pub use record::{Lock, LockType, Write, WriteType, SHORT_VALUE_MAX_LEN};
 pub use txn::{Modify, MvccTxn};
 

@@ -320,6 +320,44 @@ impl<'a> MvccReader<'a> {
     }
 }
 
+/// Everything the MVCC column families hold for one key (for operators' tools).
+#[derive(Clone, Debug, Default)]
+pub struct KeyHistory {
+    pub lock: Option<Lock>,
+    /// Write records, newest first: `(commit_ts, record)`.
+    pub writes: Vec<(TimeStamp, Write)>,
+    /// Values in `default`, newest first: `(start_ts, value)`.
+    pub values: Vec<(TimeStamp, Vec<u8>)>,
+}
+
+impl MvccReader<'_> {
+    /// Every lock, write record and stored value of `key`.
+    pub fn key_history(&self, key: &Key) -> Result<KeyHistory> {
+        let mut h = KeyHistory {
+            lock: self.load_lock(key)?,
+            ..Default::default()
+        };
+        self.versions(key, TimeStamp::MAX, |commit_ts, w| {
+            h.writes.push((commit_ts, w));
+            true
+        })?;
+        let start = keys::data_key(key.append_ts(TimeStamp::MAX).as_encoded());
+        self.snap.scan(
+            CF_DEFAULT,
+            &start,
+            Some(&versions_end(key)),
+            false,
+            |k, v| {
+                if let Some((_, start_ts)) = Key::split_on_ts(keys::origin_key(k)) {
+                    h.values.push((start_ts, v.to_vec()));
+                }
+                true
+            },
+        )?;
+        Ok(h)
+    }
+}
+
 /// Fails with `KeyIsLocked` if `lock` blocks a read of `key` at `ts`.
 pub fn check_lock(key: &Key, lock: &Lock, ts: TimeStamp, bypass: &[TimeStamp]) -> Result<()> {
     if lock.blocks_read_at(ts) && !bypass.contains(&lock.start_ts) {
