@@ -1,1 +1,1 @@
-//! Intentionally empty: everything lives in `tests/raw.rs`.
+//! Intentionally empty: everything lives in `tests/` (`raw.rs`, `txn.rs`, shared `common/`).
