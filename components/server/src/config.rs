@@ -35,6 +35,7 @@ pub struct ServerConfig {
     pub readpool: ReadPoolConfig,
     pub limits: Limits,
     pub split: SplitConfig,
+    pub gc: GcConfig,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +54,7 @@ impl Default for ServerConfig {
             readpool: ReadPoolConfig::default(),
             limits: Limits::default(),
             split: SplitConfig::default(),
+            gc: GcConfig::default(),
         }
     }
 }
@@ -78,6 +80,10 @@ impl ServerConfig {
         self.readpool.validate()?;
         self.limits.validate()?;
         self.split.validate()?;
+        self.gc.validate()?;
+        if self.gc.batch_bytes >= self.raftstore.raft_entry_max_size {
+            return Err("gc.batch_bytes must be below raftstore.raft_entry_max_size".into());
+        }
         if self.pd_endpoints.is_empty() {
             return Err("pd_endpoints must not be empty".into());
         }
@@ -227,6 +233,41 @@ impl SplitConfig {
     }
 }
 
+/// The store's MVCC garbage collection (see [`crate::gc_worker`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// Seconds between two asks for PD's GC safe point (each followed by a GC round if it
+    /// moved); 0 turns the GC worker off.
+    pub run_interval_secs: u64,
+    /// Most keys one GC command collects (and latches).
+    pub batch_keys: usize,
+    /// Most bytes of deletes one GC command proposes; below `raftstore.raft_entry_max_size`.
+    pub batch_bytes: usize,
+    /// Milliseconds between two GC commands of a region, leaving room to foreground traffic.
+    pub batch_pause_ms: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            run_interval_secs: 60,
+            batch_keys: 256,
+            batch_bytes: 1 << 20,
+            batch_pause_ms: 10,
+        }
+    }
+}
+
+impl GcConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_keys == 0 || self.batch_bytes == 0 {
+            return Err("gc.batch_keys and gc.batch_bytes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
 /// Limits on client requests. A request beyond them is answered with an error and changes
 /// nothing.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -336,5 +377,20 @@ mod tests {
         assert_eq!(cfg.raftstore.raft_base_tick_ms, 100);
         assert_eq!(cfg.readpool.max_tasks_per_worker, 2000);
         assert_eq!(cfg.grpc_keepalive_time_ms, 10_000);
+        assert_eq!(cfg.gc.batch_keys, 256);
+    }
+
+    #[test]
+    fn gc_settings_are_validated() {
+        let cfg = ServerConfig::from_toml("[gc]\nrun_interval_secs = 0\nbatch_keys = 8\n").unwrap();
+        assert_eq!((cfg.gc.run_interval_secs, cfg.gc.batch_keys), (0, 8));
+        for bad in [
+            "[gc]\nbatch_keys = 0\n",
+            "[gc]\nbatch_bytes = 0\n",
+            "[gc]\nbatch_bytes = 8388608\n",
+            "[gc]\ninterval = 5\n",
+        ] {
+            assert!(ServerConfig::from_toml(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -15,6 +15,8 @@
 //! - [`net`]: accepting connections (`TCP_NODELAY` on every accepted socket).
 //! - [`config`]: server configuration (TOML + flags).
 //! - [`node`]: start-up of a store process: engine, PD registration, bootstrap, heartbeats.
+//! - [`gc_worker`]: MVCC garbage collection of the regions the store leads, driven by PD's GC
+//!   safe point, as batches of deletes through the transaction scheduler.
 //!
 //! Async tasks here do not block: engine reads go to the [`read_pool`], other engine and disk
 //! work (start-up, creating replicas, split checks) to `tokio::task::spawn_blocking`, because
@@ -24,6 +26,7 @@
 
 pub mod config;
 pub mod errors;
+pub mod gc_worker;
 pub mod metrics;
 pub mod net;
 pub mod node;
@@ -35,7 +38,7 @@ pub mod status;
 pub mod transport;
 pub mod txn;
 
-pub use config::{Limits, ReadPoolConfig, ServerConfig};
+pub use config::{GcConfig, Limits, ReadPoolConfig, ServerConfig};
 pub use raw::RawStorage;
 pub use read_pool::{ReadPool, ReadPoolError};
 pub use service::TikvService;

@@ -14,6 +14,8 @@
 //!    a leadership or region change, all led regions after a PD leader change and periodically.
 //! 6. PD's scheduling answers: leader transfers are handed to the region's leader.
 //! 7. Size checks: a region this store leads that outgrew `split.region_max_size` is split.
+//!    MVCC GC: every `gc.run_interval_secs` the store asks PD for the GC safe point and collects
+//!    the regions it leads ([`crate::gc_worker`]).
 //! 8. An HTTP status server (`status_addr`): Prometheus metrics and the store's regions.
 //! 9. Shutdown hands every leadership to another replica first, so a planned stop (a rolling
 //!    restart) leaves no region waiting for an election.
@@ -43,6 +45,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
+use crate::gc_worker::GcWorker;
 use crate::raw::RawStorage;
 use crate::read_pool::ReadPool;
 use crate::service::TikvService;
@@ -54,6 +57,7 @@ pub struct Node {
     addr: SocketAddr,
     store: SharedStore,
     shutdown_tx: watch::Sender<bool>,
+    gc: GcWorker,
     tasks: Vec<JoinHandle<()>>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -260,13 +264,14 @@ impl Node {
         let storage =
             RawStorage::with_read_pool(router.clone(), engine, cfg.limits.clone(), read_pool);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let service = TikvServer::new(
-            TikvService::new(storage)
-                .with_shutdown(shutdown_rx.clone())
-                .with_split_ids(split_ids.clone()),
-        )
-        .max_decoding_message_size(cfg.limits.max_grpc_message_size)
-        .max_encoding_message_size(cfg.limits.max_grpc_message_size);
+        let service = TikvService::new(storage)
+            .with_shutdown(shutdown_rx.clone())
+            .with_split_ids(split_ids.clone());
+        // GC commands share the transactional API's scheduler, hence its latches.
+        let gc = GcWorker::new(service.txn_storage().scheduler().clone(), cfg.gc.clone());
+        let service = TikvServer::new(service)
+            .max_decoding_message_size(cfg.limits.max_grpc_message_size)
+            .max_encoding_message_size(cfg.limits.max_grpc_message_size);
         let incoming = crate::net::nodelay_incoming(listener);
         let mut rx = shutdown_rx.clone();
         let server = tokio::spawn(
@@ -283,6 +288,7 @@ impl Node {
             addr,
             store: Arc::new(Mutex::new(Some(store))),
             shutdown_tx,
+            gc: gc.clone(),
             tasks: Vec::new(),
             server: Some(server),
         };
@@ -326,6 +332,10 @@ impl Node {
             cfg.split.clone(),
             shutdown_rx.clone(),
         )));
+        if cfg.gc.run_interval_secs > 0 {
+            node.tasks
+                .push(tokio::spawn(gc.run(pd.clone(), shutdown_rx.clone())));
+        }
         node.tasks.push(tokio::spawn(region_heartbeats(
             pd,
             router,
@@ -343,6 +353,11 @@ impl Node {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The store's GC worker (tests trigger a round with it instead of waiting an interval).
+    pub fn gc_worker(&self) -> &GcWorker {
+        &self.gc
     }
 
     /// Hands its leaderships to other stores (while still serving, so the transfers can

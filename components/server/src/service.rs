@@ -48,6 +48,12 @@ impl TikvService {
         }
     }
 
+    /// The transactional API behind the service (its scheduler's latches order every
+    /// transactional write of the store, GC's included).
+    pub fn txn_storage(&self) -> &crate::txn::TxnStorage {
+        &self.txn
+    }
+
     /// Serves `SplitRegion` with ids from `ids` (without one, it answers Unimplemented).
     pub fn with_split_ids(mut self, ids: Arc<dyn SplitIdAllocator>) -> TikvService {
         self.split_ids = Some(ids);

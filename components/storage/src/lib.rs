@@ -5,8 +5,8 @@
 //! keys, reads under a read grant, decides, and proposes plain writes, holding the latches until
 //! those writes are applied. The raftstore below only applies writes; it decides nothing.
 //!
-//! [`mvcc`] reads and collects MVCC data; [`txn`] holds Percolator's commands as pure functions
-//! over a snapshot.
+//! [`mvcc`] reads and collects MVCC data; [`txn`] holds Percolator's commands, and MVCC garbage
+//! collection ([`txn::gc`]), as pure functions over a snapshot.
 //!
 //! Deliberately absent so far (roadmap): the transaction scheduler that runs [`txn`] commands
 //! under latches and proposes their writes, and the concurrency manager (max read ts, in-memory

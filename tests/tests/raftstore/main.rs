@@ -4,6 +4,7 @@ mod bad_input;
 mod consistency;
 mod failover;
 mod faults;
+mod gc;
 mod lease;
 mod linearizable;
 mod linearizable_client;

@@ -9,8 +9,11 @@
 //! Every read raises the store's `max_ts` to its timestamp and checks the memory locks of
 //! async-commit prewrites before it reads (see `storage::concurrency`).
 //!
+//! Old versions are removed by the store's GC worker (`crate::gc_worker`) through the same
+//! scheduler; `UnsafeDestroyRange` deletes a range's data on this store alone, bypassing Raft.
+//!
 //! Deliberately absent: waiting for locks in pessimistic locking (KeyIsLocked is answered at
-//! once), API V2 keyspaces, GC (roadmap).
+//! once), API V2 keyspaces.
 
 mod convert;
 mod respond;

@@ -6,7 +6,7 @@
 //! its start_ts in `bypass`).
 //!
 //! Deliberately absent: caching of cursors across calls, range deletion awareness (GC writes
-//! plain deletes).
+//! plain deletes, `crate::txn::gc`).
 
 use std::collections::BTreeMap;
 
@@ -63,7 +63,7 @@ impl<'a> MvccReader<'a> {
     }
 
     /// Write records of `key` with commit_ts ≤ `ts`, newest first, until `f` returns false.
-    fn versions(
+    pub fn versions(
         &self,
         key: &Key,
         ts: TimeStamp,
@@ -85,6 +85,33 @@ impl<'a> MvccReader<'a> {
                     }
                 }
             })?;
+        err.map_or(Ok(()), Err)
+    }
+
+    /// Write records of the keys in `[start, end)` (encoded user keys without timestamps; `end`
+    /// empty: unbounded), in key order and each key's newest first, as `(encoded user key,
+    /// commit_ts, record)`, until `f` returns false.
+    pub fn scan_writes(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        mut f: impl FnMut(&[u8], TimeStamp, Write) -> bool,
+    ) -> Result<()> {
+        let (lo, hi) = (keys::data_key(start), keys::data_end_key(end));
+        let mut err = None;
+        self.snap.scan(CF_WRITE, &lo, Some(&hi), false, |k, v| {
+            let Some((user, commit_ts)) = Key::split_on_ts(keys::origin_key(k)) else {
+                err = Some(Error::Corrupt("write key without timestamp".into()));
+                return false;
+            };
+            match Write::parse(v) {
+                Ok(w) => f(user, commit_ts, w),
+                Err(e) => {
+                    err = Some(e.into());
+                    false
+                }
+            }
+        })?;
         err.map_or(Ok(()), Err)
     }
 

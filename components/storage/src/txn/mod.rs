@@ -21,6 +21,8 @@
 //! and leaves a Rollback record at `key + start_ts`, so a delayed prewrite of the same transaction
 //! fails instead of resurrecting it.
 //!
+//! Old versions are removed by [`gc`] once no reader at or above PD's GC safe point can see them.
+//!
 //! Variants, each in its command's module:
 //! - **Pessimistic** transactions lock keys while they run ([`pessimistic_lock`]), checking for
 //!   conflicts against `for_update_ts` instead of `start_ts`; prewrite then turns those locks into
@@ -69,8 +71,9 @@
 //!
 //! # Deliberately absent
 //!
-//! - No collapsing of rollbacks: every Rollback record is protected and stays until GC, which does
-//!   not exist yet. TiKV collapses unprotected rollbacks of optimistic transactions.
+//! - No collapsing of rollbacks: every Rollback record is protected and stays until GC removes it
+//!   once it lies at or below the GC safe point ([`gc`]). TiKV collapses unprotected rollbacks of
+//!   optimistic transactions.
 //! - No amending of a missing pessimistic lock (TiKV's support for pipelined pessimistic locks,
 //!   which rangekv does not have): a `DoPessimisticCheck` mutation without its lock fails.
 //! - No `rollback_ts` list in async-commit locks: a rollback written next to another transaction's
@@ -87,6 +90,7 @@ mod check_txn_status;
 mod cleanup;
 mod commit;
 mod common;
+pub mod gc;
 mod pessimistic_lock;
 mod pessimistic_rollback;
 mod prewrite;
@@ -102,6 +106,7 @@ pub use check_txn_status::{check_txn_status, CheckTxnStatusOptions, TxnStatus};
 pub use cleanup::cleanup;
 pub use commit::commit;
 pub use common::{lock_expired, physical};
+pub use gc::{gc, gc_keys, scan_gc_keys, GcBatchOutcome, GcKeyOutcome, GcPlan, GcScan};
 pub use pessimistic_lock::{pessimistic_lock, PessimisticLockKeyResult, PessimisticLockProps};
 pub use pessimistic_rollback::pessimistic_rollback;
 pub use prewrite::{
