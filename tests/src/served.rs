@@ -10,9 +10,9 @@
 //! [`ServedCluster::restart_store`] brings the store back from its data directory behind a
 //! new server, and the proxy opens the same port again.
 //!
-//! Deliberately absent: stores never talk to PD (no heartbeats, no leaders in PD, no splits
-//! reported), so PD's region map stays the bootstrap layout; clients find leaders through
-//! NotLeader redirects.
+//! Deliberately absent: stores never talk to PD (no heartbeats, no leaders in PD), so PD's
+//! region map changes only when the harness reports a split ([`ServedCluster::split`]);
+//! clients find leaders through NotLeader redirects.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -108,6 +108,23 @@ impl ServedCluster {
     /// A client of this cluster (through PD and the proxies).
     pub fn client(&self, config: client::Config) -> client::RawClient {
         client::RawClient::with_pd_client(self.pd_client.clone(), config)
+    }
+
+    /// A transactional client of this cluster (through PD and the proxies).
+    pub fn txn_client(&self, config: client::Config) -> client::TransactionClient {
+        client::TransactionClient::with_pd_client(self.pd_client.clone(), config)
+    }
+
+    /// Splits the region holding `key` at `key` (see [`Cluster::split`]) and reports the
+    /// result to PD, as a store's split does.
+    pub fn split(&self, key: &[u8]) -> Result<Vec<metapb::Region>> {
+        let regions = self.cluster.split(key)?;
+        let pd = self.pd_client.clone();
+        let report = regions.clone();
+        self.cluster
+            .block_on(async move { pd.report_batch_split(report).await })
+            .context("PD learns the split")?;
+        Ok(regions)
     }
 
     pub fn pd(&self) -> &PdHandle {

@@ -1,10 +1,10 @@
-//! Tuning of the raw client: timeouts, retry budget, request sizes.
+//! Tuning of the clients: timeouts, retry budget, request sizes, transaction lock TTLs.
 
 use std::time::Duration;
 
 use pd_client::PdClientConfig;
 
-/// Tuning of the raw client; the defaults suit a local cluster and tests.
+/// Tuning of the clients; the defaults suit a local cluster and tests.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Timeout of one RPC to a store. A store that does not answer in time is treated like an
@@ -27,6 +27,13 @@ pub struct Config {
     /// Most pairs asked for in one scan request; a larger limit takes several requests. Keep
     /// `scan_batch_size` times the typical value size well below `max_message_size`.
     pub scan_batch_size: u32,
+    /// Time to live of a transaction's locks, counted from its start timestamp; a lock older
+    /// than this may be rolled back by anyone who meets it. A running transaction keeps its
+    /// locks alive with heartbeats every `txn_heartbeat_interval`.
+    pub txn_lock_ttl: Duration,
+    /// How often a transaction holding locks extends its primary lock's TTL
+    /// (`KvTxnHeartBeat`) to the time since its start plus `txn_lock_ttl`.
+    pub txn_heartbeat_interval: Duration,
     /// Tuning of the embedded PD client.
     pub pd: PdClientConfig,
 }
@@ -43,6 +50,8 @@ impl Default for Config {
             max_batch_keys: 4 * 1024,
             max_batch_bytes: 4 * 1024 * 1024,
             scan_batch_size: 1024,
+            txn_lock_ttl: Duration::from_secs(3),
+            txn_heartbeat_interval: Duration::from_secs(1),
             pd: PdClientConfig::default(),
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use proto::errorpb;
 
-/// Errors of the raw client.
+/// Errors of the raw and transactional clients.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A region error that retrying cannot fix (e.g. `RaftEntryTooLarge`).
@@ -39,8 +39,50 @@ pub enum Error {
     /// up waiting for it. It was not sent again, because a resent write could apply after
     /// another client's later write; it is applied at most once. Read the key to learn the
     /// outcome, or resend the write yourself if no other writer can interleave.
+    ///
+    /// For a transaction: its commit could not be confirmed within the retry budget — the
+    /// primary key's commit was sent but no answer confirmed or refused it. The transaction
+    /// is committed or will be rolled back by whoever resolves its locks, never half of it.
     #[error("outcome unknown: {0}")]
     Undetermined(String),
+    /// Another transaction wrote `key` after this one started (optimistic), or after the
+    /// pessimistic lock's `for_update_ts`: this transaction was rolled back. Retrying the
+    /// whole transaction (with a new start timestamp) may succeed.
+    #[error(
+        "write conflict on {key:?}: transaction {start_ts} met transaction \
+         {conflict_start_ts} committed at {conflict_commit_ts}"
+    )]
+    WriteConflict {
+        key: bytes::Bytes,
+        start_ts: u64,
+        conflict_start_ts: u64,
+        conflict_commit_ts: u64,
+    },
+    /// `insert` of a key that exists: the transaction was rolled back.
+    #[error("key {key:?} already exists")]
+    AlreadyExists { key: bytes::Bytes },
+    /// The transaction was rolled back by someone else before it could commit (a reader or
+    /// writer found its lock expired), or its locks are gone. Retrying the whole transaction
+    /// may succeed.
+    #[error("transaction {start_ts} was rolled back: {reason}")]
+    TxnRolledBack { start_ts: u64, reason: String },
+    /// A transactional command failed with a key error this client does not act on.
+    #[error("key error: {0}")]
+    KeyError(String),
+    /// The transaction was already committed or rolled back.
+    #[error("transaction {start_ts} is already {state}")]
+    TxnFinished { start_ts: u64, state: &'static str },
+}
+
+impl Error {
+    /// Whether retrying the whole transaction from its start may succeed: it failed because
+    /// of another transaction, and nothing of it was committed.
+    pub fn is_txn_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::WriteConflict { .. } | Error::TxnRolledBack { .. }
+        )
+    }
 }
 
 impl From<tonic::Status> for Error {

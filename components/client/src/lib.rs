@@ -1,4 +1,5 @@
-//! The Rust client of rangekv: the raw key-value API over a cluster of regions.
+//! The Rust client of rangekv: the raw key-value API and Percolator transactions over a
+//! cluster of regions.
 //!
 //! [`RawClient`] turns calls on keys and key ranges into `tikvpb.Tikv` RPCs to the stores
 //! leading the regions that hold them. It owns three caches, all filled lazily and corrected
@@ -67,10 +68,32 @@
 //!   the keys just below `end`. A region is asked at most `scan_batch_size` pairs at a time.
 //!   `delete_range` walks forward the same way. See `plan.rs` for the arithmetic.
 //!
+//! # Transactions
+//!
+//! [`TransactionClient`] runs Percolator transactions (`transaction.rs`) with **snapshot
+//! isolation**: a [`Transaction`] reads the data committed before its start timestamp plus
+//! its own buffered writes, and commits all its writes atomically at its commit timestamp,
+//! or fails with [`Error::WriteConflict`] if another transaction committed a write to one of
+//! its keys meanwhile (optimistic), or after it locked the key (pessimistic). A
+//! [`Snapshot`] reads at any timestamp. Transactional keys are stored, and regions of
+//! transactional data are bounded, in their memcomparable encoding (`codec.rs`): the client
+//! locates regions by the encoded key and sends the raw one. Reads that meet a lock resolve
+//! it through its transaction's primary (`lock_resolver.rs`) or wait for it.
+//!
+//! What is retried differs from raw writes: every transactional command may be sent again
+//! after a lost answer, because Percolator commands are idempotent per transaction
+//! (`txn_rpc.rs`). The outcome of a transaction is the outcome of its primary key's commit:
+//! before it, a failure rolls the transaction back and is returned; the primary's commit
+//! itself is retried until confirmed, and reported as [`Error::Undetermined`] only if it
+//! cannot be within the retry budget; after it, the transaction is committed whatever happens
+//! to the other keys (their locks are committed by whoever meets them).
+//!
 //! # Deliberately absent
 //!
-//! - Transactions (Percolator) come later; this is the raw API only, with API V1 keys, the
-//!   default column family and no TTL.
+//! - Raw API: API V1 keys, the default column family, no TTL.
+//! - Transactions: no async commit or 1PC, no waiting in the stores for pessimistic locks
+//!   (the client backs off instead), no resolving of async-commit locks, no GC; the
+//!   transactional and raw APIs must not be used on the same keys.
 //! - No snapshot across regions: a batch or a scan is atomic per region request at most.
 //! - No exactly-once writes across lost answers: a write whose outcome is unknown is reported
 //!   as [`Error::Undetermined`], not resent (that would need request ids remembered by the
@@ -84,18 +107,29 @@
 mod backoff;
 mod batch;
 mod cluster;
+mod codec;
 mod config;
 mod delivery;
 mod error;
+mod lock_resolver;
 mod plan;
 mod raw;
 mod region_cache;
 mod rpc;
+mod snapshot;
 mod stores;
+mod transaction;
+mod txn_batch;
+mod txn_plan;
+mod txn_rpc;
 
+pub use codec::{decode_exact as decode_key, encode as encode_key};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use raw::RawClient;
+pub use snapshot::Snapshot;
+pub use transaction::{Transaction, TransactionClient};
+pub use txn_plan::Timestamp;
 
 /// A key. Keys are compared as byte strings.
 pub type Key = bytes::Bytes;

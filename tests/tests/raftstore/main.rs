@@ -19,3 +19,4 @@ mod restart;
 mod split;
 mod transfer_leader;
 mod txn;
+mod txn_client;
