@@ -9,7 +9,8 @@
 //! - [`served`]: the cluster served to real clients: an in-process PD, a gRPC server per
 //!   store and a fault-injecting [`proxy`] between clients and each store.
 //! - [`linearizability`]: a checker of recorded single-register histories.
-//! - [`seed`]: the seed of a randomized test, printed and settable (`RANGEKV_LIN_SEED`).
+//! - [`seed`]: the seed of a randomized test, printed and settable (`RANGEKV_LIN_SEED`,
+//!   `RANGEKV_TXN_SEED`).
 //!
 //! Waiting with deadlines ([`wait_until`], [`wait_until_async`]) comes from the `test_util`
 //! crate, re-exported here.

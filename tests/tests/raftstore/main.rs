@@ -1,6 +1,7 @@
 //! In-process cluster tests of the replicated multi-raft core and the raw KV layer.
 
 mod bad_input;
+mod bank;
 mod consistency;
 mod failover;
 mod faults;
