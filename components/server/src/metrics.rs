@@ -56,3 +56,12 @@ pub static READ_POOL_REJECTED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("register metric")
 });
+
+/// Pessimistic lock requests that met another transaction's lock and waited for it.
+pub static PESSIMISTIC_LOCK_WAITS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "rangekv_pessimistic_lock_waits_total",
+        "Pessimistic lock requests that waited for another transaction's lock"
+    )
+    .expect("register metric")
+});

@@ -316,3 +316,77 @@ fn an_async_commit_never_lands_at_or_below_a_read_that_happened() {
     assert_eq!(&t.get("b", r.one_pc_commit_ts).value[..], b"2");
     assert!(t.get("b", ts(100)).not_found);
 }
+
+fn pessimistic_lock_req(
+    ctx: kvrpcpb::Context,
+    key: &str,
+    start: u64,
+    wait_timeout: i64,
+) -> kvrpcpb::PessimisticLockRequest {
+    kvrpcpb::PessimisticLockRequest {
+        context: Some(ctx),
+        mutations: vec![Mutation {
+            op: Op::PessimisticLock as i32,
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            ..Default::default()
+        }],
+        primary_lock: Bytes::copy_from_slice(key.as_bytes()),
+        start_version: start,
+        for_update_ts: start,
+        lock_ttl: 3000,
+        wait_timeout,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_pessimistic_lock_waits_for_the_holder_and_gets_the_key_when_it_lets_go() {
+    let t = T::new();
+    let leader = t.cluster.wait_leader(1, TIMEOUT);
+    let region = t.cluster.region_for_key(b"");
+    let ctx = t.cluster.context(&region, leader);
+    let s = t.cluster.txn(leader).clone();
+    let held = t
+        .cluster
+        .block_on(s.kv_pessimistic_lock(pessimistic_lock_req(ctx.clone(), "k", ts(10), -1)))
+        .unwrap();
+    assert!(held.errors.is_empty(), "{held:?}");
+    // Without waiting: the holder's lock at once.
+    let no_wait = t
+        .cluster
+        .block_on(s.kv_pessimistic_lock(pessimistic_lock_req(ctx.clone(), "k", ts(20), -1)))
+        .unwrap();
+    assert!(
+        no_wait.errors.first().is_some_and(|e| e.locked.is_some()),
+        "{no_wait:?}"
+    );
+    // Waiting: it gets the key once the holder rolls back.
+    let waits_before = server::metrics::PESSIMISTIC_LOCK_WAITS.get();
+    let waiter = t.cluster.spawn({
+        let (s, ctx) = (s.clone(), ctx.clone());
+        async move {
+            s.kv_pessimistic_lock(pessimistic_lock_req(ctx, "k", ts(30), 8000))
+                .await
+        }
+    });
+    tests::wait_until("the second transaction waits", TIMEOUT, || {
+        server::metrics::PESSIMISTIC_LOCK_WAITS.get() > waits_before
+    });
+    let rb = t
+        .cluster
+        .block_on(
+            s.kv_pessimistic_rollback(kvrpcpb::PessimisticRollbackRequest {
+                context: Some(ctx.clone()),
+                start_version: ts(10),
+                for_update_ts: ts(10),
+                keys: vec![Bytes::from_static(b"k")],
+            }),
+        )
+        .unwrap();
+    assert!(rb.errors.is_empty(), "{rb:?}");
+    let got = t.cluster.block_on(waiter).expect("task").unwrap();
+    assert!(
+        got.errors.is_empty(),
+        "the waiter did not get the key: {got:?}"
+    );
+}

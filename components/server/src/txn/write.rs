@@ -2,6 +2,7 @@
 //! through the scheduler (latches, read grant, snapshot, decide, propose, apply).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use engine::CF_LOCK;
@@ -14,6 +15,18 @@ use storage::txn::{
 
 use super::convert::{self, key_error, lock_info};
 use super::{invalid, TxnFailure, TxnResult, TxnStorage};
+
+/// How long a pessimistic lock request waits for another transaction's lock: kvproto's
+/// `wait_timeout` in ms (negative: do not wait; 0: the default of one second), never longer
+/// than the request timeout.
+fn lock_wait(wait_timeout_ms: i64, request_timeout: Duration) -> Duration {
+    let wait = match wait_timeout_ms {
+        ms if ms < 0 => Duration::ZERO,
+        0 => Duration::from_secs(1),
+        ms => Duration::from_millis(ms as u64),
+    };
+    wait.min(request_timeout / 2)
+}
 
 /// The locks a decided command wrote (to publish in memory while its writes apply).
 fn written_locks(txn: &MvccTxn) -> Vec<(Key, Lock)> {
@@ -381,12 +394,37 @@ impl TxnStorage {
             check_existence: req.check_existence,
             lock_only_if_exists: req.lock_only_if_exists,
         };
-        let result = self
-            .sched
-            .write(header, &plain, move |reader, txn| {
-                actions::pessimistic_lock(reader, txn, &props, &keys)
-            })
-            .await;
+        // Waiting for a lock held by another transaction: re-run the command with backoff
+        // until the lock goes or the wait time is over (then the lock is answered, and the
+        // client decides). Deadlocks end by this timeout: there is no detector yet.
+        let wait = lock_wait(req.wait_timeout, self.limits.request_timeout());
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(5);
+        let mut waited = false;
+        let result = loop {
+            let (props, keys) = (props.clone(), keys.clone());
+            let result = self
+                .sched
+                .write(header.clone(), &plain, move |reader, txn| {
+                    actions::pessimistic_lock(reader, txn, &props, &keys)
+                })
+                .await;
+            let locked = matches!(
+                result,
+                Err(storage::scheduler::SchedError::Txn(
+                    storage::mvcc::Error::KeyIsLocked(_)
+                ))
+            );
+            if !locked || tokio::time::Instant::now() + pause > deadline {
+                break result;
+            }
+            if !waited {
+                waited = true;
+                crate::metrics::PESSIMISTIC_LOCK_WAITS.inc();
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        };
         let results = match result {
             Ok(r) => r,
             Err(e) => {
@@ -489,5 +527,20 @@ impl TxnStorage {
         .map_err(|e| invalid(format!("destroy range task failed: {e}")))?
         .map_err(|e| invalid(format!("engine: {e}")))?;
         Ok(kvrpcpb::UnsafeDestroyRangeResponse::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_wait;
+    use std::time::Duration;
+
+    #[test]
+    fn lock_waits_follow_kvproto_and_stay_within_the_request() {
+        let req = Duration::from_secs(10);
+        assert_eq!(lock_wait(-1, req), Duration::ZERO);
+        assert_eq!(lock_wait(0, req), Duration::from_secs(1));
+        assert_eq!(lock_wait(300, req), Duration::from_millis(300));
+        assert_eq!(lock_wait(60_000, req), Duration::from_secs(5));
     }
 }
