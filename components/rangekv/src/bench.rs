@@ -6,7 +6,9 @@
 //! per operation type.
 //!
 //! Workloads: `a` (50% reads, 50% updates), `b` (95% / 5%), `c` (reads only), `w` (updates
-//! only).
+//! only) on the raw API; `t` on the transactional API: each operation is one small
+//! read-write transaction (read two records, write both, commit; optimistic), reported as
+//! `txn` with write conflicts counted apart from errors.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,8 @@ pub struct BenchArgs {
     /// PD endpoints, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
     pd: Vec<String>,
-    /// Workload: `a` (50% read, 50% update), `b` (95/5), `c` (read only), `w` (update only).
+    /// Workload: `a` (50% read, 50% update), `b` (95/5), `c` (read only), `w` (update only),
+    /// `t` (small read-write transactions).
     #[arg(long, default_value = "a")]
     workload: String,
     /// Key distribution: `zipfian` or `uniform`.
@@ -87,7 +90,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "b" => 0.95,
         "c" => 1.0,
         "w" => 0.0,
-        other => bail!("unknown workload {other:?} (expected a, b, c or w)"),
+        "t" => -1.0,
+        other => bail!("unknown workload {other:?} (expected a, b, c, w or t)"),
     };
     if !matches!(args.distribution.as_str(), "zipfian" | "uniform") {
         bail!("unknown distribution {:?}", args.distribution);
@@ -98,7 +102,110 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if read_share < 0.0 {
+        return rt.block_on(run_txn(args));
+    }
     rt.block_on(run_async(args, read_share))
+}
+
+fn pick(rng: &mut StdRng, zipf: &Zipf<f64>, uniform: bool, records: u64) -> u64 {
+    if uniform {
+        rng.random_range(0..records)
+    } else {
+        // Zipf yields ranks 1..=n, rank 1 the most popular.
+        (zipf.sample(rng) as u64).saturating_sub(1) % records
+    }
+}
+
+/// Workload `t`: small read-write transactions.
+async fn run_txn(args: BenchArgs) -> Result<()> {
+    let client = client::TransactionClient::connect(args.pd.clone()).await?;
+    let value = vec![b'x'; args.value_size];
+    if !args.skip_load {
+        let started = Instant::now();
+        let mut next = 0;
+        while next < args.records {
+            let end = (next + 256).min(args.records);
+            let mut txn = client.begin_optimistic().await?;
+            for i in next..end {
+                txn.put(record_key(i), value.clone()).await?;
+            }
+            txn.commit().await?;
+            next = end;
+        }
+        println!(
+            "load: {} records in {:.1}s",
+            args.records,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let zipf = Zipf::new(args.records as f64, 0.99)?;
+    let uniform = args.distribution == "uniform";
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..args.concurrency {
+        let client = client.clone();
+        let value = value.clone();
+        let records = args.records;
+        let mut rng = StdRng::seed_from_u64(args.seed.wrapping_add(w as u64));
+        workers.push(tokio::spawn(async move {
+            let mut stats = OpStats::new()?;
+            let mut conflicts = 0u64;
+            while Instant::now() < deadline {
+                let (a, b) = (
+                    pick(&mut rng, &zipf, uniform, records),
+                    pick(&mut rng, &zipf, uniform, records),
+                );
+                let t = Instant::now();
+                let outcome = async {
+                    let mut txn = client.begin_optimistic().await?;
+                    txn.get(record_key(a)).await?;
+                    txn.get(record_key(b)).await?;
+                    txn.put(record_key(a), value.clone()).await?;
+                    txn.put(record_key(b), value.clone()).await?;
+                    txn.commit().await
+                }
+                .await;
+                match outcome {
+                    Ok(_) => stats.record(true, t),
+                    Err(e) if e.is_txn_retryable() => conflicts += 1,
+                    Err(_) => stats.record(false, t),
+                }
+            }
+            anyhow::Ok((stats, conflicts))
+        }));
+    }
+    let mut stats = OpStats::new()?;
+    let mut conflicts = 0;
+    for w in workers {
+        let (s, c) = w.await??;
+        stats.merge(&s);
+        conflicts += c;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let total = stats.latency.len();
+    println!(
+        "run: workload t, {} keys, {} in flight: {total} transactions in {elapsed:.1}s = {:.0} txn/s, {conflicts} conflicts",
+        args.distribution,
+        args.concurrency,
+        total as f64 / elapsed
+    );
+    println!(
+        "{:<7} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "op", "ops", "errors", "p50 us", "p99 us", "p999 us", "max us"
+    );
+    println!(
+        "{:<7} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "txn",
+        stats.latency.len(),
+        stats.errors,
+        stats.latency.value_at_quantile(0.5),
+        stats.latency.value_at_quantile(0.99),
+        stats.latency.value_at_quantile(0.999),
+        stats.latency.max()
+    );
+    Ok(())
 }
 
 async fn run_async(args: BenchArgs, read_share: f64) -> Result<()> {

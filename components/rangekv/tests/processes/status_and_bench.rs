@@ -90,3 +90,60 @@ fn bench_runs_a_ycsb_workload_without_errors() {
         assert_eq!(cols[2], "0", "{op} errors: {line}");
     }
 }
+
+#[test]
+fn bench_runs_small_transactions_and_ctl_shows_a_keys_versions() {
+    let t = TestCluster::start(3);
+    let endpoints = t.cluster.pd_endpoints().join(",");
+    let out = std::process::Command::new(bin())
+        .args([
+            "bench",
+            "--pd",
+            &endpoints,
+            "--workload",
+            "t",
+            "--records",
+            "50",
+        ])
+        .args(["--duration", "1", "--concurrency", "4"])
+        .output()
+        .expect("run rangekv bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("load: 50 records"), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("txn"))
+        .unwrap_or_else(|| panic!("no txn line in:\n{stdout}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert!(cols[1].parse::<u64>().unwrap() > 0, "{line}");
+    assert_eq!(cols[2], "0", "transaction errors: {line}");
+    // The loaded record's history: at least the load's Put, committed.
+    let out = std::process::Command::new(bin())
+        .args([
+            "ctl",
+            "--pd",
+            &endpoints,
+            "--json",
+            "txn",
+            "mvcc",
+            "user000000000007",
+        ])
+        .output()
+        .expect("run rangekv ctl");
+    assert!(
+        out.status.success(),
+        "ctl txn mvcc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let writes = v["writes"].as_array().expect("writes");
+    assert!(
+        writes.iter().any(|w| w["type"] == "Put"),
+        "no committed Put: {v}"
+    );
+}
