@@ -76,7 +76,13 @@ enum RegionCmd {
     /// The region holding a key.
     Get { key: String },
     /// Split the region holding a key at that key.
-    Split { key: String },
+    Split {
+        key: String,
+        /// The key is a transactional key: split at its encoded form, where transactional
+        /// data and TiKV's transactional clients cut regions.
+        #[arg(long)]
+        txn: bool,
+    },
     /// Check that every replica of the region holding a key has the same data (fails if not).
     Check { key: String },
 }
@@ -233,9 +239,9 @@ async fn run_async(args: CtlArgs) -> Result<()> {
             }
         }
         CtlCmd::Region {
-            cmd: RegionCmd::Split { key },
+            cmd: RegionCmd::Split { key, txn },
         } => {
-            let regions = split_region(&pd, key.as_bytes()).await?;
+            let regions = split_region(&pd, key.as_bytes(), txn).await?;
             if args.json {
                 let v: Vec<_> = regions.iter().map(|r| region_json(r, None)).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -468,14 +474,20 @@ async fn probe(endpoints: &[String], stores: usize) -> Result<client::RawClient>
 
 /// Asks the leader of the region holding `key` to split it at `key`. A new region may not have
 /// a leader PD knows of yet: then its peers are tried, following their NotLeader hints.
-async fn split_region(pd: &PdClient, key: &[u8]) -> Result<Vec<proto::metapb::Region>> {
+async fn split_region(pd: &PdClient, key: &[u8], txn: bool) -> Result<Vec<proto::metapb::Region>> {
     use proto::kvrpcpb::{Context as KvContext, SplitRegionRequest};
     use proto::tikvpb::tikv_client::TikvClient;
 
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut last_error = String::from("no attempt");
     while Instant::now() < deadline {
-        let info = pd.get_region(key).await?;
+        // A transactional key lives (and is routed) in its encoded form.
+        let located = if txn {
+            storage::mvcc::Key::from_raw(key).into_encoded()
+        } else {
+            key.to_vec()
+        };
+        let info = pd.get_region(&located).await?;
         let mut targets: Vec<proto::metapb::Peer> = info.leader.into_iter().collect();
         targets.extend(info.region.peers.iter().copied());
         let mut tried = Vec::new();
@@ -498,7 +510,7 @@ async fn split_region(pd: &PdClient, key: &[u8]) -> Result<Vec<proto::metapb::Re
                     ..Default::default()
                 }),
                 split_keys: vec![key.to_vec().into()],
-                is_raw_kv: true,
+                is_raw_kv: !txn,
                 ..Default::default()
             };
             let resp = match kv.split_region(req).await {

@@ -95,6 +95,22 @@ fn bench_runs_a_ycsb_workload_without_errors() {
 fn bench_runs_small_transactions_and_ctl_shows_a_keys_versions() {
     let t = TestCluster::start(3);
     let endpoints = t.cluster.pd_endpoints().join(",");
+    // Two regions cut where transactional data is cut (the encoded key), so transactions span
+    // both.
+    let out = std::process::Command::new(bin())
+        .args([
+            "ctl", "--pd", &endpoints, "--json", "region", "split", "--txn",
+        ])
+        .arg("user000000000025")
+        .output()
+        .expect("run rangekv ctl");
+    assert!(
+        out.status.success(),
+        "ctl region split --txn failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let regions: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(regions.as_array().map(|a| a.len()), Some(2), "{regions}");
     let out = std::process::Command::new(bin())
         .args([
             "bench",
