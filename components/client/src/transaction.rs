@@ -27,6 +27,14 @@
 //!    committed whatever happens here: a failure is only logged, and the locks left are
 //!    committed by whoever meets them (they point at the committed primary).
 //!
+//! **One phase**: an optimistic transaction of at most 64 keys that all lie in one region
+//! sends a single prewrite with `try_one_pc`; the store commits it at once at a timestamp
+//! above every read it served, writing no locks. If the store prewrote normally instead, or
+//! the keys met locks or a conflict, the two-phase path above takes over (re-sending the
+//! prewrite is idempotent). Should that one request's answer be lost, the two-phase path
+//! re-sends it too, and a transaction the store had already committed is then confirmed by
+//! the commit of its primary (reporting the later, TSO commit timestamp).
+//!
 //! While the transaction holds locks (from the first pessimistic lock, or from the start of
 //! the commit), a background task extends the primary lock's TTL every
 //! `txn_heartbeat_interval` (`KvTxnHeartBeat`), so that long transactions are not rolled back
@@ -62,6 +70,9 @@ use crate::txn_plan::{
     physical_ms, Buffer, BufferError, BufferedRead, CommitPlan, PlannedMutation, Timestamp,
 };
 use crate::{Key, KvPair, Value};
+
+/// Transactions of at most this many keys, all in one region, commit in one phase.
+const ONE_PC_MAX_KEYS: usize = 64;
 
 /// The transactional client. Cheap to clone: clones share the PD client, the region cache and
 /// the store connections.
@@ -585,6 +596,9 @@ impl Transaction {
         plan: &CommitPlan,
     ) -> std::result::Result<Timestamp, CommitError> {
         use CommitError::BeforeCommitPoint as Before;
+        if let Some(commit_ts) = self.try_one_phase_commit(plan).await? {
+            return Ok(commit_ts);
+        }
         self.prewrite(plan).await.map_err(Before)?;
         let commit_ts = self
             .cluster
@@ -622,6 +636,60 @@ impl Transaction {
             }
         }
         Ok(commit_ts)
+    }
+
+    /// One-phase commit of a small transaction whose keys all lie in one region: one prewrite
+    /// with `try_one_pc` commits it on the store, at a timestamp the store picks above every
+    /// read it served (no locks, no second round). `Ok(None)`: not attempted, or the store
+    /// prewrote normally instead (then the two-phase path goes on, re-sending the prewrite
+    /// idempotently); conflicts and locks also fall back to that path, which handles them.
+    async fn try_one_phase_commit(
+        &self,
+        plan: &CommitPlan,
+    ) -> std::result::Result<Option<Timestamp>, CommitError> {
+        if plan.mutations.len() > ONE_PC_MAX_KEYS || self.pessimistic {
+            return Ok(None);
+        }
+        let mut bo = self.cluster.backoff();
+        let Ok(route) = self
+            .cluster
+            .locate(&codec::encode(&plan.primary), &mut bo)
+            .await
+        else {
+            return Ok(None);
+        };
+        let in_region = |k: &[u8]| {
+            k >= &route.region.start_key[..]
+                && (route.region.end_key.is_empty() || k < &route.region.end_key[..])
+        };
+        if !plan.mutations.iter().all(|m| in_region(&m.encoded)) {
+            return Ok(None);
+        }
+        let req = kvrpcpb::PrewriteRequest {
+            mutations: plan.mutations.iter().map(|m| m.mutation.clone()).collect(),
+            primary_lock: plan.primary.clone(),
+            start_version: self.start_ts,
+            lock_ttl: self.lock_ttl_ms(),
+            txn_size: plan.mutations.len() as u64,
+            try_one_pc: true,
+            ..Default::default()
+        };
+        match self.cluster.send(&route, req, &mut bo).await {
+            Ok(Some(resp)) if resp.errors.is_empty() && resp.one_pc_commit_ts > 0 => {
+                debug!(
+                    start_ts = self.start_ts,
+                    commit_ts = resp.one_pc_commit_ts,
+                    "transaction committed in one phase"
+                );
+                Ok(Some(resp.one_pc_commit_ts))
+            }
+            // Prewritten normally, met locks or a conflict, or a region error: the two-phase
+            // path decides.
+            Ok(_) => Ok(None),
+            // It may have committed: say so rather than guess.
+            Err(e @ Error::Undetermined(_)) => Err(CommitError::Undetermined(e)),
+            Err(_) => Ok(None),
+        }
     }
 
     /// Prewrites every mutation, resolving other transactions' locks met on the way.
