@@ -16,8 +16,14 @@
 //! for. A *pessimistic* lock is not part of any commit unless prewritten: once its
 //! transaction is not alive it is removed with `KvPessimisticRollback`.
 //!
-//! Deliberately absent: async-commit locks are never decided (the stores report them as
-//! alive until their transaction finishes); no lock cache across calls.
+//! An **async-commit** transaction (written by clients that use async commit, e.g. TiKV's) is
+//! committed as soon as all its prewrites succeeded, so its primary alone cannot tell. Its
+//! primary lock lists the secondaries; once that lock's TTL ran out, every key is asked
+//! (`KvCheckSecondaryLocks`, which also protects a key not yet prewritten with a rollback) and
+//! [`async_commit_fate`] decides; a transaction that fell back to two-phase commit is then
+//! checked again with `force_sync_commit`.
+//!
+//! Deliberately absent: no lock cache across calls.
 
 use std::collections::HashMap;
 
@@ -28,7 +34,9 @@ use crate::backoff::Backoff;
 use crate::cluster::Cluster;
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::txn_plan::{lock_expired, LockResolution, Timestamp, TxnFate};
+use crate::txn_plan::{
+    async_commit_fate, lock_expired, LockResolution, SecondaryState, Timestamp, TxnFate,
+};
 
 /// Resolves `locks` met by a transaction or snapshot reading at `caller_start_ts`. Returns
 /// whether every lock was resolved (retry at once); `false`: some transaction is alive (back
@@ -100,6 +108,72 @@ async fn check_txn_status(
     bo: &mut Backoff,
 ) -> Result<TxnFate> {
     let current_ts = cluster.pd.get_ts().await?;
+    let resp = check_primary(
+        cluster,
+        caller_start_ts,
+        lock,
+        pessimistic,
+        current_ts,
+        false,
+        bo,
+    )
+    .await?;
+    let Some(primary) = resp.lock_info.as_ref().filter(|l| l.use_async_commit) else {
+        return Ok(TxnFate::of(&resp));
+    };
+    if !lock_expired(primary.lock_version, primary.lock_ttl, current_ts) {
+        return Ok(TxnFate::Alive);
+    }
+    // An expired async-commit primary: ask every key of the transaction.
+    let mut keys = vec![primary.key.clone()];
+    keys.extend(primary.secondaries.iter().cloned());
+    let mut states = Vec::with_capacity(keys.len());
+    for key in keys {
+        let req = kvrpcpb::CheckSecondaryLocksRequest {
+            keys: vec![key.clone()],
+            start_version: lock.lock_version,
+            ..Default::default()
+        };
+        let resp = cluster.send_to_key(&codec::encode(&key), req, bo).await?;
+        if let Some(e) = resp.error {
+            return Err(unexpected_key_error(e));
+        }
+        states.push(match resp.locks.first() {
+            Some(l) => SecondaryState::Locked {
+                min_commit_ts: l.min_commit_ts,
+                use_async_commit: l.use_async_commit,
+            },
+            None if resp.commit_ts > 0 => SecondaryState::Committed(resp.commit_ts),
+            None => SecondaryState::RolledBack,
+        });
+    }
+    if let Some(fate) = async_commit_fate(&states) {
+        return Ok(fate);
+    }
+    // Fell back to two-phase commit: the primary decides after all.
+    let resp = check_primary(
+        cluster,
+        caller_start_ts,
+        lock,
+        pessimistic,
+        current_ts,
+        true,
+        bo,
+    )
+    .await?;
+    Ok(TxnFate::of(&resp))
+}
+
+/// `KvCheckTxnStatus` at `lock`'s primary.
+async fn check_primary(
+    cluster: &Cluster,
+    caller_start_ts: Timestamp,
+    lock: &LockInfo,
+    pessimistic: bool,
+    current_ts: Timestamp,
+    force_sync_commit: bool,
+    bo: &mut Backoff,
+) -> Result<kvrpcpb::CheckTxnStatusResponse> {
     let req = kvrpcpb::CheckTxnStatusRequest {
         primary_key: lock.primary_lock.clone(),
         lock_ts: lock.lock_version,
@@ -107,6 +181,7 @@ async fn check_txn_status(
         current_ts,
         rollback_if_not_exist: lock_expired(lock.lock_version, lock.lock_ttl, current_ts),
         resolving_pessimistic_lock: pessimistic,
+        force_sync_commit,
         ..Default::default()
     };
     let resp = (cluster)
@@ -114,7 +189,7 @@ async fn check_txn_status(
         .await?;
     match &resp.error {
         Some(e) if e.txn_not_found.is_none() => Err(unexpected_key_error(e.clone())),
-        _ => Ok(TxnFate::of(&resp)),
+        _ => Ok(resp),
     }
 }
 

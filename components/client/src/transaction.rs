@@ -29,7 +29,9 @@
 //!
 //! **One phase**: an optimistic transaction of at most 64 keys that all lie in one region
 //! sends a single prewrite with `try_one_pc`; the store commits it at once at a timestamp
-//! above every read it served, writing no locks. If the store prewrote normally instead, or
+//! above every read it served and above a fresh TSO timestamp taken just before (so the
+//! commit is ordered after every transaction that started before it, as a two-phase commit's
+//! TSO commit timestamp would be), writing no locks. If the store prewrote normally instead, or
 //! the keys met locks or a conflict, the two-phase path above takes over (re-sending the
 //! prewrite is idempotent). Should that one request's answer be lost, the two-phase path
 //! re-sends it too, and a transaction the store had already committed is then confirmed by
@@ -665,7 +667,14 @@ impl Transaction {
         if !plan.mutations.iter().all(|m| in_region(&m.encoded)) {
             return Ok(None);
         }
+        // The store commits above every read *it* served; a fresh timestamp as the floor also
+        // puts the commit after every transaction that began before this commit (real-time
+        // order), so that a concurrent writer which started earlier still sees a conflict.
+        let Ok(floor) = self.cluster.pd.get_ts().await else {
+            return Ok(None);
+        };
         let req = kvrpcpb::PrewriteRequest {
+            min_commit_ts: floor,
             mutations: plan.mutations.iter().map(|m| m.mutation.clone()).collect(),
             primary_lock: plan.primary.clone(),
             start_version: self.start_ts,

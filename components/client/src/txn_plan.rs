@@ -250,6 +250,49 @@ pub fn lock_expired(lock_ts: Timestamp, ttl_ms: u64, current_ts: Timestamp) -> b
     physical_ms(lock_ts).saturating_add(ttl_ms) < physical_ms(current_ts)
 }
 
+/// What one key of an async-commit transaction says (`KvCheckSecondaryLocks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecondaryState {
+    /// Still locked by the transaction: its lock's `min_commit_ts`, and whether the lock is an
+    /// async-commit one.
+    Locked {
+        min_commit_ts: Timestamp,
+        use_async_commit: bool,
+    },
+    Committed(Timestamp),
+    /// No lock and no commit record: the check wrote a rollback there, so the transaction can
+    /// never commit.
+    RolledBack,
+}
+
+/// The fate of an async-commit transaction whose primary lock expired, from the states of all
+/// its keys (TiKV's rule): any key committed ⇒ committed at that ts; any key rolled back ⇒
+/// rolled back; every key still holding an async-commit lock ⇒ every prewrite succeeded, so
+/// it is committed at the largest `min_commit_ts`; a key with a lock that is not async-commit
+/// (the transaction fell back to two-phase commit) ⇒ undecided here (`None`).
+pub fn async_commit_fate(states: &[SecondaryState]) -> Option<TxnFate> {
+    if let Some(ts) = states.iter().find_map(|s| match s {
+        SecondaryState::Committed(ts) => Some(*ts),
+        _ => None,
+    }) {
+        return Some(TxnFate::Committed(ts));
+    }
+    if states.contains(&SecondaryState::RolledBack) {
+        return Some(TxnFate::RolledBack);
+    }
+    let mut commit_ts = 0;
+    for s in states {
+        match s {
+            SecondaryState::Locked {
+                min_commit_ts,
+                use_async_commit: true,
+            } => commit_ts = commit_ts.max(*min_commit_ts),
+            _ => return None,
+        }
+    }
+    (commit_ts > 0).then_some(TxnFate::Committed(commit_ts))
+}
+
 /// What became of a lock's transaction, as its primary told (`KvCheckTxnStatus`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TxnFate {

@@ -353,3 +353,33 @@ fn empty_scans_are_done_at_once() {
     assert!(TxnScanWalk::new(b("a"), b("b"), 0, false).is_done());
     assert!(!TxnScanWalk::new(b("a"), b(""), 1, true).is_done());
 }
+
+#[test]
+fn an_expired_async_commit_transaction_is_decided_by_all_its_keys() {
+    use crate::txn_plan::{async_commit_fate, SecondaryState::*};
+    let locked = |ts| Locked {
+        min_commit_ts: ts,
+        use_async_commit: true,
+    };
+    // Every key still locked: every prewrite succeeded; commit at the largest min_commit_ts.
+    assert_eq!(
+        async_commit_fate(&[locked(10), locked(12), locked(11)]),
+        Some(TxnFate::Committed(12))
+    );
+    // Someone already committed a key: that ts.
+    assert_eq!(
+        async_commit_fate(&[locked(10), Committed(15)]),
+        Some(TxnFate::Committed(15))
+    );
+    // A key never prewritten (rolled back by the check): the transaction cannot commit.
+    assert_eq!(
+        async_commit_fate(&[locked(10), RolledBack]),
+        Some(TxnFate::RolledBack)
+    );
+    // Fell back to two-phase commit on some key: not decidable from the locks.
+    let sync_lock = Locked {
+        min_commit_ts: 10,
+        use_async_commit: false,
+    };
+    assert_eq!(async_commit_fate(&[locked(10), sync_lock]), None);
+}

@@ -104,6 +104,12 @@ txn_rpc!(
     single
 );
 txn_rpc!(
+    kvrpcpb::CheckSecondaryLocksRequest,
+    kvrpcpb::CheckSecondaryLocksResponse,
+    kv_check_secondary_locks,
+    single
+);
+txn_rpc!(
     kvrpcpb::TxnHeartBeatRequest,
     kvrpcpb::TxnHeartBeatResponse,
     kv_txn_heart_beat,

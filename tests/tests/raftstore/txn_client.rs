@@ -126,6 +126,17 @@ fn abandoned_prewrite(
     start_ts: u64,
     ttl_ms: u64,
 ) {
+    abandoned_prewrite_with(served, keys, primary, start_ts, ttl_ms, |_| {});
+}
+
+fn abandoned_prewrite_with(
+    served: &ServedCluster,
+    keys: &[&str],
+    primary: &str,
+    start_ts: u64,
+    ttl_ms: u64,
+    tweak: impl Fn(&mut kvrpcpb::PrewriteRequest),
+) {
     let cluster = &served.cluster;
     let deadline = Instant::now() + TIMEOUT;
     loop {
@@ -147,6 +158,8 @@ fn abandoned_prewrite(
             lock_ttl: ttl_ms,
             ..Default::default()
         };
+        let mut req = req;
+        tweak(&mut req);
         let resp = match cluster.block_on(cluster.txn(leader).kv_prewrite(req)) {
             Ok(r) => r,
             Err(e) => panic!("prewrite failed: {e:?}"),
@@ -341,4 +354,26 @@ fn scans_cross_a_region_split() {
         assert_eq!(got[5], (b("k05"), b("new")));
         assert_eq!(got[24], (b("k25"), b("new")));
     });
+}
+
+#[test]
+fn readers_decide_an_abandoned_async_commit_transaction_from_all_its_keys() {
+    let (served, client) = start();
+    let ts = |c: &TransactionClient| served.cluster.block_on(c.current_timestamp()).unwrap();
+    // Every prewrite of an async-commit transaction succeeded, then its client vanished: it
+    // is committed, though nobody committed its primary.
+    let start_ts = ts(&client);
+    abandoned_prewrite_with(&served, &["ax", "ay"], "ax", start_ts, 100, |req| {
+        req.use_async_commit = true;
+        req.secondaries = vec![b("ay")];
+    });
+    let reader = client.snapshot(ts(&client));
+    assert_eq!(
+        served.cluster.block_on(reader.get("ay")).expect("resolved"),
+        Some(b("abandoned"))
+    );
+    assert_eq!(
+        served.cluster.block_on(reader.get("ax")).expect("resolved"),
+        Some(b("abandoned"))
+    );
 }
