@@ -145,14 +145,21 @@ impl ServedCluster {
     /// Starts store `id`'s gRPC server on a fresh port; returns its address.
     fn start_server(&mut self, id: u64) -> Result<SocketAddr> {
         let storage = self.cluster.storage(id).clone();
+        // One transactional scheduler per store: the harness's direct requests and the gRPC
+        // service share its latches and concurrency manager, as a real store's clients do.
+        let txn = self.cluster.txn(id).clone();
         let max = storage.limits().max_grpc_message_size;
         let rt = self.cluster.runtime().handle().clone();
         let listener = rt.block_on(TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
         let (shutdown, rx) = watch::channel(false);
-        let service = TikvServer::new(TikvService::new(storage).with_shutdown(rx.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
+        let service = TikvServer::new(
+            TikvService::new(storage)
+                .with_txn(txn)
+                .with_shutdown(rx.clone()),
+        )
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
         let mut stop = rx;
         let task = rt.spawn(async move {
             let served = tonic::transport::Server::builder()

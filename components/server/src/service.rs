@@ -54,6 +54,13 @@ impl TikvService {
         &self.txn
     }
 
+    /// Serves the transactional API through `txn` (sharing its latches and concurrency
+    /// manager with whoever else writes through it), instead of a scheduler of its own.
+    pub fn with_txn(mut self, txn: crate::txn::TxnStorage) -> TikvService {
+        self.txn = txn;
+        self
+    }
+
     /// Serves `SplitRegion` with ids from `ids` (without one, it answers Unimplemented).
     pub fn with_split_ids(mut self, ids: Arc<dyn SplitIdAllocator>) -> TikvService {
         self.split_ids = Some(ids);
