@@ -34,7 +34,7 @@ use proto::pdpb::{self, *};
 
 use crate::clock::Clock;
 use crate::command::{ApplyResult, Bootstrap, PdCommand, PutRegions, PutStore};
-use crate::heartbeat::HeartbeatCache;
+use crate::heartbeat::{HeartbeatCache, RegionStatus, StoreStatus};
 use crate::id::Ids;
 use crate::proposer::StateHandle;
 use crate::region_map::{epoch, RegionVerdict};
@@ -103,6 +103,30 @@ impl Cluster {
 
     pub fn state(&self) -> &StateHandle {
         &self.state
+    }
+
+    /// Wall time on PD's clock, Unix ms.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// What this node last heard from the store, if anything (soft state, see
+    /// [`crate::heartbeat`]).
+    pub fn store_status(&self, store_id: u64) -> Option<StoreStatus> {
+        self.heartbeats.lock().store(store_id).cloned()
+    }
+
+    /// For each of `regions`, in order: its recorded leader (if still one of its peers) and what
+    /// its last heartbeat reported (soft state, see [`crate::heartbeat`]).
+    pub fn region_statuses(
+        &self,
+        regions: &[metapb::Region],
+    ) -> Vec<(Option<metapb::Peer>, Option<RegionStatus>)> {
+        let heartbeats = self.heartbeats.lock();
+        regions
+            .iter()
+            .map(|r| (heartbeats.leader_of(r), heartbeats.region(r.id).cloned()))
+            .collect()
     }
 
     /// Checks the cluster id of a request; zero (unset) is accepted. A node that does not know

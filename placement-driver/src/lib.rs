@@ -7,6 +7,8 @@
 //! Code map (start reading at [`server`], then [`cluster`]):
 //! - [`server`]: start-up ([`start`]), the background tasks, shutdown ([`PdHandle`]).
 //! - [`service`]: the gRPC trait implementation, a thin dispatcher onto [`cluster`].
+//! - [`http_api`]: the read-only part of PD's HTTP API (`/pd/api/v1`: members, health, stores,
+//!   regions, cluster, GC safe point) on the client port, JSON shaped as PD's.
 //! - [`cluster`]: one `on_<rpc>` handler per RPC.
 //! - [`state`]: the deterministic state machine [`PdState`], changed only by applying a
 //!   [`PdCommand`] ([`command`]); [`region_map`] is its region index.
@@ -33,8 +35,8 @@
 //! - No timestamp or id is handed out unless the bound covering it is committed, and only by a
 //!   serving leader (elected, barrier applied, within its lease); a new leader starts above
 //!   every bound of earlier leaders.
-//! - Only `GetMembers` is served by followers; everything else answers "not leader" there,
-//!   naming the leader.
+//! - Only `GetMembers` (and, over HTTP, members, leader, health and ping) is served by
+//!   followers; everything else answers "not leader" there, naming the leader.
 //!
 //! Deliberately absent for now: membership changes, Raft snapshots (so a member that is down
 //! holds log compaction back, see [`log_gc`]), request forwarding from followers, scheduling
@@ -47,6 +49,7 @@ pub mod command;
 pub mod config;
 mod error;
 pub mod heartbeat;
+pub mod http_api;
 pub mod id;
 pub mod lease;
 pub mod log_gc;

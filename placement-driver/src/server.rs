@@ -5,7 +5,8 @@
 //! it if it is empty and the group new, loads the state machine, starts the node's Raft
 //! thread ([`crate::raft_node`]) and its PD-to-PD senders ([`crate::transport`]), binds the
 //! listen address and serves `pdpb.PD` and `pdraftpb.PdRaft` on one gRPC server in the background
-//! on the current tokio runtime. It returns a [`PdHandle`].
+//! on the current tokio runtime, which also answers PD's HTTP API over HTTP/1.1 on the same port
+//! ([`crate::http_api`]). It returns a [`PdHandle`].
 //!
 //! The group is `initial_cluster` (one voter per member, Raft peer id = member id); with an empty
 //! or one-entry `initial_cluster` the node is a group of one, elects itself at once, and
@@ -27,7 +28,7 @@
 //! - The cluster id never changes once replicated.
 //! - The member id is a stable function of the member name.
 //!
-//! Not yet: TLS, the HTTP status API, membership changes.
+//! Not yet: TLS, membership changes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -262,6 +263,9 @@ pub async fn start_with_listener(
     let incoming = nodelay_incoming(listener);
     let server_task = tokio::spawn(
         tonic::transport::Server::builder()
+            // HTTP/1.1 too, for PD's HTTP API (`crate::http_api`) on the same port.
+            .accept_http1(true)
+            .add_routes(crate::http_api::routes(Arc::clone(&cluster)))
             .add_service(PdServer::new(service))
             .add_service(PdRaftServer::new(raft_service))
             .serve_with_incoming_shutdown(incoming, shutdown.clone().wait()),
