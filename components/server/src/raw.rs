@@ -241,8 +241,10 @@ impl RawStorage {
     ) -> RawResult<raftstore::cmd::WriteResponse> {
         let (tx, rx) = oneshot::channel();
         self.router.propose(header, ops, move |r| {
-            let _ = tx.send(r);
+            // Applied (or failed): release before answering, so that the caller's next
+            // request on the key does not wait for this one.
             drop(latches);
+            let _ = tx.send(r);
         });
         match tokio::time::timeout(self.limits.request_timeout(), rx).await {
             Ok(Ok(Ok(resp))) => Ok(resp),

@@ -248,9 +248,11 @@ impl TxnScheduler {
     ) -> SchedResult<()> {
         let (tx, rx) = oneshot::channel();
         self.router.propose(header, ops, move |r| {
-            let _ = tx.send(r);
+            // Applied (or failed): release first, so that a request the caller sends right
+            // after the answer never meets this command's memory locks or latches.
             drop(memory);
             drop(latches);
+            let _ = tx.send(r);
         });
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(Ok(_))) => Ok(()),
