@@ -8,7 +8,8 @@
 //!   way), isolate, drop, delay, duplicate and reorder Raft messages.
 //! - [`served`]: the cluster served to real clients: an in-process PD, a gRPC server per
 //!   store and a fault-injecting [`proxy`] between clients and each store.
-//! - [`linearizability`]: a checker of recorded single-register histories.
+//! - [`linearizability`]: the checker of recorded single-register histories (from the
+//!   `checker` crate).
 //! - [`seed`]: the seed of a randomized test, printed and settable (`RANGEKV_LIN_SEED`,
 //!   `RANGEKV_TXN_SEED`).
 //!

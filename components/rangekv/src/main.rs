@@ -5,11 +5,14 @@
 //! - `rangekv playground`: a local cluster of child processes, optionally with a demo workload.
 //! - `rangekv ctl`: inspect a cluster and run raw KV commands.
 //! - `rangekv bench`: a raw KV load generator.
+//! - `rangekv verify`: a Jepsen-style fault campaign against a local cluster, with checked
+//!   histories.
 
 mod bench;
 mod ctl;
 mod playground;
 mod region_check;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -44,6 +47,9 @@ enum Cmd {
     Ctl(ctl::CtlArgs),
     /// Generate raw KV load against a cluster.
     Bench(bench::BenchArgs),
+    /// Run a workload against a local cluster under faults and check its history; exits 0
+    /// only when the history is valid.
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(clap::Args)]
@@ -150,6 +156,14 @@ fn main() -> Result<()> {
         Cmd::Bench(args) => {
             log("warn");
             bench::run(args)
+        }
+        Cmd::Verify(args) => {
+            log("warn");
+            let status = verify::run(args)?;
+            if status != 0 {
+                std::process::exit(status);
+            }
+            Ok(())
         }
     }
 }

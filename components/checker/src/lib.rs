@@ -1,0 +1,22 @@
+//! Histories of client operations and the checkers that judge them: what `rangekv verify`
+//! records while it beats on a cluster, and what decides whether the cluster kept its promises.
+//!
+//! - [`history`]: the format (one JSON event a line: `invoke`, then `ok` / `fail` / `info`, as
+//!   Jepsen records them), pairing of invocations with completions, and the [`CheckResult`]
+//!   every checker returns: valid, invalid with named anomalies, or unknown.
+//! - [`register`]: linearizability of independent registers (read / write / compare-and-swap),
+//!   Wing & Gong's search with memoization; unknown outcomes may take effect at any point after
+//!   their call.
+//! - [`set`]: every acknowledged insert is in the final read; nothing appears that was never
+//!   attempted or was refused.
+//! - [`tso`]: timestamps are unique, increase per client, and respect real-time order.
+//!
+//! This crate depends on nothing heavier than serde, so it builds and tests in seconds.
+//! Every checker is tested on histories it must reject, not only on ones it must accept.
+
+pub mod history;
+pub mod register;
+pub mod set;
+pub mod tso;
+
+pub use history::{Anomaly, CheckResult, Event, Type, Validity};

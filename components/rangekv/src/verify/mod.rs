@@ -1,0 +1,381 @@
+//! `rangekv verify`: a Jepsen-style campaign against a local cluster of real processes.
+//!
+//! One run:
+//! 1. starts PD members and stores as child processes (`rangekv::local_cluster`), data and
+//!    logs under `<out>/cluster`, and waits until a write goes through;
+//! 2. runs the workload (`workload`) from `--concurrency` clients for `--time-limit` seconds
+//!    while the nemesis (`nemesis`) injects faults on a schedule drawn from `--seed`, printing
+//!    a progress line every few seconds (operations per second, faults so far, errors by kind);
+//! 3. stops the clients and the nemesis, heals everything (resumes paused processes, restarts
+//!    dead ones), waits until the cluster serves again, and does the final reads;
+//! 4. reads the history back from `<out>/history.jsonl`, checks it with the workload's checker
+//!    (`checker` crate), writes `<out>/results.json`, and prints the verdict with the anomalies
+//!    found.
+//!
+//! Exit status: 0 only when the history is valid; 1 when an anomaly was found (or the run
+//! failed); 2 when the checker could not decide.
+//!
+//! A hidden `--inject-anomaly` makes the workload record one wrong observation without
+//! touching the cluster (a stale read, a lost insert, a duplicate timestamp): the negative
+//! control that shows the whole pipeline can fail.
+//!
+//! Caveats (see the README's "Verifying a cluster"): no network partitions, no membership
+//! changes, no transactional workloads yet; the seed fixes the nemesis schedule and the
+//! clients' choices, not the interleavings.
+
+mod history;
+mod nemesis;
+mod workload;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use checker::history::{read_history, CheckResult, Validity};
+use rangekv::local_cluster::{LocalCluster, LocalClusterConfig};
+
+use history::Recorder;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Reads, writes and compare-and-swaps on a few keys at a time: per-key linearizability.
+    Register,
+    /// Unique inserts: every acknowledged one survives, nothing appears from nowhere.
+    Set,
+    /// Timestamps from PD: unique, increasing per client and in real time.
+    Tso,
+}
+
+/// Wrong observations the workload can be told to record (negative controls).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InjectAnomaly {
+    /// register: one read records a value overwritten before it was called.
+    StaleRead,
+    /// set: the final read leaves out one acknowledged element.
+    LostInsert,
+    /// tso: one request records a timestamp received before.
+    DuplicateTs,
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    #[arg(long, value_enum)]
+    workload: Workload,
+    /// Faults, comma-separated: kill-store, kill-pd-leader, pause-store, pause-pd-leader,
+    /// kill-all; `kill` and `pause` name both of their kind, `all` every fault, `none` none.
+    #[arg(long, default_value = "kill,pause")]
+    nemesis: String,
+    /// How long the workload runs, seconds (the heal and final reads come after).
+    #[arg(long, default_value_t = 60)]
+    time_limit: u64,
+    /// Seed of the nemesis schedule and the clients' choices (default: random, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stores (3 replicas per region).
+    #[arg(long, default_value_t = 5)]
+    stores: usize,
+    /// PD members: 1 or 3.
+    #[arg(long, default_value_t = 3)]
+    pd: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 5)]
+    concurrency: u64,
+    /// Where the history, the nemesis schedule, the results and the cluster's data and logs
+    /// go (must be empty or absent). Default: a new temporary directory, kept and printed.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 5)]
+    progress_secs: u64,
+    /// Check the history in this directory (of an earlier run) instead of running.
+    #[arg(long, conflicts_with = "out")]
+    recheck: Option<PathBuf>,
+    /// Negative control: record one wrong observation (the verdict must be invalid).
+    #[arg(long, value_enum, hide = true)]
+    inject_anomaly: Option<InjectAnomaly>,
+}
+
+/// Runs `verify`; returns the exit status.
+pub fn run(args: VerifyArgs) -> Result<i32> {
+    if let Some(dir) = &args.recheck {
+        let result = check(args.workload, dir)?;
+        return Ok(print_verdict(&result));
+    }
+    if args.stores < 3 {
+        bail!("--stores must be at least 3 (regions have 3 replicas)");
+    }
+    if args.pd != 1 && args.pd != 3 {
+        bail!("--pd must be 1 or 3");
+    }
+    if args.concurrency == 0 {
+        bail!("--concurrency must be positive");
+    }
+    let faults = nemesis::parse_faults(&args.nemesis)?;
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let out = match &args.out {
+        Some(dir) => {
+            if dir.exists() && dir.read_dir()?.next().is_some() {
+                bail!("{} is not empty", dir.display());
+            }
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.clone()
+        }
+        None => tempfile::Builder::new()
+            .prefix("rangekv-verify-")
+            .tempdir()?
+            .keep(),
+    };
+    println!(
+        "verify: workload {:?}, nemesis [{}], {}s, seed {seed}, {} PD + {} stores, {} clients",
+        args.workload,
+        faults
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        args.time_limit,
+        args.pd,
+        args.stores,
+        args.concurrency
+    );
+    println!(
+        "verify: history, nemesis schedule, results and logs in {}",
+        out.display()
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let cluster = start_cluster(&args, &out, &rt)?;
+    let cluster = Arc::new(Mutex::new(cluster));
+    let outcome = run_workload(&args, faults, seed, &out, &rt, &cluster);
+    {
+        let mut c = cluster.lock().expect("cluster lock");
+        // Paused nodes would not see the SIGTERM of the shutdown.
+        let _ = nemesis::heal_all(&mut c);
+        c.shutdown();
+    }
+    outcome.with_context(|| format!("logs are in {}", out.join("cluster").display()))?;
+
+    let result = check(args.workload, &out)?;
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&result)? + "\n",
+    )?;
+    println!("verify: history, results and logs in {}", out.display());
+    Ok(print_verdict(&result))
+}
+
+fn start_cluster(
+    args: &VerifyArgs,
+    out: &Path,
+    rt: &tokio::runtime::Runtime,
+) -> Result<LocalCluster> {
+    let data = out.join("cluster");
+    std::fs::create_dir_all(&data)?;
+    let bin = std::env::current_exe().context("locating the rangekv executable")?;
+    let mut cfg = LocalClusterConfig::on_free_ports(bin, data.clone(), args.pd, args.stores)?;
+    cfg.pd_args = vec!["--max-replicas".into(), "3".into()];
+    // Heartbeats every second and 100 ms Raft ticks: failover within a couple of seconds.
+    let server_config = data.join("server.toml");
+    std::fs::write(
+        &server_config,
+        "store_heartbeat_secs = 1\nregion_heartbeat_secs = 1\n[raftstore]\nraft_base_tick_ms = 100\n",
+    )?;
+    cfg.server_args = vec!["--config".into(), server_config.display().to_string()];
+    let started = Instant::now();
+    let mut cluster = LocalCluster::start(cfg)?;
+    cluster.wait_listening(Duration::from_secs(60))?;
+    let endpoints = cluster.pd_endpoints();
+    rt.block_on(crate::ctl::wait_cluster_ready(
+        &endpoints,
+        args.stores,
+        Duration::from_secs(90),
+    ))?;
+    println!(
+        "verify: cluster ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(cluster)
+}
+
+/// The run proper: clients and nemesis until the time limit, heal, recovery, final reads.
+fn run_workload(
+    args: &VerifyArgs,
+    faults: Vec<nemesis::Fault>,
+    seed: u64,
+    out: &Path,
+    rt: &tokio::runtime::Runtime,
+    cluster: &Arc<Mutex<LocalCluster>>,
+) -> Result<()> {
+    let start = Instant::now();
+    let recorder = Arc::new(Recorder::create(out, start)?);
+    let endpoints = cluster.lock().expect("cluster lock").pd_endpoints();
+    let time_limit = Duration::from_secs(args.time_limit);
+    let shared = Arc::new(workload::Shared::new(
+        args.workload,
+        endpoints.clone(),
+        recorder.clone(),
+        args.inject_anomaly,
+        time_limit,
+    ));
+
+    let (stop_nemesis, stop_rx) = std::sync::mpsc::channel();
+    let nemesis = {
+        let (cluster, recorder, handle) = (cluster.clone(), recorder.clone(), rt.handle().clone());
+        std::thread::Builder::new()
+            .name("nemesis".into())
+            .spawn(move || nemesis::run(cluster, faults, seed, handle, recorder, stop_rx))?
+    };
+    let clients: Vec<_> = (0..args.concurrency)
+        .map(|w| rt.spawn(workload::client(shared.clone(), w, args.concurrency, seed)))
+        .collect();
+    let progress = rt.spawn(progress(recorder.clone(), args.progress_secs.max(1)));
+
+    // The time limit, then stop everyone: the nemesis heals the fault in progress; clients
+    // finish the operation they are in (bounded by their deadlines).
+    // Ctrl-C or SIGTERM ends the run early; the heal, final reads and check still happen, so
+    // that no process is left behind.
+    rt.block_on(async {
+        tokio::select! {
+            _ = tokio::time::sleep(time_limit) => {}
+            _ = crate::shutdown_signal() => println!("verify: interrupted: ending the run early"),
+        }
+    });
+    shared.stop.store(true, Ordering::Relaxed);
+    let _ = stop_nemesis.send(());
+    let mut client_error = None;
+    for c in clients {
+        match rt.block_on(c) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => client_error = Some(e),
+            Err(e) => client_error = Some(anyhow::anyhow!("a client task failed: {e}")),
+        }
+    }
+    nemesis
+        .join()
+        .map_err(|_| anyhow::anyhow!("the nemesis thread panicked"))?;
+    progress.abort();
+    if let Some(e) = client_error {
+        return Err(e);
+    }
+    print_progress(&recorder, start.elapsed(), 0, Duration::ZERO);
+
+    println!("verify: healing: every process resumed and running");
+    let healed = Instant::now();
+    {
+        let mut c = cluster.lock().expect("cluster lock");
+        nemesis::heal_all(&mut c)?;
+        c.wait_listening(Duration::from_secs(60))?;
+    }
+    rt.block_on(crate::ctl::wait_cluster_ready(
+        &endpoints,
+        args.stores,
+        Duration::from_secs(90),
+    ))?;
+    println!(
+        "verify: cluster serving again {:.1}s after the heal; final reads",
+        healed.elapsed().as_secs_f64()
+    );
+    let final_process = 1_000_000_000;
+    rt.block_on(workload::final_reads(
+        &shared,
+        final_process,
+        Instant::now() + Duration::from_secs(60),
+    ))?;
+    recorder.flush()
+}
+
+/// Prints a progress line every `secs` seconds.
+async fn progress(recorder: Arc<Recorder>, secs: u64) {
+    let start = Instant::now();
+    let mut last = (0u64, Duration::ZERO);
+    let mut ticks = tokio::time::interval(Duration::from_secs(secs));
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let now = start.elapsed();
+        let invoked = recorder.counters.invoked.load(Ordering::Relaxed);
+        print_progress(&recorder, now, invoked - last.0, now - last.1);
+        // Keep the file current for a long soak; a write error is reported at the end.
+        let _ = recorder.flush();
+        last = (invoked, now);
+    }
+}
+
+fn print_progress(recorder: &Recorder, elapsed: Duration, ops: u64, over: Duration) {
+    let c = &recorder.counters;
+    let rate = if over.is_zero() {
+        c.invoked.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64().max(0.001)
+    } else {
+        ops as f64 / over.as_secs_f64()
+    };
+    let errors = c.errors.lock().expect("counters");
+    let errors: Vec<String> = errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!(
+        "[{:7.1}s] {} ops ({rate:.0}/s) ok {} fail {} info {} | faults {} | errors: {}",
+        elapsed.as_secs_f64(),
+        c.invoked.load(Ordering::Relaxed),
+        c.ok.load(Ordering::Relaxed),
+        c.fail.load(Ordering::Relaxed),
+        c.info.load(Ordering::Relaxed),
+        c.faults.load(Ordering::Relaxed),
+        if errors.is_empty() {
+            "none".to_owned()
+        } else {
+            errors.join(", ")
+        }
+    );
+}
+
+/// Checks the history in `dir` with the workload's checker.
+fn check(workload: Workload, dir: &Path) -> Result<CheckResult> {
+    let path = dir.join("history.jsonl");
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let history = read_history(std::io::BufReader::new(file))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let started = Instant::now();
+    let result = match workload {
+        Workload::Register => checker::register::check_register_history(
+            &history,
+            checker::register::DEFAULT_MAX_STATES,
+        ),
+        Workload::Set => checker::set::check_set(&history),
+        Workload::Tso => checker::tso::check_tso(&history),
+    };
+    println!(
+        "verify: checked {} events in {:.1}s: {}",
+        history.len(),
+        started.elapsed().as_secs_f64(),
+        serde_json::Value::Object(result.stats.clone())
+    );
+    Ok(result)
+}
+
+/// Prints the verdict and the anomalies; returns the exit status.
+fn print_verdict(result: &CheckResult) -> i32 {
+    for a in &result.anomalies {
+        println!("anomaly {}: {}", a.kind, a.detail);
+    }
+    for why in &result.undecided {
+        println!("undecided: {why}");
+    }
+    match result.validity {
+        Validity::Valid => {
+            println!("verdict: valid");
+            0
+        }
+        Validity::Invalid => {
+            let mut kinds: Vec<&str> = result.anomalies.iter().map(|a| a.kind.as_str()).collect();
+            kinds.dedup();
+            println!("verdict: invalid ({})", kinds.join(", "));
+            1
+        }
+        Validity::Unknown => {
+            println!("verdict: unknown");
+            2
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The nemesis: faults injected into the cluster's processes on a schedule drawn from the seed.
+//!
+//! One fault at a time: a quiet period, then a fault chosen among the enabled ones, held for a
+//! while, then healed. The schedule (what, on which node, when it started and ended) goes to
+//! `nemesis.jsonl`. The same seed draws the same sequence of faults, targets and durations;
+//! which leader a fault meets depends on the run.
+//!
+//! Faults:
+//! - `kill-store`: SIGKILL of a random store; healed by restarting it on its data directory.
+//! - `kill-pd-leader`: SIGKILL of the PD leader (with one PD member, of that member).
+//! - `pause-store`: SIGSTOP of a random store, SIGCONT to heal. Its connections stay open
+//!   and silent, as with a long GC pause or a hung disk.
+//! - `pause-pd-leader`: SIGSTOP of the PD leader; a deposed leader wakes up believing it leads.
+//! - `kill-all`: SIGKILL of every process, then all restart: only what was synced survives.
+//!
+//! Names accepted on the command line: the faults above, `kill` (kill-store, kill-pd-leader),
+//! `pause` (pause-store, pause-pd-leader), `all`, `none`.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rangekv::local_cluster::LocalCluster;
+use serde_json::json;
+
+use super::history::Recorder;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    KillStore,
+    KillPdLeader,
+    PauseStore,
+    PausePdLeader,
+    KillAll,
+}
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::KillStore => "kill-store",
+            Fault::KillPdLeader => "kill-pd-leader",
+            Fault::PauseStore => "pause-store",
+            Fault::PausePdLeader => "pause-pd-leader",
+            Fault::KillAll => "kill-all",
+        }
+    }
+}
+
+/// Parses `kill,pause,...` into the enabled faults, sorted and deduplicated.
+pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
+    use Fault::*;
+    let mut faults = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match name {
+            "none" => {}
+            "kill" => faults.extend([KillStore, KillPdLeader]),
+            "pause" => faults.extend([PauseStore, PausePdLeader]),
+            "all" => faults.extend([KillStore, KillPdLeader, PauseStore, PausePdLeader, KillAll]),
+            "kill-store" => faults.push(KillStore),
+            "kill-pd-leader" => faults.push(KillPdLeader),
+            "pause-store" => faults.push(PauseStore),
+            "pause-pd-leader" => faults.push(PausePdLeader),
+            "kill-all" => faults.push(KillAll),
+            other => bail!(
+                "unknown nemesis {other:?}: use kill-store, kill-pd-leader, pause-store, \
+                 pause-pd-leader, kill-all, kill, pause, all or none"
+            ),
+        }
+    }
+    faults.sort();
+    faults.dedup();
+    Ok(faults)
+}
+
+/// Which node a fault hit, to heal it.
+enum Target {
+    Store(usize),
+    Pd(usize),
+    All,
+}
+
+/// Runs the schedule until `stop` says so (or is dropped), then heals the fault in progress.
+pub fn run(
+    cluster: Arc<Mutex<LocalCluster>>,
+    faults: Vec<Fault>,
+    seed: u64,
+    rt: tokio::runtime::Handle,
+    recorder: Arc<Recorder>,
+    stop: Receiver<()>,
+) {
+    if faults.is_empty() {
+        let _ = stop.recv();
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7321);
+    // Waits for the given time unless told to stop; true when told to stop.
+    let wait = |d: Duration| !matches!(stop.recv_timeout(d), Err(RecvTimeoutError::Timeout));
+    loop {
+        let quiet = Duration::from_millis(rng.random_range(1000..3000));
+        let held = Duration::from_millis(rng.random_range(1000..4000));
+        let fault = faults[rng.random_range(0..faults.len())];
+        let pick = rng.random_range(0..usize::MAX);
+        if wait(quiet) {
+            return;
+        }
+        let target = {
+            let mut c = cluster.lock().expect("cluster lock");
+            inject(&mut c, fault, pick, &rt, &recorder)
+        };
+        let Some(target) = target else { continue };
+        recorder.counters.faults.fetch_add(1, Ordering::Relaxed);
+        let stopping = wait(held);
+        {
+            let mut c = cluster.lock().expect("cluster lock");
+            heal(&mut c, fault, &target, &recorder);
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+fn log(recorder: &Recorder, fault: Fault, phase: &str, target: &str, note: Option<String>) {
+    let mut entry = serde_json::Map::new();
+    entry.insert("fault".into(), json!(fault.name()));
+    entry.insert("phase".into(), json!(phase));
+    entry.insert("target".into(), json!(target));
+    if let Some(note) = note {
+        entry.insert("note".into(), json!(note));
+    }
+    recorder.nemesis(entry);
+}
+
+/// Injects `fault`; `None` if it could not (no PD leader known right now, say).
+fn inject(
+    c: &mut LocalCluster,
+    fault: Fault,
+    pick: usize,
+    rt: &tokio::runtime::Handle,
+    recorder: &Recorder,
+) -> Option<Target> {
+    let store = pick % c.stores.len();
+    let (target, result) = match fault {
+        Fault::KillStore => (Target::Store(store), c.kill_store(store)),
+        Fault::PauseStore => (
+            Target::Store(store),
+            signal(c.stores[store].pid(), Signal::SIGSTOP),
+        ),
+        Fault::KillPdLeader | Fault::PausePdLeader => {
+            let leader = match pd_leader(c, rt) {
+                Ok(i) => i,
+                Err(e) => {
+                    log(recorder, fault, "skipped", "", Some(format!("{e:#}")));
+                    return None;
+                }
+            };
+            let result = if fault == Fault::KillPdLeader {
+                c.kill_pd(leader)
+            } else {
+                signal(c.pds[leader].pid(), Signal::SIGSTOP)
+            };
+            (Target::Pd(leader), result)
+        }
+        Fault::KillAll => {
+            let mut result = Ok(());
+            for i in 0..c.stores.len() {
+                result = result.and(c.kill_store(i));
+            }
+            for i in 0..c.pds.len() {
+                result = result.and(c.kill_pd(i));
+            }
+            (Target::All, result)
+        }
+    };
+    let name = target_name(c, &target);
+    match result {
+        Ok(()) => {
+            log(recorder, fault, "start", &name, None);
+            Some(target)
+        }
+        Err(e) => {
+            log(recorder, fault, "failed", &name, Some(format!("{e:#}")));
+            // Whatever happened, heal it.
+            heal(c, fault, &target, recorder);
+            None
+        }
+    }
+}
+
+fn heal(c: &mut LocalCluster, fault: Fault, target: &Target, recorder: &Recorder) {
+    let result = match (fault, target) {
+        (Fault::PauseStore, Target::Store(i)) => signal(c.stores[*i].pid(), Signal::SIGCONT),
+        (Fault::PausePdLeader, Target::Pd(i)) => signal(c.pds[*i].pid(), Signal::SIGCONT),
+        _ => heal_all(c),
+    };
+    let note = result.err().map(|e| format!("{e:#}"));
+    log(recorder, fault, "end", &target_name(c, target), note);
+}
+
+/// Resumes every paused process and starts every one that is not running.
+pub fn heal_all(c: &mut LocalCluster) -> Result<()> {
+    for node in c.pds.iter().chain(c.stores.iter()) {
+        signal(node.pid(), Signal::SIGCONT)?;
+    }
+    for i in 0..c.pds.len() {
+        if !c.pds[i].is_running() {
+            c.start_pd(i)?;
+        }
+    }
+    for i in 0..c.stores.len() {
+        if !c.stores[i].is_running() {
+            c.start_store(i)?;
+        }
+    }
+    Ok(())
+}
+
+fn target_name(c: &LocalCluster, target: &Target) -> String {
+    match target {
+        Target::Store(i) => c.stores[*i].name.clone(),
+        Target::Pd(i) => c.pds[*i].name.clone(),
+        Target::All => "all".to_owned(),
+    }
+}
+
+fn signal(pid: Option<u32>, sig: Signal) -> Result<()> {
+    if let Some(pid) = pid {
+        kill(Pid::from_raw(pid as i32), sig)?;
+    }
+    Ok(())
+}
+
+/// The index of the PD leader, as the running members see it.
+fn pd_leader(c: &LocalCluster, rt: &tokio::runtime::Handle) -> Result<usize> {
+    if c.pds.len() == 1 {
+        return Ok(0);
+    }
+    let endpoints: Vec<String> = c
+        .pds
+        .iter()
+        .filter(|n| n.pid().is_some())
+        .map(|n| n.addr.clone())
+        .collect();
+    let name = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            let pd = pd_client::PdClient::connect(endpoints).await?;
+            let members = pd.get_members().await?;
+            anyhow::Ok(members.leader.map(|l| l.name))
+        })
+        .await
+    });
+    match name {
+        Ok(Ok(Some(name))) => c
+            .pds
+            .iter()
+            .position(|n| n.name == name)
+            .ok_or_else(|| anyhow::anyhow!("PD leader {name} is not one of ours")),
+        Ok(Ok(None)) => bail!("PD has no leader right now"),
+        Ok(Err(e)) => Err(e.context("asking PD for its leader")),
+        Err(_) => bail!("PD did not name its leader within 5s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nemesis_names_and_groups() {
+        assert_eq!(
+            parse_faults("kill,pause-store,kill").unwrap(),
+            [Fault::KillStore, Fault::KillPdLeader, Fault::PauseStore]
+        );
+        assert!(parse_faults("none").unwrap().is_empty());
+        assert_eq!(parse_faults("all").unwrap().len(), 5);
+        assert!(parse_faults("partition").is_err());
+    }
+}

@@ -1,0 +1,195 @@
+//! A short seeded campaign of `rangekv verify`, run as a process the way a person runs it: each
+//! workload under kill -9 and pause faults must come out valid, and each negative control (a
+//! wrong observation recorded on purpose) must come out invalid, naming the anomaly.
+//!
+//! The runs take turns (one cluster at a time on a small machine); each is bounded by a
+//! deadline and killed past it.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One `verify` run at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// How long one run may take, cluster start, heal and final reads included.
+const RUN_DEADLINE: Duration = Duration::from_secs(240);
+
+struct Run {
+    status: Option<i32>,
+    stdout: String,
+    stderr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Run {
+    /// Fails the test with the run's output, keeping its directory (history, logs).
+    fn fail(self, why: &str) -> ! {
+        let dir = self.dir.keep();
+        panic!(
+            "{why}: exit {:?}; history and logs kept in {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status,
+            dir.display(),
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+fn verify(args: &[&str]) -> Run {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rangekv"))
+        .arg("verify")
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rangekv verify");
+    // Drain both pipes on threads, so that a chatty run cannot block on a full pipe.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + RUN_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            kill_nodes_under(dir.path());
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Run {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+        dir,
+    }
+}
+
+/// SIGKILL to every process whose command line names `dir` (the cluster nodes of a run that
+/// had to be killed, which could not stop them itself).
+fn kill_nodes_under(dir: &std::path::Path) {
+    let needle = dir.display().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+fn assert_valid(run: Run) {
+    if run.status != Some(0) || !run.stdout.contains("verdict: valid") {
+        run.fail("expected a valid verdict");
+    }
+    for file in ["history.jsonl", "nemesis.jsonl", "results.json"] {
+        if !run.dir.path().join("run").join(file).exists() {
+            run.fail(&format!("{file} was not written"));
+        }
+    }
+}
+
+fn assert_caught(run: Run, injected: &str, anomaly: &str) {
+    if !run
+        .stdout
+        .contains(&format!("injecting anomaly {injected}"))
+    {
+        run.fail("the anomaly was never injected");
+    }
+    let verdict = format!("verdict: invalid ({anomaly}");
+    if run.status != Some(1) || !run.stdout.contains(&verdict) {
+        run.fail(&format!("expected `{verdict}` and exit 1"));
+    }
+}
+
+const SMALL: [&str; 4] = ["--stores", "3", "--pd", "1"];
+
+#[test]
+fn register_under_store_kills_and_pauses_is_linearizable() {
+    let mut args = vec![
+        "--workload",
+        "register",
+        "--nemesis",
+        "kill-store,pause-store",
+    ];
+    args.extend(["--time-limit", "10", "--seed", "1"]);
+    args.extend(SMALL);
+    assert_valid(verify(&args));
+}
+
+#[test]
+fn set_under_store_kills_pauses_and_kill_all_loses_nothing() {
+    let mut args = vec![
+        "--workload",
+        "set",
+        "--nemesis",
+        "kill-store,pause-store,kill-all",
+    ];
+    args.extend(["--time-limit", "10", "--seed", "2"]);
+    args.extend(SMALL);
+    assert_valid(verify(&args));
+}
+
+#[test]
+fn tso_under_pd_leader_kills_and_pauses_stays_unique_and_ordered() {
+    let args = [
+        "--workload",
+        "tso",
+        "--nemesis",
+        "kill-pd-leader,pause-pd-leader",
+        "--time-limit",
+        "10",
+        "--seed",
+        "3",
+        "--stores",
+        "3",
+        "--pd",
+        "3",
+    ];
+    assert_valid(verify(&args));
+}
+
+#[test]
+fn an_injected_stale_read_is_caught() {
+    let mut args = vec!["--workload", "register", "--nemesis", "none"];
+    args.extend(["--time-limit", "3", "--inject-anomaly", "stale-read"]);
+    args.extend(SMALL);
+    assert_caught(verify(&args), "stale-read", "not-linearizable");
+}
+
+#[test]
+fn an_injected_lost_insert_is_caught() {
+    let mut args = vec!["--workload", "set", "--nemesis", "none"];
+    args.extend(["--time-limit", "3", "--inject-anomaly", "lost-insert"]);
+    args.extend(SMALL);
+    assert_caught(verify(&args), "lost-insert", "lost");
+}
+
+#[test]
+fn an_injected_duplicate_timestamp_is_caught() {
+    let mut args = vec!["--workload", "tso", "--nemesis", "none"];
+    args.extend(["--time-limit", "3", "--inject-anomaly", "duplicate-ts"]);
+    args.extend(SMALL);
+    assert_caught(verify(&args), "duplicate-ts", "duplicate");
+}
