@@ -13,7 +13,8 @@
 //!
 //! 1. **Prewrite** every mutation, grouped by region, all regions in parallel; the first key
 //!    (a pessimistic transaction: its first locked key) is the **primary**, which every lock
-//!    names. A lock of another transaction met here is resolved and the prewrite sent again;
+//!    names. A lock of another transaction met here is resolved and the whole prewrite sent
+//!    again (a store writes nothing of a request that met a lock);
 //!    a write conflict or an existing key for `insert` fails the commit.
 //! 2. Take the **commit timestamp** from the TSO.
 //! 3. **Commit the primary.** This is the commit point: before it, any failure rolls the
@@ -68,9 +69,7 @@ use crate::snapshot::{non_empty, Snapshot};
 use crate::txn_batch::{
     Commit, LockOutcome, PessimisticLock, PessimisticRollback, Prewrite, Rollback, TxnKey,
 };
-use crate::txn_plan::{
-    physical_ms, Buffer, BufferError, BufferedRead, CommitPlan, PlannedMutation, Timestamp,
-};
+use crate::txn_plan::{physical_ms, Buffer, BufferError, BufferedRead, CommitPlan, Timestamp};
 use crate::{Key, KvPair, Value};
 
 /// Transactions of at most this many keys, all in one region, commit in one phase.
@@ -715,11 +714,10 @@ impl Transaction {
             },
         };
         let mut bo = self.cluster.backoff();
-        let mut pending: Vec<PlannedMutation> = plan.mutations.clone();
         loop {
             let errors = self
                 .cluster
-                .run_batch(&op, pending.clone(), bo.clone())
+                .run_batch(&op, plan.mutations.clone(), bo.clone())
                 .await?;
             let mut locks = Vec::new();
             for e in errors {
@@ -731,10 +729,9 @@ impl Transaction {
             if locks.is_empty() {
                 return Ok(());
             }
-            // Prewrite again the keys that met locks (a prewrite finding its own lock
-            // succeeds again, so the others could be resent too).
-            let locked_keys: BTreeSet<Key> = locks.iter().map(|l| l.key.clone()).collect();
-            pending.retain(|m| locked_keys.contains(m.key()));
+            // Prewrite everything again: a store writes nothing of a request in which a key
+            // is locked (as TiKV does), so the request's other keys are not prewritten either;
+            // keys already prewritten by another part succeed again (idempotent).
             if resolve_locks(&self.cluster, self.start_ts, locks, &mut bo).await? {
                 bo.retry_now(&"locks resolved").await?;
             } else {

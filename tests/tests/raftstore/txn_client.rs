@@ -377,3 +377,31 @@ fn readers_decide_an_abandoned_async_commit_transaction_from_all_its_keys() {
         Some(b("abandoned"))
     );
 }
+
+#[test]
+fn a_prewrite_that_met_a_lock_writes_every_key_of_its_request_once_resolved() {
+    // A store writes nothing of a prewrite request in which some key is locked (as TiKV), so
+    // after resolving the lock the client must prewrite the request's other keys again too —
+    // else the primary commits and a secondary is silently lost.
+    let (served, client) = start();
+    let ts = |c: &TransactionClient| served.cluster.block_on(c.current_timestamp()).unwrap();
+    let start_ts = ts(&client);
+    // "a" is held by a transaction that crashed after prewrite (rolled back once its TTL ran out).
+    abandoned_prewrite(&served, &["a"], "a", start_ts, 100);
+    served.cluster.block_on(async {
+        let mut t = client.begin_optimistic().await.unwrap();
+        // The primary ("a", the smallest key) and a free secondary, in one region.
+        t.put("a", "mine").await.unwrap();
+        t.put("b", "mine").await.unwrap();
+        t.commit()
+            .await
+            .expect("commit after resolving the abandoned lock");
+        let now = client.snapshot(client.current_timestamp().await.unwrap());
+        assert_eq!(now.get("a").await.unwrap(), Some(b("mine")));
+        assert_eq!(
+            now.get("b").await.unwrap(),
+            Some(b("mine")),
+            "the secondary was lost"
+        );
+    });
+}
