@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "proto/tikvpb.proto",
     "proto/pdpb.proto",
     "proto/pdraftpb.proto",
+    "proto/keyspacepb.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -26,6 +26,7 @@
 //! removal of peers/stores; `down_peers` and `pending_peers` are passed through as reported.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -59,6 +60,8 @@ pub struct Cluster {
     /// The balance-leader scheduler; `None` when leader balancing is off. Locked after
     /// `heartbeats` when both are held.
     leader_scheduler: Option<Mutex<LeaderScheduler>>,
+    /// Whether heartbeats are answered with splits at keyspace boundaries.
+    keyspace_splits: AtomicBool,
 }
 
 impl Cluster {
@@ -80,7 +83,13 @@ impl Cluster {
             ids,
             heartbeats: Mutex::new(HeartbeatCache::default()),
             leader_scheduler: leader_balance.map(|c| Mutex::new(LeaderScheduler::new(c))),
+            keyspace_splits: AtomicBool::new(true),
         }
+    }
+
+    /// Turns the splits at keyspace boundaries on or off (see [`crate::keyspace`]).
+    pub fn set_keyspace_splits(&self, on: bool) {
+        self.keyspace_splits.store(on, Ordering::Relaxed);
     }
 
     /// The cluster id, 0 while this node does not know it yet.
@@ -392,6 +401,12 @@ impl Cluster {
         self.heartbeats
             .lock()
             .on_region_heartbeat(req, self.clock.now_ms());
+        // Keeping regions inside keyspaces comes before balancing their leaders.
+        if self.keyspace_splits.load(Ordering::Relaxed) {
+            if let Some(split) = crate::keyspace::split_operator(region, req.leader) {
+                return Ok(Some(split));
+            }
+        }
         Ok(self.schedule_leader(req, region))
     }
 

@@ -83,6 +83,10 @@ pub struct PdConfig {
     /// Whether the serving leader answers region heartbeats with leader transfers that even out
     /// the number of leaders per store (see [`crate::schedule`]).
     pub schedule_leader_balance: bool,
+    /// Whether the serving leader answers heartbeats of regions that span an API V2 keyspace
+    /// boundary with a split there (see [`crate::keyspace`]). On except in tests that script
+    /// heartbeats of whole-keyspace regions.
+    pub split_keyspace_regions: bool,
     /// A region's leader is moved only if its store leads at least this many more regions than
     /// the least-loaded other store holding a voter of the region. At least 2.
     pub leader_balance_threshold: u64,
@@ -111,6 +115,7 @@ impl Default for PdConfig {
             raft_log_gc_ticks: 50,
             raft_log_gc_threshold: 256,
             schedule_leader_balance: true,
+            split_keyspace_regions: true,
             leader_balance_threshold: 2,
             max_pending_leader_transfers: 4,
         }

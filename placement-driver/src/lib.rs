@@ -22,6 +22,8 @@
 //! - [`tso`], [`id`]: timestamp oracle and id allocator, handing out from memory within bounds
 //!   persisted through the state machine.
 //! - [`heartbeat`]: soft state (leaders, statistics) that is never persisted.
+//! - [`keyspace`]: API V2 keyspaces: `keyspacepb.Keyspace/LoadKeyspace` (the default keyspace
+//!   only) and the splits that keep regions inside keyspace boundaries.
 //! - [`schedule`]: the balance-leader scheduler, answering region heartbeats with leader
 //!   transfers that even out the leaders per store.
 //! - [`membership`]: which group a data directory belongs to; refuses to start a member on an
@@ -51,6 +53,7 @@ mod error;
 pub mod heartbeat;
 pub mod http_api;
 pub mod id;
+pub mod keyspace;
 pub mod lease;
 pub mod log_gc;
 pub mod membership;

@@ -252,6 +252,7 @@ pub async fn start_with_listener(
             }),
     ));
 
+    cluster.set_keyspace_splits(config.split_keyspace_regions);
     let service = PdService::new(Arc::clone(&cluster), shutdown.clone());
     let raft_service = PdRaftService::new(
         Arc::clone(&status),
@@ -268,6 +269,7 @@ pub async fn start_with_listener(
             .add_routes(crate::http_api::routes(Arc::clone(&cluster)))
             .add_service(PdServer::new(service))
             .add_service(PdRaftServer::new(raft_service))
+            .add_service(crate::keyspace::server(&cluster))
             .serve_with_incoming_shutdown(incoming, shutdown.clone().wait()),
     );
     let duties_task = tokio::spawn(run_leader_duties(

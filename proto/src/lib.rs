@@ -57,3 +57,9 @@ pub mod raft_serverpb {
 pub mod pdraftpb {
     tonic::include_proto!("pdraftpb");
 }
+
+/// API V2 keyspaces served by PD (`keyspacepb`): `LoadKeyspace`.
+#[allow(clippy::all, missing_docs)]
+pub mod keyspacepb {
+    tonic::include_proto!("keyspacepb");
+}

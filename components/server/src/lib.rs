@@ -9,6 +9,8 @@
 //! - [`transport`]: the Raft transport to other stores: batched per destination store over one
 //!   streaming RPC with HTTP/2 keepalives, reconnecting with backoff, addresses found through
 //!   a [`StoreResolver`].
+//! - [`keyspace`]: API V2 keyspaces: key and range checks of each API version, the V2 raw
+//!   value encoding (TTL).
 //! - [`split`]: `SplitRegion`: ids from PD, the split through Raft, the result back to PD.
 //! - [`errors`]: the single conversion from internal errors to `errorpb` region errors.
 //! - [`status`]: the HTTP status server (`/metrics`, `/status`); [`metrics`]: request metrics.
@@ -27,6 +29,7 @@
 pub mod config;
 pub mod errors;
 pub mod gc_worker;
+pub mod keyspace;
 pub mod metrics;
 pub mod net;
 pub mod node;

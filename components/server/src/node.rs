@@ -305,9 +305,15 @@ impl Node {
             Duration::from_secs(cfg.store_heartbeat_secs.max(1)),
             shutdown_rx.clone(),
         )));
-        // PD's scheduling answers: only leader transfers are acted on so far.
+        // PD's scheduling answers: leader transfers, and splits at keyspace boundaries.
         let schedule_router = router.clone();
+        let pd_splits = crate::split::PdSplits::new(
+            router.clone(),
+            split_ids.clone(),
+            tokio::runtime::Handle::current(),
+        );
         pd.on_region_heartbeat_response(Arc::new(move |resp| {
+            pd_splits.on_heartbeat_response(&resp);
             let Some(to) = resp.transfer_leader.and_then(|t| t.peer) else {
                 return;
             };

@@ -19,7 +19,14 @@
 //! a region error: clients retry region errors such as ServerIsBusy, and this write may still
 //! apply.
 //!
-//! Deliberately absent: TTL (API V1 only; a non-zero TTL is an error), API V2 keyspaces.
+//! API V1 and API V2 (see [`crate::keyspace`]): V2 keys must carry the raw mode and the
+//! default keyspace's prefix and are stored in their memcomparable encoding; V2 values carry an
+//! optional expire time, so `ttl` works (`RawGetKeyTTL`; expired values read as absent and
+//! scans skip them). V1 keys stay out of keyspaces (V1 scans and delete-ranges skip them),
+//! and V1 refuses a non-zero TTL.
+//!
+//! Deliberately absent: removing expired V2 values (they are hidden, not collected), TTL in
+//! API V1 (TiKV's V1TTL).
 
 use std::sync::Arc;
 
@@ -34,6 +41,7 @@ use tokio::sync::oneshot;
 
 use crate::config::{Limits, ReadPoolConfig};
 use crate::errors::{to_wire, WireError};
+use crate::keyspace::{self, Api, KeyMode};
 use crate::read_pool::{ReadPool, ReadPoolError};
 
 /// Why a raw request failed: a region error (the client re-routes and retries) or a message.
@@ -133,11 +141,6 @@ impl RawStorage {
 
     fn header(&self, ctx: Option<&Context>, keys: Vec<Bytes>) -> RawResult<RequestHeader> {
         let ctx = ctx.ok_or_else(|| invalid("request has no context"))?;
-        if ctx.api_version != kvrpcpb::ApiVersion::V1 as i32 {
-            return Err(invalid(
-                "only API V1 (raw keys without keyspace) is supported",
-            ));
-        }
         if ctx.region_id == 0 {
             return Err(invalid("context has no region id"));
         }
@@ -147,6 +150,53 @@ impl RawStorage {
             peer: ctx.peer,
             keys,
         })
+    }
+
+    /// The API a request speaks.
+    fn api(ctx: Option<&Context>) -> RawResult<Api> {
+        let ctx = ctx.ok_or_else(|| invalid("request has no context"))?;
+        Api::of(ctx).map_err(invalid)
+    }
+
+    /// Where `key` is stored (and checked against the region): as it is in V1, outside any
+    /// keyspace; encoded in V2, inside the keyspace its prefix names.
+    fn stored_key(api: Api, key: &Bytes) -> RawResult<Bytes> {
+        match api {
+            Api::V1 => {
+                keyspace::check_v1_key(&keyspace::V1_RAW_FENCE, key).map_err(invalid)?;
+                Ok(key.clone())
+            }
+            Api::V2 => {
+                keyspace::check_v2_key(KeyMode::Raw, key).map_err(invalid)?;
+                Ok(Bytes::from(keyspace::encode(key)))
+            }
+        }
+    }
+
+    /// A range bound in stored form (V2: checked and encoded; an empty V1 bound stays empty).
+    fn stored_bound(api: Api, bound: &Bytes, is_end: bool) -> RawResult<Bytes> {
+        match api {
+            Api::V1 => Ok(bound.clone()),
+            Api::V2 => {
+                keyspace::check_v2_bound(KeyMode::Raw, bound, is_end).map_err(invalid)?;
+                Ok(Bytes::from(keyspace::encode(bound)))
+            }
+        }
+    }
+
+    /// What is stored for `value` with `ttl` seconds to live (0: forever; V1 refuses others).
+    fn stored_value(api: Api, value: Bytes, ttl: u64) -> RawResult<Bytes> {
+        match api {
+            Api::V1 => {
+                Self::check_ttl(ttl)?;
+                Ok(value)
+            }
+            Api::V2 => Ok(Bytes::from(keyspace::encode_raw_value(
+                &value,
+                ttl,
+                keyspace::unix_secs(),
+            ))),
+        }
     }
 
     fn check_key(&self, key: &[u8]) -> RawResult<()> {
@@ -278,10 +328,14 @@ impl RawStorage {
     pub async fn raw_get(&self, req: kvrpcpb::RawGetRequest) -> RawResult<kvrpcpb::RawGetResponse> {
         self.check_key(&req.key)?;
         let cf = Self::cf(&req.cf)?;
-        let header = self.header(req.context.as_ref(), vec![req.key.clone()])?;
+        let api = Self::api(req.context.as_ref())?;
+        let stored = Self::stored_key(api, &req.key)?;
+        let header = self.header(req.context.as_ref(), vec![stored.clone()])?;
         self.grant(header).await?;
-        let key = keys::data_key(&req.key);
-        let value = self.read(move |engine| Ok(engine.get(cf, &key)?)).await?;
+        let key = keys::data_key(&stored);
+        let value = self
+            .read(move |engine| visible(api, engine.get(cf, &key)?, keyspace::unix_secs()))
+            .await?;
         Ok(kvrpcpb::RawGetResponse {
             not_found: value.is_none(),
             value: value.map(Bytes::from).unwrap_or_default(),
@@ -298,15 +352,22 @@ impl RawStorage {
             self.check_key(k)?;
         }
         let cf = Self::cf(&req.cf)?;
-        let header = self.header(req.context.as_ref(), req.keys.clone())?;
+        let api = Self::api(req.context.as_ref())?;
+        let stored = req
+            .keys
+            .iter()
+            .map(|k| Self::stored_key(api, k))
+            .collect::<RawResult<Vec<_>>>()?;
+        let header = self.header(req.context.as_ref(), stored.clone())?;
         self.grant(header).await?;
         let wanted = req.keys;
         let pairs = self
             .read(move |engine| {
                 let snap = engine.snapshot();
+                let now = keyspace::unix_secs();
                 let mut pairs = Vec::with_capacity(wanted.len());
-                for k in wanted {
-                    if let Some(v) = snap.get(cf, &keys::data_key(&k))? {
+                for (k, s) in wanted.into_iter().zip(stored) {
+                    if let Some(v) = visible(api, snap.get(cf, &keys::data_key(&s))?, now)? {
                         pairs.push(KvPair {
                             key: k,
                             value: v.into(),
@@ -326,25 +387,32 @@ impl RawStorage {
     pub async fn raw_put(&self, req: kvrpcpb::RawPutRequest) -> RawResult<kvrpcpb::RawPutResponse> {
         self.check_key(&req.key)?;
         self.check_value(&req.value)?;
-        Self::check_ttl(req.ttl)?;
         let cf = Self::cf(&req.cf)?;
-        let header = self.header(req.context.as_ref(), vec![req.key.clone()])?;
+        let api = Self::api(req.context.as_ref())?;
+        let key = Self::stored_key(api, &req.key)?;
+        let value = Self::stored_value(api, req.value, req.ttl)?;
+        let header = self.header(req.context.as_ref(), vec![key.clone()])?;
         let latches = self.latch(&header.keys).await?;
-        self.write(header, vec![WriteOp::put(cf, req.key, req.value)], latches)
+        self.write(header, vec![WriteOp::put(cf, key, value)], latches)
             .await?;
         Ok(Default::default())
     }
 
+    /// Each pair lives `ttls[i]` seconds if `ttls` is given (one per pair), else `ttl`.
     pub async fn raw_batch_put(
         &self,
         req: kvrpcpb::RawBatchPutRequest,
     ) -> RawResult<kvrpcpb::RawBatchPutResponse> {
         self.check_batch(req.pairs.len())?;
-        Self::check_ttl(req.ttl)?;
-        for ttl in &req.ttls {
-            Self::check_ttl(*ttl)?;
+        if !req.ttls.is_empty() && req.ttls.len() != req.pairs.len() {
+            return Err(invalid(format!(
+                "{} TTLs for {} pairs",
+                req.ttls.len(),
+                req.pairs.len()
+            )));
         }
         let cf = Self::cf(&req.cf)?;
+        let api = Self::api(req.context.as_ref())?;
         let mut total = 0usize;
         for p in &req.pairs {
             self.check_key(&p.key)?;
@@ -357,14 +425,20 @@ impl RawStorage {
                 self.limits.max_value_size
             )));
         }
-        let keys = req.pairs.iter().map(|p| p.key.clone()).collect();
+        let mut keys = Vec::with_capacity(req.pairs.len());
+        let mut ops = Vec::with_capacity(req.pairs.len());
+        for (i, p) in req.pairs.into_iter().enumerate() {
+            let ttl = req.ttls.get(i).copied().unwrap_or(req.ttl);
+            let key = Self::stored_key(api, &p.key)?;
+            ops.push(WriteOp::put(
+                cf,
+                key.clone(),
+                Self::stored_value(api, p.value, ttl)?,
+            ));
+            keys.push(key);
+        }
         let header = self.header(req.context.as_ref(), keys)?;
         let latches = self.latch(&header.keys).await?;
-        let ops = req
-            .pairs
-            .into_iter()
-            .map(|p| WriteOp::put(cf, p.key, p.value))
-            .collect();
         self.write(header, ops, latches).await?;
         Ok(Default::default())
     }
@@ -375,9 +449,11 @@ impl RawStorage {
     ) -> RawResult<kvrpcpb::RawDeleteResponse> {
         self.check_key(&req.key)?;
         let cf = Self::cf(&req.cf)?;
-        let header = self.header(req.context.as_ref(), vec![req.key.clone()])?;
+        let api = Self::api(req.context.as_ref())?;
+        let key = Self::stored_key(api, &req.key)?;
+        let header = self.header(req.context.as_ref(), vec![key.clone()])?;
         let latches = self.latch(&header.keys).await?;
-        self.write(header, vec![WriteOp::delete(cf, req.key)], latches)
+        self.write(header, vec![WriteOp::delete(cf, key)], latches)
             .await?;
         Ok(Default::default())
     }
@@ -391,17 +467,20 @@ impl RawStorage {
             self.check_key(k)?;
         }
         let cf = Self::cf(&req.cf)?;
-        let header = self.header(req.context.as_ref(), req.keys.clone())?;
-        let latches = self.latch(&header.keys).await?;
-        let ops = req
+        let api = Self::api(req.context.as_ref())?;
+        let keys = req
             .keys
-            .into_iter()
-            .map(|k| WriteOp::delete(cf, k))
-            .collect();
+            .iter()
+            .map(|k| Self::stored_key(api, k))
+            .collect::<RawResult<Vec<_>>>()?;
+        let header = self.header(req.context.as_ref(), keys.clone())?;
+        let latches = self.latch(&header.keys).await?;
+        let ops = keys.into_iter().map(|k| WriteOp::delete(cf, k)).collect();
         self.write(header, ops, latches).await?;
         Ok(Default::default())
     }
 
+    /// Deletes `[start_key, end_key)`; in V1 without the parts inside keyspaces.
     pub async fn raw_delete_range(
         &self,
         req: kvrpcpb::RawDeleteRangeRequest,
@@ -417,14 +496,20 @@ impl RawStorage {
                 "delete range: end key must be greater than start key",
             ));
         }
-        let header = self.header(req.context.as_ref(), vec![req.start_key.clone()])?;
+        let api = Self::api(req.context.as_ref())?;
+        let start = Self::stored_bound(api, &req.start_key, false)?;
+        let end = Self::stored_bound(api, &req.end_key, true)?;
+        let ranges = match api {
+            Api::V1 => keyspace::outside_fence(&keyspace::V1_RAW_FENCE, &start, &end),
+            Api::V2 => vec![(start.to_vec(), end.to_vec())],
+        };
+        let header = self.header(req.context.as_ref(), vec![start])?;
         let latches = self.latch_range().await?;
-        self.write(
-            header,
-            vec![WriteOp::delete_range(cf, req.start_key, req.end_key)],
-            latches,
-        )
-        .await?;
+        let ops = ranges
+            .into_iter()
+            .map(|(s, e)| WriteOp::delete_range(cf, Bytes::from(s), Bytes::from(e)))
+            .collect();
+        self.write(header, ops, latches).await?;
         Ok(Default::default())
     }
 
@@ -434,21 +519,25 @@ impl RawStorage {
     ) -> RawResult<kvrpcpb::RawCasResponse> {
         self.check_key(&req.key)?;
         self.check_value(&req.value)?;
-        Self::check_ttl(req.ttl)?;
         let cf = Self::cf(&req.cf)?;
-        let header = self.header(req.context.as_ref(), vec![req.key.clone()])?;
+        let api = Self::api(req.context.as_ref())?;
+        let key = Self::stored_key(api, &req.key)?;
+        let value = Self::stored_value(api, req.value, req.ttl)?;
+        let header = self.header(req.context.as_ref(), vec![key.clone()])?;
         // Decide under the key's latch, on a read after a read grant: no write of this store
         // to the key can land between the read and the proposal below (see `storage::latch`).
         let latches = self.latch(&header.keys).await?;
         self.grant(header.clone()).await?;
-        let key = keys::data_key(&req.key);
-        let previous = self.read(move |engine| Ok(engine.get(cf, &key)?)).await?;
+        let data_key = keys::data_key(&key);
+        let previous = self
+            .read(move |engine| visible(api, engine.get(cf, &data_key)?, keyspace::unix_secs()))
+            .await?;
         let succeed = match &previous {
             None => req.previous_not_exist,
             Some(v) => !req.previous_not_exist && v[..] == req.previous_value[..],
         };
         if succeed {
-            self.write(header, vec![WriteOp::put(cf, req.key, req.value)], latches)
+            self.write(header, vec![WriteOp::put(cf, key, value)], latches)
                 .await?;
         }
         Ok(kvrpcpb::RawCasResponse {
@@ -456,6 +545,31 @@ impl RawStorage {
             previous_not_exist: previous.is_none(),
             previous_value: previous.map(Bytes::from).unwrap_or_default(),
             ..Default::default()
+        })
+    }
+
+    /// One scan range in stored form, checked (see [`ScanRange`]).
+    fn scan_range_of(
+        api: Api,
+        start: &Bytes,
+        end: &Bytes,
+        limit: u32,
+        key_only: bool,
+        reverse: bool,
+    ) -> RawResult<ScanRange> {
+        // Reverse scans run from `start` (exclusive, the upper bound) down to `end`.
+        let (start_is_end, end_is_end) = if reverse {
+            (true, false)
+        } else {
+            (false, true)
+        };
+        Ok(ScanRange {
+            start: Self::stored_bound(api, start, start_is_end)?,
+            end: Self::stored_bound(api, end, end_is_end)?,
+            limit,
+            key_only,
+            reverse,
+            api,
         })
     }
 
@@ -467,20 +581,22 @@ impl RawStorage {
         self.check_scan_limit(req.limit)?;
         self.check_bound(&req.start_key)?;
         self.check_bound(&req.end_key)?;
+        let api = Self::api(req.context.as_ref())?;
+        let range = Self::scan_range_of(
+            api,
+            &req.start_key,
+            &req.end_key,
+            req.limit,
+            req.key_only,
+            req.reverse,
+        )?;
         let checked = if req.reverse {
             vec![]
         } else {
-            vec![req.start_key.clone()]
+            vec![range.start.clone()]
         };
         let header = self.header(req.context.as_ref(), checked)?;
         let grant = self.grant(header).await?;
-        let range = ScanRange {
-            start: req.start_key,
-            end: req.end_key,
-            limit: req.limit,
-            key_only: req.key_only,
-            reverse: req.reverse,
-        };
         let kvs = self
             .read(move |engine| {
                 let mut kvs = Vec::new();
@@ -507,24 +623,28 @@ impl RawStorage {
             self.check_bound(&r.start_key)?;
             self.check_bound(&r.end_key)?;
         }
+        let api = Self::api(req.context.as_ref())?;
+        let ranges: Vec<ScanRange> = req
+            .ranges
+            .iter()
+            .map(|r| {
+                Self::scan_range_of(
+                    api,
+                    &r.start_key,
+                    &r.end_key,
+                    req.each_limit,
+                    req.key_only,
+                    req.reverse,
+                )
+            })
+            .collect::<RawResult<_>>()?;
         let checked = if req.reverse {
             vec![]
         } else {
-            req.ranges.iter().map(|r| r.start_key.clone()).collect()
+            ranges.iter().map(|r| r.start.clone()).collect()
         };
         let header = self.header(req.context.as_ref(), checked)?;
         let grant = self.grant(header).await?;
-        let ranges: Vec<ScanRange> = req
-            .ranges
-            .into_iter()
-            .map(|r| ScanRange {
-                start: r.start_key,
-                end: r.end_key,
-                limit: req.each_limit,
-                key_only: req.key_only,
-                reverse: req.reverse,
-            })
-            .collect();
         let kvs = self
             .read(move |engine| {
                 let snap = engine.snapshot();
@@ -541,12 +661,36 @@ impl RawStorage {
         })
     }
 
-    /// TTL belongs to API V1TTL / V2, which rangekv does not offer.
+    /// The seconds a V2 key has left to live (0: no TTL); TTL does not exist in V1.
     pub async fn raw_get_key_ttl(
         &self,
-        _req: kvrpcpb::RawGetKeyTtlRequest,
+        req: kvrpcpb::RawGetKeyTtlRequest,
     ) -> RawResult<kvrpcpb::RawGetKeyTtlResponse> {
-        Err(invalid("TTL is not supported (API V1)"))
+        self.check_key(&req.key)?;
+        let cf = Self::cf(&req.cf)?;
+        let api = Self::api(req.context.as_ref())?;
+        if api == Api::V1 {
+            return Err(invalid("TTL is not supported in API V1 (use API V2)"));
+        }
+        let key = Self::stored_key(api, &req.key)?;
+        let header = self.header(req.context.as_ref(), vec![key.clone()])?;
+        self.grant(header).await?;
+        let key = keys::data_key(&key);
+        let ttl = self
+            .read(move |engine| {
+                let Some(stored) = engine.get(cf, &key)? else {
+                    return Ok(None);
+                };
+                let now = keyspace::unix_secs();
+                let value = keyspace::decode_raw_value(&stored).map_err(invalid)?;
+                Ok(value.is_live(now).then(|| value.ttl(now)))
+            })
+            .await?;
+        Ok(kvrpcpb::RawGetKeyTtlResponse {
+            not_found: ttl.is_none(),
+            ttl: ttl.unwrap_or(0),
+            ..Default::default()
+        })
     }
 
     fn check_scan_limit(&self, limit: u32) -> RawResult<()> {
@@ -576,9 +720,21 @@ fn read_pool_failure(e: ReadPoolError) -> Failure {
     }
 }
 
+/// What a read of `api` sees of a stored value at `now_secs` (V2: nothing once expired).
+fn visible(api: Api, stored: Option<Vec<u8>>, now_secs: u64) -> RawResult<Option<Vec<u8>>> {
+    match (api, stored) {
+        (_, None) => Ok(None),
+        (Api::V1, Some(v)) => Ok(Some(v)),
+        (Api::V2, Some(v)) => Ok(keyspace::live_raw_value(&v, now_secs)
+            .map_err(invalid)?
+            .map(<[u8]>::to_vec)),
+    }
+}
+
 /// Scans one range clamped to `region`. Forward: `[start, end)`. Reverse: `[end, start)`,
 /// newest key first, an empty `start` meaning the end of the region; a reverse `start`
-/// outside `(region.start, region.end]` is `KeyNotInRegion`.
+/// outside `(region.start, region.end]` is `KeyNotInRegion`. Bounds are in stored form; V1
+/// scans skip keyspace ranges, V2 scans skip expired values and answer decoded keys.
 fn scan_range(
     snap: &engine::Snapshot<'_>,
     region: &proto::metapb::Region,
@@ -614,31 +770,68 @@ fn scan_range(
     if limit == 0 || (!upper.is_empty() && lower >= upper) {
         return Ok(());
     }
-    let (lo, hi) = (keys::data_key(lower), keys::data_end_key(upper));
+    let mut pieces = match range.api {
+        Api::V1 => keyspace::outside_fence(&keyspace::V1_RAW_FENCE, lower, upper),
+        Api::V2 => vec![(lower.to_vec(), upper.to_vec())],
+    };
+    if range.reverse {
+        pieces.reverse();
+    }
+    let now = keyspace::unix_secs();
     let mut taken = 0;
-    snap.scan(cf, &lo, Some(&hi), range.reverse, |k, v| {
-        out.push(KvPair {
-            key: Bytes::copy_from_slice(keys::origin_key(k)),
-            value: if range.key_only {
-                Bytes::new()
-            } else {
-                Bytes::copy_from_slice(v)
-            },
-            ..Default::default()
-        });
-        taken += 1;
-        taken < limit
-    })?;
+    let mut failure = None;
+    for (lower, upper) in pieces {
+        let (lo, hi) = (keys::data_key(&lower), keys::data_end_key(&upper));
+        snap.scan(cf, &lo, Some(&hi), range.reverse, |k, v| {
+            let stored = keys::origin_key(k);
+            let (key, value) = match range.api {
+                Api::V1 => (Bytes::copy_from_slice(stored), v),
+                Api::V2 => {
+                    let decoded = engine::codec::decode_bytes(stored).map(|(key, _)| key);
+                    match (decoded, keyspace::live_raw_value(v, now)) {
+                        (Ok(key), Ok(Some(value))) => (Bytes::from(key), value),
+                        (Ok(_), Ok(None)) => return true,
+                        (Err(e), _) => {
+                            failure = Some(format!("corrupt API V2 raw key: {e}"));
+                            return false;
+                        }
+                        (_, Err(e)) => {
+                            failure = Some(e);
+                            return false;
+                        }
+                    }
+                }
+            };
+            out.push(KvPair {
+                key,
+                value: if range.key_only {
+                    Bytes::new()
+                } else {
+                    Bytes::copy_from_slice(value)
+                },
+                ..Default::default()
+            });
+            taken += 1;
+            taken < limit
+        })?;
+        if let Some(why) = failure {
+            return Err(invalid(why));
+        }
+        if taken >= limit {
+            break;
+        }
+    }
     Ok(())
 }
 
-/// One range of a scan request.
+/// One range of a scan request, bounds in stored form.
 struct ScanRange {
     start: Bytes,
     end: Bytes,
     limit: u32,
     key_only: bool,
     reverse: bool,
+    api: Api,
 }
 
 #[cfg(test)]

@@ -5,15 +5,22 @@
 //! [`size_split_key`] decides where a region that outgrew the configured size splits; the
 //! store's split checker (`node`) calls it for the regions it leads.
 //!
+//! [`PdSplits`] runs the splits PD asks for in its region heartbeat answers (`SplitRegion`
+//! with policy `USEKEY`, sent to keep regions inside API V2 keyspace boundaries), one at a time
+//! per region.
+//!
 //! Deliberately absent: load-based split, and size estimates from SST properties (the checker
 //! reads the region's data, and only after the region applied new entries).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 use proto::kvrpcpb::{SplitRegionRequest, SplitRegionResponse};
 use proto::metapb;
+use proto::pdpb::{CheckPolicy, RegionHeartbeatResponse};
 use raftstore::cmd::SplitIds;
 use raftstore::{RequestHeader, StoreRouter};
 
@@ -112,6 +119,74 @@ pub async fn split_at(
     let regions = router.split(header, keys, new_ids).await?;
     ids.report(regions.clone()).await;
     Ok(regions)
+}
+
+/// Runs the splits PD asks a region's leader for (see the module docs).
+#[derive(Clone)]
+pub struct PdSplits {
+    router: StoreRouter,
+    ids: Arc<dyn SplitIdAllocator>,
+    runtime: tokio::runtime::Handle,
+    /// Regions with a split of ours in flight: PD repeats its answer on every heartbeat until
+    /// it learns of the split, and those repeats are ignored meanwhile.
+    in_flight: Arc<Mutex<HashSet<u64>>>,
+}
+
+impl PdSplits {
+    /// Splits run as tasks on `runtime`.
+    pub fn new(
+        router: StoreRouter,
+        ids: Arc<dyn SplitIdAllocator>,
+        runtime: tokio::runtime::Handle,
+    ) -> PdSplits {
+        PdSplits {
+            router,
+            ids,
+            runtime,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Starts the split a heartbeat answer asks for, if it asks for one by keys and no split
+    /// of the region is in flight. The split is checked against the region's current epoch
+    /// and range like any other, so a stale answer fails harmlessly.
+    pub fn on_heartbeat_response(&self, resp: &RegionHeartbeatResponse) {
+        let Some(split) = &resp.split_region else {
+            return;
+        };
+        if split.policy != CheckPolicy::Usekey as i32 || split.keys.is_empty() {
+            tracing::debug!(
+                region_id = resp.region_id,
+                "ignoring a split request without keys"
+            );
+            return;
+        }
+        let region_id = resp.region_id;
+        if !self.in_flight.lock().insert(region_id) {
+            return;
+        }
+        let mut keys = split.keys.clone();
+        keys.sort();
+        keys.dedup();
+        let header = RequestHeader {
+            region_id,
+            epoch: resp.region_epoch,
+            peer: resp.target_peer,
+            keys: keys.clone(),
+        };
+        let this = self.clone();
+        self.runtime.spawn(async move {
+            match split_at(&this.router, &this.ids, header, keys).await {
+                Ok(regions) => tracing::info!(
+                    region_id,
+                    regions = regions.len(),
+                    "split a region as PD asked"
+                ),
+                Err(e) => tracing::debug!(region_id, ?e, "split asked by PD failed"),
+            }
+            this.in_flight.lock().remove(&region_id);
+        });
+    }
 }
 
 /// Where to split `region` by size: `None` while its data stays within `max_size`, else the

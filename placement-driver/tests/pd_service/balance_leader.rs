@@ -52,6 +52,11 @@ async fn balance_setup(
     tonic::Streaming<RegionHeartbeatResponse>,
     Vec<Region>,
 ) {
+    // The scripted regions span the whole key space: no keyspace splits in between.
+    let config = PdConfig {
+        split_keyspace_regions: false,
+        ..config
+    };
     let pd = start(config).await.unwrap();
     let cluster_id = pd.cluster_id();
     let mut client = connect(&pd).await;

@@ -6,6 +6,7 @@ mod consistency;
 mod failover;
 mod faults;
 mod gc;
+mod keyspace;
 mod lease;
 mod linearizable;
 mod linearizable_client;

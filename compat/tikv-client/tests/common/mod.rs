@@ -227,6 +227,11 @@ pub fn client_config() -> Config {
     Config::default().with_timeout(REQUEST_TIMEOUT)
 }
 
+/// API V2 with the default keyspace (PD's `LoadKeyspace("DEFAULT")`), a patient timeout.
+pub fn keyspace_config() -> Config {
+    client_config().with_default_keyspace()
+}
+
 /// Calls `attempt` until it succeeds or `deadline` passes (then panics with the last error),
 /// 250 ms apart.
 async fn connect_with<C, F, Fut>(what: &str, pd: &str, deadline: Duration, mut attempt: F) -> C
@@ -254,8 +259,13 @@ where
 
 /// A `RawClient` that connected and served a first read, retrying until the deadline.
 pub async fn connect_raw(pd: &str, deadline: Duration) -> RawClient {
+    connect_raw_with(pd, deadline, client_config()).await
+}
+
+/// [`connect_raw`] with `config` (e.g. [`keyspace_config`]).
+pub async fn connect_raw_with(pd: &str, deadline: Duration, config: Config) -> RawClient {
     connect_with("RawClient", pd, deadline, || async {
-        let client = RawClient::new_with_config(vec![pd.to_string()], client_config())
+        let client = RawClient::new_with_config(vec![pd.to_string()], config.clone())
             .await
             .map_err(|e| format!("connect: {e:?}"))?;
         client
@@ -270,8 +280,13 @@ pub async fn connect_raw(pd: &str, deadline: Duration) -> RawClient {
 /// A `TransactionClient` that connected and served a first snapshot read (a timestamp from PD
 /// and a KvGet), retrying until the deadline.
 pub async fn connect_txn(pd: &str, deadline: Duration) -> TransactionClient {
+    connect_txn_with(pd, deadline, client_config()).await
+}
+
+/// [`connect_txn`] with `config` (e.g. [`keyspace_config`]).
+pub async fn connect_txn_with(pd: &str, deadline: Duration, config: Config) -> TransactionClient {
     connect_with("TransactionClient", pd, deadline, || async {
-        let client = TransactionClient::new_with_config(vec![pd.to_string()], client_config())
+        let client = TransactionClient::new_with_config(vec![pd.to_string()], config.clone())
             .await
             .map_err(|e| format!("connect: {e:?}"))?;
         let ts = client

@@ -51,9 +51,13 @@ fn status_server_reports_metrics_and_regions() {
     }
     let status: serde_json::Value =
         serde_json::from_str(&http_get(&addr, "/status")).expect("json");
-    assert_eq!(status["region_count"], 1, "{status}");
-    assert_eq!(status["leader_count"], 1, "{status}");
-    assert_eq!(status["regions"][0]["is_leader"], true, "{status}");
+    // One region, or several once PD had it split at the API V2 keyspace boundaries; this
+    // store leads the first.
+    let regions = status["regions"].as_array().expect("regions");
+    assert_eq!(status["region_count"], regions.len(), "{status}");
+    let leaders = regions.iter().filter(|r| r["is_leader"] == true).count();
+    assert!(leaders >= 1, "{status}");
+    assert_eq!(status["leader_count"], leaders, "{status}");
 }
 
 #[test]

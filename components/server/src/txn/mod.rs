@@ -12,8 +12,12 @@
 //! Old versions are removed by the store's GC worker (`crate::gc_worker`) through the same
 //! scheduler; `UnsafeDestroyRange` deletes a range's data on this store alone, bypassing Raft.
 //!
+//! API V1 and V2 (see [`crate::keyspace`]): V2 keys must lie in the default keyspace's
+//! transactional range (`x` and its id), V1 keys outside every keyspace; V1 scans skip
+//! keyspaces and V1 delete-ranges may not reach into them.
+//!
 //! Deliberately absent: waiting for locks in pessimistic locking (KeyIsLocked is answered at
-//! once), API V2 keyspaces.
+//! once).
 
 mod convert;
 mod respond;
@@ -29,6 +33,7 @@ use storage::mvcc::{Error as MvccError, Key, MvccReader, TimeStamp};
 use storage::scheduler::{SchedError, TxnScheduler};
 
 use crate::config::Limits;
+use crate::keyspace::{self, Api};
 use crate::raw::Failure;
 use crate::read_pool::ReadPool;
 
@@ -108,13 +113,20 @@ impl TxnStorage {
         &self.sched
     }
 
-    /// The request header: region routing from the context, and the encoded keys to check
-    /// against the region.
-    fn header(&self, ctx: Option<&Context>, keys: &[Key]) -> TxnResult<RequestHeader> {
+    /// The API a request speaks.
+    fn api(ctx: Option<&Context>) -> TxnResult<Api> {
         let ctx = ctx.ok_or_else(|| invalid("request has no context"))?;
-        if ctx.api_version != kvrpcpb::ApiVersion::V1 as i32 {
-            return Err(invalid("only API V1 (keys without keyspace) is supported"));
+        Api::of(ctx).map_err(invalid)
+    }
+
+    /// The request header: region routing from the context, and the encoded keys to check
+    /// against the region (each also checked against the request's API).
+    fn header(&self, ctx: Option<&Context>, keys: &[Key]) -> TxnResult<RequestHeader> {
+        let api = Self::api(ctx)?;
+        for key in keys {
+            keyspace::check_txn_key(api, key.as_encoded()).map_err(invalid)?;
         }
+        let ctx = ctx.ok_or_else(|| invalid("request has no context"))?;
         if ctx.region_id == 0 {
             return Err(invalid("context has no region id"));
         }
@@ -278,6 +290,12 @@ impl TxnStorage {
             }
         };
         let (start, end) = (enc(&req.start_key), enc(&req.end_key));
+        let api = Self::api(req.context.as_ref())?;
+        if api == Api::V2 {
+            // Reverse scans run from `start` (exclusive, the upper bound) down to `end`.
+            keyspace::check_v2_txn_bound(&start, req.reverse).map_err(invalid)?;
+            keyspace::check_v2_txn_bound(&end, !req.reverse).map_err(invalid)?;
+        }
         let checked: Vec<Key> = if !req.reverse && !start.is_empty() {
             vec![Key::from_encoded(start.clone())]
         } else {
@@ -306,9 +324,24 @@ impl TxnStorage {
         if limit == 0 || (!upper.is_empty() && lower >= upper) {
             return Ok(kvrpcpb::ScanResponse::default());
         }
+        // V1 scans skip keyspaces.
+        let mut pieces = match api {
+            Api::V1 => keyspace::outside_fence(&keyspace::V1_TXN_FENCE_ENCODED, &lower, &upper),
+            Api::V2 => vec![(lower, upper)],
+        };
+        if reverse {
+            pieces.reverse();
+        }
         let pairs = self
             .read(move |r| {
-                let items = r.scan(&lower, &upper, limit, ts, reverse, &bypass)?;
+                let mut items = Vec::new();
+                for (lower, upper) in &pieces {
+                    let left = limit - items.len();
+                    items.extend(r.scan(lower, upper, left, ts, reverse, &bypass)?);
+                    if items.len() >= limit {
+                        break;
+                    }
+                }
                 let mut pairs = Vec::with_capacity(items.len());
                 for item in items {
                     pairs.push(match item {

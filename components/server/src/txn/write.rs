@@ -15,6 +15,7 @@ use storage::txn::{
 
 use super::convert::{self, key_error, lock_info};
 use super::{invalid, TxnFailure, TxnResult, TxnStorage};
+use crate::keyspace::{self, Api};
 
 /// How long a pessimistic lock request waits for another transaction's lock: kvproto's
 /// `wait_timeout` in ms (negative: do not wait; 0: the default of one second), never longer
@@ -491,6 +492,21 @@ impl TxnStorage {
             Key::from_raw(&req.end_key).into_encoded()
         };
         let header = self.header(req.context.as_ref(), std::slice::from_ref(&start))?;
+        match Self::api(req.context.as_ref())? {
+            Api::V1 => {
+                let pieces = keyspace::outside_fence(
+                    &keyspace::V1_TXN_FENCE_ENCODED,
+                    start.as_encoded(),
+                    &end,
+                );
+                if pieces != [(start.as_encoded().to_vec(), end.clone())] {
+                    return Err(invalid(
+                        "delete range reaches into an API V2 keyspace: use API V2 there",
+                    ));
+                }
+            }
+            Api::V2 => keyspace::check_v2_txn_bound(&end, true).map_err(invalid)?,
+        }
         self.sched
             .delete_range(header, start.into_encoded(), end)
             .await?;
