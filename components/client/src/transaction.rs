@@ -38,6 +38,12 @@
 //! re-sends it too, and a transaction the store had already committed is then confirmed by
 //! the commit of its primary (reporting the later, TSO commit timestamp).
 //!
+//! **Async commit**: an optimistic transaction of at most 64 keys over several regions
+//! prewrites with every lock marked for async commit, the primary's listing the secondaries,
+//! and a fresh TSO timestamp as the floor of every lock's `min_commit_ts`. It is committed as
+//! soon as every prewrite succeeded, at the largest `min_commit_ts` answered; the commits that
+//! follow only clean up (readers decide such a transaction from all its keys the same way).
+//!
 //! While the transaction holds locks (from the first pessimistic lock, or from the start of
 //! the commit), a background task extends the primary lock's TTL every
 //! `txn_heartbeat_interval` (`KvTxnHeartBeat`), so that long transactions are not rolled back
@@ -67,13 +73,16 @@ use crate::error::{Error, Result};
 use crate::lock_resolver::{resolve_locks, unexpected_key_error};
 use crate::snapshot::{non_empty, Snapshot};
 use crate::txn_batch::{
-    Commit, LockOutcome, PessimisticLock, PessimisticRollback, Prewrite, Rollback, TxnKey,
+    AsyncCommit, Commit, LockOutcome, PessimisticLock, PessimisticRollback, Prewrite,
+    PrewriteOutcome, Rollback, TxnKey,
 };
 use crate::txn_plan::{physical_ms, Buffer, BufferError, BufferedRead, CommitPlan, Timestamp};
 use crate::{Key, KvPair, Value};
 
 /// Transactions of at most this many keys, all in one region, commit in one phase.
 const ONE_PC_MAX_KEYS: usize = 64;
+/// Optimistic transactions of at most this many keys over several regions use async commit.
+const ASYNC_COMMIT_MAX_KEYS: usize = 64;
 
 /// The transactional client. Cheap to clone: clones share the PD client, the region cache and
 /// the store connections.
@@ -600,7 +609,10 @@ impl Transaction {
         if let Some(commit_ts) = self.try_one_phase_commit(plan).await? {
             return Ok(commit_ts);
         }
-        self.prewrite(plan).await.map_err(Before)?;
+        if plan.mutations.len() <= ASYNC_COMMIT_MAX_KEYS && !self.pessimistic {
+            return self.async_commit(plan).await;
+        }
+        self.prewrite(plan, None).await.map_err(Before)?;
         let commit_ts = self
             .cluster
             .pd
@@ -634,6 +646,63 @@ impl Transaction {
                     %e,
                     "secondary commit failed; left to lock resolution"
                 ),
+            }
+        }
+        Ok(commit_ts)
+    }
+
+    /// Async commit of a small transaction over several regions: every lock is marked and
+    /// the primary's lists the secondaries, so the transaction is committed as soon as every
+    /// prewrite succeeded — at the largest `min_commit_ts` of its locks, which every store chose
+    /// above the reads it served and above a fresh TSO floor. Readers that find its locks after
+    /// their TTL decide the same way from all its keys (`KvCheckSecondaryLocks`). The commits
+    /// that follow only clean up; a failure there is logged and left to lock resolution.
+    async fn async_commit(&self, plan: &CommitPlan) -> std::result::Result<Timestamp, CommitError> {
+        use CommitError::BeforeCommitPoint as Before;
+        let floor = self
+            .cluster
+            .pd
+            .get_ts()
+            .await
+            .map_err(|e| Before(e.into()))?;
+        let secondaries: Vec<Key> = plan.secondaries().map(|m| m.key().clone()).collect();
+        let commit_ts = self
+            .prewrite(plan, Some(AsyncCommit { secondaries, floor }))
+            .await
+            .map_err(Before)?;
+        if commit_ts == 0 {
+            // Every store answers a min_commit_ts for async commit; without one the locks may
+            // be plain: commit through the primary like two-phase commit.
+            return Err(Before(Error::KeyError(
+                "async-commit prewrite returned no min_commit_ts".into(),
+            )));
+        }
+        debug!(
+            start_ts = self.start_ts,
+            commit_ts, "transaction committed (async commit)"
+        );
+        let keys: Vec<TxnKey> = plan
+            .mutations
+            .iter()
+            .map(|m| TxnKey::new(m.key().clone()))
+            .collect();
+        let op = Commit {
+            start_ts: self.start_ts,
+            commit_ts,
+        };
+        match self
+            .cluster
+            .run_batch(&op, keys, self.cluster.backoff())
+            .await
+        {
+            Ok(errors) if errors.is_empty() => {}
+            Ok(errors) => warn!(
+                start_ts = self.start_ts,
+                ?errors,
+                "async commit: committing keys failed; left to lock resolution"
+            ),
+            Err(e) => {
+                warn!(start_ts = self.start_ts, %e, "async commit: committing keys failed; left to lock resolution")
             }
         }
         Ok(commit_ts)
@@ -701,7 +770,12 @@ impl Transaction {
     }
 
     /// Prewrites every mutation, resolving other transactions' locks met on the way.
-    async fn prewrite(&self, plan: &CommitPlan) -> Result<()> {
+    /// With `async_commit`, answers the largest `min_commit_ts` of the locks written.
+    async fn prewrite(
+        &self,
+        plan: &CommitPlan,
+        async_commit: Option<AsyncCommit>,
+    ) -> Result<Timestamp> {
         let op = Prewrite {
             start_ts: self.start_ts,
             primary: plan.primary.clone(),
@@ -712,22 +786,29 @@ impl Transaction {
             } else {
                 0
             },
+            async_commit,
         };
+        let mut min_commit_ts = 0;
         let mut bo = self.cluster.backoff();
         loop {
-            let errors = self
+            let outcomes = self
                 .cluster
                 .run_batch(&op, plan.mutations.clone(), bo.clone())
                 .await?;
             let mut locks = Vec::new();
-            for e in errors {
-                match e.locked {
-                    Some(lock) => locks.push(lock),
-                    None => return Err(self.txn_key_error(e)),
+            for outcome in outcomes {
+                match outcome {
+                    PrewriteOutcome::Prewritten { min_commit_ts: ts } => {
+                        min_commit_ts = min_commit_ts.max(ts)
+                    }
+                    PrewriteOutcome::Failed(e) => match e.locked {
+                        Some(lock) => locks.push(lock),
+                        None => return Err(self.txn_key_error(*e)),
+                    },
                 }
             }
             if locks.is_empty() {
-                return Ok(());
+                return Ok(min_commit_ts);
             }
             // Prewrite everything again: a store writes nothing of a request in which a key
             // is locked (as TiKV does), so the request's other keys are not prewritten either;

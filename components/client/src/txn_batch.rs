@@ -91,12 +91,31 @@ pub(crate) struct Prewrite {
     pub(crate) txn_size: u64,
     /// 0 for an optimistic transaction.
     pub(crate) for_update_ts: Timestamp,
+    /// Async commit: every lock is marked, the primary's lists these secondaries, and each
+    /// lock's `min_commit_ts` is at least `floor`.
+    pub(crate) async_commit: Option<AsyncCommit>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct AsyncCommit {
+    pub(crate) secondaries: Vec<Key>,
+    pub(crate) floor: Timestamp,
+}
+
+/// What one prewrite request of a batch did.
+#[derive(Clone, Debug)]
+pub(crate) enum PrewriteOutcome {
+    /// Nothing of the request was written (a store writes all of it or nothing).
+    Failed(Box<KeyError>),
+    /// Every key of the request is prewritten; for async commit, the largest
+    /// `min_commit_ts` of its locks.
+    Prewritten { min_commit_ts: Timestamp },
 }
 
 impl BatchOp for Prewrite {
     type Item = PlannedMutation;
     type Rpc = kvrpcpb::PrewriteRequest;
-    type Output = KeyError;
+    type Output = PrewriteOutcome;
 
     fn key(item: &PlannedMutation) -> &[u8] {
         &item.encoded
@@ -120,12 +139,28 @@ impl BatchOp for Prewrite {
             } else {
                 Vec::new()
             },
+            use_async_commit: self.async_commit.is_some(),
+            secondaries: self
+                .async_commit
+                .as_ref()
+                .map(|a| a.secondaries.clone())
+                .unwrap_or_default(),
+            min_commit_ts: self.async_commit.as_ref().map_or(0, |a| a.floor),
             ..Default::default()
         }
     }
 
-    fn output(resp: kvrpcpb::PrewriteResponse) -> Vec<KeyError> {
-        resp.errors
+    fn output(resp: kvrpcpb::PrewriteResponse) -> Vec<PrewriteOutcome> {
+        if resp.errors.is_empty() {
+            vec![PrewriteOutcome::Prewritten {
+                min_commit_ts: resp.min_commit_ts,
+            }]
+        } else {
+            resp.errors
+                .into_iter()
+                .map(|e| PrewriteOutcome::Failed(Box::new(e)))
+                .collect()
+        }
     }
 }
 

@@ -405,3 +405,38 @@ fn a_prewrite_that_met_a_lock_writes_every_key_of_its_request_once_resolved() {
         );
     });
 }
+
+#[test]
+fn small_transactions_over_two_regions_commit_asynchronously_and_still_conflict() {
+    let (served, client) = start();
+    let regions = served
+        .split(&client::encode_key(b"m"))
+        .expect("the region splits");
+    for r in &regions {
+        served.cluster.wait_leader(r.id, TIMEOUT);
+    }
+    served.cluster.block_on(async {
+        // Keys on both sides of the split: async commit (every lock marked, committed once all
+        // prewrites succeed).
+        let mut first = client.begin_optimistic().await.unwrap();
+        let mut second = client.begin_optimistic().await.unwrap();
+        first.put("a", "first").await.unwrap();
+        first.put("z", "first").await.unwrap();
+        second.put("a", "second").await.unwrap();
+        second.put("z", "second").await.unwrap();
+        let commit_ts = first.commit().await.unwrap().expect("a commit ts");
+        // Started before that commit: its commit lands above the second's start, so the
+        // second conflicts (the commit floor is a fresh TSO timestamp).
+        let err = second
+            .commit()
+            .await
+            .expect_err("the second writer conflicts");
+        assert!(matches!(err, Error::WriteConflict { .. }), "{err:?}");
+        let at = client.snapshot(commit_ts);
+        assert_eq!(at.get("a").await.unwrap(), Some(b("first")));
+        assert_eq!(at.get("z").await.unwrap(), Some(b("first")));
+        let before = client.snapshot(commit_ts - 1);
+        assert_eq!(before.get("a").await.unwrap(), None);
+        assert_eq!(before.get("z").await.unwrap(), None);
+    });
+}
