@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use engine::CF_LOCK;
 use proto::kvrpcpb::{self, Action};
-use storage::mvcc::{Key, Lock, LockType, Modify, MvccTxn};
+use storage::mvcc::{Key, Lock, LockType, Modify, MvccReader, MvccTxn};
 use storage::txn::{
     self as actions, CheckTxnStatusOptions, PessimisticLockKeyResult, PessimisticLockProps,
     PrewriteProps, SecondaryLocksStatus, TxnKind, TxnStatus,
@@ -43,6 +43,32 @@ fn written_locks(txn: &MvccTxn) -> Vec<(Key, Lock)> {
 }
 
 impl TxnStorage {
+    /// The common shape of a command over a list of user keys: check them, route by their
+    /// encoded form, and run `decide` on them through the scheduler.
+    async fn write_keys<T, F>(
+        &self,
+        ctx: Option<&kvrpcpb::Context>,
+        raw: &[Bytes],
+        decide: F,
+    ) -> TxnResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&MvccReader<'_>, &mut MvccTxn, &[Key]) -> storage::mvcc::Result<T>
+            + Send
+            + 'static,
+    {
+        self.check_keys(raw)?;
+        let keys = convert::encode_keys(raw);
+        let header = self.header(ctx, &keys)?;
+        let cmd_keys = keys.clone();
+        Ok(self
+            .sched
+            .write(header, &keys, move |reader, txn| {
+                decide(reader, txn, &cmd_keys)
+            })
+            .await?)
+    }
+
     pub async fn kv_prewrite(
         &self,
         req: kvrpcpb::PrewriteRequest,
@@ -146,16 +172,11 @@ impl TxnStorage {
         &self,
         req: kvrpcpb::CommitRequest,
     ) -> TxnResult<kvrpcpb::CommitResponse> {
-        self.check_keys(&req.keys)?;
-        let keys = convert::encode_keys(&req.keys);
-        let header = self.header(req.context.as_ref(), &keys)?;
         let (start_ts, commit_ts) = (req.start_version, req.commit_version);
-        let cmd_keys = keys.clone();
-        self.sched
-            .write(header, &keys, move |reader, txn| {
-                actions::commit(reader, txn, start_ts, &cmd_keys, commit_ts)
-            })
-            .await?;
+        self.write_keys(req.context.as_ref(), &req.keys, move |reader, txn, keys| {
+            actions::commit(reader, txn, start_ts, keys, commit_ts)
+        })
+        .await?;
         Ok(kvrpcpb::CommitResponse {
             commit_version: commit_ts,
             ..Default::default()
@@ -195,16 +216,11 @@ impl TxnStorage {
         &self,
         req: kvrpcpb::BatchRollbackRequest,
     ) -> TxnResult<kvrpcpb::BatchRollbackResponse> {
-        self.check_keys(&req.keys)?;
-        let keys = convert::encode_keys(&req.keys);
-        let header = self.header(req.context.as_ref(), &keys)?;
         let start_ts = req.start_version;
-        let cmd_keys = keys.clone();
-        self.sched
-            .write(header, &keys, move |reader, txn| {
-                actions::rollback(reader, txn, start_ts, &cmd_keys)
-            })
-            .await?;
+        self.write_keys(req.context.as_ref(), &req.keys, move |reader, txn, keys| {
+            actions::rollback(reader, txn, start_ts, keys)
+        })
+        .await?;
         Ok(kvrpcpb::BatchRollbackResponse::default())
     }
 
@@ -264,15 +280,10 @@ impl TxnStorage {
         &self,
         req: kvrpcpb::CheckSecondaryLocksRequest,
     ) -> TxnResult<kvrpcpb::CheckSecondaryLocksResponse> {
-        self.check_keys(&req.keys)?;
-        let keys = convert::encode_keys(&req.keys);
-        let header = self.header(req.context.as_ref(), &keys)?;
         let start_ts = req.start_version;
-        let cmd_keys = keys.clone();
         let status = self
-            .sched
-            .write(header, &keys, move |reader, txn| {
-                actions::check_secondary_locks(reader, txn, start_ts, &cmd_keys)
+            .write_keys(req.context.as_ref(), &req.keys, move |reader, txn, keys| {
+                actions::check_secondary_locks(reader, txn, start_ts, keys)
             })
             .await?;
         let mut resp = kvrpcpb::CheckSecondaryLocksResponse::default();
@@ -315,15 +326,11 @@ impl TxnStorage {
     ) -> TxnResult<kvrpcpb::ResolveLockResponse> {
         self.check_keys(&req.keys)?;
         if !req.keys.is_empty() {
-            let keys = convert::encode_keys(&req.keys);
-            let header = self.header(req.context.as_ref(), &keys)?;
             let (start_ts, commit_ts) = (req.start_version, req.commit_version);
-            let cmd_keys = keys.clone();
-            self.sched
-                .write(header, &keys, move |reader, txn| {
-                    actions::resolve_lock_lite(reader, txn, start_ts, commit_ts, &cmd_keys)
-                })
-                .await?;
+            self.write_keys(req.context.as_ref(), &req.keys, move |reader, txn, keys| {
+                actions::resolve_lock_lite(reader, txn, start_ts, commit_ts, keys)
+            })
+            .await?;
             return Ok(kvrpcpb::ResolveLockResponse::default());
         }
         let mut status: HashMap<u64, u64> =
@@ -459,16 +466,11 @@ impl TxnStorage {
         &self,
         req: kvrpcpb::PessimisticRollbackRequest,
     ) -> TxnResult<kvrpcpb::PessimisticRollbackResponse> {
-        self.check_keys(&req.keys)?;
-        let keys = convert::encode_keys(&req.keys);
-        let header = self.header(req.context.as_ref(), &keys)?;
         let (start_ts, for_update_ts) = (req.start_version, req.for_update_ts);
-        let cmd_keys = keys.clone();
-        self.sched
-            .write(header, &keys, move |reader, txn| {
-                actions::pessimistic_rollback(reader, txn, start_ts, for_update_ts, &cmd_keys)
-            })
-            .await?;
+        self.write_keys(req.context.as_ref(), &req.keys, move |reader, txn, keys| {
+            actions::pessimistic_rollback(reader, txn, start_ts, for_update_ts, keys)
+        })
+        .await?;
         Ok(kvrpcpb::PessimisticRollbackResponse::default())
     }
 
