@@ -8,7 +8,9 @@
 //!    that check, and prints one line per replica.
 //!
 //! The command fails (non-zero exit) when a replica differs, or when not every replica could
-//! be heard from in time: a check that could not look everywhere is not a pass.
+//! be heard from in time: a check that could not look everywhere is not a pass. Verdicts are
+//! re-judged by the hash a strict majority shares ([`by_majority`]), so that a diverged leader
+//! is named as the odd one out rather than its healthy followers.
 
 use std::time::{Duration, Instant};
 
@@ -100,12 +102,38 @@ pub async fn check_region(pd: &PdClient, key: &[u8]) -> Result<CheckOutcome> {
             },
         });
     }
+    let replicas = by_majority(replicas);
     Ok(CheckOutcome {
         region_id: region.id,
         index,
         leader_hash,
         replicas,
     })
+}
+
+/// Re-judges the verdicts by the hash most replicas share. A replica's own verdict compares it
+/// with the leader, so when the leader is the one that diverged, the healthy replicas report
+/// "mismatch"; an operator needs to know which copy is the odd one out. Without a strict
+/// majority hash (or with replicas that could not be asked) the verdicts stay as reported.
+pub fn by_majority(mut replicas: Vec<ReplicaVerdict>) -> Vec<ReplicaVerdict> {
+    let hashes: Vec<u32> = replicas.iter().filter_map(|r| r.hash).collect();
+    if hashes.len() != replicas.len() {
+        return replicas;
+    }
+    let majority = hashes
+        .iter()
+        .find(|h| hashes.iter().filter(|x| x == h).count() * 2 > hashes.len())
+        .copied();
+    if let Some(majority) = majority {
+        for r in &mut replicas {
+            r.verdict = if r.hash == Some(majority) {
+                "match".into()
+            } else {
+                "mismatch".into()
+            };
+        }
+    }
+    replicas
 }
 
 async fn status_address(pd: &PdClient, store_id: u64) -> Result<String> {
@@ -173,6 +201,39 @@ fn verdict_in_status(status: &Value, region_id: u64, index: u64) -> Option<(Opti
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn replica(store_id: u64, hash: Option<u32>, verdict: &str) -> ReplicaVerdict {
+        ReplicaVerdict {
+            store_id,
+            peer_id: store_id + 100,
+            hash,
+            verdict: verdict.into(),
+        }
+    }
+
+    #[test]
+    fn the_odd_replica_out_is_named_even_when_it_leads() {
+        // Store 1 leads and diverged: the others compared with it and said "mismatch".
+        let judged = by_majority(vec![
+            replica(1, Some(7), "match"),
+            replica(2, Some(9), "mismatch"),
+            replica(3, Some(9), "mismatch"),
+        ]);
+        let verdicts: Vec<&str> = judged.iter().map(|r| r.verdict.as_str()).collect();
+        assert_eq!(verdicts, ["mismatch", "match", "match"]);
+        // No majority, or a replica without a hash: the verdicts stay as reported.
+        let split = vec![
+            replica(1, Some(1), "match"),
+            replica(2, Some(2), "mismatch"),
+        ];
+        assert_eq!(by_majority(split.clone()), split);
+        let unknown = vec![
+            replica(1, Some(1), "match"),
+            replica(2, None, "unreachable"),
+            replica(3, Some(1), "match"),
+        ];
+        assert_eq!(by_majority(unknown.clone()), unknown);
+    }
 
     fn status(verified: Value, hash: Value) -> Value {
         json!({"regions": [
