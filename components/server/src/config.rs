@@ -301,6 +301,33 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// A client's key: not empty, at most `max_key_size` bytes (raw and transactional APIs).
+    pub fn check_key(&self, key: &[u8]) -> Result<(), String> {
+        if key.is_empty() {
+            return Err("key must not be empty".into());
+        }
+        if key.len() > self.max_key_size {
+            return Err(format!(
+                "key is {} bytes, more than the limit of {}",
+                key.len(),
+                self.max_key_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// A client's value: at most `max_value_size` bytes.
+    pub fn check_value(&self, value: &[u8]) -> Result<(), String> {
+        if value.len() > self.max_value_size {
+            return Err(format!(
+                "value is {} bytes, more than the limit of {}",
+                value.len(),
+                self.max_value_size
+            ));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.max_key_size == 0 || self.max_value_size == 0 || self.max_batch_keys == 0 {
             return Err("limits must be positive".into());

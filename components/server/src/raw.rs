@@ -200,28 +200,11 @@ impl RawStorage {
     }
 
     fn check_key(&self, key: &[u8]) -> RawResult<()> {
-        if key.is_empty() {
-            return Err(invalid("key must not be empty"));
-        }
-        if key.len() > self.limits.max_key_size {
-            return Err(invalid(format!(
-                "key is {} bytes, more than the limit of {}",
-                key.len(),
-                self.limits.max_key_size
-            )));
-        }
-        Ok(())
+        self.limits.check_key(key).map_err(invalid)
     }
 
     fn check_value(&self, value: &[u8]) -> RawResult<()> {
-        if value.len() > self.limits.max_value_size {
-            return Err(invalid(format!(
-                "value is {} bytes, more than the limit of {}",
-                value.len(),
-                self.limits.max_value_size
-            )));
-        }
-        Ok(())
+        self.limits.check_value(value).map_err(invalid)
     }
 
     fn check_batch(&self, n: usize) -> RawResult<()> {
