@@ -91,9 +91,9 @@
 //! # Deliberately absent
 //!
 //! - Raw API: API V1 keys, the default column family, no TTL.
-//! - Transactions: no async commit or 1PC, no waiting in the stores for pessimistic locks
-//!   (the client backs off instead), no resolving of async-commit locks, no GC; the
-//!   transactional and raw APIs must not be used on the same keys.
+//! - Transactions: async commit and 1PC only for optimistic transactions of at most 64 keys,
+//!   no GC driven by the client; the transactional and raw APIs must not be used on the same
+//!   keys.
 //! - No snapshot across regions: a batch or a scan is atomic per region request at most.
 //! - No exactly-once writes across lost answers: a write whose outcome is unknown is reported
 //!   as [`Error::Undetermined`], not resent (that would need request ids remembered by the

@@ -16,7 +16,7 @@
 //!   command that fails a check (stale epoch, key outside the region) fails on every replica and
 //!   changes nothing; an engine write error is not a command failure and stops the store.
 //!
-//! Deliberately absent: split, conf change, snapshot application.
+//! Deliberately absent: conf change, snapshot application.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -17,8 +17,8 @@
 //! - [`metrics`]: Prometheus metrics (group commit width, log write time, reads by path, ...).
 //!
 //! Deliberately absent (later roadmap steps): deciding when to split (the server does), merge,
-//! conf change, Raft snapshots, leader transfer, hibernation of idle regions, creation of peers
-//! from incoming messages.
+//! conf change, Raft snapshots, hibernation of idle regions, creation of peers from incoming
+//! messages.
 
 pub mod apply;
 pub mod bootstrap;

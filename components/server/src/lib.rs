@@ -2,6 +2,8 @@
 //!
 //! - [`raw`]: the raw KV storage API on top of the raftstore: request validation, limits,
 //!   proposals for writes and reads of the engine under a [`raftstore::ReadGrant`].
+//! - [`txn`]: the transactional KV API (Percolator): wire conversion, reads on the read pool,
+//!   write commands through `storage::scheduler`.
 //! - [`read_pool`]: the threads that run those engine reads, off the tokio runtime, with a
 //!   bounded queue (a full queue answers ServerIsBusy).
 //! - [`service`]: `tikvpb.Tikv` (wire-compatible with TiKV's client protocol) and the
@@ -13,7 +15,8 @@
 //!   value encoding (TTL).
 //! - [`split`]: `SplitRegion`: ids from PD, the split through Raft, the result back to PD.
 //! - [`errors`]: the single conversion from internal errors to `errorpb` region errors.
-//! - [`status`]: the HTTP status server (`/metrics`, `/status`); [`metrics`]: request metrics.
+//! - [`status`]: the HTTP status server (`/metrics`, `/status`, consistency checks, a key's
+//!   MVCC); [`metrics`]: request metrics.
 //! - [`net`]: accepting connections (`TCP_NODELAY` on every accepted socket).
 //! - [`config`]: server configuration (TOML + flags).
 //! - [`node`]: start-up of a store process: engine, PD registration, bootstrap, heartbeats.
@@ -24,7 +27,7 @@
 //! work (start-up, creating replicas, split checks) to `tokio::task::spawn_blocking`, because
 //! the same runtime carries the Raft transport and a blocked worker delays heartbeats.
 //!
-//! Deliberately absent: transactional KV (Percolator), coprocessor, TLS.
+//! Deliberately absent: coprocessor, TLS.
 
 pub mod config;
 pub mod errors;

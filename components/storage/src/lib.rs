@@ -8,10 +8,12 @@
 //! [`mvcc`] reads and collects MVCC data; [`txn`] holds Percolator's commands, and MVCC garbage
 //! collection ([`txn::gc`]), as pure functions over a snapshot.
 //!
-//! Deliberately absent so far (roadmap): the transaction scheduler that runs [`txn`] commands
-//! under latches and proposes their writes, and the concurrency manager (max read ts, in-memory
-//! locks) that async commit and 1PC need; the raw API still lives in `server::raw` and moves here
-//! with them.
+//! [`scheduler`] runs those commands under latches and proposes their writes; [`concurrency`]
+//! keeps the store's max read ts and the memory locks that async commit and 1PC need.
+//!
+//! Deliberately absent so far (roadmap): the raw API still lives in `server::raw`, working on
+//! wire messages; it is to move here, on domain types. Waking pessimistic lock waiters and
+//! deadlock detection (waiters poll until their timeout).
 
 pub mod concurrency;
 pub mod latch;
