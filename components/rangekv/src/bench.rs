@@ -80,6 +80,27 @@ impl OpStats {
     }
 }
 
+/// The report's column headings, then one [`print_row`] per operation type.
+fn print_header() {
+    println!(
+        "{:<7} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "op", "ops", "errors", "p50 us", "p99 us", "p999 us", "max us"
+    );
+}
+
+fn print_row(name: &str, s: &OpStats) {
+    println!(
+        "{:<7} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        name,
+        s.latency.len(),
+        s.errors,
+        s.latency.value_at_quantile(0.5),
+        s.latency.value_at_quantile(0.99),
+        s.latency.value_at_quantile(0.999),
+        s.latency.max()
+    );
+}
+
 fn record_key(i: u64) -> Vec<u8> {
     format!("user{i:012}").into_bytes()
 }
@@ -191,20 +212,8 @@ async fn run_txn(args: BenchArgs) -> Result<()> {
         args.concurrency,
         total as f64 / elapsed
     );
-    println!(
-        "{:<7} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
-        "op", "ops", "errors", "p50 us", "p99 us", "p999 us", "max us"
-    );
-    println!(
-        "{:<7} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
-        "txn",
-        stats.latency.len(),
-        stats.errors,
-        stats.latency.value_at_quantile(0.5),
-        stats.latency.value_at_quantile(0.99),
-        stats.latency.value_at_quantile(0.999),
-        stats.latency.max()
-    );
+    print_header();
+    print_row("txn", &stats);
     Ok(())
 }
 
@@ -273,24 +282,12 @@ async fn run_async(args: BenchArgs, read_share: f64) -> Result<()> {
         args.concurrency,
         total as f64 / elapsed
     );
-    println!(
-        "{:<7} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
-        "op", "ops", "errors", "p50 us", "p99 us", "p999 us", "max us"
-    );
+    print_header();
     for (name, s) in [("read", &reads), ("update", &updates)] {
         if s.latency.is_empty() && s.errors == 0 {
             continue;
         }
-        println!(
-            "{:<7} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
-            name,
-            s.latency.len(),
-            s.errors,
-            s.latency.value_at_quantile(0.5),
-            s.latency.value_at_quantile(0.99),
-            s.latency.value_at_quantile(0.999),
-            s.latency.max()
-        );
+        print_row(name, s);
     }
     Ok(())
 }
