@@ -6,6 +6,10 @@
 //! gRPC services in one router. gRPC requests (HTTP/2, `content-type: application/grpc`) to an
 //! unknown method still get gRPC's `Unimplemented`; anything else unknown gets a 404.
 //!
+//! Probes for orchestrators and load balancers, at the root: `GET /health` answers 200 while
+//! the process serves HTTP; `GET /ready` answers 200 once this member knows PD's leader, else
+//! 503 (`{ready, member_id, leader_id, is_leader}`).
+//!
 //! Endpoints (all `GET`, under `/pd/api/v1`):
 //!
 //! | path | answer | served by |
@@ -103,9 +107,14 @@ pub fn routes(cluster: Arc<Cluster>) -> tonic::service::Routes {
         .route("/config/cluster", get(cluster_meta))
         .route("/gc/safepoint", get(gc_safe_point))
         .fallback(not_found)
+        .with_state(cluster.clone());
+    let probes = Router::new()
+        .route("/health", get(alive))
+        .route("/ready", get(ready))
         .with_state(cluster);
     Router::new()
         .nest(API_PREFIX, api)
+        .merge(probes)
         .fallback(unrouted)
         .into()
 }
@@ -203,6 +212,36 @@ async fn unrouted(headers: HeaderMap) -> Response {
 }
 
 // ---- handlers ----
+
+/// `/health`: the process serves HTTP (liveness).
+async fn alive() -> Response {
+    json(StatusCode::OK, &serde_json::json!({"status": "alive"}))
+}
+
+/// `/ready`: this member knows PD's leader (itself or another), so PD's gRPC is served or
+/// forwarded; 503 while an election is under way or the member is cut off.
+async fn ready(State(cluster): State<Arc<Cluster>>) -> Response {
+    let leader_id = cluster.state().leadership().leader_id;
+    let known = leader_id != 0
+        && cluster
+            .state()
+            .status()
+            .members()
+            .iter()
+            .any(|m| m.id == leader_id);
+    let code = if known {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "ready": known,
+        "member_id": cluster.member().member_id,
+        "leader_id": leader_id,
+        "is_leader": cluster.require_leader().is_ok(),
+    });
+    json(code, &body)
+}
 
 async fn ping() -> StatusCode {
     StatusCode::OK

@@ -487,3 +487,60 @@ async fn followers_answer_members_and_refuse_state_naming_the_leader() {
     assert_eq!(healthy, want, "{health}");
     group.shutdown().await;
 }
+
+/// GETs `path` at the root of `base` (not under the API prefix); the status and the body.
+async fn probe(http: &reqwest::Client, base: &str, path: &str) -> (u16, Value) {
+    let resp = http
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.unwrap();
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body:?}"));
+    (status, json)
+}
+
+/// `/ready` is 200 on every member that knows the leader and 503 on one that cannot (its
+/// peers are gone); `/health` is 200 as long as the process answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_tell_liveness_and_whether_a_leader_is_known() {
+    let mut group = PdGroup::start(3).await;
+    let leader = group.wait_leader().await;
+    let leader_id = group.members[leader].handle().member_id();
+    let http = http_client();
+    for i in 0..3 {
+        wait_until_async("every member to know the leader", DEADLINE, || {
+            let known = group.members[i].handle().leadership().leader_id == leader_id;
+            async move { known }
+        })
+        .await;
+        let base = group.members[i].url();
+        let (status, body) = probe(&http, &base, "/ready").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["leader_id"], leader_id, "{body}");
+        assert_eq!(body["is_leader"], i == leader, "{body}");
+        let (status, body) = probe(&http, &base, "/health").await;
+        assert_eq!((status, &body["status"]), (200, &json!("alive")));
+    }
+
+    // Alone, the last member cannot know a leader once its term moves on: not ready, alive.
+    let last = (leader + 1) % 3;
+    group.stop(leader).await;
+    group.stop((leader + 2) % 3).await;
+    let base = group.members[last].url();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = probe(&http, &base, "/ready").await;
+        if status == 503 {
+            assert_eq!(body["ready"], false, "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still ready alone: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = probe(&http, &base, "/health").await;
+    assert_eq!(status, 200);
+    group.shutdown().await;
+}

@@ -167,15 +167,9 @@ impl Cluster {
             .expect("start store");
         self.net.register(id, store.router());
         let raw = RawStorage::new(store.router(), engine.clone(), self.limits.clone());
-        let sched = storage::scheduler::TxnScheduler::new(
-            store.router(),
-            engine.clone(),
-            self.limits.request_timeout(),
-        );
-        self.txns.insert(
-            id,
-            server::txn::TxnStorage::new(sched, self.limits.clone(), raw.read_pool().clone()),
-        );
+        let sched = storage::scheduler::TxnScheduler::new(raw.kv().clone());
+        self.txns
+            .insert(id, server::txn::TxnStorage::new(sched, self.limits.clone()));
         self.storages.insert(id, raw);
         self.engines.insert(id, engine);
         self.stores.insert(id, store);

@@ -9,11 +9,14 @@
 //!   their call.
 //! - [`set`]: every acknowledged insert is in the final read; nothing appears that was never
 //!   attempted or was refused.
+//! - [`bank`]: transfers between accounts and snapshot reads of every balance: each read adds
+//!   up to the same total, and no balance is negative.
 //! - [`tso`]: timestamps are unique, increase per client, and respect real-time order.
 //!
 //! This crate depends on nothing heavier than serde, so it builds and tests in seconds.
 //! Every checker is tested on histories it must reject, not only on ones it must accept.
 
+pub mod bank;
 pub mod history;
 pub mod register;
 pub mod set;

@@ -117,6 +117,16 @@ impl Backoff {
         self.deadline.saturating_duration_since(now)
     }
 
+    /// Ends the operation because an attempt cut short by the end of the budget did not finish
+    /// in time: the failure that led to that attempt stays the one reported (`why` only when
+    /// there was none), since running out of budget says nothing new about the cluster.
+    pub(crate) fn budget_spent(&mut self, why: &dyn Display, now: Instant) -> Error {
+        if self.last_error.is_none() {
+            self.last_error = Some(why.to_string());
+        }
+        self.timeout_error(now)
+    }
+
     /// Ends the operation: records `why` and returns the timeout error.
     pub(crate) fn give_up(&mut self, why: &dyn Display, now: Instant) -> Error {
         self.last_error = Some(why.to_string());
@@ -176,6 +186,22 @@ mod tests {
         assert!(bo.attempt_timeout(ms(50), t0 + ms(100)).is_err());
         assert_eq!(bo.attempt_timeout(ms(50), t0 + ms(70)).unwrap(), ms(30));
         assert_eq!(bo.attempt_timeout(ms(50), t0).unwrap(), ms(50));
+    }
+
+    #[test]
+    fn an_attempt_cut_short_by_the_budget_keeps_the_failure_before_it() {
+        let t0 = Instant::now();
+        let mut bo = Backoff::starting_at(t0, ms(10), ms(1000), ms(100));
+        assert_eq!(bo.next_quick(&"not leader", t0 + ms(99)).unwrap(), ms(0));
+        match bo.budget_spent(&"no answer within 1ms", t0 + ms(100)) {
+            Error::Timeout { last_error, .. } => assert_eq!(last_error, "not leader"),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        let mut fresh = Backoff::starting_at(t0, ms(10), ms(1000), ms(1));
+        match fresh.budget_spent(&"no answer within 1ms", t0 + ms(1)) {
+            Error::Timeout { last_error, .. } => assert_eq!(last_error, "no answer within 1ms"),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
     }
 
     #[test]

@@ -223,6 +223,13 @@ impl Cluster {
         let status = match tokio::time::timeout(timeout, R::call(client, req)).await {
             Ok(Ok(resp)) => return self.on_response::<R>(route, resp.into_inner(), bo).await,
             Ok(Err(status)) => status,
+            // A request that may be resent (a read), cut short by the end of the retry budget
+            // rather than by the store's slowness. (A write that timed out may have been
+            // delivered: it takes the path below and ends undetermined.)
+            Err(_) if R::RESEND_AFTER_LOSS && timeout < self.config.request_timeout => {
+                let why = format!("no answer within {timeout:?}, the rest of the retry budget");
+                return Err(bo.budget_spent(&why, Instant::now()));
+            }
             Err(_) => tonic::Status::deadline_exceeded(format!("no answer within {timeout:?}")),
         };
         match status.code() {

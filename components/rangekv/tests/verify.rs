@@ -1,5 +1,5 @@
 //! A short seeded campaign of `rangekv verify`, run as a process the way a person runs it: each
-//! workload under kill -9 and pause faults must come out valid, and each negative control (a
+//! workload (register, set, bank, tso) under kill -9 and pause faults must come out valid, and each negative control (a
 //! wrong observation recorded on purpose) must come out invalid, naming the anomaly.
 //!
 //! The runs take turns (one cluster at a time on a small machine); each is bounded by a
@@ -192,4 +192,12 @@ fn an_injected_duplicate_timestamp_is_caught() {
     args.extend(["--time-limit", "3", "--inject-anomaly", "duplicate-ts"]);
     args.extend(SMALL);
     assert_caught(verify(&args), "duplicate-ts", "duplicate");
+}
+
+#[test]
+fn an_injected_wrong_total_is_caught() {
+    let mut args = vec!["--workload", "bank", "--nemesis", "none"];
+    args.extend(["--time-limit", "3", "--inject-anomaly", "wrong-total"]);
+    args.extend(SMALL);
+    assert_caught(verify(&args), "wrong-total", "wrong-total");
 }

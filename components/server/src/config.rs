@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub use storage::read_pool::{ReadPoolConfig, MAX_READ_POOL_SIZE};
 
 /// Configuration of one store process.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -101,54 +102,6 @@ impl ServerConfig {
             interval: Duration::from_millis(self.grpc_keepalive_time_ms),
             timeout: Duration::from_millis(self.grpc_keepalive_timeout_ms),
         }
-    }
-}
-
-/// The read pool: the threads that run the engine reads of the raw API (see
-/// [`crate::read_pool`]).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ReadPoolConfig {
-    /// Threads of the pool. Default, as TiKV's unified read pool: 80% of the CPUs, at least 4.
-    pub pool_size: usize,
-    /// Reads that may wait for a thread, per thread: the queue holds
-    /// `pool_size * max_tasks_per_worker` reads, and a read beyond that is answered
-    /// ServerIsBusy at once (TiKV's `max-tasks-per-worker`).
-    pub max_tasks_per_worker: usize,
-}
-
-/// Most threads a read pool may have.
-pub const MAX_READ_POOL_SIZE: usize = 1024;
-
-impl Default for ReadPoolConfig {
-    fn default() -> Self {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        ReadPoolConfig {
-            pool_size: (cpus * 4 / 5).max(4),
-            max_tasks_per_worker: 2000,
-        }
-    }
-}
-
-impl ReadPoolConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.pool_size == 0 || self.pool_size > MAX_READ_POOL_SIZE {
-            return Err(format!(
-                "readpool.pool_size must be between 1 and {MAX_READ_POOL_SIZE}"
-            ));
-        }
-        if self.max_tasks_per_worker == 0 {
-            return Err("readpool.max_tasks_per_worker must be positive".into());
-        }
-        if self.queue_capacity().is_none() {
-            return Err("readpool.max_tasks_per_worker is too large".into());
-        }
-        Ok(())
-    }
-
-    /// How many reads may wait for a thread; `None` if that overflows.
-    pub fn queue_capacity(&self) -> Option<usize> {
-        self.pool_size.checked_mul(self.max_tasks_per_worker)
     }
 }
 
@@ -277,8 +230,6 @@ pub struct Limits {
     pub max_key_size: usize,
     /// Largest value, bytes.
     pub max_value_size: usize,
-    /// Most keys or pairs in one batch request.
-    pub max_batch_keys: usize,
     /// Largest scan limit.
     pub max_scan_limit: u32,
     /// Largest gRPC message, bytes.
@@ -292,7 +243,6 @@ impl Default for Limits {
         Limits {
             max_key_size: 8 * 1024,
             max_value_size: 6 * 1024 * 1024,
-            max_batch_keys: 16 * 1024,
             max_scan_limit: 64 * 1024,
             max_grpc_message_size: 16 * 1024 * 1024,
             request_timeout_ms: 10_000,
@@ -329,7 +279,7 @@ impl Limits {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.max_key_size == 0 || self.max_value_size == 0 || self.max_batch_keys == 0 {
+        if self.max_key_size == 0 || self.max_value_size == 0 {
             return Err("limits must be positive".into());
         }
         if self.max_value_size >= self.max_grpc_message_size {

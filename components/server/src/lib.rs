@@ -1,18 +1,14 @@
 //! The store server: the gRPC face of one store.
 //!
-//! - [`raw`]: the raw KV storage API on top of the raftstore: request validation, limits,
-//!   proposals for writes and reads of the engine under a [`raftstore::ReadGrant`].
+//! - [`raw`]: the raw KV API's wire face: request sizes, `Context`, and where failures go; the
+//!   commands themselves are `storage::raw`'s.
 //! - [`txn`]: the transactional KV API (Percolator): wire conversion, reads on the read pool,
 //!   write commands through `storage::scheduler`.
-//! - [`read_pool`]: the threads that run those engine reads, off the tokio runtime, with a
-//!   bounded queue (a full queue answers ServerIsBusy).
 //! - [`service`]: `tikvpb.Tikv` (wire-compatible with TiKV's client protocol) and the
 //!   store-to-store `BatchRaft` stream.
 //! - [`transport`]: the Raft transport to other stores: batched per destination store over one
 //!   streaming RPC with HTTP/2 keepalives, reconnecting with backoff, addresses found through
 //!   a [`StoreResolver`].
-//! - [`keyspace`]: API V2 keyspaces: key and range checks of each API version, the V2 raw
-//!   value encoding (TTL).
 //! - [`split`]: `SplitRegion`: ids from PD, the split through Raft, the result back to PD.
 //! - [`errors`]: the single conversion from internal errors to `errorpb` region errors.
 //! - [`status`]: the HTTP status server (`/metrics`, `/status`, consistency checks, a key's
@@ -23,6 +19,9 @@
 //! - [`gc_worker`]: MVCC garbage collection of the regions the store leads, driven by PD's GC
 //!   safe point, as batches of deletes through the transaction scheduler.
 //!
+//! The storage layer (`storage`) owns what commands do: the read pool, keyspaces (re-exported
+//! here as [`read_pool`] and [`keyspace`]), MVCC, latches.
+//!
 //! Async tasks here do not block: engine reads go to the [`read_pool`], other engine and disk
 //! work (start-up, creating replicas, split checks) to `tokio::task::spawn_blocking`, because
 //! the same runtime carries the Raft transport and a blocked worker delays heartbeats.
@@ -32,12 +31,10 @@
 pub mod config;
 pub mod errors;
 pub mod gc_worker;
-pub mod keyspace;
 pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod raw;
-pub mod read_pool;
 pub mod service;
 pub mod split;
 pub mod status;
@@ -46,7 +43,8 @@ pub mod txn;
 
 pub use config::{GcConfig, Limits, ReadPoolConfig, ServerConfig};
 pub use raw::RawStorage;
-pub use read_pool::{ReadPool, ReadPoolError};
 pub use service::TikvService;
 pub use split::SplitIdAllocator;
+pub use storage::read_pool::{ReadPool, ReadPoolError};
+pub use storage::{keyspace, read_pool};
 pub use transport::{GrpcTransport, Keepalive, StaticResolver, StoreResolver};

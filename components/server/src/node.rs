@@ -298,9 +298,11 @@ impl Node {
             store_id,
             shutdown_rx.clone(),
         )));
+        let health = crate::status::Health::default();
         node.tasks.push(tokio::spawn(store_heartbeats(
             pd.clone(),
             router.clone(),
+            health.clone(),
             store_id,
             Duration::from_secs(cfg.store_heartbeat_secs.max(1)),
             shutdown_rx.clone(),
@@ -323,9 +325,10 @@ impl Node {
         }));
         if let Some(listener) = status_listener {
             let (status_router, rx) = (router.clone(), shutdown_rx.clone());
+            let health = health.clone();
             node.tasks.push(tokio::spawn(async move {
                 if let Err(e) =
-                    crate::status::serve(listener, status_router, status_engine, rx).await
+                    crate::status::serve(listener, status_router, status_engine, health, rx).await
                 {
                     warn!(%e, "status server failed");
                 }
@@ -533,6 +536,7 @@ const INITIAL_EPOCH: u64 = 1;
 async fn store_heartbeats(
     pd: PdClient,
     router: StoreRouter,
+    health: crate::status::Health,
     store_id: u64,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -545,7 +549,9 @@ async fn store_heartbeats(
             start_time,
             ..Default::default()
         };
-        if let Err(e) = pd.store_heartbeat(stats).await {
+        let sent = pd.store_heartbeat(stats).await;
+        health.set_pd_reachable(sent.is_ok());
+        if let Err(e) = sent {
             warn!(%e, "store heartbeat failed");
         }
         tokio::select! {

@@ -32,13 +32,8 @@ impl TikvService {
         // A sender that is never used: the service is never told to shut down.
         let (_tx, rx) = watch::channel(false);
         let txn = crate::txn::TxnStorage::new(
-            storage::scheduler::TxnScheduler::new(
-                storage.router().clone(),
-                storage.engine().clone(),
-                storage.limits().request_timeout(),
-            ),
+            storage::scheduler::TxnScheduler::new(storage.kv().clone()),
             storage.limits().clone(),
-            storage.read_pool().clone(),
         );
         TikvService {
             storage,

@@ -1,5 +1,10 @@
 //! The status server: plain HTTP next to the gRPC port, for operators and monitoring.
 //!
+//! - `GET /health`: 200 while the process serves HTTP at all (liveness).
+//! - `GET /ready`: 200 when the store serves: it is registered with PD (the status server
+//!   starts only after that), its last store heartbeat reached PD, and every region it hosts
+//!   knows its leader; else 503 with the reasons (readiness, for load balancers and
+//!   orchestrators; see [`not_ready_reasons`]).
 //! - `GET /metrics`: every metric of the process in Prometheus' text format.
 //! - `GET /status`: the store's id and, per region it hosts, range, epoch, role, indexes and
 //!   the last consistency check (JSON).
@@ -12,6 +17,9 @@
 //!
 //! Deliberately absent: profiling and config endpoints, TLS.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -23,10 +31,47 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// What the node's background tasks tell the status server about its links, for `/ready`.
+/// Cheap to clone (shared).
+#[derive(Clone, Default)]
+pub struct Health {
+    pd_reachable: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Records whether the last store heartbeat reached PD.
+    pub fn set_pd_reachable(&self, reachable: bool) {
+        self.pd_reachable.store(reachable, Ordering::Relaxed);
+    }
+
+    pub fn pd_reachable(&self) -> bool {
+        self.pd_reachable.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a store is not ready to serve (empty: ready), given whether PD answered its last
+/// heartbeat and, per region it hosts, `(region id, leader known)`.
+pub fn not_ready_reasons(pd_reachable: bool, regions: &[(u64, bool)]) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if !pd_reachable {
+        reasons.push("the last store heartbeat did not reach PD".to_owned());
+    }
+    let leaderless: Vec<u64> = regions
+        .iter()
+        .filter(|(_, known)| !known)
+        .map(|(id, _)| *id)
+        .collect();
+    if !leaderless.is_empty() {
+        reasons.push(format!("regions without a known leader: {leaderless:?}"));
+    }
+    reasons
+}
+
 #[derive(Clone)]
 struct AppState {
     router: StoreRouter,
     engine: engine::Engine,
+    health: Health,
 }
 
 /// Serves the status endpoints on `listener` until `shutdown` turns true.
@@ -34,19 +79,60 @@ pub async fn serve(
     listener: TcpListener,
     router: StoreRouter,
     engine: engine::Engine,
+    health: Health,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
+        .route("/health", get(alive))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/regions/{id}/consistency-check", post(check_consistency))
         .route("/mvcc/hex/{key}", get(mvcc))
-        .with_state(AppState { router, engine });
+        .with_state(AppState {
+            router,
+            engine,
+            health,
+        });
     axum::serve(crate::net::nodelay_listener(listener), app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|v| *v).await;
         })
         .await
+}
+
+async fn alive() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"status": "alive"}).to_string(),
+    )
+}
+
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let mut regions = Vec::new();
+    for id in state.router.region_ids() {
+        // A region removed meanwhile is no reason to be unready.
+        if let Ok(s) = state.router.peer_status(id).await {
+            regions.push((id, s.leader.is_some()));
+        }
+    }
+    let reasons = not_ready_reasons(state.health.pd_reachable(), &regions);
+    let code = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "ready": reasons.is_empty(),
+        "store_id": state.router.store_id(),
+        "region_count": regions.len(),
+        "reasons": reasons,
+    });
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }
 
 async fn metrics() -> impl IntoResponse {
@@ -200,4 +286,56 @@ async fn mvcc(State(state): State<AppState>, Path(hex): Path<String>) -> impl In
         })
         .to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_ready_reasons;
+
+    #[test]
+    fn ready_needs_pd_and_a_known_leader_for_every_region() {
+        struct Case {
+            name: &'static str,
+            pd: bool,
+            regions: &'static [(u64, bool)],
+            reasons: usize,
+        }
+        let cases = [
+            Case {
+                name: "PD answers, every leader known",
+                pd: true,
+                regions: &[(1, true), (2, true)],
+                reasons: 0,
+            },
+            Case {
+                name: "no regions yet (a new store) is ready once PD answers",
+                pd: true,
+                regions: &[],
+                reasons: 0,
+            },
+            Case {
+                name: "PD unreachable",
+                pd: false,
+                regions: &[(1, true)],
+                reasons: 1,
+            },
+            Case {
+                name: "a region electing",
+                pd: true,
+                regions: &[(1, true), (2, false)],
+                reasons: 1,
+            },
+            Case {
+                name: "both",
+                pd: false,
+                regions: &[(2, false)],
+                reasons: 2,
+            },
+        ];
+        for c in cases {
+            let reasons = not_ready_reasons(c.pd, c.regions);
+            assert_eq!(reasons.len(), c.reasons, "{}: {reasons:?}", c.name);
+        }
+        assert!(not_ready_reasons(true, &[(7, false)])[0].contains("[7]"));
+    }
 }

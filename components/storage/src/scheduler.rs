@@ -16,16 +16,14 @@
 //! Deliberately absent: waiting for a lock to be released (pessimistic lock waits answer
 //! KeyIsLocked at once and the client backs off), command priorities, flow control.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use engine::{Engine, CF_DEFAULT, CF_LOCK, CF_WRITE};
 use proto::metapb::Region;
 use raftstore::cmd::WriteOp;
 use raftstore::{RequestHeader, StoreRouter};
-use tokio::sync::oneshot;
 
 use crate::concurrency::{ConcurrencyManager, MemoryLocks};
+use crate::kv::{self, RaftKv};
 use crate::latch::{LatchGuard, Latches};
 use crate::mvcc::{self, Key, Lock, MvccReader, MvccTxn, TimeStamp};
 
@@ -46,6 +44,16 @@ impl From<raftstore::Error> for SchedError {
     }
 }
 
+impl From<kv::Error> for SchedError {
+    fn from(e: kv::Error) -> Self {
+        match e {
+            kv::Error::Raftstore(e) => SchedError::Region(e),
+            kv::Error::Undetermined(why) => SchedError::Undetermined(why),
+            kv::Error::Invalid(m) | kv::Error::Other(m) => SchedError::Txn(mvcc::Error::Engine(m)),
+        }
+    }
+}
+
 impl From<mvcc::Error> for SchedError {
     fn from(e: mvcc::Error) -> Self {
         SchedError::Txn(e)
@@ -57,22 +65,23 @@ pub type SchedResult<T> = Result<T, SchedError>;
 /// See the module docs. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct TxnScheduler {
-    router: StoreRouter,
-    engine: Engine,
+    kv: RaftKv,
     latches: Latches,
     cm: ConcurrencyManager,
-    timeout: Duration,
 }
 
 impl TxnScheduler {
-    pub fn new(router: StoreRouter, engine: Engine, timeout: Duration) -> TxnScheduler {
+    /// Commands through `kv` (whose timeout bounds each of their waits).
+    pub fn new(kv: RaftKv) -> TxnScheduler {
         TxnScheduler {
-            router,
-            engine,
+            kv,
             latches: Latches::default(),
             cm: ConcurrencyManager::default(),
-            timeout,
         }
+    }
+
+    pub fn kv(&self) -> &RaftKv {
+        &self.kv
     }
 
     pub fn concurrency_manager(&self) -> &ConcurrencyManager {
@@ -80,11 +89,11 @@ impl TxnScheduler {
     }
 
     pub fn router(&self) -> &StoreRouter {
-        &self.router
+        self.kv.router()
     }
 
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        self.kv.engine()
     }
 
     /// Runs a write command over `keys` (see the module docs).
@@ -136,9 +145,7 @@ impl TxnScheduler {
         start: Vec<u8>,
         end: Vec<u8>,
     ) -> SchedResult<()> {
-        let latches = tokio::time::timeout(self.timeout, self.latches.acquire_range())
-            .await
-            .map_err(|_| raftstore::Error::ServerIsBusy("waiting for the range latch".into()))?;
+        let latches = self.kv.latch_range(&self.latches).await?;
         let ops = [CF_DEFAULT, CF_LOCK, CF_WRITE]
             .into_iter()
             .map(|cf| {
@@ -190,14 +197,9 @@ impl TxnScheduler {
             + Send
             + 'static,
     {
-        let latches = tokio::time::timeout(self.timeout, self.latches.acquire(keys))
-            .await
-            .map_err(|_| raftstore::Error::ServerIsBusy("waiting for key latches".into()))?;
-        let grant = tokio::time::timeout(self.timeout, self.router.read_grant(header.clone()))
-            .await
-            .map_err(|_| raftstore::Error::ServerIsBusy("read grant timed out".into()))??;
-        let region = grant.region;
-        let engine = self.engine.clone();
+        let latches = self.kv.latch(&self.latches, keys).await?;
+        let region = self.kv.read_grant(header.clone()).await?.region;
+        let engine = self.kv.engine().clone();
         let cm = self.cm.clone();
         let decided = tokio::task::spawn_blocking(
             move || -> mvcc::Result<(T, MvccTxn, Option<MemoryLocks>)> {
@@ -246,24 +248,9 @@ impl TxnScheduler {
         latches: LatchGuard,
         memory: Option<MemoryLocks>,
     ) -> SchedResult<()> {
-        let (tx, rx) = oneshot::channel();
-        self.router.propose(header, ops, move |r| {
-            // Applied (or failed): release first, so that a request the caller sends right
-            // after the answer never meets this command's memory locks or latches.
-            drop(memory);
-            drop(latches);
-            let _ = tx.send(r);
-        });
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err(raftstore::Error::Shutdown))) | Ok(Err(_)) => Err(SchedError::Undetermined(
-                "the store shut down with the write in flight".into(),
-            )),
-            Ok(Ok(Err(e))) => Err(SchedError::Region(e)),
-            Err(_) => Err(SchedError::Undetermined(format!(
-                "no result within {:?}",
-                self.timeout
-            ))),
-        }
+        // Released when the raftstore answers, memory locks before latches: a request the
+        // caller sends right after the answer never meets this command's memory locks.
+        self.kv.write(header, ops, (memory, latches)).await?;
+        Ok(())
     }
 }

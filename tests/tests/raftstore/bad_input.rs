@@ -66,23 +66,48 @@ fn bad_requests_get_errors_not_panics() {
         .into_inner();
     assert!(r.error.contains("context"), "{}", r.error);
 
-    // Batch beyond the limit: rejected as a whole.
-    let pairs: Vec<KvPair> = (0..=limits.max_batch_keys)
+    // A batch is bounded in bytes, as in TiKV, not in keys: 20,000 small pairs are one write…
+    let batch_put = |pairs: Vec<KvPair>| {
+        cluster
+            .block_on(svc.raw_batch_put(Request::new(RawBatchPutRequest {
+                context: ctx(),
+                pairs,
+                ..Default::default()
+            })))
+            .unwrap()
+            .into_inner()
+    };
+    let many: Vec<KvPair> = (0..20_000)
         .map(|i| KvPair {
-            key: Bytes::from(format!("b{i}")),
+            key: Bytes::from(format!("b{i:05}")),
             value: Bytes::from_static(b"v"),
             ..Default::default()
         })
         .collect();
-    let r = cluster
-        .block_on(svc.raw_batch_put(Request::new(RawBatchPutRequest {
-            context: ctx(),
-            pairs,
-            ..Default::default()
-        })))
-        .unwrap()
-        .into_inner();
-    assert!(r.error.contains("batch"), "{}", r.error);
+    let r = batch_put(many);
+    assert!(r.error.is_empty() && r.region_error.is_none(), "{r:?}");
+    let get = |key: &'static [u8]| {
+        cluster
+            .block_on(svc.raw_get(Request::new(RawGetRequest {
+                context: ctx(),
+                key: Bytes::from_static(key),
+                ..Default::default()
+            })))
+            .unwrap()
+            .into_inner()
+    };
+    assert_eq!(&get(b"b19999").value[..], b"v");
+    // …and one too large for a Raft entry is RaftEntryTooLarge (clients do not resend it),
+    // writing none of its pairs.
+    let big = |key: &'static [u8]| KvPair {
+        key: Bytes::from_static(key),
+        value: Bytes::from(vec![7u8; limits.max_value_size]),
+        ..Default::default()
+    };
+    let r = batch_put(vec![big(b"big1"), big(b"big2")]);
+    let too_large = r.region_error.and_then(|e| e.raft_entry_too_large);
+    assert!(too_large.is_some(), "{}", r.error);
+    assert!(get(b"big1").not_found && get(b"big2").not_found);
 
     // Scan with an absurd limit: an InvalidArgument status (the response has no error field).
     let status = cluster

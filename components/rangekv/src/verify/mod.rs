@@ -16,13 +16,15 @@
 //! failed); 2 when the checker could not decide.
 //!
 //! A hidden `--inject-anomaly` makes the workload record one wrong observation without
-//! touching the cluster (a stale read, a lost insert, a duplicate timestamp): the negative
+//! touching the cluster (a stale read, a lost insert, a duplicate timestamp, a read whose
+//! balances do not add up): the negative
 //! control that shows the whole pipeline can fail.
 //!
 //! Caveats (see the README's "Verifying a cluster"): no network partitions, no membership
-//! changes, no transactional workloads yet; the seed fixes the nemesis schedule and the
+//! changes, no list-append workload yet; the seed fixes the nemesis schedule and the
 //! clients' choices, not the interleavings.
 
+mod bank;
 mod history;
 mod nemesis;
 mod workload;
@@ -44,6 +46,9 @@ pub enum Workload {
     Register,
     /// Unique inserts: every acknowledged one survives, nothing appears from nowhere.
     Set,
+    /// Transfers between accounts in transactions, snapshot reads of every balance: the
+    /// total never changes, no balance goes negative.
+    Bank,
     /// Timestamps from PD: unique, increasing per client and in real time.
     Tso,
 }
@@ -57,6 +62,8 @@ pub enum InjectAnomaly {
     LostInsert,
     /// tso: one request records a timestamp received before.
     DuplicateTs,
+    /// bank: one read records a balance 1 higher than it read.
+    WrongTotal,
 }
 
 #[derive(clap::Args)]
@@ -222,6 +229,12 @@ fn run_workload(
         time_limit,
     ));
 
+    if args.workload == Workload::Bank {
+        rt.block_on(bank::setup(
+            &endpoints,
+            Instant::now() + Duration::from_secs(60),
+        ))?;
+    }
     let (stop_nemesis, stop_rx) = std::sync::mpsc::channel();
     let nemesis = {
         let (cluster, recorder, handle) = (cluster.clone(), recorder.clone(), rt.handle().clone());
@@ -343,6 +356,7 @@ fn check(workload: Workload, dir: &Path) -> Result<CheckResult> {
             checker::register::DEFAULT_MAX_STATES,
         ),
         Workload::Set => checker::set::check_set(&history),
+        Workload::Bank => checker::bank::check_bank(&history, bank::BANK),
         Workload::Tso => checker::tso::check_tso(&history),
     };
     println!(

@@ -11,6 +11,7 @@
 //!   it, so that every key's history stays small enough for the linearizability search (as
 //!   Jepsen's independent keys). Final reads of every key used.
 //! - **set**: unique inserts, each element its own key; a final scan reads them all back.
+//! - **bank**: transfers and snapshot reads of every balance (see `super::bank`).
 //! - **tso**: timestamps from PD, each client its own PD connection.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use super::bank;
 use super::history::{error_kind, Recorder};
 use super::{InjectAnomaly, Workload};
 
@@ -32,7 +34,7 @@ pub const OPS_PER_KEY: u32 = 100;
 const ACTIVE_KEYS: usize = 3;
 /// A client operation that has not finished after this long is abandoned (as unknown), in case
 /// the client's own deadlines do not fire.
-const OP_DEADLINE: Duration = Duration::from_secs(40);
+pub(super) const OP_DEADLINE: Duration = Duration::from_secs(40);
 
 const REGISTER_PREFIX: &str = "verify/r/";
 const SET_PREFIX: &str = "verify/s/";
@@ -109,7 +111,7 @@ impl Shared {
 
 /// How one operation ended, for the client that ran it.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Done {
+pub(super) enum Done {
     Ok,
     Fail,
     /// Unknown: the client must continue as a new process.
@@ -120,7 +122,7 @@ fn register_key(id: u64) -> String {
     format!("{REGISTER_PREFIX}{id:06}")
 }
 
-fn client_config() -> client::Config {
+pub(super) fn client_config() -> client::Config {
     client::Config {
         request_timeout: Duration::from_secs(3),
         connect_timeout: Duration::from_secs(2),
@@ -173,6 +175,24 @@ pub async fn client(shared: Arc<Shared>, worker: u64, concurrency: u64, seed: u6
             while !shared.stop.load(Ordering::Relaxed) {
                 let e = shared.next_element.fetch_add(1, Ordering::Relaxed);
                 if add(&shared, &c, process, e).await == Done::Unknown {
+                    process += concurrency;
+                }
+            }
+        }
+        Workload::Bank => {
+            let c = bank::txn_client(&shared.endpoints, connect_until).await?;
+            while !shared.stop.load(Ordering::Relaxed) {
+                let r = &shared.recorder;
+                let done = if worker == 0 && shared.should_inject(InjectAnomaly::WrongTotal) {
+                    println!("injecting anomaly wrong-total: one read records a balance 1 higher");
+                    shared.injected.store(true, Ordering::Relaxed);
+                    bank::read(r, &c, process, 1).await
+                } else if rng.random_bool(0.3) {
+                    bank::read(r, &c, process, 0).await
+                } else {
+                    bank::transfer(r, &c, process, &mut rng).await
+                };
+                if done == Done::Unknown {
                     process += concurrency;
                 }
             }
@@ -401,8 +421,18 @@ async fn add(shared: &Shared, c: &client::RawClient, process: u64, e: u64) -> Do
 /// After the heal: reads everything back, retrying until `deadline`. The reads are recorded
 /// as operations of process `process`.
 pub async fn final_reads(shared: &Shared, process: u64, deadline: Instant) -> Result<()> {
-    let c = raw_client(&shared.endpoints, deadline).await?;
     let r = &shared.recorder;
+    if shared.workload == Workload::Bank {
+        let c = bank::txn_client(&shared.endpoints, deadline).await?;
+        while bank::read(r, &c, process, 0).await != Done::Ok {
+            if Instant::now() > deadline {
+                bail!("the final read failed until the deadline");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        return Ok(());
+    }
+    let c = raw_client(&shared.endpoints, deadline).await?;
     match shared.workload {
         Workload::Register => {
             let mut keys: Vec<String> =
@@ -459,7 +489,7 @@ pub async fn final_reads(shared: &Shared, process: u64, deadline: Instant) -> Re
                 }
             }
         },
-        Workload::Tso => {}
+        Workload::Tso | Workload::Bank => {}
     }
     Ok(())
 }

@@ -2,10 +2,10 @@
 
 use crate::support::*;
 
-/// `GET path` on a status server; the response body.
-fn http_get(addr: &str, path: &str) -> String {
+/// `GET path` on an HTTP server; the status code and the response body.
+fn http_request(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(addr).expect("connect to the status server");
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to the HTTP server");
     write!(
         conn,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
@@ -13,11 +13,38 @@ fn http_get(addr: &str, path: &str) -> String {
     .unwrap();
     let mut response = String::new();
     conn.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
+    let code = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let body = response
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// `GET path` on a status server, which must answer 200; the response body.
+fn http_get(addr: &str, path: &str) -> String {
+    let (code, body) = http_request(addr, path);
+    assert_eq!(code, 200, "GET {path}: {body}");
+    body
+}
+
+/// Polls `GET /ready` until it answers 200 (within the deadline); its body as JSON.
+fn wait_ready(addr: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, body) = http_request(addr, "/ready");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("/ready answers JSON");
+        if code == 200 {
+            return json;
+        }
+        assert_eq!(code, 503, "{body}");
+        assert!(std::time::Instant::now() < deadline, "never ready: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -58,6 +85,27 @@ fn status_server_reports_metrics_and_regions() {
     let leaders = regions.iter().filter(|r| r["is_leader"] == true).count();
     assert!(leaders >= 1, "{status}");
     assert_eq!(status["leader_count"], leaders, "{status}");
+}
+
+/// Every store and PD member answers the liveness and readiness probes; a store is ready once
+/// PD answers its heartbeats and each of its regions knows its leader, a PD member once it
+/// knows PD's leader.
+#[test]
+fn stores_and_pd_answer_health_and_readiness_probes() {
+    let t = TestCluster::start(3);
+    for i in 0..3 {
+        let addr = t.cluster.status_addr(i).expect("status servers are on");
+        assert!(http_get(&addr, "/health").contains("alive"));
+        let ready = wait_ready(&addr);
+        assert_eq!(ready["ready"], true, "{ready}");
+        assert!(ready["region_count"].as_u64().unwrap() >= 1, "{ready}");
+    }
+    for endpoint in t.cluster.pd_endpoints() {
+        let addr = endpoint.trim_start_matches("http://");
+        assert!(http_get(addr, "/health").contains("alive"));
+        let ready = wait_ready(addr);
+        assert_ne!(ready["leader_id"], 0, "{ready}");
+    }
 }
 
 #[test]

@@ -26,16 +26,15 @@ mod write;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use engine::Engine;
 use proto::kvrpcpb::{self, Context, KvPair};
 use raftstore::{ReadGrant, RequestHeader};
+use storage::kv;
 use storage::mvcc::{Error as MvccError, Key, MvccReader, TimeStamp};
 use storage::scheduler::{SchedError, TxnScheduler};
 
 use crate::config::Limits;
 use crate::keyspace::{self, Api};
-use crate::raw::Failure;
-use crate::read_pool::ReadPool;
+use crate::raw::{api_of, region_ctx, Failure};
 
 pub use convert::key_error;
 pub use respond::{respond_txn, FromTxnFailure};
@@ -51,6 +50,12 @@ pub enum TxnFailure {
 impl From<Failure> for TxnFailure {
     fn from(f: Failure) -> Self {
         TxnFailure::Request(f)
+    }
+}
+
+impl From<kv::Error> for TxnFailure {
+    fn from(e: kv::Error) -> Self {
+        TxnFailure::Request(e.into())
     }
 }
 
@@ -94,18 +99,15 @@ fn invalid(msg: impl Into<String>) -> TxnFailure {
 #[derive(Clone)]
 pub struct TxnStorage {
     sched: TxnScheduler,
-    engine: Engine,
     limits: Arc<Limits>,
-    read_pool: ReadPool,
 }
 
 impl TxnStorage {
-    pub fn new(sched: TxnScheduler, limits: Limits, read_pool: ReadPool) -> TxnStorage {
+    /// Write commands through `sched`; reads through its [`storage::RaftKv`] (its read pool).
+    pub fn new(sched: TxnScheduler, limits: Limits) -> TxnStorage {
         TxnStorage {
-            engine: sched.engine().clone(),
             sched,
             limits: Arc::new(limits),
-            read_pool,
         }
     }
 
@@ -115,8 +117,7 @@ impl TxnStorage {
 
     /// The API a request speaks.
     fn api(ctx: Option<&Context>) -> TxnResult<Api> {
-        let ctx = ctx.ok_or_else(|| invalid("request has no context"))?;
-        Api::of(ctx).map_err(invalid)
+        Ok(api_of(ctx)?)
     }
 
     /// The request header: region routing from the context, and the encoded keys to check
@@ -126,19 +127,11 @@ impl TxnStorage {
         for key in keys {
             keyspace::check_txn_key(api, key.as_encoded()).map_err(invalid)?;
         }
-        let ctx = ctx.ok_or_else(|| invalid("request has no context"))?;
-        if ctx.region_id == 0 {
-            return Err(invalid("context has no region id"));
-        }
-        Ok(RequestHeader {
-            region_id: ctx.region_id,
-            epoch: ctx.region_epoch,
-            peer: ctx.peer,
-            keys: keys
-                .iter()
-                .map(|k| Bytes::copy_from_slice(k.as_encoded()))
-                .collect(),
-        })
+        let keys = keys
+            .iter()
+            .map(|k| Bytes::copy_from_slice(k.as_encoded()))
+            .collect();
+        Ok(region_ctx(ctx)?.header(keys))
     }
 
     fn check_key(&self, key: &[u8]) -> TxnResult<()> {
@@ -157,15 +150,7 @@ impl TxnStorage {
     }
 
     async fn grant(&self, header: RequestHeader) -> TxnResult<ReadGrant> {
-        match tokio::time::timeout(
-            self.limits.request_timeout(),
-            self.sched.router().read_grant(header),
-        )
-        .await
-        {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(raftstore::Error::ServerIsBusy("read timed out".into()).into()),
-        }
+        Ok(self.sched.kv().read_grant(header).await?)
     }
 
     /// Runs `read` on the read pool over a snapshot taken there (after the grant).
@@ -174,20 +159,13 @@ impl TxnStorage {
         T: Send + 'static,
         F: FnOnce(&MvccReader<'_>) -> TxnResult<T> + Send + 'static,
     {
-        let engine = self.engine.clone();
-        let task = self.read_pool.spawn(move || {
-            let snap = engine.snapshot();
-            read(&MvccReader::new(&snap))
-        });
-        let handle =
-            task.map_err(|e| TxnFailure::from(raftstore::Error::ServerIsBusy(e.to_string())))?;
-        match tokio::time::timeout(self.limits.request_timeout(), handle.join()).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(raftstore::Error::ServerIsBusy(e.to_string()).into()),
-            Err(_) => {
-                Err(raftstore::Error::ServerIsBusy("read timed out in the pool".into()).into())
-            }
-        }
+        self.sched
+            .kv()
+            .read(move |engine| {
+                let snap = engine.snapshot();
+                read(&MvccReader::new(&snap))
+            })
+            .await
     }
 
     pub async fn kv_get(&self, req: kvrpcpb::GetRequest) -> TxnResult<kvrpcpb::GetResponse> {

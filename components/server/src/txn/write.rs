@@ -529,7 +529,7 @@ impl TxnStorage {
             Key::from_raw(&req.start_key).into_encoded(),
             Key::from_raw(&req.end_key).into_encoded(),
         );
-        let engine = self.engine.clone();
+        let engine = self.sched.engine().clone();
         tokio::task::spawn_blocking(move || {
             let mut wb = engine::WriteBatch::new();
             for cf in [engine::CF_DEFAULT, engine::CF_LOCK, engine::CF_WRITE] {

@@ -1,4 +1,4 @@
-//! The read pool: a fixed set of threads that run the engine reads of the raw API, so that a
+//! The read pool: a fixed set of threads that run the engine reads of the raw and transactional APIs, so that a
 //! RocksDB read or a large scan never occupies a tokio worker thread. The store's tokio runtime
 //! also carries the Raft transport (the `BatchRaft` streams in and out); a scan running there
 //! would delay Raft messages, heartbeats among them, and could start an election.
@@ -42,8 +42,56 @@ use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 use tracing::error;
 
-use crate::config::ReadPoolConfig;
+use serde::{Deserialize, Serialize};
+
 use crate::metrics::{READ_POOL_QUEUE_LENGTH, READ_POOL_REJECTED, READ_POOL_WAIT_SECONDS};
+
+/// The pool's size and queue (the `[readpool]` section of a store's config).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadPoolConfig {
+    /// Threads of the pool. Default, as TiKV's unified read pool: 80% of the CPUs, at least 4.
+    pub pool_size: usize,
+    /// Reads that may wait for a thread, per thread: the queue holds
+    /// `pool_size * max_tasks_per_worker` reads, and a read beyond that is answered
+    /// ServerIsBusy at once (TiKV's `max-tasks-per-worker`).
+    pub max_tasks_per_worker: usize,
+}
+
+/// Most threads a read pool may have.
+pub const MAX_READ_POOL_SIZE: usize = 1024;
+
+impl Default for ReadPoolConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ReadPoolConfig {
+            pool_size: (cpus * 4 / 5).max(4),
+            max_tasks_per_worker: 2000,
+        }
+    }
+}
+
+impl ReadPoolConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.pool_size == 0 || self.pool_size > MAX_READ_POOL_SIZE {
+            return Err(format!(
+                "readpool.pool_size must be between 1 and {MAX_READ_POOL_SIZE}"
+            ));
+        }
+        if self.max_tasks_per_worker == 0 {
+            return Err("readpool.max_tasks_per_worker must be positive".into());
+        }
+        if self.queue_capacity().is_none() {
+            return Err("readpool.max_tasks_per_worker is too large".into());
+        }
+        Ok(())
+    }
+
+    /// How many reads may wait for a thread; `None` if that overflows.
+    pub fn queue_capacity(&self) -> Option<usize> {
+        self.pool_size.checked_mul(self.max_tasks_per_worker)
+    }
+}
 
 /// Why a read could not run (or its pool could not start).
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +109,7 @@ pub enum ReadPoolError {
 }
 
 /// A hook run on the pool thread before each task (set by tests only).
-pub(crate) type BeforeTask = Arc<dyn Fn() + Send + Sync>;
+pub type BeforeTask = Arc<dyn Fn() + Send + Sync>;
 
 struct Task {
     run: Box<dyn FnOnce() + Send>,
@@ -99,12 +147,9 @@ impl ReadPool {
         Self::start(cfg, None)
     }
 
-    /// A pool whose threads run `before` ahead of every task.
-    #[cfg(test)]
-    pub(crate) fn with_hook(
-        cfg: &ReadPoolConfig,
-        before: BeforeTask,
-    ) -> Result<ReadPool, ReadPoolError> {
+    /// A pool whose threads run `before` ahead of every task (tests count or hold tasks
+    /// with it).
+    pub fn with_hook(cfg: &ReadPoolConfig, before: BeforeTask) -> Result<ReadPool, ReadPoolError> {
         Self::start(cfg, Some(before))
     }
 

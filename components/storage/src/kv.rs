@@ -1,0 +1,214 @@
+//! The engine interface of commands: how a storage command reaches one region's data.
+//!
+//! [`RaftKv`] is the only way the raw API ([`crate::raw`]) and the transaction scheduler
+//! ([`crate::scheduler`]) touch a region:
+//! - [`RaftKv::read_grant`]: permission from the region's leader to read now (everything
+//!   committed before is applied); the grant carries the region's current range.
+//! - [`RaftKv::read`]: runs a read on the [`ReadPool`], where it takes its engine snapshot
+//!   when a thread runs it, so after the grant asked for before. A full pool answers
+//!   ServerIsBusy at once.
+//! - [`RaftKv::write`]: proposes plain modifications (put, delete, delete-range per column
+//!   family) through Raft and waits until they are applied. Whatever the caller hands in to
+//!   hold (latches, memory locks) is released when the raftstore answers, not when the caller
+//!   stops waiting: a write that may still apply keeps its keys held.
+//!
+//! Every wait is bounded by the request timeout. A read or grant that times out is
+//! ServerIsBusy (nothing happened; clients retry); a write that times out, or meets a
+//! shutdown with the proposal in flight, is [`Error::Undetermined`] — it may still apply, so it
+//! must never be answered as a region error that clients retry.
+//!
+//! Deliberately absent: the wire (requests, `Context`, `errorpb`) — the server converts; limits
+//! on request sizes — the server checks them before a command starts.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use engine::Engine;
+use proto::metapb;
+use raftstore::cmd::{WriteOp, WriteResponse};
+use raftstore::{ReadGrant, RequestHeader, StoreRouter};
+use tokio::sync::oneshot;
+
+use crate::latch::{LatchGuard, Latches};
+use crate::read_pool::{ReadPool, ReadPoolError};
+
+/// Why a storage command failed, short of a command's own verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// From the raftstore: a region error (not leader, stale epoch, key not in region, busy,
+    /// entry too large, …); nothing was written and the client may retry elsewhere.
+    #[error("{0}")]
+    Raftstore(#[from] raftstore::Error),
+    /// The request cannot be served as it is (bad key for its API, bad range, …); nothing
+    /// was written, and resending it will not help.
+    #[error("{0}")]
+    Invalid(String),
+    /// The write was proposed but its fate is unknown: it may still apply.
+    #[error("{0}")]
+    Undetermined(String),
+    /// The engine failed, or stored data is corrupt.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<engine::Error> for Error {
+    fn from(e: engine::Error) -> Self {
+        Error::Other(format!("engine: {e}"))
+    }
+}
+
+impl Error {
+    /// A ServerIsBusy region error: nothing happened, try again later.
+    pub fn busy(why: impl Into<String>) -> Error {
+        Error::Raftstore(raftstore::Error::ServerIsBusy(why.into()))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Which region a command is for, as the client addressed it (region id, the epoch it knows,
+/// the peer it meant to reach). The region's leader checks it, and the keys the command
+/// touches, before anything happens.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RegionCtx {
+    pub region_id: u64,
+    pub epoch: Option<metapb::RegionEpoch>,
+    pub peer: Option<metapb::Peer>,
+}
+
+impl RegionCtx {
+    /// The raftstore header of a command over `keys` (stored form).
+    pub fn header(&self, keys: Vec<Bytes>) -> RequestHeader {
+        RequestHeader {
+            region_id: self.region_id,
+            epoch: self.epoch,
+            peer: self.peer,
+            keys,
+        }
+    }
+}
+
+/// See the module docs. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct RaftKv {
+    router: StoreRouter,
+    engine: Engine,
+    read_pool: ReadPool,
+    timeout: Duration,
+}
+
+impl RaftKv {
+    /// Commands through `router`, reads of `engine` on `read_pool`, each wait at most
+    /// `timeout`.
+    pub fn new(
+        router: StoreRouter,
+        engine: Engine,
+        read_pool: ReadPool,
+        timeout: Duration,
+    ) -> Self {
+        RaftKv {
+            router,
+            engine,
+            read_pool,
+            timeout,
+        }
+    }
+
+    pub fn router(&self) -> &StoreRouter {
+        &self.router
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn read_pool(&self) -> &ReadPool {
+        &self.read_pool
+    }
+
+    /// How long any one wait of a command may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Asks the region's leader for a read grant (see the module docs).
+    pub async fn read_grant(&self, header: RequestHeader) -> Result<ReadGrant> {
+        match tokio::time::timeout(self.timeout, self.router.read_grant(header)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(Error::busy("read grant timed out")),
+        }
+    }
+
+    /// Runs `read` on the read pool and waits for its result. Call it only once the read grant
+    /// is given: `read` reads the engine when a pool thread runs it, so it sees at least
+    /// everything the grant covers.
+    pub async fn read<T, E, F>(&self, read: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce(&Engine) -> std::result::Result<T, E> + Send + 'static,
+    {
+        let engine = self.engine.clone();
+        let pending = self
+            .read_pool
+            .spawn(move || read(&engine))
+            .map_err(|e| E::from(read_pool_failure(e)))?;
+        // On a timeout the handle is dropped, and a task no thread took yet is skipped.
+        match tokio::time::timeout(self.timeout, pending.join()).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(read_pool_failure(e).into()),
+            Err(_) => Err(Error::busy("read timed out in the read pool").into()),
+        }
+    }
+
+    /// Proposes `ops` and waits until they are applied. `hold` (latches, memory locks) is
+    /// dropped when the raftstore answers the proposal, before the answer is passed on.
+    pub async fn write<H: Send + 'static>(
+        &self,
+        header: RequestHeader,
+        ops: Vec<WriteOp>,
+        hold: H,
+    ) -> Result<WriteResponse> {
+        let (tx, rx) = oneshot::channel();
+        self.router.propose(header, ops, move |r| {
+            // Applied (or failed): release first, so that a request the caller sends right
+            // after the answer never waits for this one.
+            drop(hold);
+            let _ = tx.send(r);
+        });
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(Ok(resp))) => Ok(resp),
+            Ok(Ok(Err(raftstore::Error::Shutdown))) | Ok(Err(_)) => Err(Error::Undetermined(
+                "the store shut down with the write in flight".into(),
+            )),
+            Ok(Ok(Err(e))) => Err(e.into()),
+            Err(_) => Err(Error::Undetermined(format!(
+                "no result within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Waits for the latches of `keys`.
+    pub async fn latch<K: AsRef<[u8]>>(&self, latches: &Latches, keys: &[K]) -> Result<LatchGuard> {
+        tokio::time::timeout(self.timeout, latches.acquire(keys))
+            .await
+            .map_err(|_| Error::busy("waiting for key latches"))
+    }
+
+    /// Waits for the range latch (held alone: no key latch is held meanwhile).
+    pub async fn latch_range(&self, latches: &Latches) -> Result<LatchGuard> {
+        tokio::time::timeout(self.timeout, latches.acquire_range())
+            .await
+            .map_err(|_| Error::busy("waiting for the range latch"))
+    }
+}
+
+/// How a read the pool could not run is answered: a full pool is ServerIsBusy, so the client
+/// backs off and retries.
+fn read_pool_failure(e: ReadPoolError) -> Error {
+    match e {
+        ReadPoolError::Full { .. } => Error::busy(e.to_string()),
+        e => Error::Other(format!("read failed: {e}")),
+    }
+}
