@@ -139,8 +139,10 @@ impl TransactionClient {
     }
 
     async fn begin(&self, pessimistic: bool) -> Result<Transaction> {
+        let began = tokio::time::Instant::now();
         let start_ts = self.current_timestamp().await?;
         Ok(Transaction {
+            began,
             snapshot: self.snapshot(start_ts),
             cluster: self.cluster.clone(),
             start_ts,
@@ -188,6 +190,8 @@ pub struct Transaction {
     max_for_update_ts: Timestamp,
     state: State,
     heartbeat: Option<JoinHandle<()>>,
+    /// When the start timestamp was taken: lock TTLs count from there.
+    began: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -299,13 +303,12 @@ impl Transaction {
         Ok((self.buffer).merge_scan(pairs, &start, &end, limit as usize, reverse, exhausted))
     }
 
-    /// Writes `value` to `key` at commit. A pessimistic transaction locks the key first.
+    /// Writes `value` to `key` at commit. A pessimistic transaction locks the key first,
+    /// unless it holds its lock already (see [`Transaction::lock_for_write`]).
     pub async fn put(&mut self, key: impl Into<Key>, value: impl Into<Value>) -> Result<()> {
         self.check_active()?;
         let key = non_empty(key.into())?;
-        if self.pessimistic {
-            self.lock_pessimistic(vec![key.clone()], false).await?;
-        }
+        self.lock_for_write(&key).await?;
         self.buffer.put(key, value.into());
         Ok(())
     }
@@ -329,14 +332,27 @@ impl Transaction {
             .map_err(|BufferError::AlreadyWritten(key)| Error::AlreadyExists { key })
     }
 
-    /// Deletes `key` at commit. A pessimistic transaction locks the key first.
+    /// Deletes `key` at commit. A pessimistic transaction locks the key first, unless it
+    /// holds its lock already.
     pub async fn delete(&mut self, key: impl Into<Key>) -> Result<()> {
         self.check_active()?;
         let key = non_empty(key.into())?;
-        if self.pessimistic {
+        self.lock_for_write(&key).await?;
+        self.buffer.delete(key);
+        Ok(())
+    }
+
+    /// Locks `key` for a write of a pessimistic transaction, unless this transaction locked
+    /// it before. The write may have been computed from what that earlier lock returned
+    /// (`get_for_update`), so it must commit under that lock: if the lock was lost meanwhile
+    /// (rolled back by a reader who found it expired, and the key written by another
+    /// transaction), the prewrite fails with `PessimisticLockNotFound` and nothing commits.
+    /// Locking again at a fresh `for_update_ts` would succeed instead and commit a write based
+    /// on a stale read: a lost update.
+    async fn lock_for_write(&mut self, key: &Key) -> Result<()> {
+        if self.pessimistic && !self.locked.contains(key) {
             self.lock_pessimistic(vec![key.clone()], false).await?;
         }
-        self.buffer.delete(key);
         Ok(())
     }
 
@@ -380,8 +396,13 @@ impl Transaction {
         })
     }
 
+    /// The TTL of a lock written now: the time since the transaction began plus
+    /// `txn_lock_ttl`. Stores count a lock's TTL from its transaction's start timestamp (as
+    /// TiKV's do), so a lock first written late in a long transaction must cover the time
+    /// already spent; else the next reader finds it expired at birth and rolls it back.
     fn lock_ttl_ms(&self) -> u64 {
-        u64::try_from(self.cluster.config.txn_lock_ttl.as_millis()).unwrap_or(u64::MAX)
+        let ttl = self.began.elapsed() + self.cluster.config.txn_lock_ttl;
+        u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The primary, chosen as `first` if none is yet; starts the heartbeat.
@@ -558,7 +579,8 @@ impl Transaction {
         let cluster = self.cluster.clone();
         let start_ts = self.start_ts;
         let interval = self.cluster.config.txn_heartbeat_interval;
-        let ttl = self.lock_ttl_ms();
+        // Each beat adds the time since the start itself.
+        let ttl = u64::try_from(self.cluster.config.txn_lock_ttl.as_millis()).unwrap_or(u64::MAX);
         self.heartbeat = Some(tokio::spawn(heartbeat(
             cluster, primary, start_ts, interval, ttl,
         )));

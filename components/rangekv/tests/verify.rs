@@ -195,6 +195,19 @@ fn an_injected_duplicate_timestamp_is_caught() {
 }
 
 #[test]
+fn bank_under_store_kills_pauses_and_kill_all_keeps_the_total() {
+    let mut args = vec![
+        "--workload",
+        "bank",
+        "--nemesis",
+        "kill-store,pause-store,kill-all",
+    ];
+    args.extend(["--time-limit", "10", "--seed", "4"]);
+    args.extend(SMALL);
+    assert_valid(verify(&args));
+}
+
+#[test]
 fn an_injected_wrong_total_is_caught() {
     let mut args = vec!["--workload", "bank", "--nemesis", "none"];
     args.extend(["--time-limit", "3", "--inject-anomaly", "wrong-total"]);

@@ -440,3 +440,95 @@ fn small_transactions_over_two_regions_commit_asynchronously_and_still_conflict(
         assert_eq!(before.get("z").await.unwrap(), None);
     });
 }
+
+/// Removes transaction `start_ts`'s pessimistic lock on `key` straight at the leader, as a
+/// reader that found it expired would.
+fn pessimistic_rollback_directly(served: &ServedCluster, key: &str, start_ts: u64) {
+    let cluster = &served.cluster;
+    let leader = cluster.wait_leader(1, TIMEOUT);
+    let region = cluster.region_for_key(b"");
+    let req = kvrpcpb::PessimisticRollbackRequest {
+        context: Some(cluster.context(&region, leader)),
+        start_version: start_ts,
+        for_update_ts: u64::MAX,
+        keys: vec![b(key)],
+    };
+    let resp = cluster
+        .block_on(cluster.txn(leader).kv_pessimistic_rollback(req))
+        .expect("pessimistic rollback");
+    assert!(
+        resp.region_error.is_none() && resp.errors.is_empty(),
+        "{resp:?}"
+    );
+}
+
+/// A lock's TTL counts from its transaction's start: a pessimistic transaction that takes its
+/// first lock after running longer than the TTL must still hold a live lock (the client adds
+/// the time already spent), so a writer meeting it waits instead of rolling it back.
+#[test]
+fn a_lock_taken_late_in_a_long_transaction_is_alive() {
+    let short = client::Config {
+        txn_lock_ttl: Duration::from_millis(300),
+        txn_heartbeat_interval: Duration::from_millis(100),
+        ..config()
+    };
+    let (served, _) = start();
+    let client = served.txn_client(short.clone());
+    let impatient = served.txn_client(client::Config {
+        max_retry_time: Duration::from_millis(400),
+        ..short
+    });
+    served.cluster.block_on(async {
+        let mut setup = client.begin_optimistic().await.unwrap();
+        setup.put("acct", "10").await.unwrap();
+        setup.commit().await.unwrap();
+
+        let mut t = client.begin_pessimistic().await.unwrap();
+        // The transaction grows older than the lock TTL before it locks anything.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(t.get_for_update("acct").await.unwrap(), Some(b("10")));
+
+        let mut w = impatient.begin_optimistic().await.unwrap();
+        w.put("acct", "99").await.unwrap();
+        let refused = w.commit().await;
+        assert!(refused.is_err(), "a live lock was rolled back: {refused:?}");
+
+        t.put("acct", "11").await.unwrap();
+        t.commit().await.unwrap().expect("committed");
+        let now = client.snapshot(client.current_timestamp().await.unwrap());
+        assert_eq!(now.get("acct").await.unwrap(), Some(b("11")));
+    });
+}
+
+/// A write computed from what a pessimistic lock returned commits only under that lock: once
+/// the lock is lost and another transaction wrote the key, the commit fails (no lost update).
+#[test]
+fn a_write_based_on_a_lost_pessimistic_lock_does_not_commit() {
+    let (served, client) = start();
+    let rt = &served.cluster;
+    let mut t = rt.block_on(async {
+        let mut setup = client.begin_optimistic().await.unwrap();
+        setup.put("acct", "10").await.unwrap();
+        setup.commit().await.unwrap();
+        let mut t = client.begin_pessimistic().await.unwrap();
+        assert_eq!(t.get_for_update("acct").await.unwrap(), Some(b("10")));
+        t
+    });
+    // The lock is lost, and another transaction writes the key meanwhile.
+    pessimistic_rollback_directly(&served, "acct", t.start_timestamp());
+    rt.block_on(async {
+        let mut w = client.begin_optimistic().await.unwrap();
+        w.put("acct", "20").await.unwrap();
+        w.commit().await.unwrap();
+
+        // 10 + 1, from the stale read: must not land.
+        t.put("acct", "11").await.unwrap();
+        let lost = t.commit().await;
+        assert!(
+            lost.is_err(),
+            "a write based on a stale read committed: {lost:?}"
+        );
+        let now = client.snapshot(client.current_timestamp().await.unwrap());
+        assert_eq!(now.get("acct").await.unwrap(), Some(b("20")));
+    });
+}
