@@ -195,6 +195,7 @@ impl Cluster {
 
     pub async fn on_tso(&self, req: TsoRequest) -> Result<TsoResponse> {
         let ts = self.tso.get(req.count, &self.state).await?;
+        crate::metrics::TSO_TIMESTAMPS.inc_by(u64::from(req.count));
         let physical = i64::try_from(ts.physical)
             .map_err(|_| Error::Tso(format!("physical time {} overflows", ts.physical)))?;
         Ok(TsoResponse {
@@ -340,6 +341,7 @@ impl Cluster {
         &self,
         req: RegionHeartbeatRequest,
     ) -> Option<RegionHeartbeatResponse> {
+        crate::metrics::REGION_HEARTBEATS.inc();
         let region_id = req.region.as_ref().map_or(0, |r| r.id);
         match self.handle_region_heartbeat(&req).await {
             Ok(operator) => operator,

@@ -132,65 +132,70 @@ impl PdConfig {
         }
     }
 
-    /// Checks the invariants listed in the module docs.
+    /// Checks the invariants listed in the module docs: the first problem, if any.
     pub fn validate(&self) -> Result<()> {
+        match self.problems().into_iter().next() {
+            Some(problem) => Err(Error::Config(problem)),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem of the configuration (empty: valid).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
         if self.name.is_empty() {
-            return Err(Error::Config("name must not be empty".to_owned()));
+            out.push("name must not be empty".to_owned());
         }
         if self.id_alloc_step == 0 {
-            return Err(Error::Config("id_alloc_step must be positive".to_owned()));
+            out.push("id_alloc_step must be positive".to_owned());
         }
         if self.tso_update_interval.is_zero() {
-            return Err(Error::Config(
-                "tso_update_interval must be positive".to_owned(),
-            ));
+            out.push("tso_update_interval must be positive".to_owned());
         }
         if self.tso_save_interval < self.tso_update_interval * 3 {
-            return Err(Error::Config(format!(
+            out.push(format!(
                 "tso_save_interval ({:?}) must be at least 3x tso_update_interval ({:?})",
                 self.tso_save_interval, self.tso_update_interval
-            )));
+            ));
         }
         if self.raft_tick_interval.is_zero() {
-            return Err(Error::Config(
-                "raft_tick_interval must be positive".to_owned(),
-            ));
+            out.push("raft_tick_interval must be positive".to_owned());
         }
         if self.raft_heartbeat_ticks == 0 || self.raft_election_ticks < 5 {
-            return Err(Error::Config(
+            out.push(
                 "raft_heartbeat_ticks must be positive and raft_election_ticks at least 5"
                     .to_owned(),
-            ));
+            );
         }
         if self.raft_election_ticks <= self.raft_heartbeat_ticks {
-            return Err(Error::Config(
-                "raft_election_ticks must exceed raft_heartbeat_ticks".to_owned(),
-            ));
+            out.push("raft_election_ticks must exceed raft_heartbeat_ticks".to_owned());
         }
         if self.raft_log_gc_ticks == 0 {
-            return Err(Error::Config(
-                "raft_log_gc_ticks must be positive".to_owned(),
-            ));
+            out.push("raft_log_gc_ticks must be positive".to_owned());
         }
         if self.leader_balance_threshold < 2 {
-            return Err(Error::Config(format!(
+            out.push(format!(
                 "leader_balance_threshold ({}) must be at least 2",
                 self.leader_balance_threshold
-            )));
-        }
-        if self.max_pending_leader_transfers == 0 {
-            return Err(Error::Config(
-                "max_pending_leader_transfers must be positive".to_owned(),
             ));
         }
-        let members = self.members()?;
-        if !members.is_empty() && !members.iter().any(|(name, _)| *name == self.name) {
-            return Err(Error::Config(format!(
-                "initial_cluster does not name this node ({:?})",
-                self.name
-            )));
+        if self.max_pending_leader_transfers == 0 {
+            out.push("max_pending_leader_transfers must be positive".to_owned());
         }
-        Ok(())
+        match self.members() {
+            Err(Error::Config(e)) => out.push(e),
+            Err(e) => out.push(e.to_string()),
+            Ok(members)
+                if !members.is_empty() && !members.iter().any(|(name, _)| *name == self.name) =>
+            {
+                out.push(format!(
+                    "initial_cluster does not name this node ({:?})",
+                    self.name
+                ));
+            }
+            Ok(_) => {}
+        }
+        out
     }
 
     /// The members of `initial_cluster` as `(name, url)`, in the given order; URLs get an

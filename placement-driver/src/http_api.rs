@@ -8,7 +8,8 @@
 //!
 //! Probes for orchestrators and load balancers, at the root: `GET /health` answers 200 while
 //! the process serves HTTP; `GET /ready` answers 200 once this member knows PD's leader, else
-//! 503 (`{ready, member_id, leader_id, is_leader}`).
+//! 503 (`{ready, member_id, leader_id, is_leader}`). `GET /metrics` serves Prometheus' text
+//! format ([`crate::metrics`]).
 //!
 //! Endpoints (all `GET`, under `/pd/api/v1`):
 //!
@@ -111,6 +112,7 @@ pub fn routes(cluster: Arc<Cluster>) -> tonic::service::Routes {
     let probes = Router::new()
         .route("/health", get(alive))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(cluster);
     Router::new()
         .nest(API_PREFIX, api)
@@ -216,6 +218,19 @@ async fn unrouted(headers: HeaderMap) -> Response {
 /// `/health`: the process serves HTTP (liveness).
 async fn alive() -> Response {
     json(StatusCode::OK, &serde_json::json!({"status": "alive"}))
+}
+
+/// `/metrics`: Prometheus' text format (see [`crate::metrics`]).
+async fn metrics(State(cluster): State<Arc<Cluster>>) -> Response {
+    match crate::metrics::render(&cluster) {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// `/ready`: this member knows PD's leader (itself or another), so PD's gRPC is served or

@@ -8,7 +8,8 @@
 //! - [`server`]: start-up ([`start`]), the background tasks, shutdown ([`PdHandle`]).
 //! - [`service`]: the gRPC trait implementation, a thin dispatcher onto [`cluster`].
 //! - [`http_api`]: the read-only part of PD's HTTP API (`/pd/api/v1`: members, health, stores,
-//!   regions, cluster, GC safe point) on the client port, JSON shaped as PD's.
+//!   regions, cluster, GC safe point) on the client port, JSON shaped as PD's, and the probes
+//!   and [`metrics`] (`/health`, `/ready`, `/metrics`) at its root.
 //! - [`cluster`]: one `on_<rpc>` handler per RPC.
 //! - [`state`]: the deterministic state machine [`PdState`], changed only by applying a
 //!   [`PdCommand`] ([`command`]); [`region_map`] is its region index.
@@ -57,6 +58,7 @@ pub mod keyspace;
 pub mod lease;
 pub mod log_gc;
 pub mod membership;
+pub mod metrics;
 pub mod proposer;
 pub mod raft_node;
 pub mod region_map;

@@ -31,6 +31,10 @@ struct Cli {
     /// `server`, `warn` for the other commands.
     #[arg(long, global = true)]
     log: Option<String>,
+    /// Log lines as text for people (default) or as JSON objects, one a line, for log
+    /// collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -50,6 +54,15 @@ enum Cmd {
     /// Run a workload against a local cluster under faults and check its history; exits 0
     /// only when the history is valid.
     Verify(verify::VerifyArgs),
+    /// GET an HTTP endpoint of a node (e.g. `http://127.0.0.1:20180/ready`) and print its
+    /// answer; exits 0 only on a 2xx status. For health checks in containers, whose image
+    /// holds no other tool.
+    Probe {
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -81,6 +94,10 @@ struct PdArgs {
     /// group). Ignored when the data directory holds data.
     #[arg(long, value_parser = ["new", "existing"])]
     initial_cluster_state: Option<String>,
+    /// Print the effective configuration and every problem in it (unknown keys, bad values,
+    /// an unusable data directory), then exit without starting: 0 if it is valid, 1 if not.
+    #[arg(long)]
+    config_check: bool,
 }
 
 #[derive(clap::Args)]
@@ -97,6 +114,10 @@ struct ServerArgs {
     /// Address of the HTTP status server (`/metrics`, `/status`).
     #[arg(long)]
     status_addr: Option<String>,
+    /// Print the effective configuration and every problem in it (unknown keys, bad values,
+    /// an unusable data directory), then exit without starting: 0 if it is valid, 1 if not.
+    #[arg(long)]
+    config_check: bool,
     /// Data directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -105,12 +126,21 @@ struct ServerArgs {
     pd: Option<Vec<String>>,
 }
 
-fn init_logging(filter: &str) {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => logs.try_init(),
+        LogFormat::Json => logs.json().with_current_span(false).try_init(),
+    };
 }
 
 fn read_file(path: &PathBuf) -> Result<String> {
@@ -135,7 +165,7 @@ fn main() -> Result<()> {
     // `failpoints` feature this does nothing).
     let _fail_points = fail::FailScenario::setup();
     let cli = Cli::parse();
-    let log = |default: &str| init_logging(cli.log.as_deref().unwrap_or(default));
+    let log = |default: &str| init_logging(cli.log.as_deref().unwrap_or(default), cli.log_format);
     match cli.cmd {
         Cmd::Pd(args) => {
             log("info");
@@ -157,6 +187,10 @@ fn main() -> Result<()> {
             log("warn");
             bench::run(args)
         }
+        Cmd::Probe { url, timeout_secs } => {
+            log("warn");
+            probe(&url, std::time::Duration::from_secs(timeout_secs))
+        }
         Cmd::Verify(args) => {
             log("warn");
             let status = verify::run(args)?;
@@ -164,6 +198,33 @@ fn main() -> Result<()> {
                 std::process::exit(status);
             }
             Ok(())
+        }
+    }
+}
+
+/// `rangekv probe`: see [`Cmd::Probe`].
+fn probe(url: &str, timeout: std::time::Duration) -> Result<()> {
+    let answer = runtime()?.block_on(async {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(timeout)
+            .build()?;
+        let resp = http.get(url).send().await?;
+        let status = resp.status();
+        Ok::<_, reqwest::Error>((status, resp.text().await.unwrap_or_default()))
+    });
+    match answer {
+        Ok((status, body)) => {
+            println!("{body}");
+            if !status.is_success() {
+                eprintln!("{url}: {status}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            std::process::exit(1);
         }
     }
 }
@@ -191,6 +252,30 @@ async fn shutdown_signal() {
 }
 
 fn run_pd(args: PdArgs) -> Result<()> {
+    let check = args.config_check;
+    let cfg = pd_config(args);
+    if check {
+        finish_config_check(cfg.and_then(|cfg| {
+            let mut problems = cfg.problems();
+            problems.extend(dir_problem("data_dir", &cfg.data_dir));
+            Ok((toml::to_string_pretty(&cfg)?, problems))
+        }));
+    }
+    let cfg = cfg?;
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+    runtime()?.block_on(async move {
+        let pd = placement_driver::start(cfg).await?;
+        tracing::info!(addr = %pd.addr(), "PD member started");
+        shutdown_signal().await;
+        tracing::info!("PD shutting down");
+        pd.shutdown().await?;
+        Ok(())
+    })
+}
+
+/// The PD member's configuration: the file's, overridden by flags (not validated).
+fn pd_config(args: PdArgs) -> Result<placement_driver::PdConfig> {
     let mut cfg: placement_driver::PdConfig = match &args.config {
         Some(p) => toml::from_str(&read_file(p)?)
             .with_context(|| format!("invalid config {}", p.display()))?,
@@ -219,22 +304,38 @@ fn run_pd(args: PdArgs) -> Result<()> {
             .parse()
             .map_err(|e| anyhow::anyhow!("invalid --initial-cluster-state: {e}"))?;
     }
+    Ok(cfg)
+}
+
+fn run_server(args: ServerArgs) -> Result<()> {
+    let check = args.config_check;
+    let cfg = server_config(args);
+    if check {
+        finish_config_check(cfg.and_then(|cfg| {
+            let mut problems = cfg.problems();
+            problems.extend(dir_problem("data_dir", &cfg.data_dir));
+            Ok((toml::to_string_pretty(&cfg)?, problems))
+        }));
+    }
+    let cfg = cfg?;
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
     runtime()?.block_on(async move {
-        let pd = placement_driver::start(cfg).await?;
-        tracing::info!(addr = %pd.addr(), "PD member started");
+        let node = server::node::Node::start(cfg).await?;
+        tracing::info!(store_id = node.store_id(), addr = %node.addr(), "store serving");
         shutdown_signal().await;
-        tracing::info!("PD shutting down");
-        pd.shutdown().await?;
+        tracing::info!("store shutting down");
+        node.shutdown().await;
         Ok(())
     })
 }
 
-fn run_server(args: ServerArgs) -> Result<()> {
+/// The store's configuration: the file's, overridden by flags (not validated beyond what
+/// parsing checks: unknown keys and malformed values).
+fn server_config(args: ServerArgs) -> Result<server::ServerConfig> {
     let mut cfg = match &args.config {
-        Some(p) => server::ServerConfig::from_toml(&read_file(p)?)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        Some(p) => toml::from_str(&read_file(p)?)
+            .map_err(|e| anyhow::anyhow!("{}: invalid config: {e}", p.display()))?,
         None => server::ServerConfig::default(),
     };
     if let Some(v) = args.addr {
@@ -252,14 +353,56 @@ fn run_server(args: ServerArgs) -> Result<()> {
     if let Some(v) = args.status_addr {
         cfg.status_addr = v;
     }
-    cfg.validate()
-        .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
-    runtime()?.block_on(async move {
-        let node = server::node::Node::start(cfg).await?;
-        tracing::info!(store_id = node.store_id(), addr = %node.addr(), "store serving");
-        shutdown_signal().await;
-        tracing::info!("store shutting down");
-        node.shutdown().await;
-        Ok(())
-    })
+    Ok(cfg)
+}
+
+/// Ends `--config-check`: prints the effective configuration (as TOML) or why there is none,
+/// then every problem; exits 0 if there are none, else 1.
+fn finish_config_check(checked: Result<(String, Vec<String>)>) -> ! {
+    let problems = match checked {
+        Ok((effective, problems)) => {
+            println!("{effective}");
+            problems
+        }
+        Err(e) => vec![format!("{e:#}")],
+    };
+    if problems.is_empty() {
+        println!("config check: ok");
+        std::process::exit(0);
+    }
+    for p in &problems {
+        eprintln!("error: {p}");
+    }
+    eprintln!("config check: {} problem(s)", problems.len());
+    std::process::exit(1)
+}
+
+/// Why `dir` cannot serve as the data directory named `what`, if it cannot: it is not a
+/// directory, or neither it nor (when it does not exist yet) its nearest existing ancestor
+/// takes a new file.
+fn dir_problem(what: &str, dir: &std::path::Path) -> Option<String> {
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(std::path::Path::new("."));
+    if !existing.is_dir() {
+        return Some(format!(
+            "{what} {}: {} is not a directory",
+            dir.display(),
+            existing.display()
+        ));
+    }
+    let base = if existing.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        existing
+    };
+    match tempfile::tempfile_in(base) {
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "{what} {}: cannot create files in {}: {e}",
+            dir.display(),
+            base.display()
+        )),
+    }
 }

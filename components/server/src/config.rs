@@ -76,24 +76,37 @@ impl ServerConfig {
         }
     }
 
+    /// The first problem of the configuration, if any (see [`ServerConfig::problems`]).
     pub fn validate(&self) -> Result<(), String> {
-        self.raftstore.to_raftstore().validate()?;
-        self.readpool.validate()?;
-        self.limits.validate()?;
-        self.split.validate()?;
-        self.gc.validate()?;
+        match self.problems().into_iter().next() {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem of the configuration: the first of each section, then those across
+    /// sections. Empty: valid.
+    pub fn problems(&self) -> Vec<String> {
+        let sections = [
+            self.raftstore.to_raftstore().validate(),
+            self.readpool.validate(),
+            self.limits.validate(),
+            self.split.validate(),
+            self.gc.validate(),
+        ];
+        let mut out: Vec<String> = sections.into_iter().filter_map(Result::err).collect();
         if self.gc.batch_bytes >= self.raftstore.raft_entry_max_size {
-            return Err("gc.batch_bytes must be below raftstore.raft_entry_max_size".into());
+            out.push("gc.batch_bytes must be below raftstore.raft_entry_max_size".into());
         }
         if self.pd_endpoints.is_empty() {
-            return Err("pd_endpoints must not be empty".into());
+            out.push("pd_endpoints must not be empty".into());
         }
         if self.grpc_keepalive_time_ms == 0 || self.grpc_keepalive_timeout_ms == 0 {
-            return Err(
+            out.push(
                 "grpc_keepalive_time_ms and grpc_keepalive_timeout_ms must be positive".into(),
             );
         }
-        Ok(())
+        out
     }
 
     /// The HTTP/2 keepalive of gRPC connections.

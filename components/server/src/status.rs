@@ -136,6 +136,11 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics() -> impl IntoResponse {
+    // Counters of rare events show from the start (as 0), so that alerts on them can tell
+    // "none yet" from "not scraped".
+    std::sync::LazyLock::force(&raftstore::metrics::CONSISTENCY_MISMATCHES);
+    std::sync::LazyLock::force(&crate::metrics::PESSIMISTIC_LOCK_WAITS);
+    std::sync::LazyLock::force(&storage::metrics::READ_POOL_REJECTED);
     let encoder = prometheus::TextEncoder::new();
     match encoder.encode_to_string(&prometheus::gather()) {
         Ok(text) => (

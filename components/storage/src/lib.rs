@@ -24,7 +24,7 @@ pub mod concurrency;
 pub mod keyspace;
 pub mod kv;
 pub mod latch;
-mod metrics;
+pub mod metrics;
 pub mod mvcc;
 pub mod raw;
 pub mod read_pool;

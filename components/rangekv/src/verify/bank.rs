@@ -6,7 +6,7 @@
 //!   each (if an earlier attempt's outcome was unknown, the next one finds all of them or
 //!   none, and goes on accordingly).
 //! - `transfer`: a transaction — optimistic or pessimistic, drawn from the seed — reads both
-//!   balances (pessimistic: `get_for_update`), refuses if the source cannot cover the amount
+//!   balances (pessimistic: `get_for_update`, in key order), refuses if the source cannot cover the amount
 //!   (recorded `fail`), writes both and commits. A commit whose outcome is unknown is `info`;
 //!   any other failure means nothing was committed (`fail`).
 //! - `read`: a snapshot at a fresh timestamp, one batch get of every account.
@@ -124,10 +124,17 @@ pub async fn transfer(
         let decided = async {
             let (a, b) = (account_key(from), account_key(to));
             let (fa, fb) = if pessimistic {
-                (
-                    t.get_for_update(a.clone()).await?,
-                    t.get_for_update(b.clone()).await?,
-                )
+                // Lock in key order, as applications do: two transfers between the same
+                // accounts in opposite directions then never wait for each other in a cycle
+                // (stores have no deadlock detector yet; a cycle would last until a lock wait
+                // times out).
+                if a < b {
+                    let fa = t.get_for_update(a.clone()).await?;
+                    (fa, t.get_for_update(b.clone()).await?)
+                } else {
+                    let fb = t.get_for_update(b.clone()).await?;
+                    (t.get_for_update(a.clone()).await?, fb)
+                }
             } else {
                 (t.get(a.clone()).await?, t.get(b.clone()).await?)
             };

@@ -101,6 +101,16 @@ impl Shared {
         slot.0
     }
 
+    /// Whether this caller injects the anomaly `which` now: true for exactly one caller, the
+    /// first to ask once a third of the run is over.
+    fn claim_injection(&self, which: InjectAnomaly) -> bool {
+        self.should_inject(which)
+            && self
+                .injected
+                .compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
     /// Whether the anomaly `which` should be injected now (once, a third of the way in).
     fn should_inject(&self, which: InjectAnomaly) -> bool {
         self.inject == Some(which)
@@ -183,9 +193,9 @@ pub async fn client(shared: Arc<Shared>, worker: u64, concurrency: u64, seed: u6
             let c = bank::txn_client(&shared.endpoints, connect_until).await?;
             while !shared.stop.load(Ordering::Relaxed) {
                 let r = &shared.recorder;
-                let done = if worker == 0 && shared.should_inject(InjectAnomaly::WrongTotal) {
+                // Any client may inject: one of them may be stuck behind locks for long.
+                let done = if shared.claim_injection(InjectAnomaly::WrongTotal) {
                     println!("injecting anomaly wrong-total: one read records a balance 1 higher");
-                    shared.injected.store(true, Ordering::Relaxed);
                     bank::read(r, &c, process, 1).await
                 } else if rng.random_bool(0.3) {
                     bank::read(r, &c, process, 0).await

@@ -215,3 +215,79 @@ fn bench_runs_small_transactions_and_ctl_shows_a_keys_versions() {
         "no committed Put: {v}"
     );
 }
+
+/// The metric names a scrape of `addr` serves (from its `# TYPE` lines).
+fn served_metrics(addr: &str) -> std::collections::BTreeMap<String, String> {
+    http_get(addr, "/metrics")
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+        .collect()
+}
+
+/// Every metric the Grafana dashboard (`deploy/grafana/rangekv.json`) queries is served by a
+/// store or a PD member of a cluster that did some raw and transactional work, so no panel
+/// stays empty because of a renamed or missing metric.
+#[test]
+fn the_dashboard_queries_only_metrics_the_cluster_serves() {
+    let t = TestCluster::start(3);
+    let c = t.client();
+    let endpoints = t.cluster.pd_endpoints();
+    t.rt.block_on(async {
+        for i in 0..20 {
+            c.put(key(i), b"v".to_vec()).await.unwrap();
+            c.get(key(i)).await.unwrap();
+        }
+        let txns = client::TransactionClient::connect(endpoints.clone())
+            .await
+            .unwrap();
+        let mut txn = txns.begin_pessimistic().await.unwrap();
+        txn.get_for_update(b"dash".to_vec()).await.unwrap();
+        txn.put(b"dash".to_vec(), b"1".to_vec()).await.unwrap();
+        txn.commit().await.unwrap();
+    });
+    let mut served = std::collections::BTreeMap::new();
+    for i in 0..3 {
+        served.extend(served_metrics(
+            &t.cluster.status_addr(i).expect("status servers are on"),
+        ));
+    }
+    for endpoint in &endpoints {
+        served.extend(served_metrics(endpoint.trim_start_matches("http://")));
+    }
+
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/rangekv.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read the dashboard"))
+            .expect("the dashboard is JSON");
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let names = expr
+                .split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+                .filter(|w| w.starts_with("rangekv_"));
+            queried.extend(names.map(str::to_owned));
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+    for name in &queried {
+        // A histogram's series are `<name>_bucket`, `_sum` and `_count`.
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| served.get(*f).is_some_and(|k| k == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(
+            served.contains_key(family),
+            "the dashboard queries {name}, which no node serves; served: {:?}",
+            served.keys().collect::<Vec<_>>()
+        );
+    }
+}
