@@ -383,13 +383,20 @@ async fn http_api_answers_next_to_grpc() {
 
     // Unknown paths: 404 for HTTP; a gRPC call still works on the same port afterwards.
     get_error(&http, &base, "/no/such/path", 404, "404 page not found").await;
-    let outside = http.get(format!("{base}/nothing-here")).send().await.unwrap();
+    let outside = http
+        .get(format!("{base}/nothing-here"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(outside.status().as_u16(), 404);
     // Metrics live at the root, next to the probes.
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(metrics.status().as_u16(), 200);
     let text = metrics.text().await.unwrap();
-    assert!(text.contains("rangekv_pd_region_heartbeats_total"), "{text}");
+    assert!(
+        text.contains("rangekv_pd_region_heartbeats_total"),
+        "{text}"
+    );
     assert!(text.contains("rangekv_pd_is_leader 1"), "{text}");
     let resp = grpc
         .get_region_by_id(GetRegionByIdRequest {
