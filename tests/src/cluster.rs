@@ -528,9 +528,11 @@ impl Cluster {
     /// data differs from the leader's.
     pub fn check_consistency(&self, region_id: u64) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let (leader, index, hash) = loop {
+        // A check whose leader lost its leadership before proposing the verification never
+        // completes on the replicas: start another one then.
+        let (leader, index, hash, statuses) = 'check: loop {
             if Instant::now() > deadline {
-                bail!("no consistency check of region {region_id} could start");
+                bail!("no consistency check of region {region_id} completed within 60s");
             }
             let leader = self.wait_leader(region_id, Duration::from_secs(30));
             let router = self.stores[&leader].router();
@@ -538,26 +540,34 @@ impl Cluster {
                 tokio::time::timeout(Duration::from_secs(10), router.check_consistency(region_id))
                     .await
             });
-            match started {
-                Ok(Ok((index, hash))) => break (leader, index, hash),
-                other => tracing::debug!(?other, "consistency check retry"),
-            }
-        };
-        let mut statuses = Vec::new();
-        crate::wait_until(
-            &format!("every replica of region {region_id} verifies index {index}"),
-            Duration::from_secs(30),
-            || {
-                statuses = self
+            let (index, hash) = match started {
+                Ok(Ok(started)) => started,
+                other => {
+                    tracing::debug!(?other, "consistency check retry");
+                    continue;
+                }
+            };
+            let verified_by = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < verified_by.min(deadline) {
+                let statuses: Vec<(u64, PeerStatus)> = self
                     .stores
                     .keys()
                     .filter_map(|s| self.peer_status(*s, region_id).map(|st| (*s, st)))
                     .collect();
-                statuses
+                if statuses
                     .iter()
                     .all(|(_, st)| st.last_verified.is_some_and(|(i, _)| i >= index))
-            },
-        );
+                {
+                    break 'check (leader, index, hash, statuses);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            tracing::debug!(
+                region_id,
+                index,
+                "a consistency check did not complete; again"
+            );
+        };
         let diverged: Vec<String> = statuses
             .iter()
             .filter(|(_, st)| {

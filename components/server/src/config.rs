@@ -249,6 +249,15 @@ pub struct Limits {
     pub max_grpc_message_size: usize,
     /// How long a request may wait for the raftstore, milliseconds.
     pub request_timeout_ms: u64,
+    /// Client requests the store serves at once; beyond, ServerIsBusy at once (see
+    /// [`crate::admission`]).
+    pub max_inflight_requests: usize,
+    /// Bytes of writes proposed and not yet applied; beyond, ServerIsBusy at once (TiKV's
+    /// `scheduler-pending-write-threshold`).
+    pub max_pending_write_bytes: usize,
+    /// Concurrent requests (HTTP/2 streams) one client connection may have open; more wait in
+    /// the client (TiKV's `grpc-concurrent-stream`).
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -259,6 +268,9 @@ impl Default for Limits {
             max_scan_limit: 64 * 1024,
             max_grpc_message_size: 16 * 1024 * 1024,
             request_timeout_ms: 10_000,
+            max_inflight_requests: 8192,
+            max_pending_write_bytes: 100 << 20,
+            max_concurrent_streams: 1024,
         }
     }
 }
@@ -292,7 +304,12 @@ impl Limits {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.max_key_size == 0 || self.max_value_size == 0 {
+        if self.max_key_size == 0
+            || self.max_value_size == 0
+            || self.max_inflight_requests == 0
+            || self.max_pending_write_bytes == 0
+            || self.max_concurrent_streams == 0
+        {
             return Err("limits must be positive".into());
         }
         if self.max_value_size >= self.max_grpc_message_size {

@@ -67,7 +67,7 @@ pub fn to_wire(e: &Error) -> WireError {
         Error::ServerIsBusy(reason) => {
             err.server_is_busy = Some(errorpb::ServerIsBusy {
                 reason: reason.clone(),
-                ..Default::default()
+                backoff_ms: crate::admission::BUSY_BACKOFF_MS,
             });
         }
         Error::Shutdown => {

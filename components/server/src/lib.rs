@@ -10,6 +10,7 @@
 //!   streaming RPC with HTTP/2 keepalives, reconnecting with backoff, addresses found through
 //!   a [`StoreResolver`].
 //! - [`split`]: `SplitRegion`: ids from PD, the split through Raft, the result back to PD.
+//! - [`admission`]: a bound on the client requests served at once (ServerIsBusy beyond).
 //! - [`errors`]: the single conversion from internal errors to `errorpb` region errors.
 //! - [`status`]: the HTTP status server (`/metrics`, `/status`, consistency checks, a key's
 //!   MVCC); [`metrics`]: request metrics.
@@ -28,6 +29,7 @@
 //!
 //! Deliberately absent: coprocessor, TLS.
 
+pub mod admission;
 pub mod config;
 pub mod errors;
 pub mod gc_worker;

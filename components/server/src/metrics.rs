@@ -3,7 +3,10 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_histogram_vec, register_int_counter_vec, HistogramVec, IntCounterVec};
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, HistogramVec,
+    IntCounterVec, IntGauge,
+};
 
 /// Requests by method and outcome (`ok`, `region_error`, `error`).
 pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -31,6 +34,24 @@ pub static PESSIMISTIC_LOCK_WAITS: LazyLock<prometheus::IntCounter> = LazyLock::
     prometheus::register_int_counter!(
         "rangekv_pessimistic_lock_waits_total",
         "Pessimistic lock requests that waited for another transaction's lock"
+    )
+    .expect("register metric")
+});
+
+/// Regions this store hosts (set when `/metrics` is scraped).
+pub static STORE_REGIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "rangekv_store_regions",
+        "Regions this store hosts a replica of"
+    )
+    .expect("register metric")
+});
+
+/// Regions this store leads (set when `/metrics` is scraped).
+pub static STORE_LEADERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "rangekv_store_leaders",
+        "Regions whose leader is on this store"
     )
     .expect("register metric")
 });

@@ -278,6 +278,7 @@ impl Node {
             tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(keepalive.interval))
                 .http2_keepalive_timeout(Some(keepalive.timeout))
+                .max_concurrent_streams(Some(cfg.limits.max_concurrent_streams))
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = rx.wait_for(|v| *v).await;

@@ -125,7 +125,8 @@ impl RawStorage {
         limits: Limits,
         read_pool: ReadPool,
     ) -> RawStorage {
-        let kv = RaftKv::new(router, engine, read_pool, limits.request_timeout());
+        let kv = RaftKv::new(router, engine, read_pool, limits.request_timeout())
+            .with_write_quota(storage::kv::WriteQuota::new(limits.max_pending_write_bytes));
         RawStorage {
             raw: RawStore::new(kv),
             limits: Arc::new(limits),

@@ -22,6 +22,7 @@ use crate::split::SplitIdAllocator;
 #[derive(Clone)]
 pub struct TikvService {
     storage: RawStorage,
+    admission: crate::admission::Admission,
     txn: crate::txn::TxnStorage,
     shutdown: watch::Receiver<bool>,
     split_ids: Option<Arc<dyn SplitIdAllocator>>,
@@ -36,6 +37,7 @@ impl TikvService {
             storage.limits().clone(),
         );
         TikvService {
+            admission: crate::admission::Admission::new(storage.limits().max_inflight_requests),
             storage,
             txn,
             shutdown: rx,
@@ -154,9 +156,19 @@ without_error_field!(
 
 /// Runs a handler, records its latency and outcome, and shapes its failure.
 async fn respond<T: FromFailure>(
+    admission: &crate::admission::Admission,
     method: &'static str,
     handler: impl std::future::Future<Output = Result<T, Failure>>,
 ) -> Result<Response<T>, Status> {
+    let _permit = match admission.try_admit() {
+        Ok(permit) => permit,
+        Err(busy) => {
+            crate::metrics::REQUESTS
+                .with_label_values(&[method, "region_error"])
+                .inc();
+            return T::from_failure(busy.into()).map(Response::new);
+        }
+    };
     let timer = crate::metrics::REQUEST_SECONDS
         .with_label_values(&[method])
         .start_timer();
@@ -182,42 +194,67 @@ impl Tikv for TikvService {
         &self,
         req: Request<kvrpcpb::GetRequest>,
     ) -> Result<Response<kvrpcpb::GetResponse>, Status> {
-        crate::txn::respond_txn("kv_get", self.txn.kv_get(req.into_inner())).await
+        crate::txn::respond_txn(&self.admission, "kv_get", self.txn.kv_get(req.into_inner())).await
     }
 
     async fn kv_scan(
         &self,
         req: Request<kvrpcpb::ScanRequest>,
     ) -> Result<Response<kvrpcpb::ScanResponse>, Status> {
-        crate::txn::respond_txn("kv_scan", self.txn.kv_scan(req.into_inner())).await
+        crate::txn::respond_txn(
+            &self.admission,
+            "kv_scan",
+            self.txn.kv_scan(req.into_inner()),
+        )
+        .await
     }
 
     async fn kv_batch_get(
         &self,
         req: Request<kvrpcpb::BatchGetRequest>,
     ) -> Result<Response<kvrpcpb::BatchGetResponse>, Status> {
-        crate::txn::respond_txn("kv_batch_get", self.txn.kv_batch_get(req.into_inner())).await
+        crate::txn::respond_txn(
+            &self.admission,
+            "kv_batch_get",
+            self.txn.kv_batch_get(req.into_inner()),
+        )
+        .await
     }
 
     async fn kv_prewrite(
         &self,
         req: Request<kvrpcpb::PrewriteRequest>,
     ) -> Result<Response<kvrpcpb::PrewriteResponse>, Status> {
-        crate::txn::respond_txn("kv_prewrite", self.txn.kv_prewrite(req.into_inner())).await
+        crate::txn::respond_txn(
+            &self.admission,
+            "kv_prewrite",
+            self.txn.kv_prewrite(req.into_inner()),
+        )
+        .await
     }
 
     async fn kv_commit(
         &self,
         req: Request<kvrpcpb::CommitRequest>,
     ) -> Result<Response<kvrpcpb::CommitResponse>, Status> {
-        crate::txn::respond_txn("kv_commit", self.txn.kv_commit(req.into_inner())).await
+        crate::txn::respond_txn(
+            &self.admission,
+            "kv_commit",
+            self.txn.kv_commit(req.into_inner()),
+        )
+        .await
     }
 
     async fn kv_cleanup(
         &self,
         req: Request<kvrpcpb::CleanupRequest>,
     ) -> Result<Response<kvrpcpb::CleanupResponse>, Status> {
-        crate::txn::respond_txn("kv_cleanup", self.txn.kv_cleanup(req.into_inner())).await
+        crate::txn::respond_txn(
+            &self.admission,
+            "kv_cleanup",
+            self.txn.kv_cleanup(req.into_inner()),
+        )
+        .await
     }
 
     async fn kv_batch_rollback(
@@ -225,6 +262,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::BatchRollbackRequest>,
     ) -> Result<Response<kvrpcpb::BatchRollbackResponse>, Status> {
         crate::txn::respond_txn(
+            &self.admission,
             "kv_batch_rollback",
             self.txn.kv_batch_rollback(req.into_inner()),
         )
@@ -236,6 +274,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::CheckTxnStatusRequest>,
     ) -> Result<Response<kvrpcpb::CheckTxnStatusResponse>, Status> {
         crate::txn::respond_txn(
+            &self.admission,
             "kv_check_txn_status",
             self.txn.kv_check_txn_status(req.into_inner()),
         )
@@ -247,6 +286,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::CheckSecondaryLocksRequest>,
     ) -> Result<Response<kvrpcpb::CheckSecondaryLocksResponse>, Status> {
         crate::txn::respond_txn(
+            &self.admission,
             "kv_check_secondary_locks",
             self.txn.kv_check_secondary_locks(req.into_inner()),
         )
@@ -258,6 +298,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::TxnHeartBeatRequest>,
     ) -> Result<Response<kvrpcpb::TxnHeartBeatResponse>, Status> {
         crate::txn::respond_txn(
+            &self.admission,
             "kv_txn_heart_beat",
             self.txn.kv_txn_heart_beat(req.into_inner()),
         )
@@ -269,6 +310,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::ResolveLockRequest>,
     ) -> Result<Response<kvrpcpb::ResolveLockResponse>, Status> {
         crate::txn::respond_txn(
+            &self.admission,
             "kv_resolve_lock",
             self.txn.kv_resolve_lock(req.into_inner()),
         )
@@ -279,7 +321,12 @@ impl Tikv for TikvService {
         &self,
         req: Request<kvrpcpb::ScanLockRequest>,
     ) -> Result<Response<kvrpcpb::ScanLockResponse>, Status> {
-        crate::txn::respond_txn("kv_scan_lock", self.txn.kv_scan_lock(req.into_inner())).await
+        crate::txn::respond_txn(
+            &self.admission,
+            "kv_scan_lock",
+            self.txn.kv_scan_lock(req.into_inner()),
+        )
+        .await
     }
 
     async fn kv_pessimistic_lock(
@@ -287,6 +334,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::PessimisticLockRequest>,
     ) -> Result<Response<kvrpcpb::PessimisticLockResponse>, Status> {
         crate::txn::respond_txn(
+            &self.admission,
             "kv_pessimistic_lock",
             self.txn.kv_pessimistic_lock(req.into_inner()),
         )
@@ -298,6 +346,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::PessimisticRollbackRequest>,
     ) -> Result<Response<kvrpcpb::PessimisticRollbackResponse>, Status> {
         crate::txn::respond_txn(
+            &self.admission,
             "kv_pessimistic_rollback",
             self.txn.kv_pessimistic_rollback(req.into_inner()),
         )
@@ -309,6 +358,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::DeleteRangeRequest>,
     ) -> Result<Response<kvrpcpb::DeleteRangeResponse>, Status> {
         crate::txn::respond_txn(
+            &self.admission,
             "kv_delete_range",
             self.txn.kv_delete_range(req.into_inner()),
         )
@@ -320,6 +370,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::UnsafeDestroyRangeRequest>,
     ) -> Result<Response<kvrpcpb::UnsafeDestroyRangeResponse>, Status> {
         crate::txn::respond_txn(
+            &self.admission,
             "unsafe_destroy_range",
             self.txn.unsafe_destroy_range(req.into_inner()),
         )
@@ -330,7 +381,12 @@ impl Tikv for TikvService {
         &self,
         req: Request<kvrpcpb::RawGetRequest>,
     ) -> Result<Response<kvrpcpb::RawGetResponse>, Status> {
-        respond("raw_get", self.storage.raw_get(req.into_inner())).await
+        respond(
+            &self.admission,
+            "raw_get",
+            self.storage.raw_get(req.into_inner()),
+        )
+        .await
     }
 
     async fn raw_batch_get(
@@ -338,6 +394,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::RawBatchGetRequest>,
     ) -> Result<Response<kvrpcpb::RawBatchGetResponse>, Status> {
         respond(
+            &self.admission,
             "raw_batch_get",
             self.storage.raw_batch_get(req.into_inner()),
         )
@@ -348,7 +405,12 @@ impl Tikv for TikvService {
         &self,
         req: Request<kvrpcpb::RawPutRequest>,
     ) -> Result<Response<kvrpcpb::RawPutResponse>, Status> {
-        respond("raw_put", self.storage.raw_put(req.into_inner())).await
+        respond(
+            &self.admission,
+            "raw_put",
+            self.storage.raw_put(req.into_inner()),
+        )
+        .await
     }
 
     async fn raw_batch_put(
@@ -356,6 +418,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::RawBatchPutRequest>,
     ) -> Result<Response<kvrpcpb::RawBatchPutResponse>, Status> {
         respond(
+            &self.admission,
             "raw_batch_put",
             self.storage.raw_batch_put(req.into_inner()),
         )
@@ -366,7 +429,12 @@ impl Tikv for TikvService {
         &self,
         req: Request<kvrpcpb::RawDeleteRequest>,
     ) -> Result<Response<kvrpcpb::RawDeleteResponse>, Status> {
-        respond("raw_delete", self.storage.raw_delete(req.into_inner())).await
+        respond(
+            &self.admission,
+            "raw_delete",
+            self.storage.raw_delete(req.into_inner()),
+        )
+        .await
     }
 
     async fn raw_batch_delete(
@@ -374,6 +442,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::RawBatchDeleteRequest>,
     ) -> Result<Response<kvrpcpb::RawBatchDeleteResponse>, Status> {
         respond(
+            &self.admission,
             "raw_batch_delete",
             self.storage.raw_batch_delete(req.into_inner()),
         )
@@ -384,7 +453,12 @@ impl Tikv for TikvService {
         &self,
         req: Request<kvrpcpb::RawScanRequest>,
     ) -> Result<Response<kvrpcpb::RawScanResponse>, Status> {
-        respond("raw_scan", self.storage.raw_scan(req.into_inner())).await
+        respond(
+            &self.admission,
+            "raw_scan",
+            self.storage.raw_scan(req.into_inner()),
+        )
+        .await
     }
 
     async fn raw_batch_scan(
@@ -392,6 +466,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::RawBatchScanRequest>,
     ) -> Result<Response<kvrpcpb::RawBatchScanResponse>, Status> {
         respond(
+            &self.admission,
             "raw_batch_scan",
             self.storage.raw_batch_scan(req.into_inner()),
         )
@@ -403,6 +478,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::RawGetKeyTtlRequest>,
     ) -> Result<Response<kvrpcpb::RawGetKeyTtlResponse>, Status> {
         respond(
+            &self.admission,
             "raw_get_key_ttl",
             self.storage.raw_get_key_ttl(req.into_inner()),
         )
@@ -414,6 +490,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::RawDeleteRangeRequest>,
     ) -> Result<Response<kvrpcpb::RawDeleteRangeResponse>, Status> {
         respond(
+            &self.admission,
             "raw_delete_range",
             self.storage.raw_delete_range(req.into_inner()),
         )
@@ -425,6 +502,7 @@ impl Tikv for TikvService {
         req: Request<kvrpcpb::RawCasRequest>,
     ) -> Result<Response<kvrpcpb::RawCasResponse>, Status> {
         respond(
+            &self.admission,
             "raw_compare_and_swap",
             self.storage.raw_compare_and_swap(req.into_inner()),
         )
@@ -441,6 +519,7 @@ impl Tikv for TikvService {
             ));
         };
         respond(
+            &self.admission,
             "split_region",
             crate::split::split_region(&self.storage, ids, req.into_inner()),
         )

@@ -5,7 +5,8 @@
 //!   starts only after that), its last store heartbeat reached PD, and every region it hosts
 //!   knows its leader; else 503 with the reasons (readiness, for load balancers and
 //!   orchestrators; see [`not_ready_reasons`]).
-//! - `GET /metrics`: every metric of the process in Prometheus' text format.
+//! - `GET /metrics`: every metric of the process in Prometheus' text format, with the
+//!   store's region and leader counts taken at the scrape.
 //! - `GET /status`: the store's id and, per region it hosts, range, epoch, role, indexes and
 //!   the last consistency check (JSON).
 //! - `POST /regions/{id}/consistency-check`: on the region's leader, starts a consistency check
@@ -135,7 +136,17 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-async fn metrics() -> impl IntoResponse {
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // Region and leader counts, as of this scrape (one status message per region).
+    let ids = state.router.region_ids();
+    let mut leaders = 0;
+    for id in &ids {
+        if let Ok(s) = state.router.peer_status(*id).await {
+            leaders += i64::from(s.is_leader);
+        }
+    }
+    crate::metrics::STORE_REGIONS.set(ids.len() as i64);
+    crate::metrics::STORE_LEADERS.set(leaders);
     // Counters of rare events show from the start (as 0), so that alerts on them can tell
     // "none yet" from "not scraped".
     std::sync::LazyLock::force(&raftstore::metrics::CONSISTENCY_MISMATCHES);

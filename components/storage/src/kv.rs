@@ -12,6 +12,9 @@
 //!   hold (latches, memory locks) is released when the raftstore answers, not when the caller
 //!   stops waiting: a write that may still apply keeps its keys held.
 //!
+//! Writes in flight are bounded in bytes ([`WriteQuota`]): a write that would pass the bound
+//! is answered ServerIsBusy at once instead of queueing in front of a slow raftstore.
+//!
 //! Every wait is bounded by the request timeout. A read or grant that times out is
 //! ServerIsBusy (nothing happened; clients retry); a write that times out, or meets a
 //! shutdown with the proposal in flight, is [`Error::Undetermined`] — it may still apply, so it
@@ -20,6 +23,8 @@
 //! Deliberately absent: the wire (requests, `Context`, `errorpb`) — the server converts; limits
 //! on request sizes — the server checks them before a command starts.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -88,6 +93,79 @@ impl RegionCtx {
     }
 }
 
+/// A bound on the bytes of writes proposed and not yet answered by the raftstore (applied or
+/// failed). Cheap to clone (shared).
+#[derive(Clone, Debug)]
+pub struct WriteQuota {
+    inner: Arc<QuotaInner>,
+}
+
+#[derive(Debug)]
+struct QuotaInner {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+/// Bytes taken from a [`WriteQuota`], given back when dropped.
+#[derive(Debug)]
+pub struct QuotaGuard {
+    inner: Arc<QuotaInner>,
+    bytes: usize,
+}
+
+impl WriteQuota {
+    pub fn new(limit: usize) -> WriteQuota {
+        WriteQuota {
+            inner: Arc::new(QuotaInner {
+                limit,
+                used: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// No bound.
+    pub fn unlimited() -> WriteQuota {
+        WriteQuota::new(usize::MAX)
+    }
+
+    /// Takes `bytes`, unless that would pass the limit while other writes hold some: a single
+    /// write larger than the whole quota still goes, alone (the Raft entry size bounds it).
+    pub fn try_take(&self, bytes: usize) -> Option<QuotaGuard> {
+        let used = &self.inner.used;
+        let mut current = used.load(Ordering::Relaxed);
+        loop {
+            if current > 0 && current.saturating_add(bytes) > self.inner.limit {
+                return None;
+            }
+            match used.compare_exchange_weak(
+                current,
+                current.saturating_add(bytes),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(QuotaGuard {
+                        inner: self.inner.clone(),
+                        bytes,
+                    })
+                }
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// Bytes taken now.
+    pub fn in_use(&self) -> usize {
+        self.inner.used.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for QuotaGuard {
+    fn drop(&mut self) {
+        self.inner.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// See the module docs. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct RaftKv {
@@ -95,6 +173,7 @@ pub struct RaftKv {
     engine: Engine,
     read_pool: ReadPool,
     timeout: Duration,
+    quota: WriteQuota,
 }
 
 impl RaftKv {
@@ -111,7 +190,18 @@ impl RaftKv {
             engine,
             read_pool,
             timeout,
+            quota: WriteQuota::unlimited(),
         }
+    }
+
+    /// Bounds the bytes of writes in flight by `quota`.
+    pub fn with_write_quota(mut self, quota: WriteQuota) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    pub fn write_quota(&self) -> &WriteQuota {
+        &self.quota
     }
 
     pub fn router(&self) -> &StoreRouter {
@@ -169,6 +259,18 @@ impl RaftKv {
         ops: Vec<WriteOp>,
         hold: H,
     ) -> Result<WriteResponse> {
+        let bytes = ops
+            .iter()
+            .map(|op| op.key.len() + op.value.len() + op.end_key.len())
+            .sum();
+        let Some(quota) = self.quota.try_take(bytes) else {
+            return Err(Error::busy(format!(
+                "{} bytes of writes in flight, the store's limit is {}",
+                self.quota.in_use(),
+                self.quota.inner.limit
+            )));
+        };
+        let hold = (hold, quota);
         let (tx, rx) = oneshot::channel();
         self.router.propose(header, ops, move |r| {
             // Applied (or failed): release first, so that a request the caller sends right
@@ -210,5 +312,27 @@ fn read_pool_failure(e: ReadPoolError) -> Error {
     match e {
         ReadPoolError::Full { .. } => Error::busy(e.to_string()),
         e => Error::Other(format!("read failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WriteQuota;
+
+    #[test]
+    fn the_write_quota_refuses_what_would_pass_it_and_frees_on_drop() {
+        let q = WriteQuota::new(100);
+        let a = q.try_take(60).expect("fits");
+        assert!(q.try_take(50).is_none(), "60 + 50 passes 100");
+        let b = q.try_take(40).expect("60 + 40 fits exactly");
+        assert_eq!(q.in_use(), 100);
+        drop(a);
+        drop(b);
+        assert_eq!(q.in_use(), 0);
+        // Alone, a write larger than the quota still goes; nothing joins it.
+        let big = q.try_take(500).expect("alone");
+        assert!(q.try_take(1).is_none());
+        drop(big);
+        assert!(q.try_take(1).is_some());
     }
 }

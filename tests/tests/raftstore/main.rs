@@ -13,6 +13,7 @@ mod linearizable_client;
 mod log_gc;
 mod many_regions;
 mod new_leader_reads;
+mod overload;
 mod partition;
 mod raw_api;
 mod region_errors;

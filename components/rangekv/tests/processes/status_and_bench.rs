@@ -226,8 +226,8 @@ fn served_metrics(addr: &str) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-/// Every metric the Grafana dashboard (`deploy/grafana/rangekv.json`) queries is served by a
-/// store or a PD member of a cluster that did some raw and transactional work, so no panel
+/// Every metric the Grafana dashboard (`deploy/grafana/rangekv.json`) and the alert rules
+/// (`deploy/alerts.yml`) query is served by a store or a PD member of a cluster that did some raw and transactional work, so no panel
 /// stays empty because of a renamed or missing metric.
 #[test]
 fn the_dashboard_queries_only_metrics_the_cluster_serves() {
@@ -265,6 +265,21 @@ fn the_dashboard_queries_only_metrics_the_cluster_serves() {
         serde_json::from_str(&std::fs::read_to_string(path).expect("read the dashboard"))
             .expect("the dashboard is JSON");
     let mut queried = std::collections::BTreeSet::new();
+    // The alert rules too (their expressions are the only `rangekv_` words in the file).
+    let alerts = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/alerts.yml"
+    ))
+    .expect("read the alert rules");
+    let words = |text: &str| -> Vec<String> {
+        text.split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+            .filter(|w| w.starts_with("rangekv_"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let from_alerts = words(&alerts);
+    assert!(from_alerts.len() >= 6, "{from_alerts:?}");
+    queried.extend(from_alerts);
     for panel in dashboard["panels"].as_array().expect("panels") {
         for target in panel["targets"].as_array().expect("targets") {
             let expr = target["expr"].as_str().expect("expr");

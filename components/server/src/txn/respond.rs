@@ -93,9 +93,19 @@ string_error!(
 
 /// Runs a transactional handler, records its latency and outcome, and shapes its failure.
 pub async fn respond_txn<T: FromTxnFailure>(
+    admission: &crate::admission::Admission,
     method: &'static str,
     handler: impl std::future::Future<Output = TxnResult<T>>,
 ) -> Result<Response<T>, Status> {
+    let _permit = match admission.try_admit() {
+        Ok(permit) => permit,
+        Err(busy) => {
+            crate::metrics::REQUESTS
+                .with_label_values(&[method, "region_error"])
+                .inc();
+            return Ok(Response::new(T::from_txn_failure(busy.into())));
+        }
+    };
     let timer = crate::metrics::REQUEST_SECONDS
         .with_label_values(&[method])
         .start_timer();
