@@ -134,9 +134,11 @@ enum LogFormat {
 
 fn init_logging(filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    // Colors only on a terminal: log files and collectors get plain text.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let _ = match format {
         LogFormat::Text => logs.try_init(),
         LogFormat::Json => logs.json().with_current_span(false).try_init(),

@@ -37,6 +37,22 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub split: SplitConfig,
     pub gc: GcConfig,
+    pub slow_log: SlowLogConfig,
+}
+
+/// The slow-request log (see [`crate::admission`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlowLogConfig {
+    /// Client requests that take at least this many milliseconds are logged (target
+    /// `slow_log`) with their region and the time of each stage; 0 logs every request.
+    pub threshold_ms: u64,
+}
+
+impl Default for SlowLogConfig {
+    fn default() -> Self {
+        SlowLogConfig { threshold_ms: 1000 }
+    }
 }
 
 impl Default for ServerConfig {
@@ -56,6 +72,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             split: SplitConfig::default(),
             gc: GcConfig::default(),
+            slow_log: SlowLogConfig::default(),
         }
     }
 }

@@ -266,7 +266,8 @@ impl Node {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let service = TikvService::new(storage)
             .with_shutdown(shutdown_rx.clone())
-            .with_split_ids(split_ids.clone());
+            .with_split_ids(split_ids.clone())
+            .with_slow_log(Duration::from_millis(cfg.slow_log.threshold_ms));
         // GC commands share the transactional API's scheduler, hence its latches.
         let gc = GcWorker::new(service.txn_storage().scheduler().clone(), cfg.gc.clone());
         let service = TikvServer::new(service)

@@ -58,6 +58,12 @@ impl TikvService {
         self
     }
 
+    /// Logs requests that take at least `threshold` (see [`crate::admission`]).
+    pub fn with_slow_log(mut self, threshold: std::time::Duration) -> TikvService {
+        self.admission = self.admission.with_slow_log(threshold);
+        self
+    }
+
     /// Serves `SplitRegion` with ids from `ids` (without one, it answers Unimplemented).
     pub fn with_split_ids(mut self, ids: Arc<dyn SplitIdAllocator>) -> TikvService {
         self.split_ids = Some(ids);
@@ -172,13 +178,14 @@ async fn respond<T: FromFailure>(
     let timer = crate::metrics::REQUEST_SECONDS
         .with_label_values(&[method])
         .start_timer();
-    let result = handler.await;
-    timer.observe_duration();
+    let (result, stages) = storage::kv::tracked(handler).await;
+    let took = timer.stop_and_record();
     let outcome = match &result {
         Ok(_) => "ok",
         Err(Failure::Region(_)) => "region_error",
         Err(Failure::Message(_)) => "error",
     };
+    admission.log_if_slow(method, outcome, took, &stages);
     crate::metrics::REQUESTS
         .with_label_values(&[method, outcome])
         .inc();

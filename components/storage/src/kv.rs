@@ -15,6 +15,10 @@
 //! Writes in flight are bounded in bytes ([`WriteQuota`]): a write that would pass the bound
 //! is answered ServerIsBusy at once instead of queueing in front of a slow raftstore.
 //!
+//! Inside [`tracked`], each stage's time (latch, read grant, read pool, Raft write, and the
+//! scheduler's decision) and the region are recorded for the request, so that the server can
+//! log a slow request with where its time went (TiKV's slow log).
+//!
 //! Every wait is bounded by the request timeout. A read or grant that times out is
 //! ServerIsBusy (nothing happened; clients retry); a write that times out, or meets a
 //! shutdown with the proposal in flight, is [`Error::Undetermined`] — it may still apply, so it
@@ -23,9 +27,11 @@
 //! Deliberately absent: the wire (requests, `Context`, `errorpb`) — the server converts; limits
 //! on request sizes — the server checks them before a command starts.
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use engine::Engine;
@@ -91,6 +97,57 @@ impl RegionCtx {
             keys,
         }
     }
+}
+
+/// Where one request's time went: the region it addressed (last seen) and the time of each
+/// stage, summed over repeats, in the order first met.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stages {
+    pub region_id: Option<u64>,
+    pub times: Vec<(&'static str, Duration)>,
+}
+
+impl Stages {
+    fn add(&mut self, stage: &'static str, took: Duration) {
+        match self.times.iter_mut().find(|(s, _)| *s == stage) {
+            Some((_, total)) => *total += took,
+            None => self.times.push((stage, took)),
+        }
+    }
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (stage, took)) in self.times.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{stage}={:.3}ms", took.as_secs_f64() * 1e3)?;
+        }
+        Ok(())
+    }
+}
+
+tokio::task_local! {
+    static STAGES: RefCell<Stages>;
+}
+
+/// Runs `f`, recording the stages the commands it runs go through (see [`record_stage`]).
+pub async fn tracked<F: Future>(f: F) -> (F::Output, Stages) {
+    STAGES
+        .scope(RefCell::new(Stages::default()), async move {
+            let out = f.await;
+            let stages = STAGES.with(|s| s.take());
+            (out, stages)
+        })
+        .await
+}
+
+/// Adds `took` to `stage` of the request being tracked, if any.
+pub fn record_stage(stage: &'static str, took: Duration) {
+    let _ = STAGES.try_with(|s| s.borrow_mut().add(stage, took));
+}
+
+fn record_region(region_id: u64) {
+    let _ = STAGES.try_with(|s| s.borrow_mut().region_id = Some(region_id));
 }
 
 /// A bound on the bytes of writes proposed and not yet answered by the raftstore (applied or
@@ -223,7 +280,11 @@ impl RaftKv {
 
     /// Asks the region's leader for a read grant (see the module docs).
     pub async fn read_grant(&self, header: RequestHeader) -> Result<ReadGrant> {
-        match tokio::time::timeout(self.timeout, self.router.read_grant(header)).await {
+        record_region(header.region_id);
+        let started = Instant::now();
+        let granted = tokio::time::timeout(self.timeout, self.router.read_grant(header)).await;
+        record_stage("read_grant", started.elapsed());
+        match granted {
             Ok(r) => Ok(r?),
             Err(_) => Err(Error::busy("read grant timed out")),
         }
@@ -239,12 +300,15 @@ impl RaftKv {
         F: FnOnce(&Engine) -> std::result::Result<T, E> + Send + 'static,
     {
         let engine = self.engine.clone();
+        let started = Instant::now();
         let pending = self
             .read_pool
             .spawn(move || read(&engine))
             .map_err(|e| E::from(read_pool_failure(e)))?;
         // On a timeout the handle is dropped, and a task no thread took yet is skipped.
-        match tokio::time::timeout(self.timeout, pending.join()).await {
+        let joined = tokio::time::timeout(self.timeout, pending.join()).await;
+        record_stage("read_pool", started.elapsed());
+        match joined {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => Err(read_pool_failure(e).into()),
             Err(_) => Err(Error::busy("read timed out in the read pool").into()),
@@ -271,6 +335,8 @@ impl RaftKv {
             )));
         };
         let hold = (hold, quota);
+        record_region(header.region_id);
+        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         self.router.propose(header, ops, move |r| {
             // Applied (or failed): release first, so that a request the caller sends right
@@ -278,7 +344,9 @@ impl RaftKv {
             drop(hold);
             let _ = tx.send(r);
         });
-        match tokio::time::timeout(self.timeout, rx).await {
+        let answered = tokio::time::timeout(self.timeout, rx).await;
+        record_stage("raft_write", started.elapsed());
+        match answered {
             Ok(Ok(Ok(resp))) => Ok(resp),
             Ok(Ok(Err(raftstore::Error::Shutdown))) | Ok(Err(_)) => Err(Error::Undetermined(
                 "the store shut down with the write in flight".into(),
@@ -293,16 +361,18 @@ impl RaftKv {
 
     /// Waits for the latches of `keys`.
     pub async fn latch<K: AsRef<[u8]>>(&self, latches: &Latches, keys: &[K]) -> Result<LatchGuard> {
-        tokio::time::timeout(self.timeout, latches.acquire(keys))
-            .await
-            .map_err(|_| Error::busy("waiting for key latches"))
+        let started = Instant::now();
+        let latched = tokio::time::timeout(self.timeout, latches.acquire(keys)).await;
+        record_stage("latch", started.elapsed());
+        latched.map_err(|_| Error::busy("waiting for key latches"))
     }
 
     /// Waits for the range latch (held alone: no key latch is held meanwhile).
     pub async fn latch_range(&self, latches: &Latches) -> Result<LatchGuard> {
-        tokio::time::timeout(self.timeout, latches.acquire_range())
-            .await
-            .map_err(|_| Error::busy("waiting for the range latch"))
+        let started = Instant::now();
+        let latched = tokio::time::timeout(self.timeout, latches.acquire_range()).await;
+        record_stage("latch", started.elapsed());
+        latched.map_err(|_| Error::busy("waiting for the range latch"))
     }
 }
 
@@ -317,7 +387,28 @@ fn read_pool_failure(e: ReadPoolError) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::WriteQuota;
+    use std::time::Duration;
+
+    use super::{record_stage, tracked, WriteQuota};
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn stages_are_summed_per_request_and_only_inside_tracked() {
+        record_stage("latch", Duration::from_millis(5)); // outside: ignored
+        let ((), stages) = tracked(async {
+            record_stage("latch", Duration::from_millis(1));
+            record_stage("raft_write", Duration::from_millis(3));
+            record_stage("latch", Duration::from_millis(2));
+        })
+        .await;
+        assert_eq!(
+            stages.times,
+            vec![
+                ("latch", Duration::from_millis(3)),
+                ("raft_write", Duration::from_millis(3))
+            ]
+        );
+        assert_eq!(stages.to_string(), "latch=3.000ms raft_write=3.000ms");
+    }
 
     #[test]
     fn the_write_quota_refuses_what_would_pass_it_and_frees_on_drop() {

@@ -201,6 +201,7 @@ impl TxnScheduler {
         let region = self.kv.read_grant(header.clone()).await?.region;
         let engine = self.kv.engine().clone();
         let cm = self.cm.clone();
+        let deciding = std::time::Instant::now();
         let decided = tokio::task::spawn_blocking(
             move || -> mvcc::Result<(T, MvccTxn, Option<MemoryLocks>)> {
                 let snap = engine.snapshot();
@@ -220,6 +221,7 @@ impl TxnScheduler {
         )
         .await
         .map_err(|e| SchedError::Txn(mvcc::Error::Engine(format!("command panicked: {e}"))))?;
+        crate::kv::record_stage("decide", deciding.elapsed());
         let (out, txn, memory): (T, MvccTxn, Option<MemoryLocks>) = decided?;
         if txn.is_empty() {
             return Ok(out);

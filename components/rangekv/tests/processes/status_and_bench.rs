@@ -306,3 +306,49 @@ fn the_dashboard_queries_only_metrics_the_cluster_serves() {
         );
     }
 }
+
+/// With `slow_log.threshold_ms = 0` every client request is logged as a slow request, with
+/// its method, region and the time of each stage it went through.
+#[test]
+fn the_slow_log_names_method_region_and_stages() {
+    let t = TestCluster::start_with_config(1, 3, "[slow_log]\nthreshold_ms = 0\n");
+    let c = t.client();
+    t.rt.block_on(async {
+        c.put(b"slow".to_vec(), b"v".to_vec()).await.unwrap();
+        c.get(b"slow".to_vec()).await.unwrap();
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let logs: String = t
+            .cluster
+            .stores
+            .iter()
+            .map(|n| std::fs::read_to_string(n.log_path()).unwrap_or_default())
+            .collect();
+        let slow: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("slow request"))
+            .collect();
+        let put = slow
+            .iter()
+            .find(|l| l.contains("method=\"raw_put\"") || l.contains("method=raw_put"));
+        let get = slow
+            .iter()
+            .find(|l| l.contains("method=\"raw_get\"") || l.contains("method=raw_get"));
+        if let (Some(put), Some(get)) = (put, get) {
+            for stage in ["latch=", "raft_write=", "region_id=", "total_ms="] {
+                assert!(put.contains(stage), "{stage} missing: {put}");
+            }
+            for stage in ["read_grant=", "read_pool="] {
+                assert!(get.contains(stage), "{stage} missing: {get}");
+            }
+            assert!(!put.contains("region_id=0 "), "{put}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no slow-log lines for the put and the get: {slow:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -109,14 +109,15 @@ pub async fn respond_txn<T: FromTxnFailure>(
     let timer = crate::metrics::REQUEST_SECONDS
         .with_label_values(&[method])
         .start_timer();
-    let result = handler.await;
-    timer.observe_duration();
+    let (result, stages) = storage::kv::tracked(handler).await;
+    let took = timer.stop_and_record();
     let outcome = match &result {
         Ok(_) => "ok",
         Err(TxnFailure::Request(Failure::Region(_))) => "region_error",
         Err(TxnFailure::Request(Failure::Message(_))) => "error",
         Err(TxnFailure::Key(_)) => "key_error",
     };
+    admission.log_if_slow(method, outcome, took, &stages);
     crate::metrics::REQUESTS
         .with_label_values(&[method, outcome])
         .inc();
