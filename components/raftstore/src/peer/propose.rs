@@ -1,0 +1,210 @@
+//! Proposals: checking a client's request against the region (store, leadership, epoch,
+//! keys), proposing writes and admin commands, and leader transfers.
+
+use bytes::Bytes;
+use prost::Message as _;
+use proto::metapb;
+use tracing::{debug, info};
+
+use crate::apply::WriteCallback;
+use crate::cmd::{AdminCmd, AdminKind, RaftCmd, SplitIds, WriteOp};
+use crate::store::{PollContext, RequestHeader};
+use crate::util::{epoch_version, find_peer, key_in_range};
+use crate::{Error, Result};
+
+use super::*;
+
+impl Peer {
+    /// The checks every client request passes, in TiKV's order: store, leader, epoch, keys.
+    pub(super) fn check_request(&self, header: &RequestHeader) -> Result<()> {
+        if let Some(p) = &header.peer {
+            if p.store_id != 0 && p.store_id != self.store_id {
+                return Err(Error::StoreNotMatch {
+                    requested: p.store_id,
+                    actual: self.store_id,
+                });
+            }
+        }
+        if !self.is_leader() {
+            return Err(Error::NotLeader {
+                region_id: self.region.id,
+                leader: self.leader(),
+            });
+        }
+        let current = epoch_version(&self.region);
+        match &header.epoch {
+            Some(e) if e.version == current => {}
+            other => {
+                return Err(Error::EpochNotMatch {
+                    msg: format!(
+                        "request epoch version {:?}, current {current}",
+                        other.as_ref().map(|e| e.version)
+                    ),
+                    current_regions: vec![self.region.clone()],
+                })
+            }
+        }
+        for key in &header.keys {
+            if !key_in_range(key, &self.region.start_key, &self.region.end_key) {
+                return Err(Error::KeyNotInRegion {
+                    key: key.to_vec(),
+                    region_id: self.region.id,
+                    start_key: self.region.start_key.to_vec(),
+                    end_key: self.region.end_key.to_vec(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_propose(
+        &mut self,
+        ctx: &PollContext<impl crate::Transport>,
+        header: RequestHeader,
+        ops: Vec<WriteOp>,
+        cb: WriteCallback,
+    ) {
+        if let Err(e) = self.check_request(&header) {
+            cb(Err(e));
+            return;
+        }
+        let cmd = RaftCmd {
+            region_id: self.region.id,
+            epoch: self.region.region_epoch,
+            ops,
+            admin: None,
+        };
+        self.propose(ctx, cmd, Some(cb));
+    }
+
+    pub(super) fn on_split(
+        &mut self,
+        ctx: &PollContext<impl crate::Transport>,
+        header: RequestHeader,
+        split_keys: Vec<Bytes>,
+        ids: Vec<SplitIds>,
+        cb: WriteCallback,
+    ) {
+        if let Err(e) = self.check_request(&header) {
+            cb(Err(e));
+            return;
+        }
+        let admin = AdminCmd {
+            kind: AdminKind::BatchSplit as i32,
+            split_keys,
+            new_regions: ids,
+            ..Default::default()
+        };
+        // Refuse at once what every replica would refuse at apply.
+        if let Err(e) = crate::apply::split_regions(&self.region, &admin) {
+            cb(Err(e));
+            return;
+        }
+        let cmd = RaftCmd {
+            region_id: self.region.id,
+            epoch: self.region.region_epoch,
+            ops: vec![],
+            admin: Some(admin),
+        };
+        self.propose(ctx, cmd, Some(cb));
+    }
+
+    pub(super) fn propose(
+        &mut self,
+        ctx: &PollContext<impl crate::Transport>,
+        cmd: RaftCmd,
+        cb: Option<WriteCallback>,
+    ) {
+        if cb.is_some() && self.proposals.len() >= ctx.cfg.max_pending_proposals {
+            if let Some(cb) = cb {
+                cb(Err(Error::ServerIsBusy(format!(
+                    "region {} has {} proposals waiting",
+                    self.region.id,
+                    self.proposals.len()
+                ))));
+            }
+            return;
+        }
+        let data = cmd.encode_to_vec();
+        if data.len() > ctx.cfg.raft_entry_max_size {
+            if let Some(cb) = cb {
+                cb(Err(Error::RaftEntryTooLarge {
+                    region_id: self.region.id,
+                    size: data.len() as u64,
+                }));
+            }
+            return;
+        }
+        let kind = match cmd.admin.as_ref().map(|a| a.admin_kind()) {
+            None => "write",
+            Some(Some(AdminKind::CompactLog)) => "compact_log",
+            Some(Some(AdminKind::BatchSplit)) => "split",
+            Some(Some(AdminKind::ComputeHash | AdminKind::VerifyHash)) => "consistency",
+            Some(None) => "unknown",
+        };
+        let before = self.raw.raft.raft_log.last_index();
+        // Splits are marked in the entry's context, so that the leader can tell them apart
+        // when they commit without decoding every entry.
+        let context = if kind == "split" {
+            SPLIT_ENTRY_CONTEXT.to_vec()
+        } else {
+            vec![]
+        };
+        if let Err(e) = self.raw.propose(context, data) {
+            debug!(region_id = self.region.id, %e, "proposal dropped");
+            if let Some(cb) = cb {
+                cb(Err(Error::NotLeader {
+                    region_id: self.region.id,
+                    leader: self.leader(),
+                }));
+            }
+            return;
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        match kind {
+            "split" => crate::metrics::SPLIT_PROPOSALS.inc(),
+            "compact_log" => crate::metrics::COMPACT_LOG_PROPOSALS.inc(),
+            "consistency" | "unknown" => crate::metrics::PROPOSALS.with_label_values(&[kind]).inc(),
+            _ => crate::metrics::WRITE_PROPOSALS.inc(),
+        }
+        if index != before + 1 {
+            if let Some(cb) = cb {
+                cb(Err(Error::StaleCommand));
+            }
+            return;
+        }
+        if let Some(cb) = cb {
+            self.proposals.push_back(Proposal {
+                index,
+                term: self.raw.raft.term,
+                proposed_at: self.cfg.clock.now(),
+                cb,
+            });
+        }
+    }
+
+    pub(super) fn on_transfer_leader(
+        &mut self,
+        to: metapb::Peer,
+        epoch: Option<metapb::RegionEpoch>,
+    ) {
+        if !self.is_leader() || to.id == self.meta.id || find_peer(&self.region, to.id).is_none() {
+            return;
+        }
+        if epoch != self.region.region_epoch {
+            debug!(
+                region_id = self.region.id,
+                "transfer leader under a stale epoch ignored"
+            );
+            return;
+        }
+        info!(
+            region_id = self.region.id,
+            to = to.id,
+            to_store = to.store_id,
+            "transferring leadership"
+        );
+        self.lease_expire = None;
+        self.raw.transfer_leader(to.id);
+    }
+}

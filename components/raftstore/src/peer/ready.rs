@@ -1,0 +1,227 @@
+//! The Ready cycle around the store's group commit: stepping messages, staging log writes,
+//! sending messages before and after persistence, handing committed entries to apply, and
+//! reacting to role changes.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use proto::raft_serverpb::RaftMessage;
+use protobuf::Message as _;
+use raft::eraftpb::{self, MessageType};
+use raft::StateRole;
+use tracing::{debug, info, warn};
+
+use crate::apply::{ApplyMsg, ApplyTask};
+use crate::store::PollContext;
+use crate::util::find_peer;
+use crate::Error;
+
+use super::*;
+
+impl Peer {
+    pub(super) fn on_raft_message(&mut self, msg: RaftMessage) {
+        if msg.to_peer.as_ref().map(|p| p.id) != Some(self.meta.id) {
+            debug!(
+                region_id = self.region.id,
+                "raft message for another peer id, dropped"
+            );
+            return;
+        }
+        let m = match eraftpb::Message::parse_from_bytes(&msg.message) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(region_id = self.region.id, %e, "undecodable raft message");
+                return;
+            }
+        };
+        if find_peer(&self.region, m.from).is_none() {
+            debug!(
+                region_id = self.region.id,
+                from = m.from,
+                "raft message from unknown peer"
+            );
+            return;
+        }
+        if let Err(e) = self.raw.step(m) {
+            debug!(region_id = self.region.id, %e, "step failed");
+        }
+    }
+
+    /// Stage 1 of the Ready cycle: runs before the group commit.
+    pub fn collect_ready(&mut self, ctx: &mut PollContext<impl crate::Transport>) {
+        if self.ready.is_some() || !self.raw.has_ready() {
+            return;
+        }
+        let mut rd = self.raw.ready();
+        if let Some(ss) = rd.ss() {
+            self.on_role_change(ss.raft_state, ss.leader_id);
+        }
+        self.observe_transfer();
+        for m in rd.take_messages() {
+            self.send(ctx, m);
+        }
+        if !rd.snapshot().is_empty() {
+            warn!(
+                region_id = self.region.id,
+                "raft snapshots are not supported yet; ignored"
+            );
+        }
+        self.to_apply.extend(rd.take_committed_entries());
+        if !rd.entries().is_empty() {
+            self.raw.mut_store().append(rd.entries(), &mut ctx.wb);
+        }
+        if let Some(hs) = rd.hs() {
+            self.raw.mut_store().set_hard_state(hs.clone(), &mut ctx.wb);
+        }
+        for rs in rd.take_read_states() {
+            let Ok(bytes) = <[u8; 8]>::try_from(&rs.request_ctx[..]) else {
+                continue;
+            };
+            let id = u64::from_be_bytes(bytes);
+            if let Some(r) = self.pending_reads.iter_mut().find(|r| r.id == id) {
+                r.read_index = Some(rs.index);
+                let issued_at = r.issued_at;
+                self.renew_lease(issued_at);
+            }
+        }
+        self.ready = Some(rd);
+    }
+
+    /// Stage 2 of the Ready cycle: runs after the group commit is on disk.
+    pub fn post_persist(&mut self, ctx: &mut PollContext<impl crate::Transport>) {
+        if let Some(mut rd) = self.ready.take() {
+            for m in rd.take_persisted_messages() {
+                self.send(ctx, m);
+            }
+            let mut light = self.raw.advance_append(rd);
+            if let Some(commit) = light.commit_index() {
+                self.raw.mut_store().set_commit(commit, &mut ctx.wb);
+            }
+            for m in light.take_messages() {
+                self.send(ctx, m);
+            }
+            self.to_apply.extend(light.take_committed_entries());
+        }
+        if !self.to_apply.is_empty() {
+            self.dispatch_apply();
+        }
+        // A new leader's held reads go out as soon as its first entry commits.
+        self.issue_read_index();
+        self.answer_ready_reads();
+        if self.raw.has_ready() {
+            ctx.wake(self.region.id);
+        }
+    }
+
+    pub(super) fn dispatch_apply(&mut self) {
+        let entries = std::mem::take(&mut self.to_apply);
+        let mut callbacks = Vec::new();
+        let term = self.raw.raft.term;
+        let leader = self.is_leader();
+        let mut renew_from = None;
+        if let Some(index) = newest_split(&entries) {
+            self.last_committed_split = self.last_committed_split.max(index);
+        }
+        for e in &entries {
+            while self.proposals.front().is_some_and(|p| p.index < e.index) {
+                let p = self.proposals.pop_front().expect("front exists");
+                (p.cb)(Err(Error::StaleCommand));
+            }
+            if self.proposals.front().is_some_and(|p| p.index == e.index) {
+                let p = self.proposals.pop_front().expect("front exists");
+                if p.term == e.term {
+                    if leader && p.term == term {
+                        renew_from = Some(p.proposed_at);
+                    }
+                    callbacks.push((p.index, p.term, p.cb));
+                } else {
+                    (p.cb)(Err(Error::StaleCommand));
+                }
+            } else if leader && e.term == term && e.data.is_empty() {
+                // The empty entry of our election: a quorum has it, so the lease may start.
+                renew_from = Some(self.became_leader_at);
+            }
+        }
+        if let Some(t) = renew_from {
+            self.renew_lease(t);
+        }
+        self.apply.send(
+            self.region.id,
+            ApplyMsg::Apply(ApplyTask {
+                region_id: self.region.id,
+                entries,
+                callbacks,
+            }),
+        );
+    }
+
+    pub(super) fn on_role_change(&mut self, role: StateRole, leader_id: u64) {
+        self.notify_region_change();
+        if role == StateRole::Leader {
+            info!(
+                region_id = self.region.id,
+                peer_id = self.meta.id,
+                term = self.raw.raft.term,
+                "became leader"
+            );
+            self.became_leader_at = self.cfg.clock.now();
+            self.lease_expire = None;
+            return;
+        }
+        debug!(
+            region_id = self.region.id,
+            peer_id = self.meta.id,
+            ?role,
+            leader_id,
+            "not leader"
+        );
+        self.lease_expire = None;
+        let leader = find_peer(&self.region, leader_id).cloned();
+        // Reads whose leadership was never confirmed cannot be served here any more.
+        let mut keep = VecDeque::new();
+        for r in self.pending_reads.drain(..) {
+            if r.read_index.is_some() {
+                keep.push_back(r);
+                continue;
+            }
+            for (_, cb) in r.callbacks {
+                cb(Err(Error::NotLeader {
+                    region_id: self.region.id,
+                    leader,
+                }));
+            }
+        }
+        self.pending_reads = keep;
+        for (_, cb) in self.reads_to_issue.drain(..) {
+            cb(Err(Error::NotLeader {
+                region_id: self.region.id,
+                leader,
+            }));
+        }
+    }
+
+    pub(super) fn send(&self, ctx: &mut PollContext<impl crate::Transport>, m: eraftpb::Message) {
+        let Some(to) = find_peer(&self.region, m.to).cloned() else {
+            warn!(
+                region_id = self.region.id,
+                to = m.to,
+                "message to unknown peer dropped"
+            );
+            return;
+        };
+        if m.get_msg_type() == MessageType::MsgSnapshot {
+            return;
+        }
+        let msg = RaftMessage {
+            region_id: self.region.id,
+            from_peer: Some(self.meta),
+            to_peer: Some(to),
+            message: Bytes::from(m.write_to_bytes().expect("encode raft message")),
+            region_epoch: self.region.region_epoch,
+            is_tombstone: false,
+            start_key: self.region.start_key.clone(),
+            end_key: self.region.end_key.clone(),
+        };
+        ctx.transport.send(msg);
+    }
+}
