@@ -73,6 +73,25 @@ impl Backoff {
         Ok(pause)
     }
 
+    /// Like [`Backoff::next_pause`], pausing at least `hint` (a busy store's suggested
+    /// backoff); the doubling goes on from the usual pause.
+    pub(crate) fn next_pause_at_least(
+        &mut self,
+        why: &dyn Display,
+        hint: Duration,
+        now: Instant,
+    ) -> Result<Duration> {
+        let usual = self.next;
+        let pause = usual.max(hint);
+        self.last_error = Some(why.to_string());
+        if now + pause > self.deadline {
+            return Err(self.timeout_error(now));
+        }
+        self.next = (usual * 2).min(self.max);
+        self.quick_in_a_row = 0;
+        Ok(pause)
+    }
+
     /// Like [`Backoff::next_pause`] but without a pause, unless too many immediate retries
     /// happened in a row or the deadline has passed.
     pub(crate) fn next_quick(&mut self, why: &dyn Display, now: Instant) -> Result<Duration> {
@@ -91,6 +110,16 @@ impl Backoff {
     /// pause is computed at the call, so the future holds neither `self` nor `why`.)
     pub(crate) fn wait(&mut self, why: &dyn Display) -> impl Future<Output = Result<()>> + Send {
         let pause = self.next_pause(why, Instant::now());
+        sleep(pause)
+    }
+
+    /// Sleeps at least `hint` before the next attempt (see [`Backoff::next_pause_at_least`]).
+    pub(crate) fn wait_at_least(
+        &mut self,
+        why: &dyn Display,
+        hint: Duration,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let pause = self.next_pause_at_least(why, hint, Instant::now());
         sleep(pause)
     }
 
@@ -202,6 +231,19 @@ mod tests {
             Error::Timeout { last_error, .. } => assert_eq!(last_error, "no answer within 1ms"),
             other => panic!("expected a timeout, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_busy_stores_hint_lengthens_the_pause_not_the_doubling() {
+        let t0 = Instant::now();
+        let mut bo = Backoff::starting_at(t0, ms(10), ms(1000), Duration::from_secs(1));
+        assert_eq!(bo.next_pause_at_least(&"busy", ms(50), t0).unwrap(), ms(50));
+        assert_eq!(bo.next_pause_at_least(&"busy", ms(5), t0).unwrap(), ms(20));
+        assert_eq!(bo.next_pause(&"busy", t0).unwrap(), ms(40));
+        assert!(
+            bo.next_pause_at_least(&"busy", ms(2000), t0).is_err(),
+            "a hint past the deadline ends the operation"
+        );
     }
 
     #[test]

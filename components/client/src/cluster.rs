@@ -296,7 +296,13 @@ impl Cluster {
         );
         match recovery {
             Recovery::RetryNow => bo.retry_now(&why).await?,
-            Recovery::Backoff => bo.wait(&why).await?,
+            Recovery::Backoff => match err.server_is_busy.as_ref().map(|b| b.backoff_ms) {
+                Some(hint) if hint > 0 => {
+                    bo.wait_at_least(&why, std::time::Duration::from_millis(hint))
+                        .await?
+                }
+                _ => bo.wait(&why).await?,
+            },
             Recovery::Fail => return Err(Error::Region(Box::new(err))),
         }
         Ok(None)

@@ -29,7 +29,8 @@
 //!   nothing (no regions, or only ones not newer than the cache), drop the entry and back off.
 //! - `RegionNotFound`, `KeyNotInRegion`, `StoreNotMatch`, `RegionNotInitialized` and unknown
 //!   errors: drop the entry (the next lookup asks PD) and back off.
-//! - `ServerIsBusy`, `StaleCommand`, `MaxTimestampNotSynced`: back off, cache unchanged.
+//! - `ServerIsBusy`, `StaleCommand`, `MaxTimestampNotSynced`: back off, cache unchanged (at
+//!   least as long as a busy store's `backoff_ms` hint).
 //! - `RaftEntryTooLarge`: fail; resending the same request cannot succeed.
 //! - Transport failure: mark the peer's store suspect and target the next non-suspect peer
 //!   (followers redirect to the real leader); when every peer is suspect, drop the entry.
