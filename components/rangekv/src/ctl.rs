@@ -474,7 +474,11 @@ async fn probe(endpoints: &[String], stores: usize) -> Result<client::RawClient>
 
 /// Asks the leader of the region holding `key` to split it at `key`. A new region may not have
 /// a leader PD knows of yet: then its peers are tried, following their NotLeader hints.
-async fn split_region(pd: &PdClient, key: &[u8], txn: bool) -> Result<Vec<proto::metapb::Region>> {
+pub(crate) async fn split_region(
+    pd: &PdClient,
+    key: &[u8],
+    txn: bool,
+) -> Result<Vec<proto::metapb::Region>> {
     use proto::kvrpcpb::{Context as KvContext, SplitRegionRequest};
     use proto::tikvpb::tikv_client::TikvClient;
 

@@ -139,6 +139,20 @@ fn register_under_store_kills_and_pauses_is_linearizable() {
 }
 
 #[test]
+fn register_under_region_splits_and_store_kills_is_linearizable() {
+    let mut args = vec!["--workload", "register", "--nemesis", "split,kill-store"];
+    args.extend(["--time-limit", "10", "--seed", "5"]);
+    args.extend(SMALL);
+    let run = verify(&args);
+    let schedule =
+        std::fs::read_to_string(run.dir.path().join("run/nemesis.jsonl")).unwrap_or_default();
+    if !schedule.contains("\"fault\":\"split\",\"phase\":\"start\"") {
+        run.fail("no split was made");
+    }
+    assert_valid(run);
+}
+
+#[test]
 fn set_under_store_kills_pauses_and_kill_all_loses_nothing() {
     let mut args = vec![
         "--workload",
@@ -195,12 +209,12 @@ fn an_injected_duplicate_timestamp_is_caught() {
 }
 
 #[test]
-fn bank_under_store_kills_pauses_and_kill_all_keeps_the_total() {
+fn bank_under_store_kills_pauses_kill_all_and_splits_keeps_the_total() {
     let mut args = vec![
         "--workload",
         "bank",
         "--nemesis",
-        "kill-store,pause-store,kill-all",
+        "kill-store,pause-store,kill-all,split",
     ];
     args.extend(["--time-limit", "10", "--seed", "4"]);
     args.extend(SMALL);

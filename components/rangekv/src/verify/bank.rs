@@ -41,6 +41,12 @@ fn account_key(a: u64) -> Vec<u8> {
     format!("{PREFIX}{a:03}").into_bytes()
 }
 
+/// An account key to split a region at (the `split` nemesis): accounts then live in several
+/// regions and transfers cross them.
+pub fn split_key(pick: u64) -> Vec<u8> {
+    account_key(1 + pick % (ACCOUNTS - 1))
+}
+
 fn all_keys() -> Vec<Vec<u8>> {
     (0..ACCOUNTS).map(account_key).collect()
 }

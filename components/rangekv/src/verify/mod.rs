@@ -71,7 +71,8 @@ pub struct VerifyArgs {
     #[arg(long, value_enum)]
     workload: Workload,
     /// Faults, comma-separated: kill-store, kill-pd-leader, pause-store, pause-pd-leader,
-    /// kill-all; `kill` and `pause` name both of their kind, `all` every fault, `none` none.
+    /// kill-all, split; `kill` and `pause` name both of their kind, `all` every fault, `none`
+    /// none.
     #[arg(long, default_value = "kill,pause")]
     nemesis: String,
     /// How long the workload runs, seconds (the heal and final reads come after).
@@ -236,11 +237,19 @@ fn run_workload(
         ))?;
     }
     let (stop_nemesis, stop_rx) = std::sync::mpsc::channel();
+    let split_keys: nemesis::SplitKeys = match args.workload {
+        Workload::Register => |pick| workload::split_key(Workload::Register, pick),
+        Workload::Set => |pick| workload::split_key(Workload::Set, pick),
+        Workload::Bank => |pick| workload::split_key(Workload::Bank, pick),
+        Workload::Tso => |pick| workload::split_key(Workload::Tso, pick),
+    };
     let nemesis = {
         let (cluster, recorder, handle) = (cluster.clone(), recorder.clone(), rt.handle().clone());
         std::thread::Builder::new()
             .name("nemesis".into())
-            .spawn(move || nemesis::run(cluster, faults, seed, handle, recorder, stop_rx))?
+            .spawn(move || {
+                nemesis::run(cluster, faults, seed, handle, recorder, split_keys, stop_rx)
+            })?
     };
     let clients: Vec<_> = (0..args.concurrency)
         .map(|w| rt.spawn(workload::client(shared.clone(), w, args.concurrency, seed)))

@@ -12,6 +12,9 @@
 //!   and silent, as with a long GC pause or a hung disk.
 //! - `pause-pd-leader`: SIGSTOP of the PD leader; a deposed leader wakes up believing it leads.
 //! - `kill-all`: SIGKILL of every process, then all restart: only what was synced survives.
+//! - `split`: splits the region holding a key of the workload's key space at that key
+//!   (`SplitRegion` to its leader), so that clients meet stale epochs and operations cross
+//!   regions; instantaneous, nothing to heal.
 //!
 //! Names accepted on the command line: the faults above, `kill` (kill-store, kill-pd-leader),
 //! `pause` (pause-store, pause-pd-leader), `all`, `none`.
@@ -38,6 +41,7 @@ pub enum Fault {
     PauseStore,
     PausePdLeader,
     KillAll,
+    Split,
 }
 
 impl Fault {
@@ -48,6 +52,7 @@ impl Fault {
             Fault::PauseStore => "pause-store",
             Fault::PausePdLeader => "pause-pd-leader",
             Fault::KillAll => "kill-all",
+            Fault::Split => "split",
         }
     }
 }
@@ -61,15 +66,23 @@ pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
             "none" => {}
             "kill" => faults.extend([KillStore, KillPdLeader]),
             "pause" => faults.extend([PauseStore, PausePdLeader]),
-            "all" => faults.extend([KillStore, KillPdLeader, PauseStore, PausePdLeader, KillAll]),
+            "all" => faults.extend([
+                KillStore,
+                KillPdLeader,
+                PauseStore,
+                PausePdLeader,
+                KillAll,
+                Split,
+            ]),
             "kill-store" => faults.push(KillStore),
             "kill-pd-leader" => faults.push(KillPdLeader),
             "pause-store" => faults.push(PauseStore),
             "pause-pd-leader" => faults.push(PausePdLeader),
             "kill-all" => faults.push(KillAll),
+            "split" => faults.push(Split),
             other => bail!(
                 "unknown nemesis {other:?}: use kill-store, kill-pd-leader, pause-store, \
-                 pause-pd-leader, kill-all, kill, pause, all or none"
+                 pause-pd-leader, kill-all, split, kill, pause, all or none"
             ),
         }
     }
@@ -83,15 +96,23 @@ enum Target {
     Store(usize),
     Pd(usize),
     All,
+    /// A split, done once injected.
+    Key(String),
 }
 
 /// Runs the schedule until `stop` says so (or is dropped), then heals the fault in progress.
+/// Where the `split` fault cuts: a key of the workload's key space for a draw, and whether
+/// it is transactional.
+pub type SplitKeys = fn(usize) -> (Vec<u8>, bool);
+
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     cluster: Arc<Mutex<LocalCluster>>,
     faults: Vec<Fault>,
     seed: u64,
     rt: tokio::runtime::Handle,
     recorder: Arc<Recorder>,
+    split_keys: SplitKeys,
     stop: Receiver<()>,
 ) {
     if faults.is_empty() {
@@ -111,10 +132,14 @@ pub fn run(
         }
         let target = {
             let mut c = cluster.lock().expect("cluster lock");
-            inject(&mut c, fault, pick, &rt, &recorder)
+            inject(&mut c, fault, pick, &rt, &recorder, split_keys)
         };
         let Some(target) = target else { continue };
         recorder.counters.faults.fetch_add(1, Ordering::Relaxed);
+        if let Target::Key(key) = &target {
+            log(&recorder, fault, "end", key, None);
+            continue;
+        }
         let stopping = wait(held);
         {
             let mut c = cluster.lock().expect("cluster lock");
@@ -144,8 +169,41 @@ fn inject(
     pick: usize,
     rt: &tokio::runtime::Handle,
     recorder: &Recorder,
+    split_keys: SplitKeys,
 ) -> Option<Target> {
     let store = pick % c.stores.len();
+    if fault == Fault::Split {
+        let (key, txn) = split_keys(pick);
+        let name = String::from_utf8_lossy(&key).into_owned();
+        let endpoints = c.pd_endpoints();
+        let split = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(20), async {
+                let pd = pd_client::PdClient::connect(endpoints).await?;
+                crate::ctl::split_region(&pd, &key, txn).await
+            })
+            .await
+        });
+        return match split {
+            Ok(Ok(_)) => {
+                log(recorder, fault, "start", &name, None);
+                Some(Target::Key(name))
+            }
+            Ok(Err(e)) => {
+                log(recorder, fault, "failed", &name, Some(format!("{e:#}")));
+                None
+            }
+            Err(_) => {
+                log(
+                    recorder,
+                    fault,
+                    "failed",
+                    &name,
+                    Some("no answer within 20s".into()),
+                );
+                None
+            }
+        };
+    }
     let (target, result) = match fault {
         Fault::KillStore => (Target::Store(store), c.kill_store(store)),
         Fault::PauseStore => (
@@ -167,6 +225,7 @@ fn inject(
             };
             (Target::Pd(leader), result)
         }
+        Fault::Split => unreachable!("handled above"),
         Fault::KillAll => {
             let mut result = Ok(());
             for i in 0..c.stores.len() {
@@ -226,6 +285,7 @@ fn target_name(c: &LocalCluster, target: &Target) -> String {
         Target::Store(i) => c.stores[*i].name.clone(),
         Target::Pd(i) => c.pds[*i].name.clone(),
         Target::All => "all".to_owned(),
+        Target::Key(key) => key.clone(),
     }
 }
 
@@ -278,7 +338,8 @@ mod tests {
             [Fault::KillStore, Fault::KillPdLeader, Fault::PauseStore]
         );
         assert!(parse_faults("none").unwrap().is_empty());
-        assert_eq!(parse_faults("all").unwrap().len(), 5);
+        assert_eq!(parse_faults("all").unwrap().len(), 6);
+        assert_eq!(parse_faults("split").unwrap(), [Fault::Split]);
         assert!(parse_faults("partition").is_err());
     }
 }

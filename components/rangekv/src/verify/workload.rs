@@ -128,6 +128,22 @@ pub(super) enum Done {
     Unknown,
 }
 
+/// A key of the workload's key space to split a region at (the `split` nemesis), and whether
+/// it is transactional; drawn from `pick`.
+pub fn split_key(workload: Workload, pick: usize) -> (Vec<u8>, bool) {
+    let pick = pick as u64;
+    match workload {
+        Workload::Register => (register_key(pick % 20).into_bytes(), false),
+        Workload::Set => (
+            format!("{SET_PREFIX}{:012}", pick % 2000).into_bytes(),
+            false,
+        ),
+        Workload::Bank => (bank::split_key(pick), true),
+        // TSO touches no keys; any split will do.
+        Workload::Tso => (format!("verify/t/{}", pick % 100).into_bytes(), false),
+    }
+}
+
 fn register_key(id: u64) -> String {
     format!("{REGISTER_PREFIX}{id:06}")
 }
