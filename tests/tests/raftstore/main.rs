@@ -5,6 +5,7 @@ mod bank;
 mod consistency;
 mod failover;
 mod faults;
+mod fuzz;
 mod gc;
 mod keyspace;
 mod lease;
