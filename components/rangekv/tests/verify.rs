@@ -139,15 +139,28 @@ fn register_under_store_kills_and_pauses_is_linearizable() {
 }
 
 #[test]
-fn register_under_region_splits_and_store_kills_is_linearizable() {
-    let mut args = vec!["--workload", "register", "--nemesis", "split,kill-store"];
-    args.extend(["--time-limit", "10", "--seed", "5"]);
+fn register_under_splits_leader_shuffles_and_store_kills_is_linearizable() {
+    let mut args = vec![
+        "--workload",
+        "register",
+        "--nemesis",
+        "split,shuffle-leaders,kill-store",
+    ];
+    args.extend(["--time-limit", "12", "--seed", "5"]);
     args.extend(SMALL);
     let run = verify(&args);
     let schedule =
         std::fs::read_to_string(run.dir.path().join("run/nemesis.jsonl")).unwrap_or_default();
     if !schedule.contains("\"fault\":\"split\",\"phase\":\"start\"") {
         run.fail("no split was made");
+    }
+    let shuffled = schedule.lines().any(|l| {
+        l.contains("\"fault\":\"shuffle-leaders\"")
+            && l.contains("\"phase\":\"start\"")
+            && !l.contains("\"0 transfers asked\"")
+    });
+    if !shuffled {
+        run.fail("no leader was moved");
     }
     assert_valid(run);
 }

@@ -13,6 +13,10 @@
 //!   (`raftstore::consistency`) and answers `{"index", "hash"}` once the leader hashed its copy;
 //!   each replica's verdict then shows in its store's `/status`. `rangekv ctl region check`
 //!   drives this.
+//! - `POST /regions/{id}/transfer-leader/{store_id}`: on the region's leader, starts handing
+//!   the leadership to the replica on `store_id` (answers 202 at once; the transfer is Raft's
+//!   and may not happen: the target may lag or be down). For operators and fault campaigns
+//!   (`rangekv verify`'s leader shuffles); PD's balance moves leaders on its own.
 //! - `GET /mvcc/hex/{key}`: this store's lock, commit records and stored values of one
 //!   transactional user key (hex), as its engine holds them now (`rangekv ctl txn mvcc`).
 //!
@@ -89,6 +93,10 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/regions/{id}/consistency-check", post(check_consistency))
+        .route(
+            "/regions/{id}/transfer-leader/{store_id}",
+            post(transfer_leader),
+        )
         .route("/mvcc/hex/{key}", get(mvcc))
         .with_state(AppState {
             router,
@@ -206,6 +214,60 @@ async fn status(State(state): State<AppState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
+}
+
+async fn transfer_leader(
+    State(state): State<AppState>,
+    Path((id, store_id)): Path<(u64, u64)>,
+) -> impl IntoResponse {
+    let answer = |code: StatusCode, body: serde_json::Value| {
+        (
+            code,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+    };
+    let status = match state.router.peer_status(id).await {
+        Ok(s) => s,
+        Err(e) => {
+            return answer(
+                StatusCode::NOT_FOUND,
+                json!({"region_id": id, "error": e.to_string()}),
+            )
+        }
+    };
+    if !status.is_leader {
+        return answer(
+            StatusCode::CONFLICT,
+            json!({"region_id": id, "error": "not the leader here",
+                   "leader_store_id": status.leader.map(|l| l.store_id)}),
+        );
+    }
+    let Some(to) = status
+        .region
+        .peers
+        .iter()
+        .find(|p| p.store_id == store_id)
+        .copied()
+    else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"region_id": id, "error": format!("no replica on store {store_id}")}),
+        );
+    };
+    match state
+        .router
+        .transfer_leader(id, to, status.region.region_epoch)
+    {
+        Ok(()) => answer(
+            StatusCode::ACCEPTED,
+            json!({"region_id": id, "to_store_id": store_id, "to_peer_id": to.id}),
+        ),
+        Err(e) => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"region_id": id, "error": e.to_string()}),
+        ),
+    }
 }
 
 async fn check_consistency(

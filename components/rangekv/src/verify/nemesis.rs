@@ -15,6 +15,8 @@
 //! - `split`: splits the region holding a key of the workload's key space at that key
 //!   (`SplitRegion` to its leader), so that clients meet stale epochs and operations cross
 //!   regions; instantaneous, nothing to heal.
+//! - `shuffle-leaders`: asks the leader of every region to hand its leadership to a random
+//!   other replica (its store's `POST /regions/{id}/transfer-leader/{store}`); instantaneous.
 //!
 //! Names accepted on the command line: the faults above, `kill` (kill-store, kill-pd-leader),
 //! `pause` (pause-store, pause-pd-leader), `all`, `none`.
@@ -42,6 +44,7 @@ pub enum Fault {
     PausePdLeader,
     KillAll,
     Split,
+    ShuffleLeaders,
 }
 
 impl Fault {
@@ -53,6 +56,7 @@ impl Fault {
             Fault::PausePdLeader => "pause-pd-leader",
             Fault::KillAll => "kill-all",
             Fault::Split => "split",
+            Fault::ShuffleLeaders => "shuffle-leaders",
         }
     }
 }
@@ -73,6 +77,7 @@ pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
                 PausePdLeader,
                 KillAll,
                 Split,
+                ShuffleLeaders,
             ]),
             "kill-store" => faults.push(KillStore),
             "kill-pd-leader" => faults.push(KillPdLeader),
@@ -80,9 +85,10 @@ pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
             "pause-pd-leader" => faults.push(PausePdLeader),
             "kill-all" => faults.push(KillAll),
             "split" => faults.push(Split),
+            "shuffle-leaders" => faults.push(ShuffleLeaders),
             other => bail!(
                 "unknown nemesis {other:?}: use kill-store, kill-pd-leader, pause-store, \
-                 pause-pd-leader, kill-all, split, kill, pause, all or none"
+                 pause-pd-leader, kill-all, split, shuffle-leaders, kill, pause, all or none"
             ),
         }
     }
@@ -172,6 +178,38 @@ fn inject(
     split_keys: SplitKeys,
 ) -> Option<Target> {
     let store = pick % c.stores.len();
+    if fault == Fault::ShuffleLeaders {
+        let endpoints = c.pd_endpoints();
+        let moved = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(20), shuffle_leaders(endpoints, pick)).await
+        });
+        return match moved {
+            Ok(Ok(n)) => {
+                log(
+                    recorder,
+                    fault,
+                    "start",
+                    "regions",
+                    Some(format!("{n} transfers asked")),
+                );
+                Some(Target::Key("regions".into()))
+            }
+            Ok(Err(e)) => {
+                log(recorder, fault, "failed", "regions", Some(format!("{e:#}")));
+                None
+            }
+            Err(_) => {
+                log(
+                    recorder,
+                    fault,
+                    "failed",
+                    "regions",
+                    Some("no answer within 20s".into()),
+                );
+                None
+            }
+        };
+    }
     if fault == Fault::Split {
         let (key, txn) = split_keys(pick);
         let name = String::from_utf8_lossy(&key).into_owned();
@@ -225,7 +263,7 @@ fn inject(
             };
             (Target::Pd(leader), result)
         }
-        Fault::Split => unreachable!("handled above"),
+        Fault::Split | Fault::ShuffleLeaders => unreachable!("handled above"),
         Fault::KillAll => {
             let mut result = Ok(());
             for i in 0..c.stores.len() {
@@ -296,6 +334,42 @@ fn signal(pid: Option<u32>, sig: Signal) -> Result<()> {
     Ok(())
 }
 
+/// Asks each region's leader to hand its leadership to another replica, drawn from `pick`;
+/// returns how many transfers were accepted.
+async fn shuffle_leaders(endpoints: Vec<String>, pick: usize) -> Result<usize> {
+    let pd = pd_client::PdClient::connect(endpoints).await?;
+    let regions = pd.scan_regions(b"", b"", 10_000).await?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(3))
+        .build()?;
+    let mut accepted = 0;
+    for (i, info) in regions.iter().enumerate() {
+        let Some(leader) = info.leader else { continue };
+        let others: Vec<u64> = (info.region.peers.iter())
+            .map(|p| p.store_id)
+            .filter(|s| *s != leader.store_id)
+            .collect();
+        if others.is_empty() {
+            continue;
+        }
+        let to = others[(pick.wrapping_add(i)) % others.len()];
+        let store = pd.get_store(leader.store_id).await?;
+        if store.status_address.is_empty() {
+            continue;
+        }
+        let url = format!(
+            "http://{}/regions/{}/transfer-leader/{to}",
+            store.status_address, info.region.id
+        );
+        // A leader that moved meanwhile answers 409: fine, the shuffle is best effort.
+        if let Ok(resp) = http.post(&url).send().await {
+            accepted += usize::from(resp.status().as_u16() == 202);
+        }
+    }
+    Ok(accepted)
+}
+
 /// The index of the PD leader, as the running members see it.
 fn pd_leader(c: &LocalCluster, rt: &tokio::runtime::Handle) -> Result<usize> {
     if c.pds.len() == 1 {
@@ -338,7 +412,11 @@ mod tests {
             [Fault::KillStore, Fault::KillPdLeader, Fault::PauseStore]
         );
         assert!(parse_faults("none").unwrap().is_empty());
-        assert_eq!(parse_faults("all").unwrap().len(), 6);
+        assert_eq!(parse_faults("all").unwrap().len(), 7);
+        assert_eq!(
+            parse_faults("shuffle-leaders").unwrap(),
+            [Fault::ShuffleLeaders]
+        );
         assert_eq!(parse_faults("split").unwrap(), [Fault::Split]);
         assert!(parse_faults("partition").is_err());
     }
