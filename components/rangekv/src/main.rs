@@ -257,11 +257,7 @@ fn run_pd(args: PdArgs) -> Result<()> {
     let check = args.config_check;
     let cfg = pd_config(args);
     if check {
-        finish_config_check(cfg.and_then(|cfg| {
-            let mut problems = cfg.problems();
-            problems.extend(dir_problem("data_dir", &cfg.data_dir));
-            Ok((toml::to_string_pretty(&cfg)?, problems))
-        }));
+        finish_config_check(cfg, |c| c.problems(), |c| c.data_dir.clone());
     }
     let cfg = cfg?;
     cfg.validate()
@@ -313,11 +309,7 @@ fn run_server(args: ServerArgs) -> Result<()> {
     let check = args.config_check;
     let cfg = server_config(args);
     if check {
-        finish_config_check(cfg.and_then(|cfg| {
-            let mut problems = cfg.problems();
-            problems.extend(dir_problem("data_dir", &cfg.data_dir));
-            Ok((toml::to_string_pretty(&cfg)?, problems))
-        }));
+        finish_config_check(cfg, |c| c.problems(), |c| c.data_dir.clone());
     }
     let cfg = cfg?;
     cfg.validate()
@@ -358,9 +350,19 @@ fn server_config(args: ServerArgs) -> Result<server::ServerConfig> {
     Ok(cfg)
 }
 
-/// Ends `--config-check`: prints the effective configuration (as TOML) or why there is none,
-/// then every problem; exits 0 if there are none, else 1.
-fn finish_config_check(checked: Result<(String, Vec<String>)>) -> ! {
+/// Ends `--config-check`: prints the effective configuration `cfg` (as TOML) or why there is
+/// none, then every problem — its own (`problems`) and its data directory's (`data_dir`);
+/// exits 0 if there are none, else 1.
+fn finish_config_check<C: serde::Serialize>(
+    cfg: Result<C>,
+    problems: impl FnOnce(&C) -> Vec<String>,
+    data_dir: impl FnOnce(&C) -> PathBuf,
+) -> ! {
+    let checked = cfg.and_then(|cfg| {
+        let mut found = problems(&cfg);
+        found.extend(dir_problem("data_dir", &data_dir(&cfg)));
+        Ok((toml::to_string_pretty(&cfg)?, found))
+    });
     let problems = match checked {
         Ok((effective, problems)) => {
             println!("{effective}");

@@ -180,67 +180,22 @@ fn inject(
     let store = pick % c.stores.len();
     if fault == Fault::ShuffleLeaders {
         let endpoints = c.pd_endpoints();
-        let moved = rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(20), shuffle_leaders(endpoints, pick)).await
-        });
-        return match moved {
-            Ok(Ok(n)) => {
-                log(
-                    recorder,
-                    fault,
-                    "start",
-                    "regions",
-                    Some(format!("{n} transfers asked")),
-                );
-                Some(Target::Key("regions".into()))
-            }
-            Ok(Err(e)) => {
-                log(recorder, fault, "failed", "regions", Some(format!("{e:#}")));
-                None
-            }
-            Err(_) => {
-                log(
-                    recorder,
-                    fault,
-                    "failed",
-                    "regions",
-                    Some("no answer within 20s".into()),
-                );
-                None
-            }
+        let shuffle = async move {
+            let n = shuffle_leaders(endpoints, pick).await?;
+            Ok(Some(format!("{n} transfers asked")))
         };
+        return instant(recorder, fault, "regions".into(), rt, shuffle);
     }
     if fault == Fault::Split {
         let (key, txn) = split_keys(pick);
         let name = String::from_utf8_lossy(&key).into_owned();
         let endpoints = c.pd_endpoints();
-        let split = rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(20), async {
-                let pd = pd_client::PdClient::connect(endpoints).await?;
-                crate::ctl::split_region(&pd, &key, txn).await
-            })
-            .await
-        });
-        return match split {
-            Ok(Ok(_)) => {
-                log(recorder, fault, "start", &name, None);
-                Some(Target::Key(name))
-            }
-            Ok(Err(e)) => {
-                log(recorder, fault, "failed", &name, Some(format!("{e:#}")));
-                None
-            }
-            Err(_) => {
-                log(
-                    recorder,
-                    fault,
-                    "failed",
-                    &name,
-                    Some("no answer within 20s".into()),
-                );
-                None
-            }
+        let split = async move {
+            let pd = pd_client::PdClient::connect(endpoints).await?;
+            crate::ctl::split_region(&pd, &key, txn).await?;
+            Ok(None)
         };
+        return instant(recorder, fault, name, rt, split);
     }
     let (target, result) = match fault {
         Fault::KillStore => (Target::Store(store), c.kill_store(store)),
@@ -332,6 +287,38 @@ fn signal(pid: Option<u32>, sig: Signal) -> Result<()> {
         kill(Pid::from_raw(pid as i32), sig)?;
     }
     Ok(())
+}
+
+/// Runs an instantaneous fault (`work`, within 20 s) and logs its start, with the note `work`
+/// answers, or its failure; the target to log its end with, if it happened.
+fn instant(
+    recorder: &Recorder,
+    fault: Fault,
+    name: String,
+    rt: &tokio::runtime::Handle,
+    work: impl std::future::Future<Output = Result<Option<String>>>,
+) -> Option<Target> {
+    // The timer is made inside the runtime (this is the nemesis' own thread).
+    match rt.block_on(async { tokio::time::timeout(Duration::from_secs(20), work).await }) {
+        Ok(Ok(note)) => {
+            log(recorder, fault, "start", &name, note);
+            Some(Target::Key(name))
+        }
+        Ok(Err(e)) => {
+            log(recorder, fault, "failed", &name, Some(format!("{e:#}")));
+            None
+        }
+        Err(_) => {
+            log(
+                recorder,
+                fault,
+                "failed",
+                &name,
+                Some("no answer within 20s".into()),
+            );
+            None
+        }
+    }
 }
 
 /// Asks each region's leader to hand its leadership to another replica, drawn from `pick`;
