@@ -13,8 +13,9 @@
 //!
 //! A command that decides to write nothing answers after step 3.
 //!
-//! Deliberately absent: waiting for a lock to be released (pessimistic lock waits answer
-//! KeyIsLocked at once and the client backs off), command priorities, flow control.
+//! Deliberately absent: waking a command when a lock it met is released (the server's
+//! pessimistic lock handler re-runs its command until the lock goes or its wait time is over),
+//! deadlock detection, command priorities, flow control.
 
 use bytes::Bytes;
 use engine::{Engine, CF_DEFAULT, CF_LOCK, CF_WRITE};

@@ -16,8 +16,9 @@
 //! transactional range (`x` and its id), V1 keys outside every keyspace; V1 scans skip
 //! keyspaces and V1 delete-ranges may not reach into them.
 //!
-//! Deliberately absent: waiting for locks in pessimistic locking (KeyIsLocked is answered at
-//! once).
+//! Pessimistic lock requests that meet another transaction's lock re-run until it goes or
+//! their wait time is over (then KeyIsLocked is answered). Deliberately absent: waking them
+//! when the lock is released, and deadlock detection.
 
 mod convert;
 mod respond;
