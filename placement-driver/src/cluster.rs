@@ -22,10 +22,15 @@
 //!   on the stream with a leader transfer by the balance-leader scheduler ([`crate::schedule`]),
 //!   when `schedule_leader_balance` is on. Only the serving leader answers heartbeats at all.
 //!
-//! Not done yet: other operators (replica placement, region merge), store tombstoning, and
-//! removal of peers/stores; `down_peers` and `pending_peers` are passed through as reported.
+//! - Replica scheduling ([`crate::replica`]): heartbeats from a region's leader may be answered
+//!   with one step of a replica operator (add learner, promote, remove, or a leader transfer
+//!   ahead of removing the leader), when `schedule_replicas` is on. It comes before leader
+//!   balancing.
+//!
+//! Not done yet: region merge, store tombstoning once drained; `down_peers` and
+//! `pending_peers` are passed through as reported.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -34,15 +39,19 @@ use proto::metapb;
 use proto::pdpb::{self, *};
 
 use crate::clock::Clock;
-use crate::command::{ApplyResult, Bootstrap, PdCommand, PutRegions, PutStore};
+use crate::command::{ApplyResult, Bootstrap, PdCommand, PutRegions, PutStore, SetStoreState};
 use crate::heartbeat::{HeartbeatCache, RegionStatus, StoreStatus};
 use crate::id::Ids;
 use crate::proposer::StateHandle;
 use crate::region_map::{epoch, RegionVerdict};
+use crate::replica::{Command, RegionView, ReplicaConfig, ReplicaScheduler, StoreInfo};
 use crate::schedule::{LeaderBalanceConfig, LeaderScheduler, LeaderView, STORE_ALIVE_MS};
 use crate::state::validate_region;
 use crate::tso::Tso;
 use crate::{Error, Result};
+
+/// Ids the replica scheduler takes from the allocator at a time.
+const ID_POOL_BATCH: u32 = 16;
 
 /// The most regions one `AskBatchSplit` may ask for.
 pub const MAX_SPLIT_COUNT: u32 = 1000;
@@ -62,6 +71,10 @@ pub struct Cluster {
     leader_scheduler: Option<Mutex<LeaderScheduler>>,
     /// Whether heartbeats are answered with splits at keyspace boundaries.
     keyspace_splits: AtomicBool,
+    /// Replica scheduling; `None` when off. Locked after `heartbeats` when both are held.
+    replica_scheduler: Mutex<Option<ReplicaScheduler>>,
+    /// Ids ready for new peers (the scheduler decides synchronously; ids come from Raft).
+    id_pool: Mutex<Vec<u64>>,
 }
 
 impl Cluster {
@@ -84,7 +97,23 @@ impl Cluster {
             heartbeats: Mutex::new(HeartbeatCache::default()),
             leader_scheduler: leader_balance.map(|c| Mutex::new(LeaderScheduler::new(c))),
             keyspace_splits: AtomicBool::new(true),
+            replica_scheduler: Mutex::new(None),
+            id_pool: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Turns replica scheduling on (with `config`) or off (see [`crate::replica`]).
+    pub fn set_replica_scheduling(&self, config: Option<ReplicaConfig>) {
+        *self.replica_scheduler.lock() = config.map(ReplicaScheduler::new);
+    }
+
+    /// Replica operators in flight, by region id (soft state of the serving leader).
+    pub fn replica_operators(&self) -> Vec<(u64, crate::replica::Operator)> {
+        self.replica_scheduler
+            .lock()
+            .as_ref()
+            .map(|s| s.operators().iter().map(|(k, v)| (*k, v.clone())).collect())
+            .unwrap_or_default()
     }
 
     /// Turns the splits at keyspace boundaries on or off (see [`crate::keyspace`]).
@@ -329,10 +358,70 @@ impl Cluster {
                 store_id: stats.store_id,
             });
         }
+        let store_id = stats.store_id;
         self.heartbeats
             .lock()
             .on_store_heartbeat(stats, self.clock.now_ms());
+        if store_state == metapb::StoreState::Offline {
+            self.maybe_tombstone(store_id).await;
+        }
         Ok(StoreHeartbeatResponse::default())
+    }
+
+    /// Asks for store `store_id` to be removed: it goes `Offline`, the replica checker moves
+    /// its replicas to other stores, and once it holds none it becomes `Tombstone` (checked on
+    /// its heartbeats, and here).
+    pub async fn remove_store(&self, store_id: u64) -> Result<()> {
+        self.require_leader()?;
+        self.set_store_state(store_id, metapb::StoreState::Offline)
+            .await?;
+        self.maybe_tombstone(store_id).await;
+        Ok(())
+    }
+
+    async fn set_store_state(&self, store_id: u64, state: metapb::StoreState) -> Result<()> {
+        self.state
+            .propose(PdCommand::SetStoreState(SetStoreState {
+                store_id,
+                state: state as i32,
+            }))
+            .await?;
+        tracing::info!(store_id, ?state, "store state changed");
+        Ok(())
+    }
+
+    /// Every `Offline` store that holds no replica any more becomes `Tombstone` (checked when
+    /// a region's membership changed: a store that is down sends no heartbeats).
+    async fn tombstone_drained_stores(&self) {
+        let drained: Vec<u64> = self.state.read(|s| {
+            let counts = s.regions().store_region_counts();
+            s.stores()
+                .filter(|st| {
+                    st.state() == metapb::StoreState::Offline && !counts.contains_key(&st.id)
+                })
+                .map(|st| st.id)
+                .collect()
+        });
+        for store_id in drained {
+            self.maybe_tombstone(store_id).await;
+        }
+    }
+
+    /// An `Offline` store holding no replica any more becomes `Tombstone`.
+    async fn maybe_tombstone(&self, store_id: u64) {
+        let empty = self.state.read(|s| {
+            s.store(store_id)
+                .is_some_and(|st| st.state() == metapb::StoreState::Offline)
+                && !s.regions().store_region_counts().contains_key(&store_id)
+        });
+        if empty {
+            if let Err(e) = self
+                .set_store_state(store_id, metapb::StoreState::Tombstone)
+                .await
+            {
+                tracing::debug!(store_id, %e, "store not tombstoned yet");
+            }
+        }
     }
 
     /// Handles one region heartbeat; `Some` is a message to send back on the stream: an error,
@@ -393,6 +482,7 @@ impl Cluster {
                     .await?;
                 if let ApplyResult::Regions(applied) = result {
                     self.forget_regions(&applied.removed);
+                    self.tombstone_drained_stores().await;
                     if applied.stale.contains(&region.id) {
                         return Ok(None);
                     }
@@ -409,12 +499,136 @@ impl Cluster {
                 return Ok(Some(split));
             }
         }
+        if let Some(op) = self.schedule_replicas(req, region).await? {
+            return Ok(Some(op));
+        }
         Ok(self.schedule_leader(req, region))
+    }
+
+    /// Runs the replica scheduler on a heartbeat from `region`'s leader; returns the step its
+    /// operator asks of the leader, if any.
+    async fn schedule_replicas(
+        &self,
+        req: &RegionHeartbeatRequest,
+        region: &metapb::Region,
+    ) -> Result<Option<RegionHeartbeatResponse>> {
+        if self.replica_scheduler.lock().is_none() {
+            return Ok(None);
+        }
+        let now_ms = self.clock.now_ms();
+        let known: Vec<(u64, metapb::StoreState, u64)> = self.state.read(|s| {
+            let counts = s.regions().store_region_counts();
+            s.stores()
+                .map(|store| {
+                    let count = counts.get(&store.id).copied().unwrap_or(0);
+                    (store.id, store.state(), count)
+                })
+                .collect()
+        });
+        let stores: BTreeMap<u64, StoreInfo> = {
+            let heartbeats = self.heartbeats.lock();
+            known
+                .into_iter()
+                .map(|(id, state, region_count)| {
+                    let since_heartbeat_ms = heartbeats
+                        .store(id)
+                        .map(|h| now_ms.saturating_sub(h.last_heartbeat_ms));
+                    let info = StoreInfo {
+                        state,
+                        since_heartbeat_ms,
+                        region_count,
+                    };
+                    (id, info)
+                })
+                .collect()
+        };
+        let (leader, down, pending) = {
+            let heartbeats = self.heartbeats.lock();
+            let leader = heartbeats.leader_of(region);
+            let status = heartbeats.region(region.id);
+            let down: Vec<u64> = status
+                .map(|st| {
+                    st.down_peers
+                        .iter()
+                        .filter_map(|d| d.peer.map(|p| p.id))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let pending: Vec<u64> = status
+                .map(|st| st.pending_peers.iter().map(|p| p.id).collect())
+                .unwrap_or_default();
+            (leader, down, pending)
+        };
+        let Some(leader) = leader.filter(|l| Some(*l) == req.leader) else {
+            return Ok(None);
+        };
+        let mut wanted_ids = false;
+        let cmd = {
+            let mut pool = self.id_pool.lock();
+            let mut alloc = || {
+                let id = pool.pop();
+                wanted_ids |= id.is_none();
+                id
+            };
+            let mut scheduler = self.replica_scheduler.lock();
+            let Some(scheduler) = scheduler.as_mut() else {
+                return Ok(None);
+            };
+            scheduler.on_heartbeat(
+                RegionView {
+                    region,
+                    leader: &leader,
+                    down_peers: &down,
+                    pending_peers: &pending,
+                },
+                &stores,
+                now_ms,
+                &mut alloc,
+            )
+        };
+        if wanted_ids {
+            // The next heartbeat finds ids ready.
+            let first = self.ids.alloc(ID_POOL_BATCH, &self.state).await?;
+            self.id_pool
+                .lock()
+                .extend((first..first + ID_POOL_BATCH as u64).rev());
+        }
+        let Some(cmd) = cmd else {
+            return Ok(None);
+        };
+        let mut resp = RegionHeartbeatResponse {
+            header: Some(self.ok_header()),
+            region_id: region.id,
+            region_epoch: region.region_epoch,
+            target_peer: Some(leader),
+            ..Default::default()
+        };
+        let change = |peer: metapb::Peer, t: ConfChangeType| ChangePeer {
+            peer: Some(peer),
+            change_type: t as i32,
+        };
+        match cmd {
+            Command::AddLearner(p) => {
+                resp.change_peer = Some(change(p, ConfChangeType::AddLearnerNode))
+            }
+            Command::AddVoter(p) => resp.change_peer = Some(change(p, ConfChangeType::AddNode)),
+            Command::Remove(p) => resp.change_peer = Some(change(p, ConfChangeType::RemoveNode)),
+            Command::TransferLeader(p) => {
+                resp.transfer_leader = Some(TransferLeader {
+                    peer: Some(p),
+                    peers: Vec::new(),
+                })
+            }
+        }
+        Ok(Some(resp))
     }
 
     /// Drops the soft state of regions that left the region map.
     fn forget_regions(&self, ids: &[u64]) {
         self.heartbeats.lock().forget_regions(ids);
+        if let Some(scheduler) = self.replica_scheduler.lock().as_mut() {
+            scheduler.forget_regions(ids);
+        }
         if let Some(scheduler) = &self.leader_scheduler {
             scheduler.lock().forget_regions(ids);
         }

@@ -64,6 +64,17 @@ pub struct CompactLog {
     pub term: u64,
 }
 
+/// Moves a store through its life: `Up` → `Offline` (an operator asked to remove it; its
+/// replicas are moved away) → `Tombstone` (it holds none any more; final), or `Offline` → `Up`
+/// (the removal is cancelled).
+#[derive(Clone, PartialEq, Message)]
+pub struct SetStoreState {
+    #[prost(uint64, tag = "1")]
+    pub store_id: u64,
+    #[prost(enumeration = "metapb::StoreState", tag = "2")]
+    pub state: i32,
+}
+
 /// One command of the PD state machine.
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum PdCommand {
@@ -88,12 +99,14 @@ pub enum PdCommand {
     /// [`crate::PdState`]); see [`crate::log_gc`].
     #[prost(message, tag = "8")]
     CompactLog(CompactLog),
+    #[prost(message, tag = "9")]
+    SetStoreState(SetStoreState),
 }
 
 /// The encoded form of a command: a message with the command as its only (oneof) field.
 #[derive(Clone, PartialEq, Message)]
 struct CommandEnvelope {
-    #[prost(oneof = "PdCommand", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "PdCommand", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     command: Option<PdCommand>,
 }
 
@@ -126,6 +139,7 @@ impl PdCommand {
             PdCommand::SetTsoBound(_) => "set_tso_bound",
             PdCommand::UpdateGcSafePoint(_) => "update_gc_safe_point",
             PdCommand::CompactLog(_) => "compact_log",
+            PdCommand::SetStoreState(_) => "set_store_state",
         }
     }
 }

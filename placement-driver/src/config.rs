@@ -93,6 +93,19 @@ pub struct PdConfig {
     /// At most this many leader transfers are in flight (proposed, not yet seen done or timed
     /// out) cluster-wide.
     pub max_pending_leader_transfers: usize,
+    /// Whether the serving leader keeps regions at `max_replicas` healthy replicas and spreads
+    /// replicas over the stores (see [`crate::replica`]).
+    pub schedule_replicas: bool,
+    /// Whether replicas are moved to even out region counts (balance-region); the replica
+    /// checker runs whenever `schedule_replicas` is on.
+    pub schedule_region_balance: bool,
+    /// A store without a heartbeat for this long is down: its replicas are replaced.
+    #[serde(with = "duration")]
+    pub max_store_down_time: Duration,
+    /// Region-count gap between stores that makes balance-region move a replica. At least 2.
+    pub region_balance_threshold: u64,
+    /// Replica operators in flight cluster-wide.
+    pub max_replica_operators: usize,
 }
 
 impl Default for PdConfig {
@@ -118,6 +131,11 @@ impl Default for PdConfig {
             split_keyspace_regions: true,
             leader_balance_threshold: 2,
             max_pending_leader_transfers: 4,
+            schedule_replicas: true,
+            schedule_region_balance: true,
+            max_store_down_time: Duration::from_secs(30 * 60),
+            region_balance_threshold: 2,
+            max_replica_operators: 4,
         }
     }
 }
@@ -181,6 +199,15 @@ impl PdConfig {
         }
         if self.max_pending_leader_transfers == 0 {
             out.push("max_pending_leader_transfers must be positive".to_owned());
+        }
+        if self.region_balance_threshold < 2 {
+            out.push(format!(
+                "region_balance_threshold ({}) must be at least 2",
+                self.region_balance_threshold
+            ));
+        }
+        if self.max_replica_operators == 0 {
+            out.push("max_replica_operators must be positive".to_owned());
         }
         match self.members() {
             Err(Error::Config(e)) => out.push(e),

@@ -27,6 +27,8 @@
 //!   only) and the splits that keep regions inside keyspace boundaries.
 //! - [`schedule`]: the balance-leader scheduler, answering region heartbeats with leader
 //!   transfers that even out the leaders per store.
+//! - [`replica`]: the replica checker and balance-region, answering region heartbeats with the
+//!   steps of replica operators (add learner, promote, remove).
 //! - [`membership`]: which group a data directory belongs to; refuses to start a member on an
 //!   empty directory of an existing group or on another group's directory.
 //! - [`clock`]: injectable wall time. [`config`]: [`PdConfig`].
@@ -62,6 +64,7 @@ pub mod metrics;
 pub mod proposer;
 pub mod raft_node;
 pub mod region_map;
+pub mod replica;
 pub mod schedule;
 pub mod server;
 pub mod service;

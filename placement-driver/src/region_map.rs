@@ -44,6 +44,8 @@ pub enum RegionVerdict {
 pub struct RegionMap {
     by_id: BTreeMap<RegionId, Region>,
     by_start: BTreeMap<Bytes, RegionId>,
+    /// How many regions have a peer on each store (stores with none have no entry).
+    per_store: BTreeMap<u64, u64>,
 }
 
 /// The epoch of `region`, the zero epoch if it has none.
@@ -188,8 +190,16 @@ impl RegionMap {
             region.id,
             previous
         );
+        for p in &region.peers {
+            *self.per_store.entry(p.store_id).or_default() += 1;
+        }
         self.by_id.insert(region.id, region);
         removed
+    }
+
+    /// How many regions have a peer on each store; stores with none are absent.
+    pub fn store_region_counts(&self) -> &BTreeMap<u64, u64> {
+        &self.per_store
     }
 
     /// Removes the region with `id`.
@@ -197,6 +207,14 @@ impl RegionMap {
         let region = self.by_id.remove(&id)?;
         let indexed = self.by_start.remove(&region.start_key);
         assert_eq!(indexed, Some(id), "by_start out of sync for region {id}");
+        for p in &region.peers {
+            if let Some(n) = self.per_store.get_mut(&p.store_id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_store.remove(&p.store_id);
+                }
+            }
+        }
         Some(region)
     }
 }

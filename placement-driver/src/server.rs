@@ -55,6 +55,7 @@ use crate::proposer::{Opened, StateHandle};
 use crate::raft_node::{
     Leadership, MemberInfo, NodeStatus, RaftLogState, RaftMsg, RaftNode, RaftTiming,
 };
+use crate::replica::ReplicaConfig;
 use crate::schedule::{LeaderBalanceConfig, LEADER_TRANSFER_TIMEOUT_MS};
 use crate::service::{PdService, Shutdown};
 use crate::transport::{NetFilter, PdRaftService, PeerSender};
@@ -253,6 +254,14 @@ pub async fn start_with_listener(
     ));
 
     cluster.set_keyspace_splits(config.split_keyspace_regions);
+    cluster.set_replica_scheduling(config.schedule_replicas.then_some(ReplicaConfig {
+        max_replicas: config.max_replicas as usize,
+        max_store_down_ms: config.max_store_down_time.as_millis() as u64,
+        balance_threshold: config.region_balance_threshold,
+        max_operators: config.max_replica_operators,
+        balance_regions: config.schedule_region_balance,
+        ..ReplicaConfig::default()
+    }));
     let service = PdService::new(Arc::clone(&cluster), shutdown.clone());
     let raft_service = PdRaftService::new(
         Arc::clone(&status),

@@ -224,6 +224,7 @@ impl PdState {
             PdCommand::InitCluster(init) => self.plan_init_cluster(init.cluster_id),
             PdCommand::Bootstrap(bootstrap) => self.plan_bootstrap(bootstrap),
             PdCommand::PutStore(put) => self.plan_put_store(put.store.as_ref()),
+            PdCommand::SetStoreState(set) => self.plan_set_store_state(set),
             PdCommand::PutRegions(put) => self.plan_put_regions(&put.regions),
             PdCommand::SetIdBound(bound) => Ok(self.plan_meta(|meta| {
                 meta.id_bound = meta.id_bound.max(*bound);
@@ -417,6 +418,53 @@ impl PdState {
         })
     }
 
+    /// See [`crate::command::SetStoreState`] for the transitions allowed.
+    fn plan_set_store_state(&self, set: &crate::command::SetStoreState) -> Result<Plan> {
+        let store = self.stores.get(&set.store_id).ok_or(Error::StoreNotFound {
+            store_id: set.store_id,
+        })?;
+        let to = StoreState::try_from(set.state)
+            .map_err(|_| Error::InvalidArgument(format!("unknown store state {}", set.state)))?;
+        let from = store.state();
+        if from == to {
+            return Ok(Plan::no_op(ApplyResult::Done));
+        }
+        match (from, to) {
+            (StoreState::Up, StoreState::Offline) | (StoreState::Offline, StoreState::Up) => {}
+            (StoreState::Offline, StoreState::Tombstone) => {
+                let held = self
+                    .regions
+                    .store_region_counts()
+                    .get(&set.store_id)
+                    .copied()
+                    .unwrap_or(0);
+                if held > 0 {
+                    return Err(Error::InvalidArgument(format!(
+                        "store {} still holds {held} region replicas",
+                        set.store_id
+                    )));
+                }
+            }
+            (StoreState::Tombstone, _) => {
+                return Err(Error::StoreTombstone {
+                    store_id: set.store_id,
+                })
+            }
+            (from, to) => {
+                return Err(Error::InvalidArgument(format!(
+                    "store {} cannot go from {from:?} to {to:?}",
+                    set.store_id
+                )))
+            }
+        }
+        let mut new = store.clone();
+        new.set_state(to);
+        Ok(Plan {
+            changes: vec![Change::PutStore(new)],
+            result: ApplyResult::Done,
+        })
+    }
+
     fn plan_put_regions(&self, regions: &[metapb::Region]) -> Result<Plan> {
         self.require_bootstrapped()?;
         for region in regions {
@@ -603,6 +651,62 @@ mod tests {
 
     fn put_regions(regions: Vec<Region>) -> PdCommand {
         PdCommand::PutRegions(PutRegions { regions })
+    }
+
+    #[test]
+    fn a_store_is_removed_through_offline_and_tombstoned_only_once_empty() {
+        use crate::command::SetStoreState;
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, mut state) = open(&dir);
+        bootstrapped(&engine, &mut state);
+        let set = |id: u64, s: StoreState| {
+            PdCommand::SetStoreState(SetStoreState {
+                store_id: id,
+                state: s as i32,
+            })
+        };
+        // Up cannot jump to Tombstone; unknown stores are refused.
+        assert!(state
+            .apply(&engine, &set(1, StoreState::Tombstone))
+            .is_err());
+        assert!(matches!(
+            state.apply(&engine, &set(9, StoreState::Offline)),
+            Err(Error::StoreNotFound { store_id: 9 })
+        ));
+        state.apply(&engine, &set(1, StoreState::Offline)).unwrap();
+        // A restarting store does not undo Offline.
+        state
+            .apply(
+                &engine,
+                &PdCommand::PutStore(PutStore {
+                    store: Some(store(1)),
+                }),
+            )
+            .unwrap();
+        assert_eq!(state.store(1).unwrap().state(), StoreState::Offline);
+        // It still holds region 2's replica.
+        assert!(state
+            .apply(&engine, &set(1, StoreState::Tombstone))
+            .is_err());
+        state
+            .apply(
+                &engine,
+                &put_regions(vec![test_util::region(2)
+                    .conf_ver(2)
+                    .peers([peer(4, 5)])
+                    .build()]),
+            )
+            .unwrap();
+        assert_eq!(state.regions().store_region_counts().get(&1), None);
+        assert_eq!(state.regions().store_region_counts().get(&5), Some(&1));
+        state
+            .apply(&engine, &set(1, StoreState::Tombstone))
+            .unwrap();
+        assert!(state.apply(&engine, &set(1, StoreState::Up)).is_err());
+        // Persisted.
+        drop(engine);
+        let (_engine, state) = open(&dir);
+        assert_eq!(state.store(1).unwrap().state(), StoreState::Tombstone);
     }
 
     #[test]

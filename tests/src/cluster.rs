@@ -49,6 +49,7 @@ pub fn test_config() -> raftstore::Config {
         raft_heartbeat_ticks: 2,
         raft_log_gc_ticks: 5,
         raft_log_gc_threshold: 16,
+        snapshot_timeout: Duration::from_secs(5),
         ..Default::default()
     }
 }
@@ -197,6 +198,58 @@ impl Cluster {
             .map_or(0, |s| s.transfer_leaders_away(Duration::from_secs(10)));
         self.stop_store(id);
         still_leading
+    }
+
+    /// Adds an empty store `id` (bootstrapped, hosting no region) and starts it.
+    pub fn add_store(&mut self, id: u64) {
+        assert!(!self.dirs.contains_key(&id), "store {id} exists");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(dir.path(), &EngineOptions::default()).expect("open engine");
+        raftstore::bootstrap::bootstrap_store(&engine, 1, id).expect("bootstrap store");
+        drop(engine);
+        self.dirs.insert(id, dir);
+        self.store_ids.push(id);
+        self.start_store(id);
+    }
+
+    /// Changes the membership of `region_id` through its leader, retrying while leadership
+    /// moves; answers with the region after the change.
+    pub fn change_peer(
+        &self,
+        region_id: u64,
+        changes: Vec<raftstore::conf_change::PeerChange>,
+    ) -> Result<metapb::Region> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let leader = self.wait_leader(region_id, Duration::from_secs(10));
+            let st = self
+                .peer_status(leader, region_id)
+                .ok_or_else(|| anyhow!("leader vanished"))?;
+            let router = self.stores[&leader].router();
+            let changes = changes.clone();
+            let res = self.block_on(async move {
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    router.change_peer(region_id, st.region.region_epoch, changes),
+                )
+                .await
+            });
+            match res {
+                Ok(Ok(region)) => {
+                    self.update_route(std::slice::from_ref(&region));
+                    return Ok(region);
+                }
+                Ok(Err(
+                    e @ (raftstore::Error::InvalidRequest(_)
+                    | raftstore::Error::EpochNotMatch { .. }),
+                )) => return Err(anyhow!("{e}")),
+                other if Instant::now() < deadline => {
+                    tracing::debug!(?other, "change peer retry");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => bail!("change peer of region {region_id} failed: {other:?}"),
+            }
+        }
     }
 
     /// Creates store `store_id`'s replica of `region` from the initial state.
@@ -480,11 +533,14 @@ impl Cluster {
             .expect("engine read")
     }
 
-    /// Waits until every running store's engine holds `value` for `key`.
+    /// Waits until the engine of every running store with a replica of the key's region holds
+    /// `value` for `key`.
     pub fn wait_replicated(&self, key: &[u8], value: Option<&[u8]>, timeout: Duration) {
-        crate::wait_until("replication to every running store", timeout, || {
+        crate::wait_until("replication to every running replica", timeout, || {
+            let region_id = self.region_for_key(key).id;
             self.stores
                 .keys()
+                .filter(|s| self.peer_status(**s, region_id).is_some())
                 .all(|s| self.local_get(*s, key).as_deref() == value)
         });
     }

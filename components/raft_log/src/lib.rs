@@ -18,15 +18,20 @@
 //! - Entries in `[first_index, last_index]` are all present, contiguously, in the cache or engine.
 //! - After a restart, [`RaftLogStorage::load`] rebuilds exactly the state last written.
 //!
-//! Deliberately absent: Raft snapshots (a request for one answers "temporarily unavailable";
-//! callers never compact past what every replica has until snapshots exist) and conf-state
-//! persistence (the owner passes the conf state in; regions derive it from their peer list).
+//! Snapshots: what a snapshot holds is the owner's business. A leader's raft-rs asks
+//! [`raft::Storage::snapshot`], which defers to the owner's [`SnapshotSource`] (none: "temporarily
+//! unavailable"); a follower hands a received snapshot's metadata to
+//! [`RaftLogStorage::apply_snapshot`], which resets the log to start after it, in the same write
+//! batch as the owner's data.
+//!
+//! Deliberately absent: conf-state persistence (the owner passes the conf state in; regions
+//! derive it from their peer list, which they persist).
 
 use std::collections::VecDeque;
 
 use engine::{keys, Engine, WriteBatch, CF_RAFT};
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 /// The log index a freshly bootstrapped group starts from (everything up to it is "truncated").
@@ -140,6 +145,13 @@ pub fn clear_group(group_id: u64, wb: &mut WriteBatch) {
     wb.delete(CF_RAFT, &keys::apply_state_key(group_id));
 }
 
+/// Produces the snapshots a leader sends to followers that are behind the first index.
+pub trait SnapshotSource: Send {
+    /// A snapshot at `request_index` or later for peer `to`, or
+    /// `SnapshotTemporarilyUnavailable` while one is being made (raft-rs asks again later).
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot>;
+}
+
 /// `raft::Storage` of one group. See the crate docs for the write protocol.
 pub struct RaftLogStorage {
     engine: Engine,
@@ -156,6 +168,7 @@ pub struct RaftLogStorage {
     applied_index: u64,
     /// Payload bytes of the cached entries.
     cache_bytes: usize,
+    snapshots: Option<Box<dyn SnapshotSource>>,
 }
 
 impl RaftLogStorage {
@@ -212,7 +225,62 @@ impl RaftLogStorage {
             cache: VecDeque::new(),
             applied_index: apply.applied_index,
             cache_bytes: 0,
+            snapshots: None,
         })
+    }
+
+    /// The storage of a replica that has no state yet (it was just created to receive a
+    /// snapshot): an empty log at index 0, nothing persisted until the first Ready.
+    pub fn uninitialized(engine: Engine, group_id: u64) -> RaftLogStorage {
+        RaftLogStorage {
+            engine,
+            group_id,
+            hard_state: HardState::default(),
+            conf_state: ConfState::default(),
+            truncated_index: 0,
+            truncated_term: 0,
+            last_index: 0,
+            last_term: 0,
+            cache: VecDeque::new(),
+            applied_index: 0,
+            cache_bytes: 0,
+            snapshots: None,
+        }
+    }
+
+    /// Where leader snapshots come from.
+    pub fn set_snapshot_source(&mut self, source: Box<dyn SnapshotSource>) {
+        self.snapshots = Some(source);
+    }
+
+    /// Stages the log reset of an applied snapshot: every entry goes, the log continues after
+    /// `meta.index`, the apply state says everything up to it is applied and truncated, and the
+    /// conf state is the snapshot's. The owner stages the snapshot's data into the same batch.
+    pub fn apply_snapshot(&mut self, meta: &SnapshotMetadata, wb: &mut WriteBatch) {
+        wb.delete_range(
+            CF_RAFT,
+            &keys::raft_log_key(self.group_id, 0),
+            &keys::raft_log_key(self.group_id, u64::MAX),
+        );
+        ApplyState {
+            applied_index: meta.index,
+            applied_term: meta.term,
+            truncated_index: meta.index,
+            truncated_term: meta.term,
+        }
+        .write(self.group_id, wb);
+        let mut hs = self.hard_state.clone();
+        hs.commit = hs.commit.max(meta.index);
+        hs.term = hs.term.max(meta.term);
+        self.set_hard_state(hs, wb);
+        self.truncated_index = meta.index;
+        self.truncated_term = meta.term;
+        self.last_index = meta.index;
+        self.last_term = meta.term;
+        self.applied_index = meta.index;
+        self.cache.clear();
+        self.cache_bytes = 0;
+        self.conf_state = meta.get_conf_state().clone();
     }
 
     pub fn group_id(&self) -> u64 {
@@ -492,10 +560,15 @@ impl raft::Storage for RaftLogStorage {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        match &self.snapshots {
+            // Never one older than the log's start: the follower would need entries from
+            // before it again.
+            Some(source) => source.snapshot(request_index.max(self.truncated_index), to),
+            None => Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            )),
+        }
     }
 }
 

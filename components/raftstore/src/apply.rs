@@ -16,7 +16,10 @@
 //!   command that fails a check (stale epoch, key outside the region) fails on every replica and
 //!   changes nothing; an engine write error is not a command failure and stops the store.
 //!
-//! Deliberately absent: conf change, snapshot application.
+//! Conf change entries are applied here like any command (the new peer list and `conf_ver`
+//! are persisted with the apply state; see [`crate::conf_change`]); raft-rs learns of them from
+//! the peer. Snapshots of a region are made here, where the applied state is known exactly
+//! (see [`crate::snap`]); applying a received snapshot is the peer's, since it resets the log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +30,7 @@ use engine::{keys, Engine, WriteBatch};
 use prost::Message as _;
 use proto::metapb;
 use proto::raft_serverpb::PeerState;
-use raft::eraftpb::{Entry, EntryType};
+use raft::eraftpb::{ConfChangeV2, Entry, EntryType};
 use raft_log::ApplyState;
 use tracing::{error, info, warn};
 
@@ -57,6 +60,8 @@ pub struct ApplyRes {
     pub splits: Vec<Vec<metapb::Region>>,
     /// Consistency checks applied in this batch, in order.
     pub consistency: Vec<ConsistencyEvent>,
+    /// Conf changes applied in this batch, in order, each with the region after it.
+    pub conf_changes: Vec<(ConfChangeV2, metapb::Region)>,
 }
 
 pub enum ApplyMsg {
@@ -65,8 +70,17 @@ pub enum ApplyMsg {
         state: ApplyState,
     },
     Apply(ApplyTask),
-    Destroy {
+    /// Make a snapshot of the region as applied so far (see [`crate::snap`]).
+    Snapshot {
         region_id: u64,
+        gen: crate::snap::SharedGen,
+    },
+    /// The replica is gone: forget the region and stage its removal from the engine — its
+    /// data (only if `initialized`: an uninitialized replica owns no range), its Raft state —
+    /// leaving a tombstone with `region` so stale messages cannot bring it back.
+    Destroy {
+        region: metapb::Region,
+        initialized: bool,
     },
 }
 
@@ -152,6 +166,7 @@ struct Batch {
     touched: Vec<u64>,
     splits: HashMap<u64, Vec<Vec<metapb::Region>>>,
     consistency: HashMap<u64, Vec<ConsistencyEvent>>,
+    conf_changes: HashMap<u64, Vec<(ConfChangeV2, metapb::Region)>>,
 }
 
 const MAX_TASKS_PER_BATCH: usize = 512;
@@ -165,6 +180,7 @@ impl Worker {
                 touched: Vec::new(),
                 splits: HashMap::new(),
                 consistency: HashMap::new(),
+                conf_changes: HashMap::new(),
             };
             self.handle(first, &mut batch);
             for msg in rx.try_iter().take(MAX_TASKS_PER_BATCH) {
@@ -186,9 +202,19 @@ impl Worker {
                     },
                 );
             }
-            ApplyMsg::Destroy { region_id } => {
-                self.delegates.remove(&region_id);
+            ApplyMsg::Destroy {
+                region,
+                initialized,
+            } => {
+                self.delegates.remove(&region.id);
+                if initialized {
+                    crate::snap::delete_region_data(&mut batch.wb, &region);
+                }
+                raft_log::clear_group(region.id, &mut batch.wb);
+                crate::bootstrap::write_region_state(&mut batch.wb, &region, PeerState::Tombstone);
+                info!(region_id = region.id, "replica destroyed");
             }
+            ApplyMsg::Snapshot { region_id, gen } => self.generate_snapshot(region_id, &gen, batch),
             ApplyMsg::Apply(task) => self.apply(task, batch),
         }
     }
@@ -217,6 +243,7 @@ impl Worker {
                     state: d.state,
                     splits: batch.splits.remove(&region_id).unwrap_or_default(),
                     consistency: batch.consistency.remove(&region_id).unwrap_or_default(),
+                    conf_changes: batch.conf_changes.remove(&region_id).unwrap_or_default(),
                 });
             }
         }
@@ -265,9 +292,15 @@ impl Worker {
         entry: &Entry,
         batch: &mut Batch,
     ) -> Result<WriteResponse> {
-        if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
-            // The empty entry a new leader appends, or a conf change (not supported yet).
-            return Ok(WriteResponse::default());
+        match entry.get_entry_type() {
+            EntryType::EntryConfChangeV2 => return apply_conf_change(d, entry, batch),
+            // Never proposed by this version (conf changes are V2).
+            EntryType::EntryConfChange => return Ok(WriteResponse::default()),
+            EntryType::EntryNormal if entry.data.is_empty() => {
+                // The empty entry a new leader appends.
+                return Ok(WriteResponse::default());
+            }
+            EntryType::EntryNormal => {}
         }
         let cmd = match RaftCmd::decode(&entry.data[..]) {
             Ok(cmd) => cmd,
@@ -297,6 +330,9 @@ impl Worker {
                 AdminKind::BatchSplit => apply_split(d, &cmd, admin, batch),
                 AdminKind::ComputeHash => self.compute_hash(d, entry.index, batch),
                 AdminKind::VerifyHash => Ok(verify_hash(d, admin, batch)),
+                AdminKind::ChangePeer => Err(Error::InvalidRequest(
+                    "a conf change outside a conf change entry".into(),
+                )),
             };
         }
         let version = cmd.epoch.as_ref().map_or(0, |e| e.version);
@@ -334,6 +370,41 @@ impl Worker {
 }
 
 impl Worker {
+    /// Writes out the batch so far, with the apply states covering it: afterwards the engine
+    /// holds every region of this worker exactly as applied.
+    fn write_out(&self, d: &Delegate, batch: &mut Batch) {
+        d.state.write(d.region.id, &mut batch.wb);
+        let wb = std::mem::take(&mut batch.wb);
+        if let Err(e) = self.engine.write(wb, false) {
+            error!(%e, "apply write failed");
+            panic!("apply write failed: {e}");
+        }
+    }
+
+    fn generate_snapshot(&self, region_id: u64, gen: &crate::snap::SharedGen, batch: &mut Batch) {
+        let Some(d) = self.delegates.get(&region_id) else {
+            *gen.lock() = crate::snap::GenState::Failed;
+            return;
+        };
+        self.write_out(d, batch);
+        match crate::snap::generate(&self.engine, &d.region, d.state) {
+            Ok(s) => {
+                info!(
+                    region_id,
+                    index = d.state.applied_index,
+                    bytes = s.data.len(),
+                    "snapshot generated"
+                );
+                *gen.lock() = crate::snap::GenState::Ready(s);
+            }
+            Err(e) => {
+                // Read failures are the engine's; raft-rs asks again later.
+                error!(region_id, %e, "snapshot generation failed");
+                *gen.lock() = crate::snap::GenState::Failed;
+            }
+        }
+    }
+
     /// `ComputeHash` at `index`: writes out the batch so far together with the apply state
     /// covering it (entries before `index` of this region, and every earlier task of the batch,
     /// which wrote its own), so the engine holds exactly the state as of `index`; then hashes.
@@ -343,12 +414,7 @@ impl Worker {
         index: u64,
         batch: &mut Batch,
     ) -> Result<WriteResponse> {
-        d.state.write(d.region.id, &mut batch.wb);
-        let wb = std::mem::take(&mut batch.wb);
-        if let Err(e) = self.engine.write(wb, false) {
-            error!(%e, "apply write failed");
-            panic!("apply write failed: {e}");
-        }
+        self.write_out(d, batch);
         let hash = consistency::region_hash(&self.engine, &d.region).unwrap_or_else(|e| {
             // A read failure is the engine's, not the command's: stop rather than guess.
             error!(%e, "consistency hash read failed");
@@ -392,6 +458,44 @@ fn verify_hash(d: &Delegate, admin: &AdminCmd, batch: &mut Batch) -> WriteRespon
         .or_default()
         .push(ConsistencyEvent::Verified { index, verdict });
     WriteResponse::default()
+}
+
+/// Applies a conf change entry: checks the epoch it was decided under, computes the new peer
+/// list (the same on every replica) and persists it with the bumped `conf_ver`.
+fn apply_conf_change(d: &mut Delegate, entry: &Entry, batch: &mut Batch) -> Result<WriteResponse> {
+    use protobuf::Message as _;
+    let cc = ConfChangeV2::parse_from_bytes(&entry.data)
+        .map_err(|e| Error::InvalidRequest(format!("undecodable conf change: {e}")))?;
+    let cmd = RaftCmd::decode(&entry.context[..])
+        .map_err(|e| Error::InvalidRequest(format!("undecodable conf change context: {e}")))?;
+    let epoch = cmd.epoch.unwrap_or_default();
+    if epoch.version != epoch_version(&d.region) || epoch.conf_ver != epoch_conf_ver(&d.region) {
+        return Err(Error::EpochNotMatch {
+            msg: "conf change proposed under another epoch".into(),
+            current_regions: vec![d.region.clone()],
+        });
+    }
+    let named = cmd.admin.map(|a| a.peers).unwrap_or_default();
+    let region = crate::conf_change::apply_changes(&d.region, &cc, &named).inspect_err(|e| {
+        warn!(region_id = d.region.id, index = entry.index, %e, "conf change refused");
+    })?;
+    info!(
+        region_id = d.region.id,
+        index = entry.index,
+        peers = ?region.peers.iter().map(|p| (p.id, p.store_id, p.role)).collect::<Vec<_>>(),
+        "conf change applied"
+    );
+    crate::bootstrap::write_region_state(&mut batch.wb, &region, PeerState::Normal);
+    d.region = region.clone();
+    batch
+        .conf_changes
+        .entry(d.region.id)
+        .or_default()
+        .push((cc, region.clone()));
+    Ok(WriteResponse {
+        regions: vec![region],
+        ..Default::default()
+    })
 }
 
 /// Applies a split: the parent keeps `[start, first split key)`, each new region takes the range

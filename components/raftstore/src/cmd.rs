@@ -101,6 +101,8 @@ pub enum AdminKind {
     ComputeHash = 2,
     /// Every replica compares its hash of `hash_index` with the leader's `hash`.
     VerifyHash = 3,
+    /// The context of a conf change entry (see [`crate::conf_change`]).
+    ChangePeer = 4,
 }
 
 /// Region administration replicated through the log.
@@ -126,6 +128,9 @@ pub struct AdminCmd {
     /// ... and the leader's hash of the region as of that entry.
     #[prost(uint32, tag = "7")]
     pub hash: u32,
+    /// ChangePeer: the peers the conf change names, with their stores.
+    #[prost(message, repeated, tag = "8")]
+    pub peers: Vec<metapb::Peer>,
 }
 
 impl AdminCmd {

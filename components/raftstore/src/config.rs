@@ -22,6 +22,13 @@ pub struct Config {
     pub raft_log_gc_ticks: usize,
     /// Compact only once this many entries could be removed.
     pub raft_log_gc_threshold: u64,
+    /// Once the log holds more entries than this, compact to the applied index even if some
+    /// replica still needs them: it catches up from a snapshot (TiKV's
+    /// `raft-log-gc-count-limit`).
+    pub raft_log_gc_count_limit: u64,
+    /// A snapshot sent to a follower that has not caught up after this long is deemed lost,
+    /// and another is made.
+    pub snapshot_timeout: Duration,
     /// Poller threads of the raftstore.
     pub store_pool_size: usize,
     /// Apply worker threads.
@@ -67,6 +74,8 @@ impl Default for Config {
             raft_max_inflight_msgs: 256,
             raft_log_gc_ticks: 10,
             raft_log_gc_threshold: 64,
+            raft_log_gc_count_limit: 20_000,
+            snapshot_timeout: Duration::from_secs(60),
             store_pool_size: 2,
             apply_pool_size: 2,
             max_batch_size: 256,
@@ -105,6 +114,9 @@ impl Config {
         }
         if self.max_pending_proposals == 0 {
             return Err("max_pending_proposals must be positive".into());
+        }
+        if self.raft_log_gc_count_limit <= self.raft_log_gc_threshold {
+            return Err("raft_log_gc_count_limit must exceed raft_log_gc_threshold".into());
         }
         if self.raft_base_tick.is_zero() {
             return Err("raft base tick must be positive".into());

@@ -10,25 +10,28 @@
 //! - [`apply`]: apply workers: execute committed commands on the engine in write batches and
 //!   complete their callbacks; splits (new region metadata and initial Raft state).
 //! - [`cmd`]: the replicated command format and the results of applying it.
+//! - [`conf_change`]: membership changes (learners, joint consensus) as pure functions.
+//! - [`snap`]: making and applying Raft snapshots of a region.
 //! - [`consistency`]: hashing a region at a log position on every replica and comparing.
 //! - [`bootstrap`]: writing the initial state of a store and of its regions.
 //! - [`clock`]: injectable wall time for leases and timeouts.
 //! - [`transport`]: the trait the store sends Raft messages through.
 //! - [`metrics`]: Prometheus metrics (group commit width, log write time, reads by path, ...).
 //!
-//! Deliberately absent (later roadmap steps): deciding when to split (the server does), merge,
-//! conf change, Raft snapshots, hibernation of idle regions, creation of peers from incoming
-//! messages.
+//! Deliberately absent (later roadmap steps): deciding when to split or move replicas (the
+//! server and PD do), merge, hibernation of idle regions.
 
 pub mod apply;
 pub mod bootstrap;
 pub mod clock;
 pub mod cmd;
+pub mod conf_change;
 mod config;
 pub mod consistency;
 mod error;
 pub mod metrics;
 pub mod peer;
+pub mod snap;
 pub mod store;
 pub mod transport;
 mod util;

@@ -95,3 +95,30 @@ pub static CONSISTENCY_MISMATCHES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("register metric")
 });
+
+/// Snapshots generation was started for (leader side).
+pub static SNAPSHOTS_GENERATED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "rangekv_raftstore_snapshots_generated_total",
+        "Region snapshots made for followers behind the leader's first log index"
+    )
+    .expect("register metric")
+});
+
+/// Snapshot messages handed to the transport.
+pub static SNAPSHOTS_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "rangekv_raftstore_snapshots_sent_total",
+        "Region snapshots sent to followers"
+    )
+    .expect("register metric")
+});
+
+/// Snapshots applied by replicas of this store.
+pub static SNAPSHOTS_APPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "rangekv_raftstore_snapshots_applied_total",
+        "Region snapshots applied by replicas of this store"
+    )
+    .expect("register metric")
+});

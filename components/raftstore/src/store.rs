@@ -31,7 +31,7 @@ use futures::channel::oneshot;
 use parking_lot::Mutex;
 use proto::metapb;
 use proto::raft_serverpb::{PeerState, RaftMessage};
-use tracing::{error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::apply::{ApplyNotifier, ApplyPool, ApplyRouter};
 use crate::bootstrap::load_region_states;
@@ -59,6 +59,137 @@ pub struct ReadGrant {
     pub region: metapb::Region,
 }
 
+/// What the store knows about its regions as a whole: the ranges of the replicas it hosts (to
+/// refuse a new replica or a snapshot that would overlap one) and the regions whose replica
+/// it destroyed (so that stale messages do not bring them back).
+#[derive(Default)]
+pub struct StoreMeta {
+    /// The regions of initialized replicas (and of split-off regions about to be created).
+    pub regions: HashMap<u64, metapb::Region>,
+    /// The newest epoch each destroyed region was known to have here.
+    pub tombstones: HashMap<u64, metapb::RegionEpoch>,
+}
+
+impl StoreMeta {
+    /// Another region this store hosts whose range overlaps `region`'s.
+    pub fn overlapping(&self, region: &metapb::Region) -> Option<u64> {
+        self.regions
+            .values()
+            .find(|r| {
+                r.id != region.id
+                    && ranges_overlap(&r.start_key, &r.end_key, &region.start_key, &region.end_key)
+            })
+            .map(|r| r.id)
+    }
+}
+
+/// Whether `[s1, e1)` and `[s2, e2)` overlap (an empty end is unbounded).
+fn ranges_overlap(s1: &[u8], e1: &[u8], s2: &[u8], e2: &[u8]) -> bool {
+    (e2.is_empty() || s1 < e2) && (e1.is_empty() || s2 < e1)
+}
+
+/// What it takes to build a replica, shared by the pollers and the router.
+struct PeerFactory {
+    store_id: u64,
+    engine: Engine,
+    cfg: Arc<Config>,
+    /// `None` once the store shuts down (the apply workers stop when every router is gone).
+    apply: Mutex<Option<ApplyRouter>>,
+    logger: slog::Logger,
+    router: Router<PeerFsm>,
+    meta: Arc<Mutex<StoreMeta>>,
+}
+
+impl PeerFactory {
+    fn register(&self, peer: Peer) {
+        let region_id = peer.region_id();
+        let (tx, rx) = channel::unbounded();
+        self.router
+            .register(region_id, tx, Box::new(PeerFsm::new(peer, rx)));
+    }
+
+    /// Creates an uninitialized replica for a message that proves a replica on this store
+    /// belongs to a current membership of the region (TiKV's `maybe_create_peer`). Returns
+    /// false when the message must not create one: the region was destroyed here at or after
+    /// the message's membership, the message is not one a leader sends a new member, or its
+    /// range overlaps a replica this store hosts (a split this store has not applied yet
+    /// will create it).
+    fn maybe_create(&self, msg: &RaftMessage) -> bool {
+        use raft::eraftpb::MessageType;
+        let Some(to) = msg.to_peer.filter(|p| p.store_id == self.store_id) else {
+            return false;
+        };
+        if msg.is_tombstone {
+            return false;
+        }
+        let Ok(m) = <raft::eraftpb::Message as protobuf::Message>::parse_from_bytes(&msg.message)
+        else {
+            return false;
+        };
+        if !matches!(
+            m.get_msg_type(),
+            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+        ) {
+            return false;
+        }
+        let mut meta = self.meta.lock();
+        if self.router.contains(msg.region_id) {
+            return true;
+        }
+        let epoch = msg.region_epoch.unwrap_or_default();
+        if let Some(t) = meta.tombstones.get(&msg.region_id) {
+            if epoch.conf_ver <= t.conf_ver {
+                debug!(
+                    region_id = msg.region_id,
+                    "message for a destroyed replica dropped"
+                );
+                return false;
+            }
+        }
+        let range = metapb::Region {
+            id: msg.region_id,
+            start_key: msg.start_key.clone(),
+            end_key: msg.end_key.clone(),
+            ..Default::default()
+        };
+        if let Some(other) = meta.overlapping(&range) {
+            debug!(
+                region_id = msg.region_id,
+                other, "message for a new replica overlaps a hosted region"
+            );
+            return false;
+        }
+        let Some(apply) = self.apply.lock().clone() else {
+            return false;
+        };
+        match Peer::create_uninitialized(
+            self.store_id,
+            msg.region_id,
+            to,
+            self.engine.clone(),
+            self.cfg.clone(),
+            apply,
+            &self.logger,
+        ) {
+            Ok(peer) => {
+                meta.tombstones.remove(&msg.region_id);
+                self.register(peer);
+                info!(
+                    store_id = self.store_id,
+                    region_id = msg.region_id,
+                    peer_id = to.id,
+                    "created an uninitialized replica for a message"
+                );
+                true
+            }
+            Err(e) => {
+                warn!(region_id = msg.region_id, %e, "cannot create a replica");
+                false
+            }
+        }
+    }
+}
+
 /// State shared by the peers of one poll round.
 pub struct PollContext<T> {
     pub cfg: Arc<Config>,
@@ -72,6 +203,7 @@ pub struct PollContext<T> {
     apply: ApplyRouter,
     logger: slog::Logger,
     pending: Arc<Mutex<PendingMessages>>,
+    pub meta: Arc<Mutex<StoreMeta>>,
 }
 
 impl<T> PollContext<T> {
@@ -80,10 +212,19 @@ impl<T> PollContext<T> {
         self.to_wake.push(region_id);
     }
 
+    /// Removes a destroyed replica from the store's routing.
+    pub fn unregister(&self, region_id: u64) {
+        self.router.unregister(region_id);
+    }
+
     /// Creates this store's replica of `region` (whose state is already in the engine), e.g.
     /// a region made by a split; `campaign` starts an election at once.
     pub fn create_peer(&mut self, region: metapb::Region, campaign: bool) -> Result<()> {
-        if find_peer_on_store(&region, self.store_id).is_none() || self.router.contains(region.id) {
+        if find_peer_on_store(&region, self.store_id).is_none() {
+            return Ok(());
+        }
+        if self.router.contains(region.id) {
+            // An uninitialized replica made for an early message: it will be sent a snapshot.
             return Ok(());
         }
         let region_id = region.id;
@@ -173,6 +314,7 @@ struct PollerBuilder<T> {
     apply: ApplyRouter,
     logger: slog::Logger,
     pending: Arc<Mutex<PendingMessages>>,
+    meta: Arc<Mutex<StoreMeta>>,
 }
 
 impl<T: Transport> HandlerBuilder<PeerFsm> for PollerBuilder<T> {
@@ -191,6 +333,7 @@ impl<T: Transport> HandlerBuilder<PeerFsm> for PollerBuilder<T> {
                 apply: self.apply.clone(),
                 logger: self.logger.clone(),
                 pending: self.pending.clone(),
+                meta: self.meta.clone(),
             },
         }
     }
@@ -202,6 +345,7 @@ pub struct StoreRouter {
     store_id: u64,
     router: Router<PeerFsm>,
     pending: Arc<Mutex<PendingMessages>>,
+    factory: Arc<PeerFactory>,
 }
 
 /// Raft messages for regions this store does not host yet, kept briefly: the replica of a
@@ -254,17 +398,25 @@ impl StoreRouter {
     }
 
     /// Delivers a Raft message from another store. A message for a region this store does not
-    /// host is kept for a short while in case the region is about to be created here by a
-    /// split (peers are not created from messages).
+    /// host creates an uninitialized replica when it proves this store was added to the region
+    /// (see `PeerFactory::maybe_create`); otherwise it is kept for a short while in case the
+    /// region is about to be created here by a split.
     pub fn send_raft_message(&self, msg: RaftMessage) -> Result<()> {
         let region_id = msg.region_id;
         match self.router.send(region_id, PeerMsg::Raft(Box::new(msg))) {
             Ok(()) => Ok(()),
             Err(batch_system::Disconnected(PeerMsg::Raft(msg))) => {
+                if self.factory.maybe_create(&msg) {
+                    return self
+                        .router
+                        .send(region_id, PeerMsg::Raft(msg))
+                        .map_err(|_| Error::RegionNotFound(region_id));
+                }
                 if msg
                     .to_peer
                     .as_ref()
                     .is_some_and(|p| p.store_id == self.store_id)
+                    && !msg.is_tombstone
                 {
                     self.pending.lock().push(*msg);
                 }
@@ -274,6 +426,38 @@ impl StoreRouter {
         }
     }
 
+    /// Tells the leader of `region_id` that the snapshot it sent to peer `to` was not
+    /// delivered (the transport's report).
+    pub fn report_snapshot_failed(&self, region_id: u64, to: u64) {
+        let _ = self.router.send(region_id, PeerMsg::SnapshotFailed { to });
+    }
+
+    /// Changes the membership of `region_id` (its leader must be on this store), if the region
+    /// still has `epoch`'s `conf_ver`. Answers with the region after the change.
+    pub async fn change_peer(
+        &self,
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        changes: Vec<crate::conf_change::PeerChange>,
+    ) -> Result<metapb::Region> {
+        let (tx, rx) = oneshot::channel();
+        self.send(
+            region_id,
+            PeerMsg::ChangePeer {
+                epoch,
+                changes,
+                cb: Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            },
+        )?;
+        let resp = rx.await.unwrap_or(Err(Error::Shutdown))?;
+        resp.regions
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::InvalidRequest("the change produced no region".into()))
+    }
+
     fn send(&self, region_id: u64, msg: PeerMsg) -> Result<()> {
         self.router.send(region_id, msg).map_err(|e| {
             let err = Error::RegionNotFound(region_id);
@@ -281,6 +465,7 @@ impl StoreRouter {
                 PeerMsg::Propose { cb, .. } => cb(Err(err.clone())),
                 PeerMsg::Read { cb, .. } => cb(Err(err.clone())),
                 PeerMsg::Split { cb, .. } => cb(Err(err.clone())),
+                PeerMsg::ChangePeer { cb, .. } => cb(Err(err.clone())),
                 _ => {}
             }
             err
@@ -444,24 +629,39 @@ impl Store {
             tracing_slog::TracingSlogDrain,
             slog::o!("store_id" => store_id),
         );
+        let meta = Arc::new(Mutex::new(StoreMeta::default()));
+        let factory = Arc::new(PeerFactory {
+            store_id,
+            engine: engine.clone(),
+            cfg: cfg.clone(),
+            apply: Mutex::new(Some(apply.router())),
+            logger: logger.clone(),
+            router: router.clone(),
+            meta: meta.clone(),
+        });
         let mut loaded = 0;
         for state in load_region_states(&engine)? {
-            if state.state != PeerState::Normal as i32 {
-                continue;
-            }
             let Some(region) = state.region else { continue };
-            if find_peer_on_store(&region, store_id).is_none() {
+            if state.state == PeerState::Tombstone as i32 {
+                meta.lock()
+                    .tombstones
+                    .insert(region.id, region.region_epoch.unwrap_or_default());
                 continue;
             }
-            Self::add_peer(
+            if state.state != PeerState::Normal as i32
+                || find_peer_on_store(&region, store_id).is_none()
+            {
+                continue;
+            }
+            meta.lock().regions.insert(region.id, region.clone());
+            factory.register(Peer::create(
                 store_id,
                 region,
-                &engine,
-                &cfg,
+                engine.clone(),
+                cfg.clone(),
                 apply.router(),
-                &router,
                 &logger,
-            )?;
+            )?);
             loaded += 1;
         }
         system.spawn(
@@ -475,6 +675,7 @@ impl Store {
                 apply: apply.router(),
                 logger: logger.clone(),
                 pending: pending.clone(),
+                meta: meta.clone(),
             },
         );
         let stop = Arc::new(AtomicBool::new(false));
@@ -493,6 +694,7 @@ impl Store {
                 store_id,
                 router,
                 pending: pending.clone(),
+                factory,
             },
             engine,
             cfg,
@@ -502,22 +704,6 @@ impl Store {
             stop,
             ticker: Some(ticker),
         })
-    }
-
-    fn add_peer(
-        store_id: u64,
-        region: metapb::Region,
-        engine: &Engine,
-        cfg: &Arc<Config>,
-        apply: ApplyRouter,
-        router: &Router<PeerFsm>,
-        logger: &slog::Logger,
-    ) -> Result<()> {
-        let region_id = region.id;
-        let peer = Peer::create(store_id, region, engine.clone(), cfg.clone(), apply, logger)?;
-        let (tx, rx) = channel::unbounded();
-        router.register(region_id, tx, Box::new(PeerFsm::new(peer, rx)));
-        Ok(())
     }
 
     pub fn router(&self) -> StoreRouter {
@@ -539,15 +725,20 @@ impl Store {
             return Ok(());
         }
         crate::bootstrap::bootstrap_region(&self.engine, region)?;
-        Self::add_peer(
+        let factory = &self.router.factory;
+        factory
+            .meta
+            .lock()
+            .regions
+            .insert(region.id, region.clone());
+        factory.register(Peer::create(
             store_id,
             region.clone(),
-            &self.engine,
-            &self.cfg,
+            self.engine.clone(),
+            self.cfg.clone(),
             self.apply.router(),
-            &self.router.router,
             &self.logger,
-        )?;
+        )?);
         for msg in self.router.pending.lock().take(region.id) {
             let _ = self
                 .router
@@ -613,6 +804,7 @@ impl Store {
         for region_id in self.router.region_ids() {
             self.router.router.unregister(region_id);
         }
+        self.router.factory.apply.lock().take();
         self.apply.shutdown();
     }
 }

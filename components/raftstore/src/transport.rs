@@ -13,4 +13,10 @@ pub trait Transport: Send + Clone + 'static {
     fn send(&mut self, msg: RaftMessage);
     /// Hands every queued message to the network.
     fn flush(&mut self);
+
+    /// Sends a message carrying a Raft snapshot (large: a region's data). By default like any
+    /// message; a network transport moves it on its own stream, throttled.
+    fn send_snapshot(&mut self, msg: RaftMessage) {
+        self.send(msg);
+    }
 }

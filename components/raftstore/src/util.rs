@@ -5,14 +5,6 @@ pub fn key_in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     key >= start && (end.is_empty() || key < end)
 }
 
-/// The voters' peer ids of a region, for Raft's conf state.
-pub fn conf_state_of(region: &metapb::Region) -> raft::eraftpb::ConfState {
-    raft::eraftpb::ConfState {
-        voters: region.peers.iter().map(|p| p.id).collect(),
-        ..Default::default()
-    }
-}
-
 pub fn find_peer_on_store(region: &metapb::Region, store_id: u64) -> Option<&metapb::Peer> {
     region.peers.iter().find(|p| p.store_id == store_id)
 }

@@ -64,6 +64,8 @@ enum CtlCmd {
 enum StoreCmd {
     /// Every store PD knows.
     List,
+    /// Remove a store: PD moves its replicas to other stores, then marks it Tombstone.
+    Remove { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -147,7 +149,7 @@ fn region_json(
         "start_key": show_key(&r.start_key),
         "end_key": show_key(&r.end_key),
         "epoch": {"conf_ver": epoch.conf_ver, "version": epoch.version},
-        "peers": r.peers.iter().map(|p| json!({"id": p.id, "store_id": p.store_id})).collect::<Vec<_>>(),
+        "peers": r.peers.iter().map(|p| json!({"id": p.id, "store_id": p.store_id, "role": format!("{:?}", p.role())})).collect::<Vec<_>>(),
         "leader_store_id": leader.map(|l| l.store_id),
     })
 }
@@ -175,6 +177,12 @@ async fn run_async(args: CtlArgs) -> Result<()> {
         .await
         .with_context(|| format!("connecting to PD at {}", args.pd.join(",")))?;
     match args.cmd {
+        CtlCmd::Store {
+            cmd: StoreCmd::Remove { id },
+        } => {
+            remove_store(&args.pd, id).await?;
+            println!("store {id} is Offline: PD moves its replicas away, then marks it Tombstone");
+        }
         CtlCmd::Store {
             cmd: StoreCmd::List,
         } => {
@@ -255,7 +263,7 @@ async fn run_async(args: CtlArgs) -> Result<()> {
         CtlCmd::Region {
             cmd: RegionCmd::Check { key },
         } => {
-            let outcome = crate::region_check::check_region(&pd, key.as_bytes()).await?;
+            let outcome = rangekv::region_check::check_region(&pd, key.as_bytes()).await?;
             if args.json {
                 let v: Vec<_> = outcome
                     .replicas
@@ -438,6 +446,35 @@ async fn raw_command(cmd: CtlCmd, endpoints: Vec<String>, as_json: bool) -> Resu
 
 /// Waits until PD is up, the cluster is bootstrapped with at least `stores` stores, and a raw
 /// write and read go through; returns a connected client.
+/// Asks PD (whichever member leads) to remove store `id`.
+async fn remove_store(endpoints: &[String], id: u64) -> Result<()> {
+    let client = reqwest::Client::new();
+    let mut last = String::from("no PD endpoint");
+    for ep in endpoints {
+        let base = if ep.starts_with("http") {
+            ep.clone()
+        } else {
+            format!("http://{ep}")
+        };
+        match client
+            .delete(format!("{base}/pd/api/v1/store/{id}"))
+            .send()
+            .await
+        {
+            Ok(resp) if resp.status().is_success() => return Ok(()),
+            Ok(resp) => {
+                let status = resp.status();
+                last = format!("{ep}: {status}: {}", resp.text().await.unwrap_or_default());
+                if status.is_client_error() {
+                    break;
+                }
+            }
+            Err(e) => last = format!("{ep}: {e}"),
+        }
+    }
+    bail!("removing store {id}: {last}")
+}
+
 pub async fn wait_cluster_ready(
     endpoints: &[String],
     stores: usize,

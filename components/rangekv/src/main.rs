@@ -11,7 +11,6 @@
 mod bench;
 mod ctl;
 mod playground;
-mod region_check;
 mod verify;
 
 use std::path::PathBuf;

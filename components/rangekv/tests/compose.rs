@@ -142,6 +142,21 @@ fn ctl(pd: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// The ids of the stores PD knows.
+fn store_ids(pd: &str) -> Vec<u64> {
+    let (ok, out) = ctl(pd, &["--json", "store", "list"]);
+    if !ok {
+        return Vec::new();
+    }
+    out.parse::<serde_json::Value>()
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s["id"].as_u64())
+        .collect()
+}
+
 /// Writes `key = value` through `client`, retrying until it is acknowledged (within the
 /// deadline): the faults of this test leave a majority of every region's replicas running.
 async fn must_put(client: &client::RawClient, key: String, value: String) {
@@ -246,7 +261,8 @@ fn a_compose_cluster_serves_the_host_through_container_faults() {
     write("pd-restarted", 20);
     d.wait_healthy(&["pd2"]);
 
-    // A 4th store joins and registers (PD cannot move replicas onto it yet).
+    // A 4th store joins and registers, and PD moves replicas onto it.
+    let before = store_ids(&d.pd());
     d.run(&["--profile", "scale", "up", "-d", "store4"]);
     d.wait_healthy(&["store4"]);
     let until = Instant::now() + DEADLINE;
@@ -260,6 +276,35 @@ fn a_compose_cluster_serves_the_host_through_container_faults() {
             "the 4th store never came up: {stores}"
         );
         std::thread::sleep(Duration::from_millis(250));
+    }
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let (ok, regions) = ctl(&d.pd(), &["--json", "region", "list"]);
+        let new: Vec<u64> = store_ids(&d.pd())
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .collect();
+        let store4 = regions
+            .parse::<serde_json::Value>()
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .is_some_and(|regions| {
+                regions.iter().any(|r| {
+                    r["peers"].as_array().is_some_and(|peers| {
+                        peers
+                            .iter()
+                            .any(|p| new.iter().any(|id| p["store_id"].as_u64() == Some(*id)))
+                    })
+                })
+            });
+        if ok && store4 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "PD never moved a replica onto the 4th store: {regions}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
     write("scaled", 10);
 

@@ -126,6 +126,17 @@ impl ServerConfig {
         out
     }
 
+    /// Limits of snapshot transfer between stores.
+    pub fn snapshot_limits(&self) -> crate::snap::SnapshotLimits {
+        let r = &self.raftstore;
+        crate::snap::SnapshotLimits {
+            max_sends: r.concurrent_send_snap_limit.max(1),
+            max_receives: r.concurrent_recv_snap_limit.max(1),
+            send_bytes_per_sec: r.snap_io_max_bytes_per_sec.max(1),
+            max_bytes: crate::snap::SnapshotLimits::default().max_bytes,
+        }
+    }
+
     /// The HTTP/2 keepalive of gRPC connections.
     pub fn keepalive(&self) -> crate::transport::Keepalive {
         crate::transport::Keepalive {
@@ -144,23 +155,39 @@ pub struct RaftstoreConfig {
     pub raft_heartbeat_ticks: usize,
     pub raft_entry_max_size: usize,
     pub raft_log_gc_threshold: u64,
+    /// Compact past lagging replicas once the log holds more entries than this.
+    pub raft_log_gc_count_limit: u64,
     pub store_pool_size: usize,
     pub apply_pool_size: usize,
     pub max_pending_proposals: usize,
+    /// A snapshot not acknowledged within this long is sent again.
+    pub snapshot_timeout_ms: u64,
+    /// Snapshots this store sends at a time.
+    pub concurrent_send_snap_limit: usize,
+    /// Snapshots this store receives at a time.
+    pub concurrent_recv_snap_limit: usize,
+    /// Bytes per second a store sends snapshots at.
+    pub snap_io_max_bytes_per_sec: u64,
 }
 
 impl Default for RaftstoreConfig {
     fn default() -> Self {
         let d = raftstore::Config::default();
+        let snap = crate::snap::SnapshotLimits::default();
         RaftstoreConfig {
             raft_base_tick_ms: d.raft_base_tick.as_millis() as u64,
             raft_election_ticks: d.raft_election_ticks,
             raft_heartbeat_ticks: d.raft_heartbeat_ticks,
             raft_entry_max_size: d.raft_entry_max_size,
             raft_log_gc_threshold: d.raft_log_gc_threshold,
+            raft_log_gc_count_limit: d.raft_log_gc_count_limit,
             store_pool_size: d.store_pool_size,
             apply_pool_size: d.apply_pool_size,
             max_pending_proposals: d.max_pending_proposals,
+            snapshot_timeout_ms: d.snapshot_timeout.as_millis() as u64,
+            concurrent_send_snap_limit: snap.max_sends,
+            concurrent_recv_snap_limit: snap.max_receives,
+            snap_io_max_bytes_per_sec: snap.send_bytes_per_sec,
         }
     }
 }
@@ -173,6 +200,8 @@ impl RaftstoreConfig {
             raft_heartbeat_ticks: self.raft_heartbeat_ticks,
             raft_entry_max_size: self.raft_entry_max_size,
             raft_log_gc_threshold: self.raft_log_gc_threshold,
+            raft_log_gc_count_limit: self.raft_log_gc_count_limit,
+            snapshot_timeout: Duration::from_millis(self.snapshot_timeout_ms),
             store_pool_size: self.store_pool_size,
             apply_pool_size: self.apply_pool_size,
             max_pending_proposals: self.max_pending_proposals,

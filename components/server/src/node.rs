@@ -245,7 +245,9 @@ impl Node {
             resolver,
             cfg.limits.max_grpc_message_size,
             keepalive,
-        );
+        )
+        .with_snapshot_limits(cfg.snapshot_limits());
+        let snapshot_reports = transport.clone();
         let mut rs_cfg = cfg.raftstore.to_raftstore();
         // Leadership and region changes wake the region heartbeat task at once.
         let (changes_tx, changes_rx) = futures::channel::mpsc::unbounded::<u64>();
@@ -256,6 +258,10 @@ impl Node {
         let store =
             blocking(move || Ok(Store::start(store_id, store_engine, rs_cfg, transport)?)).await?;
         let router = store.router();
+        let report_router = router.clone();
+        snapshot_reports.on_snapshot_failure(Arc::new(move |region_id, to| {
+            report_router.report_snapshot_failed(region_id, to)
+        }));
         let split_engine = engine.clone();
         let status_engine = engine.clone();
         let split_ids: Arc<dyn crate::split::SplitIdAllocator> =
@@ -267,7 +273,8 @@ impl Node {
         let service = TikvService::new(storage)
             .with_shutdown(shutdown_rx.clone())
             .with_split_ids(split_ids.clone())
-            .with_slow_log(Duration::from_millis(cfg.slow_log.threshold_ms));
+            .with_slow_log(Duration::from_millis(cfg.slow_log.threshold_ms))
+            .with_snapshot_limits(cfg.snapshot_limits());
         // GC commands share the transactional API's scheduler, hence its latches.
         let gc = GcWorker::new(service.txn_storage().scheduler().clone(), cfg.gc.clone());
         let service = TikvServer::new(service)
@@ -316,8 +323,20 @@ impl Node {
             split_ids.clone(),
             tokio::runtime::Handle::current(),
         );
+        let runtime = tokio::runtime::Handle::current();
         pd.on_region_heartbeat_response(Arc::new(move |resp| {
             pd_splits.on_heartbeat_response(&resp);
+            if let Some(change) = crate::replica::peer_change(&resp) {
+                let router = schedule_router.clone();
+                let (region_id, epoch) = (resp.region_id, resp.region_epoch);
+                runtime.spawn(async move {
+                    match router.change_peer(region_id, epoch, vec![change]).await {
+                        Ok(region) => debug!(region_id, ?region, "PD's conf change applied"),
+                        Err(e) => debug!(region_id, %e, "PD's conf change not done"),
+                    }
+                });
+                return;
+            }
             let Some(to) = resp.transfer_leader.and_then(|t| t.peer) else {
                 return;
             };
@@ -484,13 +503,18 @@ async fn try_join(pd: &PdClient, store: &SharedStore, store_id: u64) -> Result<b
         }
     }
     // The region that starts the keyspace is always the bootstrap region: a split keeps the
-    // parent on the left, and membership never changes yet, so its id and peers are still
-    // those it was bootstrapped with. A store named among them that has no replica (it crashed,
-    // or PD failed it, before creating one; splits may have happened meanwhile) creates it from
-    // that bootstrap metadata: its log from index 5 on is still on the other replicas, because
-    // log GC never passes the slowest replica, and replaying it brings the splits too.
+    // parent on the left. While its membership never changed (conf_ver still the initial one),
+    // its id and peers are those it was bootstrapped with, and a store named among them that
+    // has no replica (it crashed, or PD failed it, before creating one; splits may have
+    // happened meanwhile) creates it from that bootstrap metadata: replaying the log from
+    // index 5 (or a snapshot, if the log was compacted) brings the splits too. Once its
+    // membership changed, a replica joins only when the leader's messages create it (and a
+    // snapshot fills it): the bootstrap metadata would be wrong.
     let first = pd.get_region(b"").await?.region;
-    if first.peers.iter().any(|p| p.store_id == store_id) {
+    let unchanged = first
+        .region_epoch
+        .is_some_and(|e| e.conf_ver == INITIAL_EPOCH);
+    if unchanged && first.peers.iter().any(|p| p.store_id == store_id) {
         fail::fail_point!("join_before_create_peer");
         let region = bootstrap_region(&first);
         // A synced write under the store's lock: on a blocking thread.
@@ -619,8 +643,16 @@ async fn heartbeat_if_leader(pd: &PdClient, router: &StoreRouter, region_id: u64
     let (Some(leader), true) = (status.leader, status.is_leader) else {
         return;
     };
+    let pending_peers = status
+        .region
+        .peers
+        .iter()
+        .filter(|p| status.pending_peers.contains(&p.id))
+        .copied()
+        .collect();
     let stat = RegionStat {
         term: status.term,
+        pending_peers,
         ..Default::default()
     };
     if let Err(e) = pd.region_heartbeat(status.region, leader, stat).await {

@@ -26,6 +26,8 @@ pub struct TikvService {
     txn: crate::txn::TxnStorage,
     shutdown: watch::Receiver<bool>,
     split_ids: Option<Arc<dyn SplitIdAllocator>>,
+    snap_limits: crate::snap::SnapshotLimits,
+    snap_receives: Arc<tokio::sync::Semaphore>,
 }
 
 impl TikvService {
@@ -42,7 +44,18 @@ impl TikvService {
             txn,
             shutdown: rx,
             split_ids: None,
+            snap_limits: crate::snap::SnapshotLimits::default(),
+            snap_receives: Arc::new(tokio::sync::Semaphore::new(
+                crate::snap::SnapshotLimits::default().max_receives,
+            )),
         }
+    }
+
+    /// Limits of snapshots received (see [`crate::snap`]).
+    pub fn with_snapshot_limits(mut self, limits: crate::snap::SnapshotLimits) -> TikvService {
+        self.snap_limits = limits;
+        self.snap_receives = Arc::new(tokio::sync::Semaphore::new(limits.max_receives.max(1)));
+        self
     }
 
     /// The transactional API behind the service (its scheduler's latches order every
@@ -554,6 +567,40 @@ impl Tikv for TikvService {
                     debug!(%e, "raft message dropped");
                 }
             }
+        }
+        Ok(Response::new(Done {}))
+    }
+
+    async fn snapshot(
+        &self,
+        req: Request<Streaming<proto::raft_serverpb::SnapshotChunk>>,
+    ) -> Result<Response<Done>, Status> {
+        let Ok(_permit) = self.snap_receives.clone().try_acquire_owned() else {
+            return Err(Status::resource_exhausted(
+                "too many snapshots being received",
+            ));
+        };
+        let mut stream = req.into_inner();
+        let mut assembler = crate::snap::Assembler::new(self.snap_limits.max_bytes);
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let chunk = tokio::select! {
+                c = stream.next() => c,
+                _ = shutdown.wait_for(|v| *v) => return Err(Status::unavailable("store is shutting down")),
+            };
+            let Some(chunk) = chunk else {
+                break;
+            };
+            assembler
+                .push(chunk?)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let msg = assembler
+            .finish()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let region_id = msg.region_id;
+        if let Err(e) = self.storage.router().send_raft_message(msg) {
+            debug!(region_id, %e, "snapshot dropped");
         }
         Ok(Response::new(Done {}))
     }

@@ -13,6 +13,10 @@
 //! data (minutes), and every message in between would be lost; with them the connection task
 //! notices within seconds and reconnects.
 //!
+//! Snapshots go over their own `Snapshot` stream, one call per snapshot (see [`crate::snap`]):
+//! at most `max_sends` at a time, throttled to `send_bytes_per_sec`; one that cannot go now is
+//! dropped (the leader sends another after its snapshot timeout).
+//!
 //! Invariants: `send`/`flush` never block the raftstore; a slow or dead peer store costs a
 //! bounded queue, never memory without bound.
 
@@ -21,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use futures::StreamExt as _;
 use parking_lot::Mutex;
 use proto::raft_serverpb::RaftMessage;
 use proto::tikvpb::tikv_client::TikvClient;
@@ -87,7 +92,14 @@ struct Shared {
     conns: Mutex<HashMap<u64, mpsc::Sender<Vec<RaftMessage>>>>,
     max_message_size: usize,
     keepalive: Keepalive,
+    snap_limits: crate::snap::SnapshotLimits,
+    snap_sends: Arc<tokio::sync::Semaphore>,
+    /// Told `(region id, peer id)` of a snapshot that could not be delivered.
+    snap_failed: Mutex<Option<SnapshotFailure>>,
 }
+
+/// Where a transport reports a snapshot it could not deliver: `(region id, to peer id)`.
+pub type SnapshotFailure = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 /// See the module docs.
 #[derive(Clone)]
@@ -110,9 +122,28 @@ impl GrpcTransport {
                 conns: Mutex::new(HashMap::new()),
                 max_message_size,
                 keepalive,
+                snap_limits: crate::snap::SnapshotLimits::default(),
+                snap_sends: Arc::new(tokio::sync::Semaphore::new(
+                    crate::snap::SnapshotLimits::default().max_sends,
+                )),
+                snap_failed: Mutex::new(None),
             }),
             pending: HashMap::new(),
         }
+    }
+
+    /// Reports snapshots that could not be delivered to `f` (the store's raftstore, which
+    /// then sends another without waiting for its snapshot timeout).
+    pub fn on_snapshot_failure(&self, f: SnapshotFailure) {
+        *self.shared.snap_failed.lock() = Some(f);
+    }
+
+    /// Sets the snapshot transfer limits (before the transport is cloned for the pollers).
+    pub fn with_snapshot_limits(mut self, limits: crate::snap::SnapshotLimits) -> GrpcTransport {
+        let shared = Arc::get_mut(&mut self.shared).expect("set limits before cloning");
+        shared.snap_limits = limits;
+        shared.snap_sends = Arc::new(tokio::sync::Semaphore::new(limits.max_sends.max(1)));
+        self
     }
 
     fn connection(shared: &Arc<Shared>, store_id: u64) -> mpsc::Sender<Vec<RaftMessage>> {
@@ -137,6 +168,28 @@ impl raftstore::Transport for GrpcTransport {
             return;
         };
         self.pending.entry(to).or_default().push(msg);
+    }
+
+    fn send_snapshot(&mut self, msg: RaftMessage) {
+        let Some(to) = msg.to_peer.as_ref().map(|p| p.store_id) else {
+            return;
+        };
+        let Ok(permit) = self.shared.snap_sends.clone().try_acquire_owned() else {
+            debug!(
+                store_id = to,
+                "too many snapshots in flight; this one is dropped"
+            );
+            return;
+        };
+        let shared = self.shared.clone();
+        self.shared.runtime.spawn(async move {
+            let region_id = msg.region_id;
+            match send_snapshot(&shared, to, msg).await {
+                Ok(bytes) => info!(store_id = to, region_id, bytes, "snapshot sent"),
+                Err(e) => info!(store_id = to, region_id, %e, "snapshot send failed"),
+            }
+            drop(permit);
+        });
     }
 
     fn flush(&mut self) {
@@ -224,6 +277,41 @@ async fn connection_loop(
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Streams one snapshot to `store_id`, at most `send_bytes_per_sec`; returns the bytes sent.
+async fn send_snapshot(shared: &Shared, store_id: u64, msg: RaftMessage) -> Result<usize, String> {
+    let chunks =
+        crate::snap::to_chunks(msg, crate::snap::CHUNK_BYTES).ok_or("not a snapshot message")?;
+    let total: usize = chunks.iter().map(|c| c.data.len()).sum();
+    let addr = shared.resolver.resolve(store_id).await?;
+    let url = if addr.starts_with("http") {
+        addr
+    } else {
+        format!("http://{addr}")
+    };
+    let client = connect(url, shared.keepalive)
+        .await
+        .map_err(|e| e.to_string())?
+        .max_encoding_message_size(shared.max_message_size.max(2 * crate::snap::CHUNK_BYTES));
+    let rate = shared.snap_limits.send_bytes_per_sec.max(1) as f64;
+    let started = tokio::time::Instant::now();
+    // Throttle: a chunk leaves no earlier than the bytes up to its end take at the rate.
+    let mut cumulative = 0usize;
+    let timed: Vec<(Duration, proto::raft_serverpb::SnapshotChunk)> = chunks
+        .into_iter()
+        .map(|c| {
+            cumulative += c.data.len();
+            (Duration::from_secs_f64(cumulative as f64 / rate), c)
+        })
+        .collect();
+    let stream = futures::stream::iter(timed).then(move |(after, chunk)| async move {
+        tokio::time::sleep_until(started + after).await;
+        chunk
+    });
+    let mut client = client;
+    client.snapshot(stream).await.map_err(|e| e.to_string())?;
+    Ok(total)
 }
 
 /// Opens a channel to `url` with HTTP/2 keepalive pings, sent even while no call is open.

@@ -105,7 +105,7 @@ pub fn routes(cluster: Arc<Cluster>) -> tonic::service::Routes {
         .route("/leader", get(leader))
         .route("/health", get(health))
         .route("/stores", get(stores))
-        .route("/store/{id}", get(store))
+        .route("/store/{id}", get(store).delete(remove_store))
         .route("/regions", get(regions))
         .route("/regions/count", get(region_count))
         .route("/region/id/{id}", get(region_by_id))
@@ -359,6 +359,13 @@ async fn store(State(cluster): State<Arc<Cluster>>, uri: Uri) -> Result<Response
         &store,
         &StoreCounts::of(&cluster),
     ))
+}
+
+/// `DELETE /store/{id}`: the store goes Offline and is drained (PD's `store delete`).
+async fn remove_store(State(cluster): State<Arc<Cluster>>, uri: Uri) -> Result<Response> {
+    let store_id = parse_id(&uri, "store")?;
+    cluster.remove_store(store_id).await?;
+    ok(&"The store is set as Offline.")
 }
 
 async fn regions(State(cluster): State<Arc<Cluster>>) -> Result<Response> {

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod bank;
+mod conf_change;
 mod consistency;
 mod failover;
 mod faults;

@@ -81,11 +81,16 @@ impl Peer {
             .map(|(_, pr)| pr.matched)
             .min()
             .unwrap_or(0);
-        let compact_to = min_match.min(self.applied.applied_index);
-        let first = self.raw.store().truncated_index();
-        if compact_to <= first + ctx.cfg.raft_log_gc_threshold
-            || compact_to <= self.compact_proposed_to
-        {
+        let Some(compact_to) = gc_target(
+            self.applied.applied_index,
+            self.raw.store().truncated_index(),
+            min_match,
+            ctx.cfg.raft_log_gc_threshold,
+            ctx.cfg.raft_log_gc_count_limit,
+        ) else {
+            return;
+        };
+        if compact_to <= self.compact_proposed_to {
             return;
         }
         let Ok(term) = self.raw.store().term(compact_to) else {
@@ -130,6 +135,12 @@ impl Peer {
         for regions in res.splits {
             self.on_split_applied(ctx, regions);
         }
+        for (cc, region) in res.conf_changes {
+            self.on_conf_change_applied(ctx, cc, region);
+            if self.destroyed {
+                return;
+            }
+        }
         for event in res.consistency {
             self.on_consistency_event(ctx, event);
         }
@@ -148,13 +159,69 @@ impl Peer {
         let Some(parent) = regions.next() else {
             return;
         };
+        let regions: Vec<metapb::Region> = regions.collect();
         self.region = parent;
+        {
+            let mut meta = ctx.meta.lock();
+            for r in std::iter::once(&self.region).chain(regions.as_slice()) {
+                meta.regions.insert(r.id, r.clone());
+            }
+        }
         self.notify_region_change();
         let campaign = self.is_leader();
         for region in regions {
             if let Err(e) = ctx.create_peer(region.clone(), campaign) {
                 warn!(region_id = region.id, %e, "cannot create the peer of a split region");
             }
+        }
+    }
+}
+
+/// Where the leader compacts its log to (TiKV's policy): up to what every replica has, once
+/// that frees at least `threshold` entries; or, once the log holds more than `count_limit`
+/// entries, up to what the leader applied, leaving replicas that are that far behind to catch
+/// up from a snapshot. Never past the applied index (the entries are still needed here).
+pub(super) fn gc_target(
+    applied: u64,
+    truncated: u64,
+    min_match: u64,
+    threshold: u64,
+    count_limit: u64,
+) -> Option<u64> {
+    let target = if applied.saturating_sub(truncated) > count_limit {
+        applied
+    } else {
+        min_match.min(applied)
+    };
+    (target > truncated + threshold).then_some(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gc_target;
+
+    #[test]
+    fn gc_waits_for_every_replica_until_the_log_is_too_long() {
+        // (applied, truncated, min_match, threshold, limit) -> target
+        let cases = [
+            // Everyone has everything: compact to applied.
+            ((100, 5, 100, 16, 1000), Some(100)),
+            // Not enough to free yet.
+            ((20, 5, 20, 16, 1000), None),
+            // A lagging replica holds GC back ...
+            ((500, 5, 50, 16, 1000), Some(50)),
+            ((500, 5, 10, 16, 1000), None),
+            // ... until the log is longer than the limit: it gets a snapshot instead.
+            ((1100, 5, 10, 16, 1000), Some(1100)),
+            // Never past the applied index.
+            ((100, 5, 300, 16, 1000), Some(100)),
+        ];
+        for ((applied, truncated, min_match, threshold, limit), want) in cases {
+            assert_eq!(
+                gc_target(applied, truncated, min_match, threshold, limit),
+                want,
+                "applied {applied} truncated {truncated} min_match {min_match}"
+            );
         }
     }
 }

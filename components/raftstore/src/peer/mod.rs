@@ -9,11 +9,18 @@
 //! The peer is split by operation, as raftstore-v2 splits it: this module holds the state, the
 //! life cycle and the dispatch; [`ready`] the Ready cycle, [`propose`] request checks and
 //! proposals, [`read`] reads (lease and ReadIndex, and what a new leader does with them), and
-//! [`admin`] consistency checks, log GC and apply results.
+//! [`admin`] consistency checks, log GC and apply results, [`membership`] conf changes, snapshots
+//! and the replica's end.
 //!
 //! Raft log GC: every few ticks the leader proposes compacting the log up to the lowest index
-//! that **every** replica has (and it has applied), since without snapshots a replica that
-//! falls behind the first index could never catch up.
+//! its recently active replicas have (and it has applied); once the log grows past
+//! `raft_log_gc_count_limit` entries it compacts to what it applied regardless, and a replica
+//! left behind the first index catches up from a snapshot (see [`crate::snap`]).
+//!
+//! Life cycle: a replica is created at bootstrap, by a split, or by the store when a message
+//! arrives for a region it does not host (then *uninitialized*: no range, no data, no
+//! persisted state, until a snapshot brings them). It is destroyed when it applies its own
+//! removal or learns of it from a newer replica, leaving a tombstone.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,11 +38,13 @@ use tracing::{debug, info};
 
 use crate::apply::{ApplyMsg, ApplyRes, ApplyRouter, WriteCallback};
 use crate::cmd::{SplitIds, WriteOp};
+use crate::conf_change::conf_state_of;
 use crate::store::{PollContext, ReadGrant, RequestHeader};
-use crate::util::{conf_state_of, epoch_version, find_peer, find_peer_on_store};
+use crate::util::{epoch_version, find_peer, find_peer_on_store};
 use crate::{Config, Error, Result};
 
 mod admin;
+mod membership;
 mod propose;
 mod read;
 mod ready;
@@ -66,6 +75,9 @@ pub struct PeerStatus {
     pub read_index_rounds: u64,
     /// On a leader: the other peers it heard from recently (raft-rs's `recent_active`).
     pub active_peers: Vec<u64>,
+    /// On a leader: the peers that lack entries it no longer has (they need a snapshot, or
+    /// are waiting for one): TiKV's pending peers, which PD does not promote or count on.
+    pub pending_peers: Vec<u64>,
     /// Log index of the newest split this peer saw committed (0: none).
     pub last_committed_split: u64,
     /// Reads waiting for leadership to be confirmed or for apply to catch up.
@@ -111,8 +123,16 @@ pub enum PeerMsg {
     Tick,
     /// Apply progress.
     ApplyRes(ApplyRes),
+    /// Change the region's membership (see [`crate::conf_change`]), if it still has `epoch`.
+    ChangePeer {
+        epoch: Option<metapb::RegionEpoch>,
+        changes: Vec<crate::conf_change::PeerChange>,
+        cb: WriteCallback,
+    },
     /// Asks for a status snapshot.
     Query(Box<dyn FnOnce(PeerStatus) + Send>),
+    /// The transport could not deliver the snapshot sent to peer `to`.
+    SnapshotFailed { to: u64 },
     /// Only makes the peer run a round (it still has a Ready to handle).
     Wake,
 }
@@ -136,7 +156,7 @@ impl batch_system::Fsm for PeerFsm {
     }
 
     fn is_stopped(&self) -> bool {
-        self.stopped
+        self.stopped || self.peer.destroyed
     }
 }
 
@@ -152,13 +172,13 @@ impl PeerFsm {
     /// Handles the queued messages (at most `messages_per_tick`) and collects the Ready.
     pub fn handle(&mut self, ctx: &mut PollContext<impl crate::Transport>) {
         let mut budget = ctx.cfg.messages_per_tick;
-        while budget > 0 {
+        while budget > 0 && !self.peer.destroyed {
             let Some(msg) = self.receiver.try_recv().ok() else {
                 break;
             };
             budget -= 1;
             match msg {
-                PeerMsg::Raft(m) => self.peer.on_raft_message(*m),
+                PeerMsg::Raft(m) => self.peer.on_raft_message(ctx, *m),
                 PeerMsg::Propose { header, ops, cb } => self.peer.on_propose(ctx, header, ops, cb),
                 PeerMsg::Read { header, cb } => self.peer.on_read(header, cb),
                 PeerMsg::Split {
@@ -171,9 +191,16 @@ impl PeerFsm {
                 PeerMsg::CheckConsistency { cb } => self.peer.on_check_consistency(ctx, cb),
                 PeerMsg::Tick => self.peer.on_tick(ctx),
                 PeerMsg::ApplyRes(res) => self.peer.on_apply_res(ctx, res),
+                PeerMsg::ChangePeer { epoch, changes, cb } => {
+                    self.peer.on_change_peer(epoch, changes, cb)
+                }
                 PeerMsg::Query(cb) => cb(self.peer.status()),
+                PeerMsg::SnapshotFailed { to } => self.peer.on_snapshot_failed(to),
                 PeerMsg::Wake => {}
             }
+        }
+        if self.peer.destroyed {
+            return;
         }
         self.peer.issue_read_index();
         self.peer.collect_ready(ctx);
@@ -229,6 +256,22 @@ pub struct Peer {
     read_index_rounds: u64,
     hash: Option<(u64, u32)>,
     last_verified: Option<(u64, crate::consistency::Verdict)>,
+    /// Peers met in messages but not (yet) in the region, so replies can reach them.
+    peer_cache: std::collections::HashMap<u64, metapb::Peer>,
+    /// The highest log index handed to the apply worker.
+    dispatched_index: u64,
+    /// This region's snapshot in the making (leader side).
+    snap_gen: crate::snap::SharedGen,
+    /// When a snapshot went to each follower still waiting for it.
+    snapshots_sent: std::collections::HashMap<u64, Instant>,
+    /// Since when a made snapshot has had nobody waiting for it.
+    snap_idle_since: Option<Instant>,
+    /// A snapshot was applied in this round: raft-rs learns it is applied after the write.
+    applied_snapshot: Option<u64>,
+    /// The replica is gone (removed from the region); the poller drops it.
+    pub(crate) destroyed: bool,
+    /// Ticks since a leader's message last arrived (see [`Peer::check_leader_missing`]).
+    ticks_without_leader: usize,
 }
 
 impl Peer {
@@ -248,6 +291,54 @@ impl Peer {
         let applied =
             ApplyState::load(&engine, region.id)?.ok_or(Error::RegionNotFound(region.id))?;
         let storage = RaftLogStorage::load(engine, region.id, conf_state_of(&region))?;
+        Self::build(store_id, meta, region, storage, applied, cfg, apply, logger)
+    }
+
+    /// A replica of `region_id` made because a message for `meta` arrived before this store
+    /// hosted the region: no range, no data and no persisted state until a snapshot arrives.
+    pub fn create_uninitialized(
+        store_id: u64,
+        region_id: u64,
+        meta: metapb::Peer,
+        engine: Engine,
+        cfg: Arc<Config>,
+        apply: ApplyRouter,
+        logger: &slog::Logger,
+    ) -> Result<Peer> {
+        let region = metapb::Region {
+            id: region_id,
+            ..Default::default()
+        };
+        let storage = RaftLogStorage::uninitialized(engine, region_id);
+        Self::build(
+            store_id,
+            meta,
+            region,
+            storage,
+            ApplyState::default(),
+            cfg,
+            apply,
+            logger,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        store_id: u64,
+        meta: metapb::Peer,
+        region: metapb::Region,
+        mut storage: RaftLogStorage,
+        applied: ApplyState,
+        cfg: Arc<Config>,
+        apply: ApplyRouter,
+        logger: &slog::Logger,
+    ) -> Result<Peer> {
+        let snap_gen = crate::snap::SharedGen::default();
+        storage.set_snapshot_source(Box::new(crate::snap::PeerSnapshotSource {
+            region_id: region.id,
+            gen: snap_gen.clone(),
+            apply: apply.clone(),
+        }));
         let raft_cfg = raft::Config {
             id: meta.id,
             election_tick: cfg.raft_election_ticks,
@@ -264,13 +355,15 @@ impl Peer {
         let raw = RawNode::new(&raft_cfg, storage, &logger)
             .map_err(|e| Error::Engine(format!("raft init of region {}: {e}", region.id)))?;
         let now = cfg.clock.now();
-        apply.send(
-            region.id,
-            ApplyMsg::Register {
-                region: region.clone(),
-                state: applied,
-            },
-        );
+        if !region.peers.is_empty() {
+            apply.send(
+                region.id,
+                ApplyMsg::Register {
+                    region: region.clone(),
+                    state: applied,
+                },
+            );
+        }
         Ok(Peer {
             store_id,
             meta,
@@ -296,7 +389,20 @@ impl Peer {
             read_index_rounds: 0,
             hash: None,
             last_verified: None,
+            peer_cache: Default::default(),
+            dispatched_index: applied.applied_index,
+            snap_gen,
+            snapshots_sent: Default::default(),
+            snap_idle_since: None,
+            applied_snapshot: None,
+            destroyed: false,
+            ticks_without_leader: 0,
         })
+    }
+
+    /// Whether the replica has its region's range and data (not waiting for a first snapshot).
+    pub fn is_initialized(&self) -> bool {
+        !self.region.peers.is_empty()
     }
 
     pub fn region_id(&self) -> u64 {
@@ -315,7 +421,14 @@ impl Peer {
     }
 
     fn leader(&self) -> Option<metapb::Peer> {
-        find_peer(&self.region, self.raw.raft.leader_id).cloned()
+        self.peer_by_id(self.raw.raft.leader_id)
+    }
+
+    /// A peer of the region, or one met in a message.
+    fn peer_by_id(&self, id: u64) -> Option<metapb::Peer> {
+        find_peer(&self.region, id)
+            .or_else(|| self.peer_cache.get(&id))
+            .cloned()
     }
 
     pub fn status(&self) -> PeerStatus {
@@ -337,6 +450,21 @@ impl Peer {
             transferring: self.is_leader() && self.raw.raft.lead_transferee.is_some(),
             hash: self.hash,
             last_verified: self.last_verified,
+            pending_peers: if self.is_leader() {
+                let truncated = store.truncated_index();
+                self.raw
+                    .raft
+                    .prs()
+                    .iter()
+                    .filter(|(id, pr)| {
+                        **id != self.meta.id
+                            && (pr.matched < truncated || pr.state == raft::ProgressState::Snapshot)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect()
+            } else {
+                Vec::new()
+            },
             active_peers: if self.is_leader() {
                 self.raw
                     .raft
@@ -356,6 +484,9 @@ impl Peer {
     fn on_tick(&mut self, ctx: &mut PollContext<impl crate::Transport>) {
         self.raw.tick();
         self.observe_transfer();
+        self.check_snapshots_sent(ctx.cfg.snapshot_timeout);
+        self.maybe_leave_joint();
+        self.check_leader_missing(ctx);
         self.ticks_since_gc += 1;
         if self.ticks_since_gc >= ctx.cfg.raft_log_gc_ticks {
             self.ticks_since_gc = 0;

@@ -140,7 +140,8 @@ impl Peer {
             Some(Some(AdminKind::CompactLog)) => "compact_log",
             Some(Some(AdminKind::BatchSplit)) => "split",
             Some(Some(AdminKind::ComputeHash | AdminKind::VerifyHash)) => "consistency",
-            Some(None) => "unknown",
+            // Conf changes are proposed as conf change entries, never here.
+            Some(Some(AdminKind::ChangePeer) | None) => "unknown",
         };
         let before = self.raw.raft.raft_log.last_index();
         // Splits are marked in the entry's context, so that the leader can tell them apart

@@ -19,12 +19,28 @@ use crate::Error;
 use super::*;
 
 impl Peer {
-    pub(super) fn on_raft_message(&mut self, msg: RaftMessage) {
+    pub(super) fn on_raft_message(
+        &mut self,
+        ctx: &mut PollContext<impl crate::Transport>,
+        msg: RaftMessage,
+    ) {
         if msg.to_peer.as_ref().map(|p| p.id) != Some(self.meta.id) {
             debug!(
                 region_id = self.region.id,
                 "raft message for another peer id, dropped"
             );
+            return;
+        }
+        let msg_conf_ver = msg.region_epoch.map_or(0, |e| e.conf_ver);
+        let our_conf_ver = crate::util::epoch_conf_ver(&self.region);
+        if msg.is_tombstone {
+            // A member of a newer membership says this replica was removed.
+            if !self.is_initialized() || msg_conf_ver > our_conf_ver {
+                if let Some(e) = self.region.region_epoch.as_mut() {
+                    e.conf_ver = e.conf_ver.max(msg_conf_ver);
+                }
+                self.destroy(ctx, "told by a newer member that it was removed");
+            }
             return;
         }
         let m = match eraftpb::Message::parse_from_bytes(&msg.message) {
@@ -35,11 +51,26 @@ impl Peer {
             }
         };
         if find_peer(&self.region, m.from).is_none() {
-            debug!(
-                region_id = self.region.id,
-                from = m.from,
-                "raft message from unknown peer"
-            );
+            if self.is_initialized() && msg_conf_ver < our_conf_ver {
+                // From a replica of an older membership that no longer has it.
+                self.tell_stale_peer(ctx, &msg);
+                return;
+            }
+            // A member this replica does not know of yet (it lags behind a conf change, or
+            // is new itself): remember where it lives, to answer.
+            if let Some(from) = msg.from_peer {
+                self.peer_cache.insert(from.id, from);
+            }
+        }
+        if matches!(
+            m.get_msg_type(),
+            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+        ) {
+            self.ticks_without_leader = 0;
+        }
+        if m.get_msg_type() == MessageType::MsgSnapshot
+            && !self.accept_snapshot(ctx, m.get_snapshot())
+        {
             return;
         }
         if let Err(e) = self.raw.step(m) {
@@ -49,7 +80,12 @@ impl Peer {
 
     /// Stage 1 of the Ready cycle: runs before the group commit.
     pub fn collect_ready(&mut self, ctx: &mut PollContext<impl crate::Transport>) {
-        if self.ready.is_some() || !self.raw.has_ready() {
+        if self.destroyed || self.ready.is_some() || !self.raw.has_ready() {
+            return;
+        }
+        if self.raw.snap().is_some() && self.dispatched_index > self.applied.applied_index {
+            // A snapshot replaces the region's data: first let apply finish what it was given
+            // (its report wakes this peer).
             return;
         }
         let mut rd = self.raw.ready();
@@ -61,10 +97,8 @@ impl Peer {
             self.send(ctx, m);
         }
         if !rd.snapshot().is_empty() {
-            warn!(
-                region_id = self.region.id,
-                "raft snapshots are not supported yet; ignored"
-            );
+            let snap = rd.snapshot().clone();
+            self.apply_snapshot(ctx, &snap);
         }
         self.to_apply.extend(rd.take_committed_entries());
         if !rd.entries().is_empty() {
@@ -89,11 +123,17 @@ impl Peer {
 
     /// Stage 2 of the Ready cycle: runs after the group commit is on disk.
     pub fn post_persist(&mut self, ctx: &mut PollContext<impl crate::Transport>) {
+        if self.destroyed {
+            return;
+        }
         if let Some(mut rd) = self.ready.take() {
             for m in rd.take_persisted_messages() {
                 self.send(ctx, m);
             }
             let mut light = self.raw.advance_append(rd);
+            if let Some(index) = self.applied_snapshot.take() {
+                self.raw.advance_apply_to(index);
+            }
             if let Some(commit) = light.commit_index() {
                 self.raw.mut_store().set_commit(commit, &mut ctx.wb);
             }
@@ -115,6 +155,9 @@ impl Peer {
 
     pub(super) fn dispatch_apply(&mut self) {
         let entries = std::mem::take(&mut self.to_apply);
+        if let Some(last) = entries.last() {
+            self.dispatched_index = self.dispatched_index.max(last.index);
+        }
         let mut callbacks = Vec::new();
         let term = self.raw.raft.term;
         let leader = self.is_leader();
@@ -176,7 +219,7 @@ impl Peer {
             "not leader"
         );
         self.lease_expire = None;
-        let leader = find_peer(&self.region, leader_id).cloned();
+        let leader = self.peer_by_id(leader_id);
         // Reads whose leadership was never confirmed cannot be served here any more.
         let mut keep = VecDeque::new();
         for r in self.pending_reads.drain(..) {
@@ -200,8 +243,12 @@ impl Peer {
         }
     }
 
-    pub(super) fn send(&self, ctx: &mut PollContext<impl crate::Transport>, m: eraftpb::Message) {
-        let Some(to) = find_peer(&self.region, m.to).cloned() else {
+    pub(super) fn send(
+        &mut self,
+        ctx: &mut PollContext<impl crate::Transport>,
+        m: eraftpb::Message,
+    ) {
+        let Some(to) = self.peer_by_id(m.to) else {
             warn!(
                 region_id = self.region.id,
                 to = m.to,
@@ -209,8 +256,16 @@ impl Peer {
             );
             return;
         };
-        if m.get_msg_type() == MessageType::MsgSnapshot {
-            return;
+        let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+        if is_snapshot {
+            crate::metrics::SNAPSHOTS_SENT.inc();
+            info!(
+                region_id = self.region.id,
+                to = m.to,
+                index = m.get_snapshot().get_metadata().index,
+                "sending snapshot"
+            );
+            self.on_snapshot_sent(m.to);
         }
         let msg = RaftMessage {
             region_id: self.region.id,
@@ -222,6 +277,10 @@ impl Peer {
             start_key: self.region.start_key.clone(),
             end_key: self.region.end_key.clone(),
         };
-        ctx.transport.send(msg);
+        if is_snapshot {
+            ctx.transport.send_snapshot(msg);
+        } else {
+            ctx.transport.send(msg);
+        }
     }
 }

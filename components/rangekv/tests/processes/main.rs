@@ -8,5 +8,6 @@ mod bad_input;
 mod pd_failover;
 mod raw_api;
 mod restarts;
+mod scale;
 mod split_and_balance;
 mod status_and_bench;

@@ -1,0 +1,416 @@
+//! Membership of a replica: proposing and applying conf changes, applying received snapshots,
+//! watching snapshots it sent, and the replica's end (destroy, tombstone, telling stale peers
+//! they are gone).
+
+use prost::Message as _;
+use raft::eraftpb::{ConfChangeV2, Snapshot};
+use raft::{ProgressState, SnapshotStatus};
+use tracing::{debug, error, info, warn};
+
+use crate::apply::{ApplyMsg, WriteCallback};
+use crate::cmd::{AdminCmd, AdminKind, RaftCmd};
+use crate::conf_change::{self, ChangeKind, PeerChange};
+use crate::store::PollContext;
+use crate::util::epoch_conf_ver;
+use crate::Error;
+
+use super::*;
+
+impl Peer {
+    /// A membership change asked for by PD or an operator.
+    pub(super) fn on_change_peer(
+        &mut self,
+        epoch: Option<metapb::RegionEpoch>,
+        changes: Vec<PeerChange>,
+        cb: WriteCallback,
+    ) {
+        if !self.is_leader() {
+            cb(Err(Error::NotLeader {
+                region_id: self.region.id,
+                leader: self.leader(),
+            }));
+            return;
+        }
+        if epoch_conf_ver(&self.region) != epoch.map_or(0, |e| e.conf_ver) {
+            cb(Err(Error::EpochNotMatch {
+                msg: "conf change decided under another membership".into(),
+                current_regions: vec![self.region.clone()],
+            }));
+            return;
+        }
+        if changes.is_empty() {
+            cb(Err(Error::InvalidRequest("no change asked for".into())));
+            return;
+        }
+        if changes
+            .iter()
+            .any(|c| c.peer.id == self.meta.id && c.kind != ChangeKind::AddVoter)
+        {
+            cb(Err(Error::InvalidRequest(
+                "the leader cannot remove or demote itself: transfer leadership first".into(),
+            )));
+            return;
+        }
+        if self.raw.raft.has_pending_conf() || conf_change::is_joint(&self.region) {
+            cb(Err(Error::ServerIsBusy(format!(
+                "region {} has a conf change in progress",
+                self.region.id
+            ))));
+            return;
+        }
+        let cc = conf_change::to_raft(&changes);
+        let named: Vec<metapb::Peer> = changes.iter().map(|c| c.peer).collect();
+        // Refuse at once what every replica would refuse at apply.
+        if let Err(e) = conf_change::apply_changes(&self.region, &cc, &named) {
+            cb(Err(e));
+            return;
+        }
+        info!(
+            region_id = self.region.id,
+            ?changes,
+            "proposing conf change"
+        );
+        self.propose_conf_change(cc, named, Some(cb));
+    }
+
+    fn propose_conf_change(
+        &mut self,
+        cc: ConfChangeV2,
+        named: Vec<metapb::Peer>,
+        cb: Option<WriteCallback>,
+    ) {
+        let cmd = RaftCmd {
+            region_id: self.region.id,
+            epoch: self.region.region_epoch,
+            ops: vec![],
+            admin: Some(AdminCmd {
+                kind: AdminKind::ChangePeer as i32,
+                peers: named,
+                ..Default::default()
+            }),
+        };
+        let before = self.raw.raft.raft_log.last_index();
+        if let Err(e) = self.raw.propose_conf_change(cmd.encode_to_vec(), cc) {
+            if let Some(cb) = cb {
+                cb(Err(Error::InvalidRequest(format!(
+                    "conf change refused: {e}"
+                ))));
+            }
+            return;
+        }
+        crate::metrics::PROPOSALS
+            .with_label_values(&["conf_change"])
+            .inc();
+        let index = self.raw.raft.raft_log.last_index();
+        if let Some(cb) = cb {
+            if index != before + 1 {
+                cb(Err(Error::StaleCommand));
+                return;
+            }
+            self.proposals.push_back(Proposal {
+                index,
+                term: self.raw.raft.term,
+                proposed_at: self.cfg.clock.now(),
+                cb,
+            });
+        }
+    }
+
+    /// A leader leaves a joint state as soon as it may (the entry that entered it is
+    /// applied): checked every tick, so a leader elected mid-change finishes it too.
+    pub(super) fn maybe_leave_joint(&mut self) {
+        if self.is_leader()
+            && conf_change::is_joint(&self.region)
+            && !self.raw.raft.has_pending_conf()
+        {
+            info!(region_id = self.region.id, "leaving joint state");
+            self.propose_conf_change(conf_change::leave_joint(), vec![], None);
+        }
+    }
+
+    /// The apply worker applied a conf change: raft-rs learns it, and the replica takes the
+    /// new peer list (or, removed, ends).
+    pub(super) fn on_conf_change_applied(
+        &mut self,
+        ctx: &mut PollContext<impl crate::Transport>,
+        cc: ConfChangeV2,
+        region: metapb::Region,
+    ) {
+        match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => self.raw.mut_store().set_conf_state(cs),
+            Err(e) => {
+                // Apply computed the same change from the same entry: raft-rs must agree.
+                error!(region_id = self.region.id, %e, "raft-rs refused an applied conf change");
+            }
+        }
+        self.region = region;
+        ctx.meta
+            .lock()
+            .regions
+            .insert(self.region.id, self.region.clone());
+        self.notify_region_change();
+        match find_peer(&self.region, self.meta.id) {
+            Some(me) => self.meta = *me,
+            None => {
+                self.destroy(ctx, "removed from the region");
+                return;
+            }
+        }
+        self.maybe_leave_joint();
+    }
+
+    /// Checks a message that may carry a snapshot before raft-rs sees it: the snapshot must be
+    /// of this region, decodable, and not overlap another region this store hosts.
+    pub(super) fn accept_snapshot(
+        &self,
+        ctx: &PollContext<impl crate::Transport>,
+        snap: &Snapshot,
+    ) -> bool {
+        let data = match crate::snap::decode(snap) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(region_id = self.region.id, %e, "snapshot dropped");
+                return false;
+            }
+        };
+        if !crate::snap::names(snap, self.meta.id) {
+            warn!(
+                region_id = self.region.id,
+                peer_id = self.meta.id,
+                "snapshot of a membership without this replica dropped"
+            );
+            return false;
+        }
+        let region = data.region.expect("decode checked");
+        if region.id != self.region.id {
+            warn!(
+                region_id = self.region.id,
+                snapshot_region = region.id,
+                "snapshot of another region dropped"
+            );
+            return false;
+        }
+        if let Some(other) = ctx.meta.lock().overlapping(&region) {
+            info!(
+                region_id = self.region.id,
+                other, "snapshot overlaps another region of this store; dropped"
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Stages a received snapshot (raft-rs accepted it) into the round's write batch, with
+    /// the log reset; the apply worker starts over from it. The caller made sure the apply
+    /// worker has nothing of this region in flight.
+    pub(super) fn apply_snapshot(
+        &mut self,
+        ctx: &mut PollContext<impl crate::Transport>,
+        snap: &Snapshot,
+    ) {
+        let data = crate::snap::decode(snap).expect("checked on receipt");
+        let meta = snap.get_metadata();
+        let old = self.is_initialized().then(|| self.region.clone());
+        crate::snap::stage_apply(&mut ctx.wb, old.as_ref(), &data);
+        self.raw.mut_store().apply_snapshot(meta, &mut ctx.wb);
+        self.region = data.region.expect("decode checked");
+        if let Some(me) = find_peer(&self.region, self.meta.id) {
+            self.meta = *me;
+        }
+        ctx.meta
+            .lock()
+            .regions
+            .insert(self.region.id, self.region.clone());
+        self.applied = ApplyState {
+            applied_index: meta.index,
+            applied_term: meta.term,
+            truncated_index: meta.index,
+            truncated_term: meta.term,
+        };
+        self.dispatched_index = meta.index;
+        self.apply.send(
+            self.region.id,
+            ApplyMsg::Register {
+                region: self.region.clone(),
+                state: self.applied,
+            },
+        );
+        self.applied_snapshot = Some(meta.index);
+        crate::metrics::SNAPSHOTS_APPLIED.inc();
+        info!(
+            region_id = self.region.id,
+            index = meta.index,
+            term = meta.term,
+            bytes = snap.data.len(),
+            "snapshot applied"
+        );
+        self.notify_region_change();
+    }
+
+    /// Notes a snapshot leaving for `to`.
+    pub(super) fn on_snapshot_sent(&mut self, to: u64) {
+        self.snapshots_sent.insert(to, self.cfg.clock.now());
+    }
+
+    /// The transport says the snapshot sent to `to` did not arrive: raft-rs sends another
+    /// (after probing), instead of waiting for the snapshot timeout.
+    pub(super) fn on_snapshot_failed(&mut self, to: u64) {
+        if self.snapshots_sent.remove(&to).is_some() && self.is_leader() {
+            warn!(
+                region_id = self.region.id,
+                to, "snapshot not delivered; another will be sent"
+            );
+            self.raw.report_snapshot(to, SnapshotStatus::Failure);
+        }
+    }
+
+    /// A follower still waiting for a snapshot sent longer than `timeout` ago has lost it
+    /// (dropped by the network, or refused): raft-rs is told, so it probes and sends another.
+    pub(super) fn check_snapshots_sent(&mut self, timeout: std::time::Duration) {
+        let now = self.cfg.clock.now();
+        let leader = self.is_leader();
+        let mut failed = Vec::new();
+        self.snapshots_sent.retain(|id, at| {
+            let waiting = leader
+                && self
+                    .raw
+                    .raft
+                    .prs()
+                    .get(*id)
+                    .is_some_and(|pr| pr.state == ProgressState::Snapshot);
+            if waiting && now.duration_since(*at) >= timeout {
+                failed.push(*id);
+            }
+            waiting && now.duration_since(*at) < timeout
+        });
+        for id in failed {
+            warn!(
+                region_id = self.region.id,
+                to = id,
+                "snapshot lost; another will be sent"
+            );
+            self.raw.report_snapshot(id, SnapshotStatus::Failure);
+        }
+        // A snapshot nobody waited for during a whole timeout is dropped, so that a region's
+        // data is not kept in memory (one that is being sent is held by the message).
+        let mut gen = self.snap_gen.lock();
+        let idle = self.snapshots_sent.is_empty()
+            && matches!(
+                *gen,
+                crate::snap::GenState::Ready(_) | crate::snap::GenState::Failed
+            );
+        match (idle, self.snap_idle_since) {
+            (false, _) => self.snap_idle_since = None,
+            (true, None) => self.snap_idle_since = Some(now),
+            (true, Some(since)) if now.duration_since(since) >= timeout => {
+                *gen = crate::snap::GenState::Idle;
+                self.snap_idle_since = None;
+            }
+            (true, Some(_)) => {}
+        }
+    }
+
+    /// A replica that cannot campaign (a learner, or one still waiting for its first
+    /// snapshot) and has not heard from a leader for a few election timeouts may have been
+    /// removed without learning it (the leader stops writing to a replica once it applied the
+    /// removal). It then knocks on its region's members: a member of a newer membership
+    /// answers a stranger with a tombstone message (see [`Peer::tell_stale_peer`]); a member
+    /// that knows it ignores the knock (a heartbeat response of its term, which raft-rs
+    /// takes as a sign of life). Voters find out by campaigning.
+    pub(super) fn check_leader_missing(&mut self, ctx: &mut PollContext<impl crate::Transport>) {
+        if self.is_leader() || self.raw.raft.promotable() {
+            self.ticks_without_leader = 0;
+            return;
+        }
+        self.ticks_without_leader += 1;
+        if self.ticks_without_leader < 4 * ctx.cfg.raft_election_ticks {
+            return;
+        }
+        self.ticks_without_leader = 0;
+        let mut to: Vec<metapb::Peer> = self
+            .region
+            .peers
+            .iter()
+            .chain(self.peer_cache.values())
+            .filter(|p| p.id != self.meta.id)
+            .copied()
+            .collect();
+        to.sort_by_key(|p| p.id);
+        to.dedup_by_key(|p| p.id);
+        debug!(
+            region_id = self.region.id,
+            peers = to.len(),
+            "no leader for a while; knocking"
+        );
+        for peer in to {
+            let mut m = raft::eraftpb::Message::default();
+            m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeatResponse);
+            m.from = self.meta.id;
+            m.to = peer.id;
+            m.term = self.raw.raft.term;
+            self.send(ctx, m);
+        }
+    }
+
+    /// Tells a peer that is no longer a member (its messages carry an older membership) that
+    /// it has been removed, so that it destroys itself.
+    pub(super) fn tell_stale_peer(
+        &self,
+        ctx: &mut PollContext<impl crate::Transport>,
+        msg: &RaftMessage,
+    ) {
+        let Some(to) = msg.from_peer else {
+            return;
+        };
+        info!(
+            region_id = self.region.id,
+            to = to.id,
+            to_store = to.store_id,
+            "telling a removed peer to destroy itself"
+        );
+        ctx.transport.send(RaftMessage {
+            region_id: self.region.id,
+            from_peer: Some(self.meta),
+            to_peer: Some(to),
+            region_epoch: self.region.region_epoch,
+            is_tombstone: true,
+            ..Default::default()
+        });
+    }
+
+    /// Ends this replica: fails what waits on it, leaves the store's routing, and has the
+    /// apply worker remove its data and Raft state and leave a tombstone.
+    pub(super) fn destroy(&mut self, ctx: &mut PollContext<impl crate::Transport>, why: &str) {
+        if self.destroyed {
+            return;
+        }
+        info!(
+            region_id = self.region.id,
+            peer_id = self.meta.id,
+            why,
+            "destroying replica"
+        );
+        self.destroyed = true;
+        self.ready = None;
+        self.to_apply.clear();
+        self.fail_all();
+        let initialized = self.is_initialized();
+        {
+            let mut meta = ctx.meta.lock();
+            meta.regions.remove(&self.region.id);
+            let epoch = self.region.region_epoch.unwrap_or_default();
+            let t = meta.tombstones.entry(self.region.id).or_default();
+            t.conf_ver = t.conf_ver.max(epoch.conf_ver);
+            t.version = t.version.max(epoch.version);
+            ctx.unregister(self.region.id);
+        }
+        self.apply.send(
+            self.region.id,
+            ApplyMsg::Destroy {
+                region: self.region.clone(),
+                initialized,
+            },
+        );
+        self.notify_region_change();
+    }
+}

@@ -1,0 +1,211 @@
+//! Replicas moving between real processes: PD spreads replicas onto a store that holds none,
+//! replaces the replicas of a store that is down, and drains a store that is removed; data
+//! stays readable and replicas agree throughout.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use proto::metapb::{PeerRole, StoreState};
+use test_util::wait_until;
+
+use crate::support::*;
+
+/// Replicas per store (by store id) and whether every region has exactly 3 voters, as PD
+/// knows them.
+fn placement(t: &TestCluster) -> (BTreeMap<u64, usize>, bool) {
+    let pd = t.pd();
+    let regions =
+        t.rt.block_on(pd.scan_regions(b"", b"", 10_000))
+            .expect("scan regions");
+    let mut per_store = BTreeMap::new();
+    let mut all_three = !regions.is_empty();
+    for r in &regions {
+        let voters = r
+            .region
+            .peers
+            .iter()
+            .filter(|p| p.role() == PeerRole::Voter)
+            .count();
+        all_three &= voters == 3 && r.region.peers.len() == 3;
+        for p in &r.region.peers {
+            *per_store.entry(p.store_id).or_default() += 1;
+        }
+    }
+    (per_store, all_three)
+}
+
+fn write_keys(t: &TestCluster, c: &client::RawClient, from: u32, to: u32) {
+    t.rt.block_on(async {
+        for i in from..to {
+            test_util::retry_async(Duration::from_secs(30), || {
+                c.put(key(i), format!("v{i}").into_bytes())
+            })
+            .await
+            .unwrap();
+        }
+    });
+}
+
+fn check_keys(t: &TestCluster, c: &client::RawClient, to: u32) {
+    t.rt.block_on(async {
+        for i in 0..to {
+            let v = test_util::retry_async(Duration::from_secs(30), || c.get(key(i)))
+                .await
+                .unwrap();
+            assert_eq!(v.map(|v| v.to_vec()), Some(format!("v{i}").into_bytes()));
+        }
+    });
+}
+
+/// Every region's replicas hold the same data (what `rangekv ctl region check` runs). A check
+/// that could not hear from every replica (the region's membership moved meanwhile) is run
+/// again; a replica whose hash differs fails the test at once.
+fn check_replicas_agree(t: &TestCluster) {
+    let pd = t.pd();
+    let regions = t.rt.block_on(pd.scan_regions(b"", b"", 10_000)).unwrap();
+    for r in regions {
+        let outcome =
+            t.rt.block_on(test_util::retry_async(Duration::from_secs(60), || async {
+                let outcome = rangekv::region_check::check_region(&pd, &r.region.start_key).await?;
+                let diverged = outcome.replicas.iter().any(|v| v.verdict == "mismatch");
+                anyhow::ensure!(
+                    diverged || (outcome.replicas.len() == 3 && outcome.consistent()),
+                    "region {} not checked everywhere: {outcome:?}",
+                    r.region.id,
+                );
+                Ok(outcome)
+            }))
+            .unwrap_or_else(|e| {
+                let _ = std::fs::create_dir_all("/tmp/scale-logs");
+                for n in t.cluster.pds.iter().chain(t.cluster.stores.iter()) {
+                    let _ = std::fs::copy(n.log_path(), format!("/tmp/scale-logs/{}.log", n.name));
+                }
+                panic!("region {} check: {e:#}\n{}", r.region.id, t.logs())
+            });
+        assert!(
+            outcome.consistent(),
+            "region {} diverged: {outcome:?}",
+            r.region.id
+        );
+    }
+}
+
+#[test]
+fn pd_spreads_replicas_onto_an_empty_store_and_drains_a_removed_one() {
+    // Four stores, three replicas: the cluster starts on the first three; the fourth is empty.
+    let t = TestCluster::start(4);
+    let c = t.client();
+    write_keys(&t, &c, 0, 300);
+    let stores: Vec<u64> =
+        t.rt.block_on(t.pd().get_all_stores(true))
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+    assert_eq!(stores.len(), 4);
+    wait_until("replicas on every store", Duration::from_secs(90), || {
+        let (per_store, all_three) = placement(&t);
+        all_three
+            && stores
+                .iter()
+                .all(|s| per_store.get(s).copied().unwrap_or(0) > 0)
+    });
+    write_keys(&t, &c, 300, 400);
+    check_keys(&t, &c, 400);
+    check_replicas_agree(&t);
+
+    // Remove the store that holds the most replicas: it is drained, then a tombstone.
+    let (per_store, _) = placement(&t);
+    let victim = *per_store.iter().max_by_key(|(_, n)| **n).unwrap().0;
+    let endpoints = t.cluster.pd_endpoints().join(",");
+    let out = std::process::Command::new(bin())
+        .args([
+            "ctl",
+            "--pd",
+            &endpoints,
+            "store",
+            "remove",
+            &victim.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    write_keys(&t, &c, 400, 500);
+    wait_until(
+        "the removed store drained",
+        Duration::from_secs(120),
+        || {
+            let (per_store, all_three) = placement(&t);
+            all_three && !per_store.contains_key(&victim)
+        },
+    );
+    wait_until(
+        "the removed store is a tombstone",
+        Duration::from_secs(30),
+        || {
+            let stores = t.rt.block_on(t.pd().get_all_stores(false)).unwrap();
+            stores
+                .iter()
+                .any(|s| s.id == victim && s.state() == StoreState::Tombstone)
+        },
+    );
+    check_keys(&t, &c, 500);
+    check_replicas_agree(&t);
+}
+
+#[test]
+fn the_replicas_of_a_down_store_are_replaced() {
+    let t = TestCluster::start_customized(1, 4, "", |cfg| {
+        let pd_toml = cfg.data_dir.join("pd.toml");
+        std::fs::write(
+            &pd_toml,
+            "max_store_down_time = \"3s\"\nschedule_region_balance = false\n",
+        )
+        .unwrap();
+        cfg.pd_args
+            .extend(["--config".into(), pd_toml.display().to_string()]);
+    });
+    let c = t.client();
+    write_keys(&t, &c, 0, 200);
+    // Balance is off: the fourth store holds nothing until a store goes down.
+    let (per_store, all_three) = placement(&t);
+    assert!(all_three);
+    let stores = t.rt.block_on(t.pd().get_all_stores(true)).unwrap();
+    let empty: Vec<u64> = stores
+        .iter()
+        .map(|s| s.id)
+        .filter(|s| !per_store.contains_key(s))
+        .collect();
+    assert_eq!(empty.len(), 1, "{per_store:?}");
+    // Kill a store that holds replicas.
+    let down_id = *per_store.keys().next().unwrap();
+    let down_addr = stores
+        .iter()
+        .find(|s| s.id == down_id)
+        .unwrap()
+        .address
+        .clone();
+    let idx = t
+        .cluster
+        .stores
+        .iter()
+        .position(|n| n.addr == down_addr)
+        .unwrap();
+    let mut t = t;
+    t.cluster.kill_store(idx).unwrap();
+    write_keys(&t, &c, 200, 250);
+    wait_until(
+        "the down store's replicas replaced",
+        Duration::from_secs(120),
+        || {
+            let (per_store, all_three) = placement(&t);
+            all_three && !per_store.contains_key(&down_id) && per_store.contains_key(&empty[0])
+        },
+    );
+    check_keys(&t, &c, 250);
+    check_replicas_agree(&t);
+}
