@@ -426,10 +426,12 @@ impl StoreRouter {
         }
     }
 
-    /// Tells the leader of `region_id` that the snapshot it sent to peer `to` was not
+    /// Tells the leader of `region_id` whether the snapshot it sent to peer `to` was
     /// delivered (the transport's report).
-    pub fn report_snapshot_failed(&self, region_id: u64, to: u64) {
-        let _ = self.router.send(region_id, PeerMsg::SnapshotFailed { to });
+    pub fn report_snapshot(&self, region_id: u64, to: u64, delivered: bool) {
+        let _ = self
+            .router
+            .send(region_id, PeerMsg::SnapshotStatus { to, delivered });
     }
 
     /// Changes the membership of `region_id` (its leader must be on this store), if the region

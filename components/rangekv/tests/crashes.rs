@@ -111,3 +111,92 @@ fn a_store_that_missed_bootstrap_gets_its_replica_and_the_splits_since() {
         Ok(t.rt.block_on(c.put(key(39), b"again".to_vec()))?)
     });
 }
+
+/// Replica counts per store id, and whether every region has exactly 3 voters, as PD sees it.
+fn placement(t: &TestCluster) -> (std::collections::BTreeMap<u64, usize>, bool) {
+    let regions =
+        t.rt.block_on(t.pd().scan_regions(b"", b"", 10_000))
+            .expect("scan regions");
+    let mut per_store = std::collections::BTreeMap::new();
+    let mut all_three = !regions.is_empty();
+    for r in &regions {
+        all_three &= r.region.peers.len() == 3
+            && r.region
+                .peers
+                .iter()
+                .all(|p| p.role() == proto::metapb::PeerRole::Voter);
+        for p in &r.region.peers {
+            *per_store.entry(p.store_id).or_default() += 1;
+        }
+    }
+    (per_store, all_three)
+}
+
+/// A store crashes while it applies its first Raft snapshot (before the snapshot's write, or
+/// right after it): restarted, it comes back with the old state or the snapshot's whole, PD's
+/// replica moves complete, nothing acknowledged is lost and every region's replicas agree.
+#[test]
+fn a_crash_in_the_middle_of_applying_a_snapshot_leaves_the_old_or_the_new_state() {
+    for failpoint in ["snapshot_apply_before_write", "snapshot_apply_after_write"] {
+        // Four stores, three replicas: PD moves replicas onto the empty one, by snapshots; the
+        // first snapshot any store applies crashes it.
+        let mut t = TestCluster::start_customized(1, 4, "", |cfg| {
+            for i in 0..4 {
+                cfg.store_env
+                    .push((i, "FAILPOINTS".into(), format!("{failpoint}=1*panic")));
+            }
+        });
+        let c = t.client();
+        for i in 0..200 {
+            eventually(&t, "put", || {
+                Ok(t.rt.block_on(c.put(key(i), b"v".to_vec()))?)
+            });
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        let crashed = loop {
+            if let Some(i) = (0..4).find(|i| t.cluster.stores[*i].exit_status().is_some()) {
+                break i;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{failpoint}: no store crashed\n{}",
+                t.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let log = std::fs::read_to_string(t.cluster.stores[crashed].log_path()).unwrap();
+        assert!(
+            log.contains(failpoint),
+            "{failpoint}: crashed elsewhere:\n{log}"
+        );
+        t.cluster.stores[crashed].remove_env("FAILPOINTS");
+        t.cluster.start_store(crashed).expect("restart");
+        let stores = t.rt.block_on(t.pd().get_all_stores(true)).unwrap().len();
+        eventually(&t, "replicas on every store", || {
+            let (per_store, all_three) = placement(&t);
+            anyhow::ensure!(
+                all_three && per_store.len() == stores,
+                "{failpoint}: placement {per_store:?}"
+            );
+            Ok(())
+        });
+        for i in 0..200 {
+            let got = eventually(&t, "get", || Ok(t.rt.block_on(c.get(key(i)))?));
+            assert_eq!(got.as_deref(), Some(&b"v"[..]), "{failpoint}: key {i}");
+        }
+        let regions =
+            t.rt.block_on(t.pd().scan_regions(b"", b"", 10_000))
+                .unwrap();
+        for r in regions {
+            let outcome = eventually(&t, "replicas agree", || {
+                let o = t.rt.block_on(rangekv::region_check::check_region(
+                    &t.pd(),
+                    &r.region.start_key,
+                ))?;
+                anyhow::ensure!(o.consistent(), "{failpoint}: {o:?}");
+                Ok(o)
+            });
+            assert_eq!(outcome.replicas.len(), 3);
+        }
+    }
+}

@@ -259,8 +259,8 @@ impl Node {
             blocking(move || Ok(Store::start(store_id, store_engine, rs_cfg, transport)?)).await?;
         let router = store.router();
         let report_router = router.clone();
-        snapshot_reports.on_snapshot_failure(Arc::new(move |region_id, to| {
-            report_router.report_snapshot_failed(region_id, to)
+        snapshot_reports.on_snapshot_status(Arc::new(move |region_id, to, delivered| {
+            report_router.report_snapshot(region_id, to, delivered)
         }));
         let split_engine = engine.clone();
         let status_engine = engine.clone();

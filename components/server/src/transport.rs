@@ -15,7 +15,8 @@
 //!
 //! Snapshots go over their own `Snapshot` stream, one call per snapshot (see [`crate::snap`]):
 //! at most `max_sends` at a time, throttled to `send_bytes_per_sec`; one that cannot go now is
-//! dropped (the leader sends another after its snapshot timeout).
+//! dropped. Whether each arrived is reported to the raftstore ([`GrpcTransport::on_snapshot_status`]),
+//! whose leader then probes the follower or sends another.
 //!
 //! Invariants: `send`/`flush` never block the raftstore; a slow or dead peer store costs a
 //! bounded queue, never memory without bound.
@@ -94,12 +95,13 @@ struct Shared {
     keepalive: Keepalive,
     snap_limits: crate::snap::SnapshotLimits,
     snap_sends: Arc<tokio::sync::Semaphore>,
-    /// Told `(region id, peer id)` of a snapshot that could not be delivered.
-    snap_failed: Mutex<Option<SnapshotFailure>>,
+    /// Told `(region id, peer id, delivered)` of every snapshot sent.
+    snap_status: Mutex<Option<SnapshotReport>>,
 }
 
-/// Where a transport reports a snapshot it could not deliver: `(region id, to peer id)`.
-pub type SnapshotFailure = Arc<dyn Fn(u64, u64) + Send + Sync>;
+/// Where a transport reports whether a snapshot was delivered: `(region id, to peer id,
+/// delivered)`.
+pub type SnapshotReport = Arc<dyn Fn(u64, u64, bool) + Send + Sync>;
 
 /// See the module docs.
 #[derive(Clone)]
@@ -126,16 +128,16 @@ impl GrpcTransport {
                 snap_sends: Arc::new(tokio::sync::Semaphore::new(
                     crate::snap::SnapshotLimits::default().max_sends,
                 )),
-                snap_failed: Mutex::new(None),
+                snap_status: Mutex::new(None),
             }),
             pending: HashMap::new(),
         }
     }
 
-    /// Reports snapshots that could not be delivered to `f` (the store's raftstore, which
-    /// then sends another without waiting for its snapshot timeout).
-    pub fn on_snapshot_failure(&self, f: SnapshotFailure) {
-        *self.shared.snap_failed.lock() = Some(f);
+    /// Reports to `f` whether each snapshot was delivered (the store's raftstore, which then
+    /// goes on without waiting for its snapshot timeout).
+    pub fn on_snapshot_status(&self, f: SnapshotReport) {
+        *self.shared.snap_status.lock() = Some(f);
     }
 
     /// Sets the snapshot transfer limits (before the transport is cloned for the pollers).
@@ -174,19 +176,31 @@ impl raftstore::Transport for GrpcTransport {
         let Some(to) = msg.to_peer.as_ref().map(|p| p.store_id) else {
             return;
         };
+        let (region_id, to_peer) = (msg.region_id, msg.to_peer.map_or(0, |p| p.id));
+        let report = move |shared: &Shared, delivered: bool| {
+            if let Some(f) = shared.snap_status.lock().clone() {
+                f(region_id, to_peer, delivered);
+            }
+        };
         let Ok(permit) = self.shared.snap_sends.clone().try_acquire_owned() else {
             debug!(
                 store_id = to,
                 "too many snapshots in flight; this one is dropped"
             );
+            report(&self.shared, false);
             return;
         };
         let shared = self.shared.clone();
         self.shared.runtime.spawn(async move {
-            let region_id = msg.region_id;
             match send_snapshot(&shared, to, msg).await {
-                Ok(bytes) => info!(store_id = to, region_id, bytes, "snapshot sent"),
-                Err(e) => info!(store_id = to, region_id, %e, "snapshot send failed"),
+                Ok(bytes) => {
+                    info!(store_id = to, region_id, bytes, "snapshot sent");
+                    report(&shared, true);
+                }
+                Err(e) => {
+                    info!(store_id = to, region_id, %e, "snapshot send failed");
+                    report(&shared, false);
+                }
             }
             drop(permit);
         });

@@ -208,6 +208,8 @@ impl Peer {
         ctx: &mut PollContext<impl crate::Transport>,
         snap: &Snapshot,
     ) {
+        // Tests crash the store here: the snapshot's batch is never written.
+        fail::fail_point!("snapshot_apply_before_write");
         let data = crate::snap::decode(snap).expect("checked on receipt");
         let meta = snap.get_metadata();
         let old = self.is_initialized().then(|| self.region.clone());
@@ -252,10 +254,22 @@ impl Peer {
         self.snapshots_sent.insert(to, self.cfg.clock.now());
     }
 
-    /// The transport says the snapshot sent to `to` did not arrive: raft-rs sends another
-    /// (after probing), instead of waiting for the snapshot timeout.
-    pub(super) fn on_snapshot_failed(&mut self, to: u64) {
-        if self.snapshots_sent.remove(&to).is_some() && self.is_leader() {
+    /// The transport says whether the snapshot sent to `to` arrived. Delivered, raft-rs
+    /// probes the follower (which may still fail to apply it, e.g. crash: the probe then
+    /// finds it behind and another is sent); not delivered, raft-rs sends another. Either way
+    /// without waiting for the snapshot timeout.
+    pub(super) fn on_snapshot_status(&mut self, to: u64, delivered: bool) {
+        let sent = self.snapshots_sent.remove(&to).is_some();
+        debug!(
+            region_id = self.region.id,
+            to, delivered, sent, "snapshot status"
+        );
+        if !sent || !self.is_leader() {
+            return;
+        }
+        if delivered {
+            self.raw.report_snapshot(to, SnapshotStatus::Finish);
+        } else {
             warn!(
                 region_id = self.region.id,
                 to, "snapshot not delivered; another will be sent"

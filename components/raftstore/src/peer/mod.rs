@@ -131,8 +131,8 @@ pub enum PeerMsg {
     },
     /// Asks for a status snapshot.
     Query(Box<dyn FnOnce(PeerStatus) + Send>),
-    /// The transport could not deliver the snapshot sent to peer `to`.
-    SnapshotFailed { to: u64 },
+    /// The transport delivered (or could not deliver) the snapshot sent to peer `to`.
+    SnapshotStatus { to: u64, delivered: bool },
     /// Only makes the peer run a round (it still has a Ready to handle).
     Wake,
 }
@@ -195,7 +195,9 @@ impl PeerFsm {
                     self.peer.on_change_peer(epoch, changes, cb)
                 }
                 PeerMsg::Query(cb) => cb(self.peer.status()),
-                PeerMsg::SnapshotFailed { to } => self.peer.on_snapshot_failed(to),
+                PeerMsg::SnapshotStatus { to, delivered } => {
+                    self.peer.on_snapshot_status(to, delivered)
+                }
                 PeerMsg::Wake => {}
             }
         }

@@ -75,13 +75,7 @@ fn check_replicas_agree(t: &TestCluster) {
                 );
                 Ok(outcome)
             }))
-            .unwrap_or_else(|e| {
-                let _ = std::fs::create_dir_all("/tmp/scale-logs");
-                for n in t.cluster.pds.iter().chain(t.cluster.stores.iter()) {
-                    let _ = std::fs::copy(n.log_path(), format!("/tmp/scale-logs/{}.log", n.name));
-                }
-                panic!("region {} check: {e:#}\n{}", r.region.id, t.logs())
-            });
+            .unwrap_or_else(|e| panic!("region {} check: {e:#}\n{}", r.region.id, t.logs()));
         assert!(
             outcome.consistent(),
             "region {} diverged: {outcome:?}",
