@@ -368,6 +368,66 @@ impl Cluster {
         Ok(StoreHeartbeatResponse::default())
     }
 
+    /// Moves region `region_id`'s replica on store `from_store` to store `to_store` (PD's
+    /// `transfer-peer` operator), through the replica scheduler: carried out on the region's
+    /// next heartbeats.
+    pub async fn transfer_peer(
+        &self,
+        region_id: u64,
+        from_store: u64,
+        to_store: u64,
+    ) -> Result<()> {
+        self.require_leader()?;
+        let (region, target) = self.state.read(|s| {
+            (
+                s.regions().get(region_id).cloned(),
+                s.store(to_store).map(|st| st.state()),
+            )
+        });
+        let region = region.ok_or(Error::RegionNotFound { region_id })?;
+        if target != Some(metapb::StoreState::Up) {
+            return Err(Error::InvalidArgument(format!(
+                "store {to_store} is not an Up store"
+            )));
+        }
+        let from = region
+            .peers
+            .iter()
+            .find(|p| p.store_id == from_store)
+            .copied()
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "store {from_store} holds no replica of region {region_id}"
+                ))
+            })?;
+        if self.replica_scheduler.lock().is_none() {
+            return Err(Error::InvalidArgument(
+                "replica scheduling is off (schedule_replicas = false)".into(),
+            ));
+        }
+        let id = self.ids.alloc(1, &self.state).await?;
+        let to = metapb::Peer {
+            id,
+            store_id: to_store,
+            ..Default::default()
+        };
+        let now_ms = self.clock.now_ms();
+        let mut scheduler = self.replica_scheduler.lock();
+        let scheduler = scheduler
+            .as_mut()
+            .ok_or_else(|| Error::InvalidArgument("replica scheduling is off".into()))?;
+        scheduler
+            .add_transfer_peer(&region, from, to, now_ms)
+            .map_err(Error::InvalidArgument)?;
+        tracing::info!(
+            region_id,
+            from_store,
+            to_store,
+            "transfer-peer operator added"
+        );
+        Ok(())
+    }
+
     /// Asks for store `store_id` to be removed: it goes `Offline`, the replica checker moves
     /// its replicas to other stores, and once it holds none it becomes `Tombstone` (checked on
     /// its heartbeats, and here).

@@ -7,8 +7,8 @@
 //! Code map (start reading at [`server`], then [`cluster`]):
 //! - [`server`]: start-up ([`start`]), the background tasks, shutdown ([`PdHandle`]).
 //! - [`service`]: the gRPC trait implementation, a thin dispatcher onto [`cluster`].
-//! - [`http_api`]: the read-only part of PD's HTTP API (`/pd/api/v1`: members, health, stores,
-//!   regions, cluster, GC safe point) on the client port, JSON shaped as PD's, and the probes
+//! - [`http_api`]: PD's HTTP API (`/pd/api/v1`: members, health, stores, regions, cluster, GC
+//!   safe point; store removal and replica operators) on the client port, JSON shaped as PD's, and the probes
 //!   and [`metrics`] (`/health`, `/ready`, `/metrics`) at its root.
 //! - [`cluster`]: one `on_<rpc>` handler per RPC.
 //! - [`state`]: the deterministic state machine [`PdState`], changed only by applying a

@@ -148,6 +148,48 @@ impl ReplicaScheduler {
         &self.operators
     }
 
+    /// Adds an operator an operator's hand asked for (PD's `/operators` API): moves the
+    /// region's replica `from` to the new peer `to` (a learner on another store). Refused
+    /// while the region has an operator, or if the operator limit is reached.
+    pub fn add_transfer_peer(
+        &mut self,
+        region: &Region,
+        from: Peer,
+        to: Peer,
+        now_ms: u64,
+    ) -> Result<(), String> {
+        if self.operators.contains_key(&region.id) {
+            return Err(format!("region {} already has an operator", region.id));
+        }
+        if self.operators.len() >= self.config.max_operators {
+            return Err("too many operators in flight".into());
+        }
+        if !region.peers.iter().any(|p| p.id == from.id) {
+            return Err(format!(
+                "peer {} is not a replica of region {}",
+                from.id, region.id
+            ));
+        }
+        if region.peers.iter().any(|p| p.store_id == to.store_id) {
+            return Err(format!(
+                "store {} already holds a replica of region {}",
+                to.store_id, region.id
+            ));
+        }
+        let mut to = to;
+        to.set_role(PeerRole::Learner);
+        self.operators.insert(
+            region.id,
+            Operator {
+                kind: "transfer-peer",
+                steps: vec![Step::AddLearner(to), Step::Promote(to), Step::Remove(from)],
+                current: 0,
+                started_ms: now_ms,
+            },
+        );
+        Ok(())
+    }
+
     pub fn forget_regions(&mut self, ids: &[u64]) {
         for id in ids {
             self.operators.remove(id);
@@ -454,6 +496,44 @@ mod tests {
             now,
             &mut ids(),
         )
+    }
+
+    #[test]
+    fn a_transfer_asked_by_hand_is_carried_out_and_checked() {
+        let config = ReplicaConfig {
+            balance_regions: false,
+            ..Default::default()
+        };
+        let mut s = ReplicaScheduler::new(config);
+        let st = stores(&[(1, 5), (2, 5), (3, 5), (4, 5)]);
+        let r = voters(&[1, 2, 3]);
+        let to = peer(99, 4, PeerRole::Voter);
+        let from = r.peers[1];
+        // Refused: a stranger as the source, a store that already holds one as the target.
+        assert!(s
+            .add_transfer_peer(&r, peer(77, 4, PeerRole::Voter), to, 0)
+            .is_err());
+        assert!(s
+            .add_transfer_peer(&r, from, peer(99, 3, PeerRole::Voter), 0)
+            .is_err());
+        s.add_transfer_peer(&r, from, to, 0).unwrap();
+        assert!(
+            s.add_transfer_peer(&r, from, to, 0).is_err(),
+            "one per region"
+        );
+        let learner = peer(99, 4, PeerRole::Learner);
+        assert_eq!(
+            run(&mut s, &r, 1, &st, 1),
+            Some(Command::AddLearner(learner))
+        );
+        let mut r2 = r.clone();
+        r2.peers.push(learner);
+        assert_eq!(
+            run(&mut s, &r2, 1, &st, 2),
+            Some(Command::AddVoter(learner))
+        );
+        r2.peers[3].set_role(PeerRole::Voter);
+        assert_eq!(run(&mut s, &r2, 1, &st, 3), Some(Command::Remove(from)));
     }
 
     #[test]

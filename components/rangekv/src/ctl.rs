@@ -42,6 +42,11 @@ enum CtlCmd {
         #[command(subcommand)]
         cmd: MemberCmd,
     },
+    /// PD's replica operators.
+    Operator {
+        #[command(subcommand)]
+        cmd: OperatorCmd,
+    },
     /// Read a key.
     Get { key: String },
     /// Write a key.
@@ -94,6 +99,16 @@ enum TxnCmd {
     /// The lock, commit records and stored values of a transactional key, as the leader of its
     /// region holds them.
     Mvcc { key: String },
+}
+
+#[derive(Subcommand)]
+enum OperatorCmd {
+    /// Move the replica of a region on one store to another store.
+    TransferPeer {
+        region_id: u64,
+        from_store_id: u64,
+        to_store_id: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -177,6 +192,25 @@ async fn run_async(args: CtlArgs) -> Result<()> {
         .await
         .with_context(|| format!("connecting to PD at {}", args.pd.join(",")))?;
     match args.cmd {
+        CtlCmd::Operator {
+            cmd:
+                OperatorCmd::TransferPeer {
+                    region_id,
+                    from_store_id,
+                    to_store_id,
+                },
+        } => {
+            let body = json!({
+                "name": "transfer-peer",
+                "region_id": region_id,
+                "from_store_id": from_store_id,
+                "to_store_id": to_store_id,
+            });
+            pd_http(&args.pd, reqwest::Method::POST, "operators", Some(body)).await?;
+            println!(
+                "moving region {region_id}'s replica from store {from_store_id} to store {to_store_id}"
+            );
+        }
         CtlCmd::Store {
             cmd: StoreCmd::Remove { id },
         } => {
@@ -448,6 +482,23 @@ async fn raw_command(cmd: CtlCmd, endpoints: Vec<String>, as_json: bool) -> Resu
 /// write and read go through; returns a connected client.
 /// Asks PD (whichever member leads) to remove store `id`.
 async fn remove_store(endpoints: &[String], id: u64) -> Result<()> {
+    pd_http(
+        endpoints,
+        reqwest::Method::DELETE,
+        &format!("store/{id}"),
+        None,
+    )
+    .await
+    .with_context(|| format!("removing store {id}"))
+}
+
+/// Sends a request to PD's HTTP API (`/pd/api/v1/<path>`) on whichever member leads.
+async fn pd_http(
+    endpoints: &[String],
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<()> {
     let client = reqwest::Client::new();
     let mut last = String::from("no PD endpoint");
     for ep in endpoints {
@@ -456,11 +507,13 @@ async fn remove_store(endpoints: &[String], id: u64) -> Result<()> {
         } else {
             format!("http://{ep}")
         };
-        match client
-            .delete(format!("{base}/pd/api/v1/store/{id}"))
-            .send()
-            .await
-        {
+        let mut req = client.request(method.clone(), format!("{base}/pd/api/v1/{path}"));
+        if let Some(body) = &body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        match req.send().await {
             Ok(resp) if resp.status().is_success() => return Ok(()),
             Ok(resp) => {
                 let status = resp.status();
@@ -472,7 +525,7 @@ async fn remove_store(endpoints: &[String], id: u64) -> Result<()> {
             Err(e) => last = format!("{ep}: {e}"),
         }
     }
-    bail!("removing store {id}: {last}")
+    bail!("{last}")
 }
 
 pub async fn wait_cluster_ready(

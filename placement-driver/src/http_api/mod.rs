@@ -1,5 +1,6 @@
-//! PD's HTTP API: the read-only part of TiKV PD's `/pd/api/v1` that pd-ctl and client test
-//! harnesses use, with PD's paths and JSON shapes.
+//! PD's HTTP API: the part of TiKV PD's `/pd/api/v1` that pd-ctl and client test harnesses
+//! use, with PD's paths and JSON shapes: reads, plus removing a store (`DELETE /store/{id}`)
+//! and moving a replica by hand (`POST /operators`, `transfer-peer`).
 //!
 //! It is served on the client port, as PD does: the gRPC server accepts HTTP/1.1 next to HTTP/2
 //! (hyper detects the protocol per connection), and [`routes`] puts these paths in front of the
@@ -113,6 +114,7 @@ pub fn routes(cluster: Arc<Cluster>) -> tonic::service::Routes {
         .route("/cluster", get(cluster_meta))
         .route("/config/cluster", get(cluster_meta))
         .route("/gc/safepoint", get(gc_safe_point))
+        .route("/operators", get(operators).post(add_operator))
         .fallback(not_found)
         .with_state(cluster.clone());
     let probes = Router::new()
@@ -359,6 +361,53 @@ async fn store(State(cluster): State<Arc<Cluster>>, uri: Uri) -> Result<Response
         &store,
         &StoreCounts::of(&cluster),
     ))
+}
+
+/// The body of `POST /operators` (PD's shape; `transfer-peer` is the one operator taken).
+#[derive(serde::Deserialize)]
+struct OperatorInput {
+    name: String,
+    region_id: u64,
+    from_store_id: u64,
+    to_store_id: u64,
+}
+
+/// `POST /operators`: `{"name": "transfer-peer", "region_id": …, "from_store_id": …,
+/// "to_store_id": …}` moves a replica by hand.
+async fn add_operator(
+    State(cluster): State<Arc<Cluster>>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let input: OperatorInput = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid operator: {e}")))?;
+    if input.name != "transfer-peer" {
+        return Err(ApiError::bad_request(format!(
+            "unknown operator {:?} (only transfer-peer)",
+            input.name
+        )));
+    }
+    cluster
+        .transfer_peer(input.region_id, input.from_store_id, input.to_store_id)
+        .await?;
+    ok(&"The operator is created.")
+}
+
+/// `GET /operators`: the replica operators in flight.
+async fn operators(State(cluster): State<Arc<Cluster>>) -> Result<Response> {
+    cluster.require_leader()?;
+    let ops: Vec<serde_json::Value> = cluster
+        .replica_operators()
+        .into_iter()
+        .map(|(region_id, op)| {
+            serde_json::json!({
+                "region_id": region_id,
+                "desc": op.kind,
+                "step": op.current,
+                "steps": op.steps.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    ok(&ops)
 }
 
 /// `DELETE /store/{id}`: the store goes Offline and is drained (PD's `store delete`).

@@ -203,3 +203,56 @@ fn the_replicas_of_a_down_store_are_replaced() {
     check_keys(&t, &c, 250);
     check_replicas_agree(&t);
 }
+
+#[test]
+fn ctl_moves_a_replica_by_hand() {
+    let t = TestCluster::start_customized(1, 4, "", |cfg| {
+        let pd_toml = cfg.data_dir.join("pd.toml");
+        std::fs::write(&pd_toml, "schedule_region_balance = false\n").unwrap();
+        cfg.pd_args
+            .extend(["--config".into(), pd_toml.display().to_string()]);
+    });
+    let c = t.client();
+    write_keys(&t, &c, 0, 100);
+    let (per_store, _) = placement(&t);
+    let stores = t.rt.block_on(t.pd().get_all_stores(true)).unwrap();
+    let empty = stores
+        .iter()
+        .map(|s| s.id)
+        .find(|s| !per_store.contains_key(s))
+        .expect("one store holds nothing");
+    let region = t.rt.block_on(t.pd().get_region(&key(0))).unwrap().region;
+    let from = region.peers[0].store_id;
+    let endpoints = t.cluster.pd_endpoints().join(",");
+    let out = std::process::Command::new(bin())
+        .args(["ctl", "--pd", &endpoints, "operator", "transfer-peer"])
+        .args([region.id, from, empty].map(|n| n.to_string()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the replica moved", Duration::from_secs(60), || {
+        let r = t.rt.block_on(t.pd().get_region(&key(0))).unwrap().region;
+        r.peers.len() == 3
+            && r.peers.iter().all(|p| p.role() == PeerRole::Voter)
+            && r.peers.iter().any(|p| p.store_id == empty)
+            && !r.peers.iter().any(|p| p.store_id == from)
+    });
+    // A move that cannot be right is refused with a reason.
+    let out = std::process::Command::new(bin())
+        .args(["ctl", "--pd", &endpoints, "operator", "transfer-peer"])
+        .args([region.id, from, empty].map(|n| n.to_string()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds no replica"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_keys(&t, &c, 100);
+    check_replicas_agree(&t);
+}
