@@ -493,7 +493,7 @@ async fn remove_store(endpoints: &[String], id: u64) -> Result<()> {
 }
 
 /// Sends a request to PD's HTTP API (`/pd/api/v1/<path>`) on whichever member leads.
-async fn pd_http(
+pub(crate) async fn pd_http(
     endpoints: &[String],
     method: reqwest::Method,
     path: &str,

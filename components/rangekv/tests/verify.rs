@@ -166,6 +166,34 @@ fn register_under_splits_leader_shuffles_and_store_kills_is_linearizable() {
 }
 
 #[test]
+fn register_while_replicas_move_and_stores_die_is_linearizable() {
+    let args = [
+        "--workload",
+        "register",
+        "--nemesis",
+        "move-replica,kill-store",
+        "--time-limit",
+        "12",
+        "--seed",
+        "7",
+        "--stores",
+        "4",
+        "--pd",
+        "1",
+    ];
+    let run = verify(&args);
+    let schedule =
+        std::fs::read_to_string(run.dir.path().join("run/nemesis.jsonl")).unwrap_or_default();
+    let moved = schedule
+        .lines()
+        .any(|l| l.contains("\"fault\":\"move-replica\"") && l.contains("\"phase\":\"start\""));
+    if !moved {
+        run.fail("no replica was moved");
+    }
+    assert_valid(run);
+}
+
+#[test]
 fn set_under_store_kills_pauses_and_kill_all_loses_nothing() {
     let mut args = vec![
         "--workload",

@@ -17,6 +17,10 @@
 //!   regions; instantaneous, nothing to heal.
 //! - `shuffle-leaders`: asks the leader of every region to hand its leadership to a random
 //!   other replica (its store's `POST /regions/{id}/transfer-leader/{store}`); instantaneous.
+//! - `move-replica`: asks PD to move a random region's replica from one store to a store
+//!   without one (a `transfer-peer` operator: learner, snapshot, promotion, removal), so that
+//!   membership changes and snapshots happen under the workload and the other faults; needs
+//!   more stores than replicas; instantaneous (PD carries it out over the next seconds).
 //!
 //! Names accepted on the command line: the faults above, `kill` (kill-store, kill-pd-leader),
 //! `pause` (pause-store, pause-pd-leader), `all`, `none`.
@@ -45,6 +49,7 @@ pub enum Fault {
     KillAll,
     Split,
     ShuffleLeaders,
+    MoveReplica,
 }
 
 impl Fault {
@@ -57,6 +62,7 @@ impl Fault {
             Fault::KillAll => "kill-all",
             Fault::Split => "split",
             Fault::ShuffleLeaders => "shuffle-leaders",
+            Fault::MoveReplica => "move-replica",
         }
     }
 }
@@ -78,6 +84,7 @@ pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
                 KillAll,
                 Split,
                 ShuffleLeaders,
+                MoveReplica,
             ]),
             "kill-store" => faults.push(KillStore),
             "kill-pd-leader" => faults.push(KillPdLeader),
@@ -86,9 +93,11 @@ pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
             "kill-all" => faults.push(KillAll),
             "split" => faults.push(Split),
             "shuffle-leaders" => faults.push(ShuffleLeaders),
+            "move-replica" => faults.push(MoveReplica),
             other => bail!(
                 "unknown nemesis {other:?}: use kill-store, kill-pd-leader, pause-store, \
-                 pause-pd-leader, kill-all, split, shuffle-leaders, kill, pause, all or none"
+                 pause-pd-leader, kill-all, split, shuffle-leaders, move-replica, kill, pause, \
+                 all or none"
             ),
         }
     }
@@ -186,6 +195,11 @@ fn inject(
         };
         return instant(recorder, fault, "regions".into(), rt, shuffle);
     }
+    if fault == Fault::MoveReplica {
+        let endpoints = c.pd_endpoints();
+        let work = async move { move_replica(endpoints, pick).await.map(Some) };
+        return instant(recorder, fault, "regions".into(), rt, work);
+    }
     if fault == Fault::Split {
         let (key, txn) = split_keys(pick);
         let name = String::from_utf8_lossy(&key).into_owned();
@@ -218,7 +232,9 @@ fn inject(
             };
             (Target::Pd(leader), result)
         }
-        Fault::Split | Fault::ShuffleLeaders => unreachable!("handled above"),
+        Fault::Split | Fault::ShuffleLeaders | Fault::MoveReplica => {
+            unreachable!("handled above")
+        }
         Fault::KillAll => {
             let mut result = Ok(());
             for i in 0..c.stores.len() {
@@ -321,6 +337,42 @@ fn instant(
     }
 }
 
+/// Asks PD to move one replica of a region drawn from `pick` to a store without one; returns
+/// what it asked for.
+async fn move_replica(endpoints: Vec<String>, pick: usize) -> Result<String> {
+    let pd = pd_client::PdClient::connect(endpoints.clone()).await?;
+    let regions = pd.scan_regions(b"", b"", 10_000).await?;
+    let stores: Vec<u64> = pd
+        .get_all_stores(true)
+        .await?
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    if regions.is_empty() {
+        bail!("no region known");
+    }
+    let region = &regions[pick % regions.len()].region;
+    let holders: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
+    let free: Vec<u64> = stores
+        .iter()
+        .copied()
+        .filter(|s| !holders.contains(s))
+        .collect();
+    if free.is_empty() || holders.is_empty() {
+        bail!("every store holds region {}", region.id);
+    }
+    let from = holders[(pick / 7) % holders.len()];
+    let to = free[(pick / 11) % free.len()];
+    let body = json!({
+        "name": "transfer-peer",
+        "region_id": region.id,
+        "from_store_id": from,
+        "to_store_id": to,
+    });
+    crate::ctl::pd_http(&endpoints, reqwest::Method::POST, "operators", Some(body)).await?;
+    Ok(format!("region {}: store {from} -> store {to}", region.id))
+}
+
 /// Asks each region's leader to hand its leadership to another replica, drawn from `pick`;
 /// returns how many transfers were accepted.
 async fn shuffle_leaders(endpoints: Vec<String>, pick: usize) -> Result<usize> {
@@ -399,12 +451,13 @@ mod tests {
             [Fault::KillStore, Fault::KillPdLeader, Fault::PauseStore]
         );
         assert!(parse_faults("none").unwrap().is_empty());
-        assert_eq!(parse_faults("all").unwrap().len(), 7);
+        assert_eq!(parse_faults("all").unwrap().len(), 8);
         assert_eq!(
             parse_faults("shuffle-leaders").unwrap(),
             [Fault::ShuffleLeaders]
         );
         assert_eq!(parse_faults("split").unwrap(), [Fault::Split]);
+        assert_eq!(parse_faults("move-replica").unwrap(), [Fault::MoveReplica]);
         assert!(parse_faults("partition").is_err());
     }
 }
