@@ -221,10 +221,21 @@ impl Cluster {
     ) -> Result<metapb::Region> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let leader = self.wait_leader(region_id, Duration::from_secs(10));
-            let st = self
-                .peer_status(leader, region_id)
-                .ok_or_else(|| anyhow!("leader vanished"))?;
+            // No leader (a cut may leave the region without a quorum for a while) is an
+            // error to report, not a reason to panic.
+            let Some(leader) = self.leader_store(region_id) else {
+                if Instant::now() >= deadline {
+                    bail!("no leader of region {region_id}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            };
+            let Some(st) = self.peer_status(leader, region_id) else {
+                if Instant::now() >= deadline {
+                    bail!("the leader of region {region_id} vanished");
+                }
+                continue;
+            };
             let router = self.stores[&leader].router();
             let changes = changes.clone();
             let res = self.block_on(async move {
