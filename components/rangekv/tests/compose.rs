@@ -319,7 +319,8 @@ fn a_compose_cluster_serves_the_host_through_container_faults() {
             );
         }
     });
-    // The replicas of the data's region agree, once store3 caught up on what it missed.
+    // The replicas of the data's region agree, once store3 caught up on what it missed (a
+    // fourth may be listed while PD is moving one onto the new store).
     let until = Instant::now() + DEADLINE;
     loop {
         let (ok, check) = ctl(&d.pd(), &["region", "check", "compose/"]);
@@ -328,7 +329,7 @@ fn a_compose_cluster_serves_the_host_through_container_faults() {
                 .lines()
                 .filter(|l| l.trim_end().ends_with(" match"))
                 .count();
-            assert_eq!(agreeing, 3, "{check}");
+            assert!(agreeing >= 3, "{check}");
             break;
         }
         assert!(Instant::now() < until, "replicas never agreed: {check}");
