@@ -27,8 +27,12 @@
 //!   ahead of removing the leader), when `schedule_replicas` is on. It comes before leader
 //!   balancing.
 //!
-//! Not done yet: region merge, store tombstoning once drained; `down_peers` and
-//! `pending_peers` are passed through as reported.
+//! - Store removal: `remove_store` makes a store Offline; it becomes Tombstone once the
+//!   replica checker moved its last replica away (checked on its heartbeats and whenever a
+//!   region's membership changes).
+//!
+//! Not done yet: region merge; `down_peers` are passed through as reported (the replica
+//! checker judges stores by their heartbeats).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};

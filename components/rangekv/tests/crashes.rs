@@ -112,26 +112,6 @@ fn a_store_that_missed_bootstrap_gets_its_replica_and_the_splits_since() {
     });
 }
 
-/// Replica counts per store id, and whether every region has exactly 3 voters, as PD sees it.
-fn placement(t: &TestCluster) -> (std::collections::BTreeMap<u64, usize>, bool) {
-    let regions =
-        t.rt.block_on(t.pd().scan_regions(b"", b"", 10_000))
-            .expect("scan regions");
-    let mut per_store = std::collections::BTreeMap::new();
-    let mut all_three = !regions.is_empty();
-    for r in &regions {
-        all_three &= r.region.peers.len() == 3
-            && r.region
-                .peers
-                .iter()
-                .all(|p| p.role() == proto::metapb::PeerRole::Voter);
-        for p in &r.region.peers {
-            *per_store.entry(p.store_id).or_default() += 1;
-        }
-    }
-    (per_store, all_three)
-}
-
 /// A store crashes while it applies its first Raft snapshot (before the snapshot's write, or
 /// right after it): restarted, it comes back with the old state or the snapshot's whole, PD's
 /// replica moves complete, nothing acknowledged is lost and every region's replicas agree.

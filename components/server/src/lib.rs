@@ -5,10 +5,12 @@
 //! - [`txn`]: the transactional KV API (Percolator): wire conversion, reads on the read pool,
 //!   write commands through `storage::scheduler`.
 //! - [`service`]: `tikvpb.Tikv` (wire-compatible with TiKV's client protocol) and the
-//!   store-to-store `BatchRaft` stream.
+//!   store-to-store `BatchRaft` and `Snapshot` streams.
 //! - [`transport`]: the Raft transport to other stores: batched per destination store over one
 //!   streaming RPC with HTTP/2 keepalives, reconnecting with backoff, addresses found through
 //!   a [`StoreResolver`].
+//! - [`snap`]: Raft snapshots between stores over their own `Snapshot` stream (chunks, limits).
+//! - [`replica`]: PD's replica operators (heartbeat `ChangePeer` answers) as conf changes.
 //! - [`split`]: `SplitRegion`: ids from PD, the split through Raft, the result back to PD.
 //! - [`admission`]: a bound on the client requests served at once (ServerIsBusy beyond).
 //! - [`errors`]: the single conversion from internal errors to `errorpb` region errors.

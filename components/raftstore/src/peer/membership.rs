@@ -101,18 +101,8 @@ impl Peer {
         crate::metrics::PROPOSALS
             .with_label_values(&["conf_change"])
             .inc();
-        let index = self.raw.raft.raft_log.last_index();
         if let Some(cb) = cb {
-            if index != before + 1 {
-                cb(Err(Error::StaleCommand));
-                return;
-            }
-            self.proposals.push_back(Proposal {
-                index,
-                term: self.raw.raft.term,
-                proposed_at: self.cfg.clock.now(),
-                cb,
-            });
+            self.track_proposal(before, cb);
         }
     }
 

@@ -161,27 +161,31 @@ impl Peer {
             }
             return;
         }
-        let index = self.raw.raft.raft_log.last_index();
         match kind {
             "split" => crate::metrics::SPLIT_PROPOSALS.inc(),
             "compact_log" => crate::metrics::COMPACT_LOG_PROPOSALS.inc(),
             "consistency" | "unknown" => crate::metrics::PROPOSALS.with_label_values(&[kind]).inc(),
             _ => crate::metrics::WRITE_PROPOSALS.inc(),
         }
+        if let Some(cb) = cb {
+            self.track_proposal(before, cb);
+        }
+    }
+
+    /// Waits for the entry just appended after `before` to apply, then answers `cb`; if
+    /// raft-rs appended anything else (it replaced the proposal), the proposal is stale.
+    pub(super) fn track_proposal(&mut self, before: u64, cb: WriteCallback) {
+        let index = self.raw.raft.raft_log.last_index();
         if index != before + 1 {
-            if let Some(cb) = cb {
-                cb(Err(Error::StaleCommand));
-            }
+            cb(Err(Error::StaleCommand));
             return;
         }
-        if let Some(cb) = cb {
-            self.proposals.push_back(Proposal {
-                index,
-                term: self.raw.raft.term,
-                proposed_at: self.cfg.clock.now(),
-                cb,
-            });
-        }
+        self.proposals.push_back(Proposal {
+            index,
+            term: self.raw.raft.term,
+            proposed_at: self.cfg.clock.now(),
+            cb,
+        });
     }
 
     pub(super) fn on_transfer_leader(

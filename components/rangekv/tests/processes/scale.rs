@@ -2,37 +2,12 @@
 //! replaces the replicas of a store that is down, and drains a store that is removed; data
 //! stays readable and replicas agree throughout.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proto::metapb::{PeerRole, StoreState};
 use test_util::wait_until;
 
 use crate::support::*;
-
-/// Replicas per store (by store id) and whether every region has exactly 3 voters, as PD
-/// knows them.
-fn placement(t: &TestCluster) -> (BTreeMap<u64, usize>, bool) {
-    let pd = t.pd();
-    let regions =
-        t.rt.block_on(pd.scan_regions(b"", b"", 10_000))
-            .expect("scan regions");
-    let mut per_store = BTreeMap::new();
-    let mut all_three = !regions.is_empty();
-    for r in &regions {
-        let voters = r
-            .region
-            .peers
-            .iter()
-            .filter(|p| p.role() == PeerRole::Voter)
-            .count();
-        all_three &= voters == 3 && r.region.peers.len() == 3;
-        for p in &r.region.peers {
-            *per_store.entry(p.store_id).or_default() += 1;
-        }
-    }
-    (per_store, all_three)
-}
 
 fn write_keys(t: &TestCluster, c: &client::RawClient, from: u32, to: u32) {
     t.rt.block_on(async {
@@ -153,16 +128,10 @@ fn pd_spreads_replicas_onto_an_empty_store_and_drains_a_removed_one() {
 
 #[test]
 fn the_replicas_of_a_down_store_are_replaced() {
-    let t = TestCluster::start_customized(1, 4, "", |cfg| {
-        let pd_toml = cfg.data_dir.join("pd.toml");
-        std::fs::write(
-            &pd_toml,
-            "max_store_down_time = \"3s\"\nschedule_region_balance = false\n",
-        )
-        .unwrap();
-        cfg.pd_args
-            .extend(["--config".into(), pd_toml.display().to_string()]);
-    });
+    let t = TestCluster::start_with_pd_config(
+        4,
+        "max_store_down_time = \"3s\"\nschedule_region_balance = false\n",
+    );
     let c = t.client();
     write_keys(&t, &c, 0, 200);
     // Balance is off: the fourth store holds nothing until a store goes down.
@@ -206,12 +175,7 @@ fn the_replicas_of_a_down_store_are_replaced() {
 
 #[test]
 fn ctl_moves_a_replica_by_hand() {
-    let t = TestCluster::start_customized(1, 4, "", |cfg| {
-        let pd_toml = cfg.data_dir.join("pd.toml");
-        std::fs::write(&pd_toml, "schedule_region_balance = false\n").unwrap();
-        cfg.pd_args
-            .extend(["--config".into(), pd_toml.display().to_string()]);
-    });
+    let t = TestCluster::start_with_pd_config(4, "schedule_region_balance = false\n");
     let c = t.client();
     write_keys(&t, &c, 0, 100);
     let (per_store, _) = placement(&t);

@@ -66,6 +66,16 @@ impl TestCluster {
         t
     }
 
+    /// One PD member started with the TOML `pd_config` and `stores` stores.
+    pub fn start_with_pd_config(stores: usize, pd_config: &str) -> TestCluster {
+        Self::start_customized(1, stores, "", |cfg| {
+            let pd_toml = cfg.data_dir.join("pd.toml");
+            std::fs::write(&pd_toml, pd_config).expect("write PD config");
+            cfg.pd_args
+                .extend(["--config".into(), pd_toml.display().to_string()]);
+        })
+    }
+
     pub fn wait_ready(&self, stores: usize) -> client::RawClient {
         let endpoints = self.cluster.pd_endpoints();
         self.rt
@@ -160,6 +170,30 @@ pub async fn probe(endpoints: &[String], stores: usize) -> Result<client::RawCli
     let c = client::RawClient::connect(endpoints.to_vec()).await?;
     c.put(b"probe".to_vec(), b"1".to_vec()).await?;
     Ok(c)
+}
+
+/// Replicas per store (by store id) and whether every region has exactly 3 voters, as PD
+/// knows them.
+pub fn placement(t: &TestCluster) -> (std::collections::BTreeMap<u64, usize>, bool) {
+    let pd = t.pd();
+    let regions =
+        t.rt.block_on(pd.scan_regions(b"", b"", 10_000))
+            .expect("scan regions");
+    let mut per_store = std::collections::BTreeMap::new();
+    let mut all_three = !regions.is_empty();
+    for r in &regions {
+        let voters = r
+            .region
+            .peers
+            .iter()
+            .filter(|p| p.role() == proto::metapb::PeerRole::Voter)
+            .count();
+        all_three &= voters == 3 && r.region.peers.len() == 3;
+        for p in &r.region.peers {
+            *per_store.entry(p.store_id).or_default() += 1;
+        }
+    }
+    (per_store, all_three)
 }
 
 pub fn key(i: u32) -> Vec<u8> {
