@@ -31,7 +31,7 @@ fi
 
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-mkdir -p "$ctx/root/bin" "$ctx/root/etc" "$ctx/root/data" "$ctx/root/tmp"
+mkdir -p "$ctx/root/bin" "$ctx/root/etc" "$ctx/root/data" "$ctx/root/certs" "$ctx/root/tmp"
 cp "$binary" "$ctx/root/bin/rangekv"
 # Every library the binary needs, at the path the loader looks for it.
 ldd "$binary" | awk '/=>/ { print $3 } /^[ \t]*\// { print $1 }' | while read -r lib; do
@@ -49,6 +49,6 @@ WORKDIR /data
 ENTRYPOINT ["/bin/rangekv"]
 EOF
 # /data must belong to the user: built as root-owned files, so hand it over numerically.
-chmod 0777 "$ctx/root/data" "$ctx/root/tmp"
+chmod 0777 "$ctx/root/data" "$ctx/root/certs" "$ctx/root/tmp"
 docker build --quiet --tag "$tag" "$ctx" >/dev/null
 echo "built $tag: $(docker image inspect --format '{{.Size}}' "$tag" | awk '{ printf "%.1f MiB", $1 / 1048576 }')"

@@ -79,6 +79,8 @@ pub struct Cluster {
     replica_scheduler: Mutex<Option<ReplicaScheduler>>,
     /// Ids ready for new peers (the scheduler decides synchronously; ids come from Raft).
     id_pool: Mutex<Vec<u64>>,
+    /// TLS of this member's connections (the HTTP API asks the other members for health).
+    security: security::SecurityManager,
 }
 
 impl Cluster {
@@ -103,7 +105,19 @@ impl Cluster {
             keyspace_splits: AtomicBool::new(true),
             replica_scheduler: Mutex::new(None),
             id_pool: Mutex::new(Vec::new()),
+            security: security::SecurityManager::plaintext(),
         }
+    }
+
+    /// Connects to the other members with `security`'s TLS.
+    pub fn with_security(mut self, security: security::SecurityManager) -> Cluster {
+        self.security = security;
+        self
+    }
+
+    /// The TLS settings of this member's connections.
+    pub fn security(&self) -> &security::SecurityManager {
+        &self.security
     }
 
     /// Turns replica scheduling on (with `config`) or off (see [`crate::replica`]).

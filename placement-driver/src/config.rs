@@ -106,6 +106,8 @@ pub struct PdConfig {
     pub region_balance_threshold: u64,
     /// Replica operators in flight cluster-wide.
     pub max_replica_operators: usize,
+    /// Mutual TLS for every connection (TiKV's `[security]`); off when its paths are empty.
+    pub security: security::SecurityConfig,
 }
 
 impl Default for PdConfig {
@@ -136,6 +138,7 @@ impl Default for PdConfig {
             max_store_down_time: Duration::from_secs(30 * 60),
             region_balance_threshold: 2,
             max_replica_operators: 4,
+            security: security::SecurityConfig::default(),
         }
     }
 }
@@ -160,7 +163,7 @@ impl PdConfig {
 
     /// Every problem of the configuration (empty: valid).
     pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.security.problems();
         if self.name.is_empty() {
             out.push("name must not be empty".to_owned());
         }

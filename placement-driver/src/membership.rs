@@ -266,9 +266,13 @@ pub(crate) struct PeerAnswer {
 
 /// Asks every peer `(name, url)` for its cluster id and members with `GetMembers`, all at once,
 /// each within `timeout`; peers that do not answer in time are left out (they cannot be checked).
-pub(crate) async fn ask_peers(peers: &[(String, String)], timeout: Duration) -> Vec<PeerAnswer> {
+pub(crate) async fn ask_peers(
+    peers: &[(String, String)],
+    security: &security::SecurityManager,
+    timeout: Duration,
+) -> Vec<PeerAnswer> {
     let asks = peers.iter().map(|(name, url)| async move {
-        match tokio::time::timeout(timeout, ask_peer(url)).await {
+        match tokio::time::timeout(timeout, ask_peer(url, security)).await {
             Ok(Ok((cluster_id, members))) => Some(PeerAnswer {
                 name: name.clone(),
                 cluster_id,
@@ -291,12 +295,21 @@ pub(crate) async fn ask_peers(peers: &[(String, String)], timeout: Duration) -> 
         .collect()
 }
 
-async fn ask_peer(url: &str) -> std::result::Result<(u64, Vec<String>), String> {
+async fn ask_peer(
+    url: &str,
+    security: &security::SecurityManager,
+) -> std::result::Result<(u64, Vec<String>), String> {
     use proto::pdpb::pd_client::PdClient;
     use proto::pdpb::{GetMembersRequest, RequestHeader};
-    let mut client = PdClient::connect(url.to_owned())
-        .await
-        .map_err(|e| e.to_string())?;
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1));
+    let mut client = PdClient::new(
+        security
+            .connect(endpoint)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
     let resp = client
         .get_members(GetMembersRequest {
             header: Some(RequestHeader::default()),

@@ -35,14 +35,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::{Engine, EngineOptions};
-use futures::StreamExt;
 use proto::pdpb::pd_server::PdServer;
 use proto::pdpb::Member;
 use proto::pdraftpb::pd_raft_server::PdRaftServer;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::Cluster;
@@ -102,6 +100,8 @@ pub async fn start_with_listener(
     listener: TcpListener,
 ) -> Result<PdHandle> {
     config.validate()?;
+    let security = security::SecurityManager::new(config.security.clone())
+        .map_err(|e| Error::Config(e.to_string()))?;
     let addr = listener.local_addr()?;
     let advertise = if config.advertise_addr.is_empty() {
         addr.to_string()
@@ -175,7 +175,7 @@ pub async fn start_with_listener(
         .cloned()
         .collect();
     if !peer_urls.is_empty() {
-        let answers = membership::ask_peers(&peer_urls, PEER_CHECK_TIMEOUT).await;
+        let answers = membership::ask_peers(&peer_urls, &security, PEER_CHECK_TIMEOUT).await;
         membership::check_peers(&expected, local_cluster_id, &answers, &config.data_dir)?;
     }
     let engine = tokio::task::spawn_blocking(move || -> Result<Engine> {
@@ -210,6 +210,7 @@ pub async fn start_with_listener(
         peers,
         Arc::clone(&filter),
         shutdown.clone(),
+        security.clone(),
     );
     let timing = RaftTiming {
         tick: config.raft_tick_interval,
@@ -237,21 +238,24 @@ pub async fn start_with_listener(
 
     let tso = Tso::new(Arc::clone(&clock), config.tso_save_interval);
     let ids = Ids::new(config.id_alloc_step);
-    let cluster = Arc::new(Cluster::new(
-        member,
-        config.max_replicas,
-        Arc::clone(&clock),
-        state.clone(),
-        tso,
-        ids,
-        config
-            .schedule_leader_balance
-            .then_some(LeaderBalanceConfig {
-                threshold: config.leader_balance_threshold,
-                max_pending: config.max_pending_leader_transfers,
-                transfer_timeout_ms: LEADER_TRANSFER_TIMEOUT_MS,
-            }),
-    ));
+    let cluster = Arc::new(
+        Cluster::new(
+            member,
+            config.max_replicas,
+            Arc::clone(&clock),
+            state.clone(),
+            tso,
+            ids,
+            config
+                .schedule_leader_balance
+                .then_some(LeaderBalanceConfig {
+                    threshold: config.leader_balance_threshold,
+                    max_pending: config.max_pending_leader_transfers,
+                    transfer_timeout_ms: LEADER_TRANSFER_TIMEOUT_MS,
+                }),
+        )
+        .with_security(security.clone()),
+    );
 
     cluster.set_keyspace_splits(config.split_keyspace_regions);
     cluster.set_replica_scheduling(config.schedule_replicas.then_some(ReplicaConfig {
@@ -270,7 +274,7 @@ pub async fn start_with_listener(
         shutdown.clone(),
     );
     drop(state);
-    let incoming = nodelay_incoming(listener);
+    let incoming = security::accept(listener, &security, security::Alpn::Grpc).into_stream();
     let server_task = tokio::spawn(
         tonic::transport::Server::builder()
             // HTTP/1.1 too, for PD's HTTP API (`crate::http_api`) on the same port.
@@ -510,38 +514,5 @@ mod tests {
         assert_ne!(member_id("pd-1"), member_id("pd-2"));
         let id = generate_cluster_id(1_700_000_000_000);
         assert_eq!(id >> 32, 1_700_000_000);
-    }
-}
-
-/// The accepted connections of `listener`, each with TCP_NODELAY set: small messages on
-/// long-lived streams would otherwise wait for the peer's delayed ACK (tens of ms each).
-fn nodelay_incoming(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|stream| {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-            }
-        })
-    })
-}
-
-#[cfg(test)]
-mod nodelay_tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn accepted_connections_have_nodelay() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let mut incoming = Box::pin(nodelay_incoming(listener));
-        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let accepted = incoming
-            .next()
-            .await
-            .expect("a connection")
-            .expect("accepted");
-        assert!(accepted.nodelay().expect("getsockopt"));
     }
 }

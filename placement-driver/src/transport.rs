@@ -78,6 +78,7 @@ impl PeerSender {
         peers: Vec<(u64, String)>,
         filter: Arc<NetFilter>,
         shutdown: Shutdown,
+        security: security::SecurityManager,
     ) -> PeerSender {
         let mut senders = HashMap::new();
         for (to_id, url) in peers {
@@ -89,6 +90,7 @@ impl PeerSender {
                 url,
                 rx,
                 shutdown.clone(),
+                security.clone(),
             ));
         }
         PeerSender {
@@ -118,6 +120,7 @@ async fn run_peer(
     url: String,
     mut queue: mpsc::UnboundedReceiver<Message>,
     shutdown: Shutdown,
+    security: security::SecurityManager,
 ) {
     let from_id = status.member_id();
     let stop = shutdown.wait();
@@ -126,7 +129,7 @@ async fn run_peer(
     loop {
         let connected = tokio::select! {
             _ = &mut stop => return,
-            c = connect(&url) => c,
+            c = connect(&url, &security) => c,
         };
         let mut client = match connected {
             Ok(client) => client,
@@ -198,7 +201,10 @@ fn push(batch: &mut RaftBatch, msg: &Message) {
     }
 }
 
-async fn connect(url: &str) -> Result<PdRaftClient<tonic::transport::Channel>, String> {
+async fn connect(
+    url: &str,
+    security: &security::SecurityManager,
+) -> Result<PdRaftClient<tonic::transport::Channel>, String> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(1))
@@ -206,7 +212,7 @@ async fn connect(url: &str) -> Result<PdRaftClient<tonic::transport::Channel>, S
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(2))
         .keep_alive_while_idle(true);
-    let channel = tokio::time::timeout(Duration::from_secs(2), endpoint.connect())
+    let channel = tokio::time::timeout(Duration::from_secs(2), security.connect(endpoint))
         .await
         .map_err(|_| "connect timed out".to_owned())?
         .map_err(|e| e.to_string())?;

@@ -162,9 +162,11 @@ impl ServedCluster {
         .max_encoding_message_size(max);
         let mut stop = rx;
         let task = rt.spawn(async move {
+            let plaintext = security::SecurityManager::plaintext();
+            let incoming = security::accept(listener, &plaintext, security::Alpn::Grpc);
             let served = tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(server::net::nodelay_incoming(listener), async {
+                .serve_with_incoming_shutdown(incoming.into_stream(), async {
                     let _ = stop.wait_for(|v| *v).await;
                 })
                 .await;

@@ -34,8 +34,17 @@ pub struct Config {
     /// How often a transaction holding locks extends its primary lock's TTL
     /// (`KvTxnHeartBeat`) to the time since its start plus `txn_lock_ttl`.
     pub txn_heartbeat_interval: Duration,
-    /// Tuning of the embedded PD client.
+    /// Tuning of the embedded PD client; its `security` (TLS) also applies to the
+    /// connections to stores (see [`Config::with_security`]).
     pub pd: PdClientConfig,
+}
+
+impl Config {
+    /// Connects to PD and to stores with `security`'s TLS.
+    pub fn with_security(mut self, security: security::SecurityManager) -> Config {
+        self.pd.security = security;
+        self
+    }
 }
 
 impl Default for Config {

@@ -33,6 +33,7 @@ pub(crate) struct Stores {
     connections: Mutex<HashMap<String, StoreClient>>,
     connect_timeout: Duration,
     max_message_size: usize,
+    security: security::SecurityManager,
 }
 
 impl Stores {
@@ -42,6 +43,7 @@ impl Stores {
             connections: Mutex::new(HashMap::new()),
             connect_timeout: config.connect_timeout,
             max_message_size: config.max_message_size,
+            security: config.pd.security.clone(),
         }
     }
 
@@ -106,7 +108,7 @@ impl Stores {
             .map_err(|e| StoreError::Unusable(format!("bad store address {address:?}: {e}")))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
-        let client = StoreClient::new(endpoint.connect_lazy())
+        let client = StoreClient::new(self.security.connect_lazy(endpoint))
             .max_decoding_message_size(self.max_message_size)
             .max_encoding_message_size(self.max_message_size);
         connections.insert(address.to_owned(), client.clone());

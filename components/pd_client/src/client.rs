@@ -159,6 +159,12 @@ impl PdClient {
         })
     }
 
+    /// The TLS settings this client connects with: other connections to the same cluster
+    /// (stores, status servers) use them too.
+    pub fn security(&self) -> &security::SecurityManager {
+        self.inner.connector.security()
+    }
+
     /// The id of the cluster this client is bound to.
     pub fn cluster_id(&self) -> u64 {
         self.inner.connector.cluster_id()

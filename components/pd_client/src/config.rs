@@ -21,6 +21,8 @@ pub struct PdClientConfig {
     /// HTTP/2 keepalive, which detects dead connections under the long-lived streams.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// TLS of the connections to PD (plaintext by default).
+    pub security: security::SecurityManager,
 }
 
 impl Default for PdClientConfig {
@@ -35,6 +37,7 @@ impl Default for PdClientConfig {
             heartbeat_queue: 1024,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(3),
+            security: security::SecurityManager::plaintext(),
         }
     }
 }

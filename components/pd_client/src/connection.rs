@@ -63,6 +63,11 @@ pub(crate) fn normalize_url(url: &str) -> String {
 }
 
 impl Connector {
+    /// The TLS settings connections are made with.
+    pub(crate) fn security(&self) -> &security::SecurityManager {
+        &self.config.security
+    }
+
     /// Discovers the leader through `endpoints`.
     pub async fn connect(endpoints: Vec<String>, config: PdClientConfig) -> Result<Connector> {
         let mut endpoints: Vec<String> = endpoints.iter().map(|u| normalize_url(u)).collect();
@@ -291,7 +296,7 @@ async fn open_channel(url: &str, config: &PdClientConfig) -> Result<Channel> {
         .http2_keep_alive_interval(config.keepalive_interval)
         .keep_alive_timeout(config.keepalive_timeout)
         .keep_alive_while_idle(true);
-    tokio::time::timeout(config.connect_timeout, endpoint.connect())
+    tokio::time::timeout(config.connect_timeout, config.security.connect(endpoint))
         .await
         .map_err(|_| Error::Connect {
             url: url.to_owned(),

@@ -23,6 +23,8 @@ pub struct BenchArgs {
     /// PD endpoints, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
     pd: Vec<String>,
+    #[command(flatten)]
+    tls: crate::tls::TlsArgs,
     /// Workload: `a` (50% read, 50% update), `b` (95/5), `c` (read only), `w` (update only),
     /// `t` (small read-write transactions).
     #[arg(long, default_value = "a")]
@@ -140,7 +142,8 @@ fn pick(rng: &mut StdRng, zipf: &Zipf<f64>, uniform: bool, records: u64) -> u64 
 
 /// Workload `t`: small read-write transactions.
 async fn run_txn(args: BenchArgs) -> Result<()> {
-    let client = client::TransactionClient::connect(args.pd.clone()).await?;
+    let config = client::Config::default().with_security(args.tls.manager()?);
+    let client = client::TransactionClient::with_config(args.pd.clone(), config).await?;
     let value = vec![b'x'; args.value_size];
     if !args.skip_load {
         let started = Instant::now();
@@ -218,7 +221,8 @@ async fn run_txn(args: BenchArgs) -> Result<()> {
 }
 
 async fn run_async(args: BenchArgs, read_share: f64) -> Result<()> {
-    let client = client::RawClient::connect(args.pd.clone()).await?;
+    let config = client::Config::default().with_security(args.tls.manager()?);
+    let client = client::RawClient::with_config(args.pd.clone(), config).await?;
     let value = vec![b'x'; args.value_size];
     if !args.skip_load {
         let started = Instant::now();

@@ -16,6 +16,8 @@ pub struct CtlArgs {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    tls: crate::tls::TlsArgs,
     #[command(subcommand)]
     cmd: CtlCmd,
 }
@@ -187,8 +189,21 @@ fn region_row(r: &proto::metapb::Region, leader: Option<&proto::metapb::Peer>) -
 
 const REGION_HEADER: [&str; 6] = ["ID", "START", "END", "EPOCH(conf/ver)", "STORES", "LEADER"];
 
+/// A PD client connecting with `security`.
+pub(crate) async fn connect_pd(
+    endpoints: &[String],
+    security: &security::SecurityManager,
+) -> pd_client::Result<PdClient> {
+    let config = pd_client::PdClientConfig {
+        security: security.clone(),
+        ..Default::default()
+    };
+    PdClient::connect_with_config(endpoints.to_vec(), config).await
+}
+
 async fn run_async(args: CtlArgs) -> Result<()> {
-    let pd = PdClient::connect(args.pd.clone())
+    let security = args.tls.manager()?;
+    let pd = connect_pd(&args.pd, &security)
         .await
         .with_context(|| format!("connecting to PD at {}", args.pd.join(",")))?;
     match args.cmd {
@@ -206,7 +221,14 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                 "from_store_id": from_store_id,
                 "to_store_id": to_store_id,
             });
-            pd_http(&args.pd, reqwest::Method::POST, "operators", Some(body)).await?;
+            pd_http(
+                &args.pd,
+                &security,
+                reqwest::Method::POST,
+                "operators",
+                Some(body),
+            )
+            .await?;
             println!(
                 "moving region {region_id}'s replica from store {from_store_id} to store {to_store_id}"
             );
@@ -214,7 +236,7 @@ async fn run_async(args: CtlArgs) -> Result<()> {
         CtlCmd::Store {
             cmd: StoreCmd::Remove { id },
         } => {
-            remove_store(&args.pd, id).await?;
+            remove_store(&args.pd, &security, id).await?;
             println!("store {id} is Offline: PD moves its replicas away, then marks it Tombstone");
         }
         CtlCmd::Store {
@@ -416,13 +438,19 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                 );
             }
         }
-        cmd => raw_command(cmd, args.pd, args.json).await?,
+        cmd => raw_command(cmd, args.pd, &security, args.json).await?,
     }
     Ok(())
 }
 
-async fn raw_command(cmd: CtlCmd, endpoints: Vec<String>, as_json: bool) -> Result<()> {
-    let client = client::RawClient::connect(endpoints).await?;
+async fn raw_command(
+    cmd: CtlCmd,
+    endpoints: Vec<String>,
+    security: &security::SecurityManager,
+    as_json: bool,
+) -> Result<()> {
+    let config = client::Config::default().with_security(security.clone());
+    let client = client::RawClient::with_config(endpoints, config).await?;
     match cmd {
         CtlCmd::Get { key } => {
             let v = client.get(key.clone().into_bytes()).await?;
@@ -481,9 +509,14 @@ async fn raw_command(cmd: CtlCmd, endpoints: Vec<String>, as_json: bool) -> Resu
 /// Waits until PD is up, the cluster is bootstrapped with at least `stores` stores, and a raw
 /// write and read go through; returns a connected client.
 /// Asks PD (whichever member leads) to remove store `id`.
-async fn remove_store(endpoints: &[String], id: u64) -> Result<()> {
+async fn remove_store(
+    endpoints: &[String],
+    security: &security::SecurityManager,
+    id: u64,
+) -> Result<()> {
     pd_http(
         endpoints,
+        security,
         reqwest::Method::DELETE,
         &format!("store/{id}"),
         None,
@@ -495,19 +528,16 @@ async fn remove_store(endpoints: &[String], id: u64) -> Result<()> {
 /// Sends a request to PD's HTTP API (`/pd/api/v1/<path>`) on whichever member leads.
 pub(crate) async fn pd_http(
     endpoints: &[String],
+    security: &security::SecurityManager,
     method: reqwest::Method,
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<()> {
-    let client = reqwest::Client::new();
+    let client = security.http_client_builder().build()?;
     let mut last = String::from("no PD endpoint");
     for ep in endpoints {
-        let base = if ep.starts_with("http") {
-            ep.clone()
-        } else {
-            format!("http://{ep}")
-        };
-        let mut req = client.request(method.clone(), format!("{base}/pd/api/v1/{path}"));
+        let url = security.http_url(ep, &format!("/pd/api/v1/{path}"));
+        let mut req = client.request(method.clone(), url);
         if let Some(body) = &body {
             req = req
                 .header("content-type", "application/json")
@@ -530,13 +560,14 @@ pub(crate) async fn pd_http(
 
 pub async fn wait_cluster_ready(
     endpoints: &[String],
+    security: &security::SecurityManager,
     stores: usize,
     timeout: Duration,
 ) -> Result<client::RawClient> {
     let deadline = Instant::now() + timeout;
     let mut last_err = String::new();
     while Instant::now() < deadline {
-        match probe(endpoints, stores).await {
+        match probe(endpoints, security, stores).await {
             Ok(c) => return Ok(c),
             Err(e) => last_err = format!("{e:#}"),
         }
@@ -545,8 +576,12 @@ pub async fn wait_cluster_ready(
     bail!("cluster not ready after {timeout:?}: {last_err}")
 }
 
-async fn probe(endpoints: &[String], stores: usize) -> Result<client::RawClient> {
-    let pd = PdClient::connect(endpoints.to_vec()).await?;
+async fn probe(
+    endpoints: &[String],
+    security: &security::SecurityManager,
+    stores: usize,
+) -> Result<client::RawClient> {
+    let pd = connect_pd(endpoints, security).await?;
     if !pd.is_bootstrapped().await? {
         bail!("cluster not bootstrapped yet");
     }
@@ -554,7 +589,8 @@ async fn probe(endpoints: &[String], stores: usize) -> Result<client::RawClient>
     if n < stores {
         bail!("{n} of {stores} stores registered");
     }
-    let client = client::RawClient::connect(endpoints.to_vec()).await?;
+    let config = client::Config::default().with_security(security.clone());
+    let client = client::RawClient::with_config(endpoints.to_vec(), config).await?;
     client
         .put(b"__rangekv_ready".to_vec(), b"1".to_vec())
         .await?;
@@ -592,10 +628,13 @@ pub(crate) async fn split_region(
             }
             tried.push(peer.store_id);
             let store = pd.get_store(peer.store_id).await?;
-            let Ok(mut kv) = TikvClient::connect(format!("http://{}", store.address)).await else {
+            let endpoint =
+                tonic::transport::Endpoint::from_shared(format!("http://{}", store.address))?;
+            let Ok(channel) = pd.security().connect(endpoint).await else {
                 last_error = format!("store {} at {} unreachable", store.id, store.address);
                 continue;
             };
+            let mut kv = TikvClient::new(channel);
             let req = SplitRegionRequest {
                 context: Some(KvContext {
                     region_id: info.region.id,
@@ -648,12 +687,17 @@ async fn key_mvcc(pd: &PdClient, key: &[u8]) -> Result<serde_json::Value> {
     if store.status_address.is_empty() {
         bail!("store {store_id} has no status server (start it with --status-addr)");
     }
-    let url = format!(
-        "http://{}/mvcc/hex/{}",
-        store.status_address,
-        hex::encode(key)
+    let security = pd.security();
+    let url = security.http_url(
+        &store.status_address,
+        &format!("/mvcc/hex/{}", hex::encode(key)),
     );
-    let resp = reqwest::get(&url).await?;
+    let resp = security
+        .http_client_builder()
+        .build()?
+        .get(&url)
+        .send()
+        .await?;
     let status = resp.status();
     let v: serde_json::Value = resp.json().await.context("reading the store's answer")?;
     if !status.is_success() {

@@ -36,6 +36,8 @@ pub struct LocalClusterConfig {
     /// Environment variables for single stores: `(store index, name, value)` (tests set
     /// `FAILPOINTS` this way).
     pub store_env: Vec<(usize, String, String)>,
+    /// Mutual TLS for every node with this certificate (see [`LocalClusterConfig::with_tls`]).
+    pub tls: Option<security::certs::Issued>,
 }
 
 impl LocalClusterConfig {
@@ -62,7 +64,55 @@ impl LocalClusterConfig {
             server_args: Vec::new(),
             pd_args: Vec::new(),
             store_env: Vec::new(),
+            tls: None,
         })
+    }
+
+    /// Turns on mutual TLS: a development CA and one certificate (common name `rangekv`, for
+    /// `localhost`, loopback and `host`) made in `dir` (kept if already there), used by every
+    /// node and returned for clients.
+    pub fn with_tls(&mut self, dir: &Path) -> Result<security::certs::Issued> {
+        let mut hosts = security::certs::default_hosts();
+        if !hosts.contains(&self.host) {
+            hosts.push(self.host.clone());
+        }
+        let issued = match (
+            dir.join("node.pem").exists(),
+            dir.join("node-key.pem").exists(),
+        ) {
+            (true, true) => security::certs::Issued {
+                ca: dir.join(security::certs::CA_CERT),
+                cert: dir.join("node.pem"),
+                key: dir.join("node-key.pem"),
+            },
+            _ => security::certs::issue(dir, "node", "rangekv", &hosts)
+                .with_context(|| format!("making certificates in {}", dir.display()))?,
+        };
+        self.tls = Some(issued.clone());
+        Ok(issued)
+    }
+
+    /// How clients of this cluster connect: with the nodes' certificate when TLS is on.
+    pub fn security(&self) -> Result<security::SecurityManager> {
+        match &self.tls {
+            None => Ok(security::SecurityManager::plaintext()),
+            Some(issued) => Ok(security::SecurityManager::new(issued.security_config(&[]))?),
+        }
+    }
+
+    /// The TLS flags every node is started with (and `ctl` needs), empty in plaintext.
+    pub fn tls_args(&self) -> Vec<String> {
+        match &self.tls {
+            None => Vec::new(),
+            Some(issued) => vec![
+                "--ca-path".into(),
+                issued.ca.display().to_string(),
+                "--cert-path".into(),
+                issued.cert.display().to_string(),
+                "--key-path".into(),
+                issued.key.display().to_string(),
+            ],
+        }
     }
 }
 
@@ -152,6 +202,7 @@ impl LocalCluster {
                     args.push(initial_cluster.join(","));
                 }
                 args.extend(cfg.pd_args.iter().cloned());
+                args.extend(cfg.tls_args());
                 Node {
                     log: cfg.data_dir.join(format!("{name}.log")),
                     name,
@@ -180,6 +231,7 @@ impl LocalCluster {
                     args.push(format!("{host}:{}", port + i as u16));
                 }
                 args.extend(cfg.server_args.iter().cloned());
+                args.extend(cfg.tls_args());
                 Node {
                     log: cfg.data_dir.join(format!("{name}.log")),
                     name,

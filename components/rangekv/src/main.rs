@@ -7,10 +7,12 @@
 //! - `rangekv bench`: a raw KV load generator.
 //! - `rangekv verify`: a Jepsen-style fault campaign against a local cluster, with checked
 //!   histories.
+//! - `rangekv cert`: a development CA and certificates for mutual TLS.
 
 mod bench;
 mod ctl;
 mod playground;
+mod tls;
 mod verify;
 
 use std::path::PathBuf;
@@ -61,7 +63,11 @@ enum Cmd {
         /// Seconds to wait for the answer.
         #[arg(long, default_value_t = 3)]
         timeout_secs: u64,
+        #[command(flatten)]
+        tls: tls::TlsArgs,
     },
+    /// Make a development CA (once) and a certificate it signs, for mutual TLS.
+    Cert(tls::CertArgs),
 }
 
 #[derive(clap::Args)]
@@ -93,6 +99,8 @@ struct PdArgs {
     /// group). Ignored when the data directory holds data.
     #[arg(long, value_parser = ["new", "existing"])]
     initial_cluster_state: Option<String>,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     /// Print the effective configuration and every problem in it (unknown keys, bad values,
     /// an unusable data directory), then exit without starting: 0 if it is valid, 1 if not.
     #[arg(long)]
@@ -123,6 +131,8 @@ struct ServerArgs {
     /// PD endpoints, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pd: Option<Vec<String>>,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -188,9 +198,17 @@ fn main() -> Result<()> {
             log("warn");
             bench::run(args)
         }
-        Cmd::Probe { url, timeout_secs } => {
+        Cmd::Probe {
+            url,
+            timeout_secs,
+            tls,
+        } => {
             log("warn");
-            probe(&url, std::time::Duration::from_secs(timeout_secs))
+            probe(&url, &tls, std::time::Duration::from_secs(timeout_secs))
+        }
+        Cmd::Cert(args) => {
+            log("warn");
+            tls::run_cert(args)
         }
         Cmd::Verify(args) => {
             log("warn");
@@ -204,9 +222,11 @@ fn main() -> Result<()> {
 }
 
 /// `rangekv probe`: see [`Cmd::Probe`].
-fn probe(url: &str, timeout: std::time::Duration) -> Result<()> {
+fn probe(url: &str, tls: &tls::TlsArgs, timeout: std::time::Duration) -> Result<()> {
+    let security = tls.manager()?;
     let answer = runtime()?.block_on(async {
-        let http = reqwest::Client::builder()
+        let http = security
+            .http_client_builder()
             .no_proxy()
             .timeout(timeout)
             .build()?;
@@ -301,6 +321,7 @@ fn pd_config(args: PdArgs) -> Result<placement_driver::PdConfig> {
             .parse()
             .map_err(|e| anyhow::anyhow!("invalid --initial-cluster-state: {e}"))?;
     }
+    args.tls.apply(&mut cfg.security);
     Ok(cfg)
 }
 
@@ -346,6 +367,7 @@ fn server_config(args: ServerArgs) -> Result<server::ServerConfig> {
     if let Some(v) = args.status_addr {
         cfg.status_addr = v;
     }
+    args.tls.apply(&mut cfg.security);
     Ok(cfg)
 }
 

@@ -36,6 +36,10 @@ pub struct PlaygroundArgs {
     /// Exit after the demo instead of waiting for Ctrl-C.
     #[arg(long)]
     exit_after_demo: bool,
+    /// Mutual TLS on every connection, with a development CA and certificate made in
+    /// `<data-dir>/certs` (kept there for clients: the printed hints use them).
+    #[arg(long)]
+    tls: bool,
 }
 
 pub fn run(args: PlaygroundArgs) -> Result<()> {
@@ -53,7 +57,7 @@ pub fn run(args: PlaygroundArgs) -> Result<()> {
         }
     };
     let bin = std::env::current_exe().context("locating the rangekv executable")?;
-    let cfg = LocalClusterConfig {
+    let mut cfg = LocalClusterConfig {
         bin,
         data_dir: data_dir.clone(),
         host: args.host.clone(),
@@ -65,7 +69,20 @@ pub fn run(args: PlaygroundArgs) -> Result<()> {
         server_args: vec![],
         pd_args: vec!["--max-replicas".into(), args.stores.min(3).to_string()],
         store_env: vec![],
+        tls: None,
     };
+    let tls_hint = if args.tls {
+        let issued = cfg.with_tls(&data_dir.join("certs"))?;
+        format!(
+            " --ca-path {} --cert-path {} --key-path {}",
+            issued.ca.display(),
+            issued.cert.display(),
+            issued.key.display()
+        )
+    } else {
+        String::new()
+    };
+    let security = cfg.security()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -83,7 +100,7 @@ pub fn run(args: PlaygroundArgs) -> Result<()> {
     let endpoints = cluster.pd_endpoints();
     let client = rt.block_on(async {
         tokio::select! {
-            ready = crate::ctl::wait_cluster_ready(&endpoints, args.stores, Duration::from_secs(90)) => ready,
+            ready = crate::ctl::wait_cluster_ready(&endpoints, &security, args.stores, Duration::from_secs(90)) => ready,
             _ = &mut stop => bail!("interrupted"),
         }
     });
@@ -98,14 +115,17 @@ pub fn run(args: PlaygroundArgs) -> Result<()> {
     println!("  PD endpoints: {}", endpoints.join(","));
     for (i, (node, addr)) in cluster.stores.iter().zip(cluster.store_addrs()).enumerate() {
         println!(
-            "  {}: {addr}, status http://{}/metrics (pid {}, log {})",
+            "  {}: {addr}, status {} (pid {}, log {})",
             node.name,
-            cluster.status_addr(i).unwrap_or_default(),
+            security.http_url(&cluster.status_addr(i).unwrap_or_default(), "/metrics"),
             node.pid().unwrap_or(0),
             node.log_path().display()
         );
     }
-    println!("try: rangekv ctl --pd {} region list", endpoints[0]);
+    println!(
+        "try: rangekv ctl --pd {}{tls_hint} region list",
+        endpoints[0]
+    );
     if args.demo {
         let demo = rt.block_on(async {
             tokio::select! {

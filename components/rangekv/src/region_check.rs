@@ -46,7 +46,9 @@ impl CheckOutcome {
 
 /// Runs the check of the region holding `key`.
 pub async fn check_region(pd: &PdClient, key: &[u8]) -> Result<CheckOutcome> {
-    let http = reqwest::Client::builder()
+    let security = pd.security();
+    let http = security
+        .http_client_builder()
         .timeout(Duration::from_secs(40))
         .build()?;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -59,10 +61,7 @@ pub async fn check_region(pd: &PdClient, key: &[u8]) -> Result<CheckOutcome> {
         let mut last_error = String::from("no replica tried");
         for store_id in candidates {
             let status = status_address(pd, store_id).await?;
-            let url = format!(
-                "http://{status}/regions/{}/consistency-check",
-                info.region.id
-            );
+            let url = format!("{status}/regions/{}/consistency-check", info.region.id);
             match http.post(&url).send().await {
                 Ok(resp) if resp.status().is_success() => {
                     let v: Value = resp.json().await.context("reading the check's answer")?;
@@ -141,7 +140,8 @@ async fn status_address(pd: &PdClient, store_id: u64) -> Result<String> {
     if store.status_address.is_empty() {
         bail!("store {store_id} has no status server (start it with --status-addr)");
     }
-    Ok(store.status_address)
+    // A URL: `https` on a TLS cluster.
+    Ok(pd.security().http_url(&store.status_address, ""))
 }
 
 /// Polls a store's `/status` until its replica of `region_id` reports a verdict for `index`.
@@ -155,7 +155,7 @@ async fn wait_verdict(
     loop {
         let found = async {
             let v: Value = http
-                .get(format!("http://{status}/status"))
+                .get(format!("{status}/status"))
                 .send()
                 .await?
                 .json()

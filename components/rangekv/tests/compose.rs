@@ -2,8 +2,12 @@
 //! binary, `deploy/compose.yaml` brings up 3 PD members and 3 stores on a private network, and
 //! a client on the host writes and reads through PD's published port while the test kills a
 //! store container, cuts a store off the network and reconnects it, restarts a PD member and
-//! adds a 4th store. At the end every acknowledged write reads back and the replicas of the
+//! adds a 4th and a 5th store. At the end every acknowledged write reads back and the replicas of the
 //! data's region agree.
+//!
+//! A second test brings the same cluster up with `deploy/compose.tls.yaml` (mutual TLS on
+//! every connection, certificates made by a one-shot container) and uses it from the host with
+//! the certificates copied out, while a client without them is refused.
 //!
 //! Each run has its own project name, image tag, network and host port, and removes its
 //! containers, network, volumes and image whether it passes or fails. Without a Docker engine
@@ -40,6 +44,8 @@ fn compose_command() -> Option<Vec<String>> {
 /// One compose project; removed (containers, network, volumes, image) when dropped.
 struct Deployment {
     compose: Vec<String>,
+    /// Compose files after `deploy/compose.yaml` (overrides).
+    overrides: Vec<&'static str>,
     project: String,
     image: String,
     net: String,
@@ -51,8 +57,11 @@ impl Deployment {
         let mut cmd = Command::new(&self.compose[0]);
         cmd.args(&self.compose[1..])
             .args(["-p", &self.project, "-f"])
-            .arg(repo().join("deploy/compose.yaml"))
-            .args(args)
+            .arg(repo().join("deploy/compose.yaml"));
+        for file in &self.overrides {
+            cmd.arg("-f").arg(repo().join(file));
+        }
+        cmd.args(args)
             .env("RANGEKV_IMAGE", &self.image)
             .env("RANGEKV_NET", &self.net)
             .env("RANGEKV_PD_PORT", self.pd_port.to_string());
@@ -173,11 +182,12 @@ async fn must_put(client: &client::RawClient, key: String, value: String) {
     }
 }
 
-#[test]
-fn a_compose_cluster_serves_the_host_through_container_faults() {
+/// A deployment named `name` (unique per test) with `overrides`, its image built; `None`
+/// (after saying so) without Docker and Compose.
+fn deployment(name: &str, overrides: Vec<&'static str>, net_slot: u32) -> Option<Deployment> {
     let Some(compose) = compose_command() else {
         eprintln!("SKIPPED: no Docker Compose on this machine");
-        return;
+        return None;
     };
     if !Command::new("docker")
         .arg("info")
@@ -185,7 +195,7 @@ fn a_compose_cluster_serves_the_host_through_container_faults() {
         .is_ok_and(|o| o.status.success())
     {
         eprintln!("SKIPPED: no Docker engine running on this machine");
-        return;
+        return None;
     }
     let id = std::process::id();
     let nanos = std::time::SystemTime::now()
@@ -194,10 +204,16 @@ fn a_compose_cluster_serves_the_host_through_container_faults() {
         .subsec_nanos();
     let d = Deployment {
         compose,
-        project: format!("rangekvtest{id}"),
-        image: format!("rangekv:test-{id}"),
-        // A /24 of its own, so that concurrent runs do not collide.
-        net: format!("172.{}.{}", 20 + nanos % 10, (id + nanos) % 250 + 1),
+        overrides,
+        project: format!("rangekvtest{id}{name}"),
+        image: format!("rangekv:test-{id}-{name}"),
+        // A /24 of its own, so that concurrent runs (and the tests of one run, by their slot)
+        // do not collide.
+        net: format!(
+            "172.{}.{}",
+            20 + nanos % 5 + 5 * net_slot,
+            (id + nanos) % 250 + 1
+        ),
         pd_port: free_port(),
     };
     let built = Command::new("bash")
@@ -212,7 +228,14 @@ fn a_compose_cluster_serves_the_host_through_container_faults() {
     );
     let report = String::from_utf8_lossy(&built.stdout);
     assert!(report.contains("MiB"), "{report}");
+    Some(d)
+}
 
+#[test]
+fn a_compose_cluster_serves_the_host_through_container_faults() {
+    let Some(d) = deployment("plain", vec![], 0) else {
+        return;
+    };
     d.run(&["up", "-d"]);
     let nodes = ["pd1", "pd2", "pd3", "store1", "store2", "store3"];
     d.wait_healthy(&nodes);
@@ -261,19 +284,19 @@ fn a_compose_cluster_serves_the_host_through_container_faults() {
     write("pd-restarted", 20);
     d.wait_healthy(&["pd2"]);
 
-    // A 4th store joins and registers, and PD moves replicas onto it.
+    // A 4th and a 5th store join and register, and PD moves replicas onto them.
     let before = store_ids(&d.pd());
-    d.run(&["--profile", "scale", "up", "-d", "store4"]);
-    d.wait_healthy(&["store4"]);
+    d.run(&["--profile", "scale", "up", "-d", "store4", "store5"]);
+    d.wait_healthy(&["store4", "store5"]);
     let until = Instant::now() + DEADLINE;
     loop {
         let (ok, stores) = ctl(&d.pd(), &["store", "list"]);
-        if ok && stores.matches(" Up ").count() == 4 {
+        if ok && stores.matches(" Up ").count() == 5 {
             break;
         }
         assert!(
             Instant::now() < until,
-            "the 4th store never came up: {stores}"
+            "the new stores never came up: {stores}"
         );
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -302,7 +325,7 @@ fn a_compose_cluster_serves_the_host_through_container_faults() {
         }
         assert!(
             Instant::now() < until,
-            "PD never moved a replica onto the 4th store: {regions}"
+            "PD never moved a replica onto a new store: {regions}"
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -335,4 +358,89 @@ fn a_compose_cluster_serves_the_host_through_container_faults() {
         assert!(Instant::now() < until, "replicas never agreed: {check}");
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+#[test]
+fn a_compose_cluster_with_tls_serves_clients_with_certificates_only() {
+    let Some(d) = deployment("tls", vec!["deploy/compose.tls.yaml"], 1) else {
+        return;
+    };
+    d.run(&["up", "-d"]);
+    d.wait_healthy(&["pd1", "pd2", "pd3", "store1", "store2", "store3"]);
+
+    // The certificates the `certs` container made, copied out to the host.
+    let dir = tempfile::tempdir().unwrap();
+    let certs = d.container("certs");
+    d.docker(&[
+        "cp",
+        &format!("{certs}:/certs"),
+        &dir.path().display().to_string(),
+    ]);
+    let issued = security::certs::Issued {
+        ca: dir.path().join("certs/ca.pem"),
+        cert: dir.path().join("certs/node.pem"),
+        key: dir.path().join("certs/node-key.pem"),
+    };
+    let security = security::SecurityManager::new(issued.security_config(&[])).expect("certs");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(async {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let config = client::Config::default().with_security(security.clone());
+            match client::RawClient::with_config(vec![d.pd()], config).await {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < until => {
+                    eprintln!("connect: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("no TLS client connection from the host: {e}"),
+            }
+        }
+    });
+    rt.block_on(async {
+        for i in 0..20 {
+            must_put(&client, format!("tls/{i:02}"), format!("v{i}")).await;
+        }
+        for i in 0..20 {
+            let got = client.get(format!("tls/{i:02}")).await.expect("read back");
+            assert_eq!(got.as_deref(), Some(format!("v{i}").as_bytes()));
+        }
+    });
+
+    // `ctl` from the host: with the certificates it works (and the replicas agree, checked
+    // through the stores' status servers over TLS); without them it is refused.
+    let flags = [
+        "--ca-path".to_string(),
+        issued.ca.display().to_string(),
+        "--cert-path".into(),
+        issued.cert.display().to_string(),
+        "--key-path".into(),
+        issued.key.display().to_string(),
+    ];
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    args.extend(["region", "check", "tls/"]);
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let (ok, check) = ctl(&d.pd(), &args);
+        if ok {
+            assert!(check.matches(" match").count() >= 3, "{check}");
+            break;
+        }
+        assert!(Instant::now() < until, "replicas never agreed: {check}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (ok, out) = ctl(&d.pd(), &["store", "list"]);
+    assert!(!ok, "ctl without certificates was served: {out}");
+    let plain = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            client::RawClient::connect(vec![d.pd()]),
+        )
+        .await
+    });
+    assert!(
+        matches!(plain, Ok(Err(_))),
+        "a plaintext client connected to a TLS cluster"
+    );
 }

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub split: SplitConfig,
     pub gc: GcConfig,
     pub slow_log: SlowLogConfig,
+    /// Mutual TLS for every connection (TiKV's `[security]`); off when its paths are empty.
+    pub security: security::SecurityConfig,
 }
 
 /// The slow-request log (see [`crate::admission`]).
@@ -73,6 +75,7 @@ impl Default for ServerConfig {
             split: SplitConfig::default(),
             gc: GcConfig::default(),
             slow_log: SlowLogConfig::default(),
+            security: security::SecurityConfig::default(),
         }
     }
 }
@@ -115,6 +118,7 @@ impl ServerConfig {
         if self.gc.batch_bytes >= self.raftstore.raft_entry_max_size {
             out.push("gc.batch_bytes must be below raftstore.raft_entry_max_size".into());
         }
+        out.extend(self.security.problems());
         if self.pd_endpoints.is_empty() {
             out.push("pd_endpoints must not be empty".into());
         }

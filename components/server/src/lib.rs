@@ -16,7 +16,7 @@
 //! - [`errors`]: the single conversion from internal errors to `errorpb` region errors.
 //! - [`status`]: the HTTP status server (`/metrics`, `/status`, consistency checks, a key's
 //!   MVCC); [`metrics`]: request metrics.
-//! - [`net`]: accepting connections (`TCP_NODELAY` on every accepted socket).
+//! - accepting connections and TLS live in the `security` crate (shared with PD).
 //! - [`config`]: server configuration (TOML + flags).
 //! - [`node`]: start-up of a store process: engine, PD registration, bootstrap, heartbeats.
 //! - [`gc_worker`]: MVCC garbage collection of the regions the store leads, driven by PD's GC
@@ -29,14 +29,13 @@
 //! work (start-up, creating replicas, split checks) to `tokio::task::spawn_blocking`, because
 //! the same runtime carries the Raft transport and a blocked worker delays heartbeats.
 //!
-//! Deliberately absent: coprocessor, TLS.
+//! Deliberately absent: coprocessor.
 
 pub mod admission;
 pub mod config;
 pub mod errors;
 pub mod gc_worker;
 pub mod metrics;
-pub mod net;
 pub mod node;
 pub mod raw;
 pub mod replica;

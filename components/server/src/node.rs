@@ -145,11 +145,19 @@ where
         .map_err(|e| anyhow!("a blocking task failed: {e}"))?
 }
 
-async fn connect_pd(endpoints: &[String], deadline: Duration) -> Result<PdClient> {
+async fn connect_pd(
+    endpoints: &[String],
+    security: &security::SecurityManager,
+    deadline: Duration,
+) -> Result<PdClient> {
     let until = Instant::now() + deadline;
     let mut pause = Duration::from_millis(100);
+    let config = pd_client::PdClientConfig {
+        security: security.clone(),
+        ..Default::default()
+    };
     loop {
-        match PdClient::connect(endpoints.to_vec()).await {
+        match PdClient::connect_with_config(endpoints.to_vec(), config.clone()).await {
             Ok(pd) => return Ok(pd),
             Err(e) if Instant::now() < until => {
                 warn!(%e, "PD not reachable yet, retrying");
@@ -165,6 +173,7 @@ impl Node {
     /// Starts the store described by `cfg`; returns once it serves.
     pub async fn start(cfg: ServerConfig) -> Result<Node> {
         cfg.validate().map_err(|e| anyhow!("invalid config: {e}"))?;
+        let security = security::SecurityManager::new(cfg.security.clone())?;
         let data_dir = cfg.data_dir.clone();
         let engine = blocking(move || {
             std::fs::create_dir_all(&data_dir)
@@ -173,7 +182,7 @@ impl Node {
                 .with_context(|| format!("opening the engine in {}", data_dir.display()))
         })
         .await?;
-        let pd = connect_pd(&cfg.pd_endpoints, Duration::from_secs(60)).await?;
+        let pd = connect_pd(&cfg.pd_endpoints, &security, Duration::from_secs(60)).await?;
         let cluster_id = pd.cluster_id();
         let ident_engine = engine.clone();
         let ident =
@@ -246,7 +255,8 @@ impl Node {
             cfg.limits.max_grpc_message_size,
             keepalive,
         )
-        .with_snapshot_limits(cfg.snapshot_limits());
+        .with_snapshot_limits(cfg.snapshot_limits())
+        .with_security(security.clone());
         let snapshot_reports = transport.clone();
         let mut rs_cfg = cfg.raftstore.to_raftstore();
         // Leadership and region changes wake the region heartbeat task at once.
@@ -280,7 +290,7 @@ impl Node {
         let service = TikvServer::new(service)
             .max_decoding_message_size(cfg.limits.max_grpc_message_size)
             .max_encoding_message_size(cfg.limits.max_grpc_message_size);
-        let incoming = crate::net::nodelay_incoming(listener);
+        let incoming = security::accept(listener, &security, security::Alpn::Grpc).into_stream();
         let mut rx = shutdown_rx.clone();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
@@ -347,9 +357,10 @@ impl Node {
         if let Some(listener) = status_listener {
             let (status_router, rx) = (router.clone(), shutdown_rx.clone());
             let health = health.clone();
+            let accepted = security::accept(listener, &security, security::Alpn::Http1);
             node.tasks.push(tokio::spawn(async move {
                 if let Err(e) =
-                    crate::status::serve(listener, status_router, status_engine, health, rx).await
+                    crate::status::serve(accepted, status_router, status_engine, health, rx).await
                 {
                     warn!(%e, "status server failed");
                 }

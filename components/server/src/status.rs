@@ -33,7 +33,6 @@ use axum::Router;
 use raftstore::consistency::Verdict;
 use raftstore::StoreRouter;
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// What the node's background tasks tell the status server about its links, for `/ready`.
@@ -81,7 +80,7 @@ struct AppState {
 
 /// Serves the status endpoints on `listener` until `shutdown` turns true.
 pub async fn serve(
-    listener: TcpListener,
+    listener: security::Accepted,
     router: StoreRouter,
     engine: engine::Engine,
     health: Health,
@@ -103,7 +102,7 @@ pub async fn serve(
             engine,
             health,
         });
-    axum::serve(crate::net::nodelay_listener(listener), app)
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|v| *v).await;
         })

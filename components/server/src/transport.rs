@@ -93,6 +93,7 @@ struct Shared {
     conns: Mutex<HashMap<u64, mpsc::Sender<Vec<RaftMessage>>>>,
     max_message_size: usize,
     keepalive: Keepalive,
+    security: security::SecurityManager,
     snap_limits: crate::snap::SnapshotLimits,
     snap_sends: Arc<tokio::sync::Semaphore>,
     /// Told `(region id, peer id, delivered)` of every snapshot sent.
@@ -124,6 +125,7 @@ impl GrpcTransport {
                 conns: Mutex::new(HashMap::new()),
                 max_message_size,
                 keepalive,
+                security: security::SecurityManager::plaintext(),
                 snap_limits: crate::snap::SnapshotLimits::default(),
                 snap_sends: Arc::new(tokio::sync::Semaphore::new(
                     crate::snap::SnapshotLimits::default().max_sends,
@@ -138,6 +140,14 @@ impl GrpcTransport {
     /// goes on without waiting for its snapshot timeout).
     pub fn on_snapshot_status(&self, f: SnapshotReport) {
         *self.shared.snap_status.lock() = Some(f);
+    }
+
+    /// Connects to other stores with `security`'s TLS (before the transport is cloned).
+    pub fn with_security(mut self, security: security::SecurityManager) -> GrpcTransport {
+        Arc::get_mut(&mut self.shared)
+            .expect("set security before cloning")
+            .security = security;
+        self
     }
 
     /// Sets the snapshot transfer limits (before the transport is cloned for the pollers).
@@ -242,7 +252,7 @@ async fn connection_loop(
         } else {
             format!("http://{addr}")
         };
-        let client = match connect(url, shared.keepalive).await {
+        let client = match connect(url, shared.keepalive, &shared.security).await {
             Ok(c) => c
                 .max_decoding_message_size(shared.max_message_size)
                 .max_encoding_message_size(shared.max_message_size),
@@ -304,7 +314,7 @@ async fn send_snapshot(shared: &Shared, store_id: u64, msg: RaftMessage) -> Resu
     } else {
         format!("http://{addr}")
     };
-    let client = connect(url, shared.keepalive)
+    let client = connect(url, shared.keepalive, &shared.security)
         .await
         .map_err(|e| e.to_string())?
         .max_encoding_message_size(shared.max_message_size.max(2 * crate::snap::CHUNK_BYTES));
@@ -332,12 +342,13 @@ async fn send_snapshot(shared: &Shared, store_id: u64, msg: RaftMessage) -> Resu
 async fn connect(
     url: String,
     keepalive: Keepalive,
+    security: &security::SecurityManager,
 ) -> Result<TikvClient<Channel>, tonic::transport::Error> {
     let endpoint = Endpoint::from_shared(url)?
         .http2_keep_alive_interval(keepalive.interval)
         .keep_alive_timeout(keepalive.timeout)
         .keep_alive_while_idle(true);
-    Ok(TikvClient::new(endpoint.connect().await?))
+    Ok(TikvClient::new(security.connect(endpoint).await?))
 }
 
 /// Waits `d`, discarding queued messages (they would be stale); false if the queue closed.

@@ -296,11 +296,12 @@ async fn health(State(cluster): State<Arc<Cluster>>) -> Result<Response> {
         .filter(|m| m.id != own_id)
         .map(|m| (m.name.clone(), m.url.clone()))
         .collect();
-    let answered: HashSet<String> = membership::ask_peers(&others, HEALTH_CHECK_TIMEOUT)
-        .await
-        .into_iter()
-        .map(|answer| answer.name)
-        .collect();
+    let answered: HashSet<String> =
+        membership::ask_peers(&others, cluster.security(), HEALTH_CHECK_TIMEOUT)
+            .await
+            .into_iter()
+            .map(|answer| answer.name)
+            .collect();
     let members = cluster
         .on_get_members(GetMembersRequest::default())
         .await?

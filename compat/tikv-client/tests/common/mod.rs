@@ -43,6 +43,11 @@ pub struct Playground {
 
 impl Playground {
     pub fn start() -> Playground {
+        Playground::start_with(&[])
+    }
+
+    /// [`Playground::start`] with extra playground flags (e.g. `--tls`).
+    pub fn start_with(extra: &[&str]) -> Playground {
         let bin = match std::env::var_os("RANGEKV_BIN") {
             Some(b) if !b.is_empty() => PathBuf::from(b),
             _ => panic!(
@@ -84,6 +89,7 @@ impl Playground {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--stores", "3"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -105,6 +111,12 @@ impl Playground {
 
     fn data_dir(&self) -> PathBuf {
         self.dir.as_ref().expect("data dir").path().join("cluster")
+    }
+
+    /// Where `--tls` made the cluster's CA and node certificate (`ca.pem`, `node.pem`,
+    /// `node-key.pem`).
+    pub fn certs_dir(&self) -> PathBuf {
+        self.data_dir().join("certs")
     }
 
     /// Waits until the playground prints "cluster ready"; panics with its output if it exits

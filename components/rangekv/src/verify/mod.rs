@@ -199,6 +199,7 @@ fn start_cluster(
     let endpoints = cluster.pd_endpoints();
     rt.block_on(crate::ctl::wait_cluster_ready(
         &endpoints,
+        &security::SecurityManager::plaintext(),
         args.stores,
         Duration::from_secs(90),
     ))?;
@@ -294,6 +295,7 @@ fn run_workload(
     }
     rt.block_on(crate::ctl::wait_cluster_ready(
         &endpoints,
+        &security::SecurityManager::plaintext(),
         args.stores,
         Duration::from_secs(90),
     ))?;

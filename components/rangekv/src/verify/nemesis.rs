@@ -369,7 +369,15 @@ async fn move_replica(endpoints: Vec<String>, pick: usize) -> Result<String> {
         "from_store_id": from,
         "to_store_id": to,
     });
-    crate::ctl::pd_http(&endpoints, reqwest::Method::POST, "operators", Some(body)).await?;
+    let plaintext = security::SecurityManager::plaintext();
+    crate::ctl::pd_http(
+        &endpoints,
+        &plaintext,
+        reqwest::Method::POST,
+        "operators",
+        Some(body),
+    )
+    .await?;
     Ok(format!("region {}: store {from} -> store {to}", region.id))
 }
 

@@ -11,3 +11,4 @@ mod restarts;
 mod scale;
 mod split_and_balance;
 mod status_and_bench;
+mod tls;

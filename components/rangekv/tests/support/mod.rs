@@ -18,6 +18,8 @@ pub struct TestCluster {
     pub cluster: LocalCluster,
     pub _dir: tempfile::TempDir,
     pub rt: tokio::runtime::Runtime,
+    /// How clients connect: TLS when the cluster was laid out with it.
+    pub security: security::SecurityManager,
 }
 
 impl TestCluster {
@@ -48,6 +50,7 @@ impl TestCluster {
         cfg.pd_args = vec!["--max-replicas".into(), stores.min(3).to_string()];
         cfg.server_args = vec!["--config".into(), write_server_config(dir.path(), extra)];
         customize(&mut cfg);
+        let security = cfg.security().expect("certificates");
         let mut cluster = LocalCluster::start(cfg).expect("start cluster");
         cluster
             .wait_listening(Duration::from_secs(60))
@@ -61,6 +64,7 @@ impl TestCluster {
             cluster,
             _dir: dir,
             rt,
+            security,
         };
         t.wait_ready(stores);
         t
@@ -79,19 +83,19 @@ impl TestCluster {
     pub fn wait_ready(&self, stores: usize) -> client::RawClient {
         let endpoints = self.cluster.pd_endpoints();
         self.rt
-            .block_on(rangekv_ready(&endpoints, stores))
+            .block_on(rangekv_ready(&endpoints, &self.security, stores))
             .unwrap_or_else(|e| panic!("cluster not ready: {e:#}\n{}", self.logs()))
     }
 
     pub fn client(&self) -> client::RawClient {
         self.rt
-            .block_on(client::RawClient::connect(self.cluster.pd_endpoints()))
+            .block_on(raw_client(&self.cluster.pd_endpoints(), &self.security))
             .expect("client")
     }
 
     pub fn pd(&self) -> pd_client::PdClient {
         self.rt
-            .block_on(pd_client::PdClient::connect(self.cluster.pd_endpoints()))
+            .block_on(pd_client(&self.cluster.pd_endpoints(), &self.security))
             .expect("pd client")
     }
 
@@ -158,16 +162,48 @@ pub fn write_server_config(dir: &std::path::Path, extra: &str) -> String {
 
 /// A client of the cluster once it is bootstrapped, `stores` stores registered and a write
 /// goes through; the last failure after a minute.
-pub async fn rangekv_ready(endpoints: &[String], stores: usize) -> Result<client::RawClient> {
-    retry_async(Duration::from_secs(60), || probe(endpoints, stores)).await
+pub async fn rangekv_ready(
+    endpoints: &[String],
+    security: &security::SecurityManager,
+    stores: usize,
+) -> Result<client::RawClient> {
+    retry_async(Duration::from_secs(60), || {
+        probe(endpoints, security, stores)
+    })
+    .await
 }
 
-pub async fn probe(endpoints: &[String], stores: usize) -> Result<client::RawClient> {
-    let pd = pd_client::PdClient::connect(endpoints.to_vec()).await?;
+/// A raw client connecting with `security`.
+pub async fn raw_client(
+    endpoints: &[String],
+    security: &security::SecurityManager,
+) -> client::Result<client::RawClient> {
+    let config = client::Config::default().with_security(security.clone());
+    client::RawClient::with_config(endpoints.to_vec(), config).await
+}
+
+/// A PD client connecting with `security`.
+pub async fn pd_client(
+    endpoints: &[String],
+    security: &security::SecurityManager,
+) -> pd_client::Result<pd_client::PdClient> {
+    let config = pd_client::PdClientConfig {
+        security: security.clone(),
+        ..Default::default()
+    };
+    pd_client::PdClient::connect_with_config(endpoints.to_vec(), config).await
+}
+
+pub async fn probe(
+    endpoints: &[String],
+    security: &security::SecurityManager,
+    stores: usize,
+) -> Result<client::RawClient> {
+    let pd = pd_client(endpoints, security).await?;
     anyhow::ensure!(pd.is_bootstrapped().await?, "not bootstrapped");
     let n = pd.get_all_stores(true).await?.len();
     anyhow::ensure!(n >= stores, "{n} stores registered");
-    let c = client::RawClient::connect(endpoints.to_vec()).await?;
+    let c = raw_client(endpoints, security).await?;
     c.put(b"probe".to_vec(), b"1".to_vec()).await?;
     Ok(c)
 }
