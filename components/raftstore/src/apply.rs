@@ -22,6 +22,7 @@
 //! (see [`crate::snap`]); applying a received snapshot is the peer's, since it resets the log.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -48,6 +49,38 @@ pub struct ApplyTask {
     pub entries: Vec<Entry>,
     /// `(index, term, callback)`, ascending by index.
     pub callbacks: Vec<(u64, u64, WriteCallback)>,
+}
+
+impl ApplyTask {
+    /// The bytes of command data this task holds (what it adds to the [`ApplyBacklog`]).
+    fn bytes(&self) -> usize {
+        self.entries.iter().map(|e| e.data.len()).sum()
+    }
+}
+
+/// The bytes of committed entries handed to the apply workers and not yet written: how far
+/// apply lags behind commit, store-wide (leaders and followers alike). The server refuses new
+/// writes while it passes a limit (`limits.max_apply_backlog_bytes`), so a store whose apply
+/// cannot keep up answers ServerIsBusy instead of queueing without bound. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyBacklog {
+    bytes: Arc<AtomicUsize>,
+}
+
+impl ApplyBacklog {
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: usize) {
+        let now = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
+        crate::metrics::APPLY_BACKLOG_BYTES.set(now as i64);
+    }
+
+    fn sub(&self, n: usize) {
+        let now = self.bytes.fetch_sub(n, Ordering::Relaxed) - n;
+        crate::metrics::APPLY_BACKLOG_BYTES.set(now as i64);
+    }
 }
 
 /// Progress reported back to a peer after a batch was written.
@@ -91,14 +124,26 @@ pub type ApplyNotifier = Arc<dyn Fn(ApplyRes) + Send + Sync>;
 #[derive(Clone)]
 pub struct ApplyRouter {
     senders: Vec<Sender<ApplyMsg>>,
+    backlog: ApplyBacklog,
 }
 
 impl ApplyRouter {
     pub fn send(&self, region_id: u64, msg: ApplyMsg) {
         let idx = (region_id % self.senders.len() as u64) as usize;
+        let bytes = match &msg {
+            ApplyMsg::Apply(task) => task.bytes(),
+            _ => 0,
+        };
+        self.backlog.add(bytes);
         if self.senders[idx].send(msg).is_err() {
+            self.backlog.sub(bytes);
             warn!(region_id, "apply worker is gone");
         }
+    }
+
+    /// The store-wide apply backlog.
+    pub fn backlog(&self) -> &ApplyBacklog {
+        &self.backlog
     }
 }
 
@@ -112,6 +157,7 @@ impl ApplyPool {
     pub fn start(size: usize, engine: Engine, notifier: ApplyNotifier) -> ApplyPool {
         let mut senders = Vec::new();
         let mut workers = Vec::new();
+        let backlog = ApplyBacklog::default();
         for i in 0..size.max(1) {
             let (tx, rx) = channel::unbounded();
             senders.push(tx);
@@ -119,6 +165,7 @@ impl ApplyPool {
                 engine: engine.clone(),
                 notifier: notifier.clone(),
                 delegates: HashMap::new(),
+                backlog: backlog.clone(),
             };
             workers.push(
                 std::thread::Builder::new()
@@ -128,7 +175,7 @@ impl ApplyPool {
             );
         }
         ApplyPool {
-            router: Some(ApplyRouter { senders }),
+            router: Some(ApplyRouter { senders, backlog }),
             workers,
         }
     }
@@ -157,6 +204,7 @@ struct Worker {
     engine: Engine,
     notifier: ApplyNotifier,
     delegates: HashMap<u64, Delegate>,
+    backlog: ApplyBacklog,
 }
 
 /// One batch in the making: data, callbacks to run and regions to report after the write.
@@ -167,6 +215,8 @@ struct Batch {
     splits: HashMap<u64, Vec<Vec<metapb::Region>>>,
     consistency: HashMap<u64, Vec<ConsistencyEvent>>,
     conf_changes: HashMap<u64, Vec<(ConfChangeV2, metapb::Region)>>,
+    /// Backlog bytes of the tasks in this batch, given back once it is written.
+    backlog: usize,
 }
 
 const MAX_TASKS_PER_BATCH: usize = 512;
@@ -181,6 +231,7 @@ impl Worker {
                 splits: HashMap::new(),
                 consistency: HashMap::new(),
                 conf_changes: HashMap::new(),
+                backlog: 0,
             };
             self.handle(first, &mut batch);
             for msg in rx.try_iter().take(MAX_TASKS_PER_BATCH) {
@@ -215,7 +266,10 @@ impl Worker {
                 info!(region_id = region.id, "replica destroyed");
             }
             ApplyMsg::Snapshot { region_id, gen } => self.generate_snapshot(region_id, &gen, batch),
-            ApplyMsg::Apply(task) => self.apply(task, batch),
+            ApplyMsg::Apply(task) => {
+                batch.backlog += task.bytes();
+                self.apply(task, batch)
+            }
         }
     }
 
@@ -231,6 +285,7 @@ impl Worker {
                 panic!("apply write failed: {e}");
             }
         }
+        self.backlog.sub(batch.backlog);
         for (cb, res) in batch.done {
             cb(res);
         }

@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram, register_int_counter, register_int_counter_vec, Histogram, IntCounter,
-    IntCounterVec,
+    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge,
+    Histogram, IntCounter, IntCounterVec, IntGauge,
 };
 
 /// Poll rounds that wrote a synced batch of Raft state.
@@ -66,6 +66,15 @@ pub static APPLIED_ENTRIES: LazyLock<IntCounter> = LazyLock::new(|| {
 });
 
 /// Duration of one apply batch's (unsynced) engine write.
+/// Bytes of committed entries waiting for the apply workers (see `apply::ApplyBacklog`).
+pub static APPLY_BACKLOG_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "rangekv_raftstore_apply_backlog_bytes",
+        "Bytes of committed entries handed to the apply workers and not yet written"
+    )
+    .expect("register metric")
+});
+
 pub static APPLY_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "rangekv_raftstore_apply_write_seconds",

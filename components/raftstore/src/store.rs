@@ -346,6 +346,7 @@ pub struct StoreRouter {
     router: Router<PeerFsm>,
     pending: Arc<Mutex<PendingMessages>>,
     factory: Arc<PeerFactory>,
+    apply_backlog: crate::apply::ApplyBacklog,
 }
 
 /// Raft messages for regions this store does not host yet, kept briefly: the replica of a
@@ -395,6 +396,11 @@ impl PendingMessages {
 impl StoreRouter {
     pub fn store_id(&self) -> u64 {
         self.store_id
+    }
+
+    /// How far this store's apply lags behind commit, in bytes.
+    pub fn apply_backlog(&self) -> &crate::apply::ApplyBacklog {
+        &self.apply_backlog
     }
 
     /// Delivers a Raft message from another store. A message for a region this store does not
@@ -697,6 +703,7 @@ impl Store {
                 router,
                 pending: pending.clone(),
                 factory,
+                apply_backlog: apply.router().backlog().clone(),
             },
             engine,
             cfg,

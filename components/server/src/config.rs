@@ -305,6 +305,9 @@ pub struct Limits {
     /// Bytes of writes proposed and not yet applied; beyond, ServerIsBusy at once (TiKV's
     /// `scheduler-pending-write-threshold`).
     pub max_pending_write_bytes: usize,
+    /// Bytes of committed entries waiting for this store's apply workers (as leader or
+    /// follower); beyond, new writes get ServerIsBusy at once until apply catches up.
+    pub max_apply_backlog_bytes: usize,
     /// Concurrent requests (HTTP/2 streams) one client connection may have open; more wait in
     /// the client (TiKV's `grpc-concurrent-stream`).
     pub max_concurrent_streams: u32,
@@ -320,6 +323,7 @@ impl Default for Limits {
             request_timeout_ms: 10_000,
             max_inflight_requests: 8192,
             max_pending_write_bytes: 100 << 20,
+            max_apply_backlog_bytes: 256 << 20,
             max_concurrent_streams: 1024,
         }
     }
@@ -358,6 +362,7 @@ impl Limits {
             || self.max_value_size == 0
             || self.max_inflight_requests == 0
             || self.max_pending_write_bytes == 0
+            || self.max_apply_backlog_bytes == 0
             || self.max_concurrent_streams == 0
         {
             return Err("limits must be positive".into());

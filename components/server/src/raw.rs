@@ -126,7 +126,8 @@ impl RawStorage {
         read_pool: ReadPool,
     ) -> RawStorage {
         let kv = RaftKv::new(router, engine, read_pool, limits.request_timeout())
-            .with_write_quota(storage::kv::WriteQuota::new(limits.max_pending_write_bytes));
+            .with_write_quota(storage::kv::WriteQuota::new(limits.max_pending_write_bytes))
+            .with_apply_backlog_limit(limits.max_apply_backlog_bytes);
         RawStorage {
             raw: RawStore::new(kv),
             limits: Arc::new(limits),

@@ -231,6 +231,8 @@ pub struct RaftKv {
     read_pool: ReadPool,
     timeout: Duration,
     quota: WriteQuota,
+    /// Writes are refused while the store's apply backlog passes this many bytes.
+    max_apply_backlog: usize,
 }
 
 impl RaftKv {
@@ -248,7 +250,15 @@ impl RaftKv {
             read_pool,
             timeout,
             quota: WriteQuota::unlimited(),
+            max_apply_backlog: usize::MAX,
         }
+    }
+
+    /// Refuses writes (ServerIsBusy) while the store's apply workers lag behind commit by
+    /// more than `bytes` (see `raftstore::apply::ApplyBacklog`).
+    pub fn with_apply_backlog_limit(mut self, bytes: usize) -> Self {
+        self.max_apply_backlog = bytes;
+        self
     }
 
     /// Bounds the bytes of writes in flight by `quota`.
@@ -327,6 +337,13 @@ impl RaftKv {
             .iter()
             .map(|op| op.key.len() + op.value.len() + op.end_key.len())
             .sum();
+        let backlog = self.router.apply_backlog().bytes();
+        if backlog > self.max_apply_backlog {
+            return Err(Error::busy(format!(
+                "{backlog} bytes of committed writes wait to be applied, the store's limit is {}",
+                self.max_apply_backlog
+            )));
+        }
         let Some(quota) = self.quota.try_take(bytes) else {
             return Err(Error::busy(format!(
                 "{} bytes of writes in flight, the store's limit is {}",

@@ -4,4 +4,5 @@
 //! Fail points are process-wide, so these tests live in their own test binary and each one
 //! holds a `fail::FailScenario` (which also serializes them).
 
+mod apply_backlog;
 mod cas;
