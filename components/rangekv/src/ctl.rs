@@ -105,6 +105,8 @@ enum TxnCmd {
 
 #[derive(Subcommand)]
 enum OperatorCmd {
+    /// The replica operators PD has in flight.
+    List,
     /// Move the replica of a region on one store to another store.
     TransferPeer {
         region_id: u64,
@@ -208,6 +210,34 @@ async fn run_async(args: CtlArgs) -> Result<()> {
         .with_context(|| format!("connecting to PD at {}", args.pd.join(",")))?;
     match args.cmd {
         CtlCmd::Operator {
+            cmd: OperatorCmd::List,
+        } => {
+            let ops = pd_operators(&args.pd, &security).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&ops)?);
+            } else {
+                table(
+                    &["REGION", "OPERATOR", "STEP", "STEPS"],
+                    ops.iter()
+                        .map(|o| {
+                            let steps: Vec<String> = o["steps"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|s| s.as_str().map(str::to_owned))
+                                .collect();
+                            vec![
+                                o["region_id"].to_string(),
+                                o["desc"].as_str().unwrap_or_default().to_owned(),
+                                o["step"].to_string(),
+                                steps.join(" -> "),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        CtlCmd::Operator {
             cmd:
                 OperatorCmd::TransferPeer {
                     region_id,
@@ -243,15 +273,26 @@ async fn run_async(args: CtlArgs) -> Result<()> {
             cmd: StoreCmd::List,
         } => {
             let stores = pd.get_all_stores(false).await?;
+            // Replicas and leaders per store, from PD's region map.
+            let mut counts: std::collections::HashMap<u64, (usize, usize)> = Default::default();
+            for r in pd.scan_regions(b"", b"", 1_000_000).await? {
+                for p in &r.region.peers {
+                    counts.entry(p.store_id).or_default().0 += 1;
+                }
+                if let Some(l) = r.leader {
+                    counts.entry(l.store_id).or_default().1 += 1;
+                }
+            }
+            let count = |id: u64| counts.get(&id).copied().unwrap_or_default();
             if args.json {
                 let v: Vec<_> = stores
                     .iter()
-                    .map(|s| json!({"id": s.id, "address": s.address, "state": s.state, "version": s.version, "last_heartbeat": s.last_heartbeat}))
+                    .map(|s| json!({"id": s.id, "address": s.address, "state": s.state, "version": s.version, "last_heartbeat": s.last_heartbeat, "region_count": count(s.id).0, "leader_count": count(s.id).1}))
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 table(
-                    &["ID", "ADDRESS", "STATE", "VERSION"],
+                    &["ID", "ADDRESS", "STATE", "REGIONS", "LEADERS", "VERSION"],
                     stores
                         .iter()
                         .map(|s| {
@@ -259,6 +300,8 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                                 s.id.to_string(),
                                 s.address.clone(),
                                 format!("{:?}", s.state()),
+                                count(s.id).0.to_string(),
+                                count(s.id).1.to_string(),
                                 s.version.clone(),
                             ]
                         })
@@ -533,6 +576,28 @@ pub(crate) async fn pd_http(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<()> {
+    pd_request(endpoints, security, method, path, body)
+        .await
+        .map(|_| ())
+}
+
+/// The replica operators PD's leader has in flight (`GET /pd/api/v1/operators`).
+pub(crate) async fn pd_operators(
+    endpoints: &[String],
+    security: &security::SecurityManager,
+) -> Result<Vec<serde_json::Value>> {
+    let body = pd_request(endpoints, security, reqwest::Method::GET, "operators", None).await?;
+    serde_json::from_str(&body).context("PD's operator list")
+}
+
+/// [`pd_http`], answering the response's body.
+async fn pd_request(
+    endpoints: &[String],
+    security: &security::SecurityManager,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<String> {
     let client = security.http_client_builder().build()?;
     let mut last = String::from("no PD endpoint");
     for ep in endpoints {
@@ -544,7 +609,7 @@ pub(crate) async fn pd_http(
                 .body(body.to_string());
         }
         match req.send().await {
-            Ok(resp) if resp.status().is_success() => return Ok(()),
+            Ok(resp) if resp.status().is_success() => return Ok(resp.text().await?),
             Ok(resp) => {
                 let status = resp.status();
                 last = format!("{ep}: {status}: {}", resp.text().await.unwrap_or_default());

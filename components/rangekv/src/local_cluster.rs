@@ -214,38 +214,7 @@ impl LocalCluster {
             })
             .collect();
         let stores = (0..cfg.stores)
-            .map(|i| {
-                let name = format!("store{}", i + 1);
-                let addr = format!("{host}:{}", cfg.store_port + i as u16);
-                let mut args = vec![
-                    "server".to_string(),
-                    "--addr".into(),
-                    addr.clone(),
-                    "--data-dir".into(),
-                    cfg.data_dir.join(&name).display().to_string(),
-                    "--pd".into(),
-                    pd_client_addrs.join(","),
-                ];
-                if let Some(port) = cfg.status_port {
-                    args.push("--status-addr".into());
-                    args.push(format!("{host}:{}", port + i as u16));
-                }
-                args.extend(cfg.server_args.iter().cloned());
-                args.extend(cfg.tls_args());
-                Node {
-                    log: cfg.data_dir.join(format!("{name}.log")),
-                    name,
-                    addr,
-                    args,
-                    env: cfg
-                        .store_env
-                        .iter()
-                        .filter(|(store, _, _)| *store == i)
-                        .map(|(_, k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    child: None,
-                }
-            })
+            .map(|i| store_node(&cfg, &pd_client_addrs, i))
             .collect();
         let mut cluster = LocalCluster { cfg, pds, stores };
         for i in 0..cluster.pds.len() {
@@ -259,6 +228,16 @@ impl LocalCluster {
 
     pub fn config(&self) -> &LocalClusterConfig {
         &self.cfg
+    }
+
+    /// Lays out one more store (the next name, port and status port) and starts it; returns
+    /// its index in [`LocalCluster::stores`]. Does not wait for it.
+    pub fn add_store(&mut self) -> Result<usize> {
+        let i = self.stores.len();
+        let node = store_node(&self.cfg, &self.pd_endpoints(), i);
+        self.stores.push(node);
+        self.start_store(i)?;
+        Ok(i)
     }
 
     pub fn pd_endpoints(&self) -> Vec<String> {
@@ -371,6 +350,41 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Store `i` of a layout: `store<i+1>` on the `i`-th store and status ports.
+fn store_node(cfg: &LocalClusterConfig, pd_addrs: &[String], i: usize) -> Node {
+    let host = &cfg.host;
+    let name = format!("store{}", i + 1);
+    let addr = format!("{host}:{}", cfg.store_port + i as u16);
+    let mut args = vec![
+        "server".to_string(),
+        "--addr".into(),
+        addr.clone(),
+        "--data-dir".into(),
+        cfg.data_dir.join(&name).display().to_string(),
+        "--pd".into(),
+        pd_addrs.join(","),
+    ];
+    if let Some(port) = cfg.status_port {
+        args.push("--status-addr".into());
+        args.push(format!("{host}:{}", port + i as u16));
+    }
+    args.extend(cfg.server_args.iter().cloned());
+    args.extend(cfg.tls_args());
+    Node {
+        log: cfg.data_dir.join(format!("{name}.log")),
+        name,
+        addr,
+        args,
+        env: cfg
+            .store_env
+            .iter()
+            .filter(|(store, _, _)| *store == i)
+            .map(|(_, k, v)| (k.clone(), v.clone()))
+            .collect(),
+        child: None,
     }
 }
 

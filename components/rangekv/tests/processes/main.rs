@@ -6,6 +6,7 @@ mod support;
 
 mod bad_input;
 mod pd_failover;
+mod playground;
 mod raw_api;
 mod restarts;
 mod scale;

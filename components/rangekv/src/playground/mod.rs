@@ -1,13 +1,20 @@
-//! `rangekv playground`: a local cluster, each node its own child process, until Ctrl-C.
+//! `rangekv playground`: a local cluster, each node its own child process, until Ctrl-C;
+//! `rangekv playground scale-out` / `scale-in` grow and shrink a running one ([`scale`]).
+
+mod scale;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rangekv::local_cluster::{LocalCluster, LocalClusterConfig};
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct PlaygroundArgs {
+    #[command(subcommand)]
+    scale: Option<scale::ScaleCmd>,
     /// Number of stores.
     #[arg(long, default_value_t = 3)]
     stores: usize,
@@ -43,6 +50,9 @@ pub struct PlaygroundArgs {
 }
 
 pub fn run(args: PlaygroundArgs) -> Result<()> {
+    if let Some(cmd) = args.scale {
+        return scale::run(cmd);
+    }
     if args.stores == 0 || args.pd == 0 {
         bail!("need at least one PD node and one store");
     }
@@ -95,6 +105,10 @@ pub fn run(args: PlaygroundArgs) -> Result<()> {
         args.stores,
         data_dir.display()
     );
+    let tls_files = cfg
+        .tls
+        .as_ref()
+        .map(|i| [i.ca.clone(), i.cert.clone(), i.key.clone()]);
     let mut cluster = LocalCluster::start(cfg)?;
     let started = Instant::now();
     let endpoints = cluster.pd_endpoints();
@@ -123,9 +137,23 @@ pub fn run(args: PlaygroundArgs) -> Result<()> {
         );
     }
     println!(
-        "try: rangekv ctl --pd {}{tls_hint} region list",
+        "try: rangekv ctl --pd {}{tls_hint} store list",
         endpoints[0]
     );
+    let cluster = Arc::new(Mutex::new(cluster));
+    let handle = scale::Handle {
+        pd: endpoints.clone(),
+        tls: tls_files,
+    };
+    let shutdown = |cluster: &Arc<Mutex<LocalCluster>>| {
+        scale::retire(&data_dir);
+        cluster.lock().expect("cluster lock").shutdown();
+    };
+    if let Err(e) = scale::serve(&rt, &data_dir, &handle, cluster.clone()) {
+        shutdown(&cluster);
+        return Err(e);
+    }
+    println!("grow or shrink it: rangekv playground scale-out --stores 1 | scale-in --store <id>");
     if args.demo {
         let demo = rt.block_on(async {
             tokio::select! {
@@ -134,18 +162,18 @@ pub fn run(args: PlaygroundArgs) -> Result<()> {
             }
         });
         if let Err(e) = demo {
-            cluster.shutdown();
+            shutdown(&cluster);
             return Err(e);
         }
         if args.exit_after_demo {
-            cluster.shutdown();
+            shutdown(&cluster);
             return Ok(());
         }
     }
     println!("press Ctrl-C to stop");
     let _ = rt.block_on(stop);
     println!("stopping all nodes");
-    cluster.shutdown();
+    shutdown(&cluster);
     Ok(())
 }
 

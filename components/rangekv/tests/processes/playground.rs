@@ -1,0 +1,151 @@
+//! `rangekv playground` grown and shrunk while it runs, as a person would: `scale-out` adds a
+//! store and follows PD spreading replicas onto it; `scale-in` drains a store to Tombstone and
+//! stops its process.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rangekv::local_cluster::LocalClusterConfig;
+use test_util::wait_until;
+
+use crate::support;
+
+/// A playground child process, stopped (SIGTERM, then waited for) when dropped.
+struct Playground {
+    child: Child,
+    output: std::path::PathBuf,
+}
+
+impl Drop for Playground {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Playground {
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.output).unwrap_or_default()
+    }
+}
+
+fn rangekv(args: &[&str]) -> (bool, String) {
+    let out = Command::new(support::bin())
+        .args(args)
+        .output()
+        .expect("run rangekv");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn stores(pd: &str) -> Vec<serde_json::Value> {
+    let (ok, out) = rangekv(&["ctl", "--pd", pd, "--json", "store", "list"]);
+    assert!(ok, "{out}");
+    serde_json::from_str::<serde_json::Value>(&out)
+        .expect("store list JSON")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_running_playground_scales_out_and_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cluster");
+    // Free ports for 1 PD and up to 5 stores with their status servers.
+    let ports = LocalClusterConfig::on_free_ports(support::bin(), data.clone(), 1, 5).unwrap();
+    let output = dir.path().join("playground.out");
+    let out = std::fs::File::create(&output).unwrap();
+    let child = Command::new(support::bin())
+        .args(["playground", "--pd", "1", "--stores", "3"])
+        .args(["--pd-port", &ports.pd_port.to_string()])
+        .args(["--store-port", &ports.store_port.to_string()])
+        .args(["--status-port", &ports.status_port.unwrap().to_string()])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("start the playground");
+    let pg = Playground { child, output };
+    wait_until("the playground is ready", Duration::from_secs(120), || {
+        pg.output().contains("press Ctrl-C to stop")
+    });
+    let pd = format!("127.0.0.1:{}", ports.pd_port);
+    let data_dir = data.display().to_string();
+
+    // Six regions, 18 replicas: a fourth store deserves a share.
+    for key in ["b", "d", "f", "h", "j"] {
+        let (ok, out) = rangekv(&["ctl", "--pd", &pd, "region", "split", key]);
+        assert!(ok, "split at {key}: {out}");
+    }
+
+    let (ok, out) = rangekv(&[
+        "playground",
+        "scale-out",
+        "--stores",
+        "1",
+        "--data-dir",
+        &data_dir,
+    ]);
+    assert!(ok, "scale-out failed: {out}\n{}", pg.output());
+    assert!(out.contains("started store4"), "{out}");
+    assert!(out.contains("balanced"), "{out}");
+    let listed = stores(&pd);
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    let new = listed
+        .iter()
+        .find(|s| {
+            s["address"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(":{}", ports.store_port + 3))
+        })
+        .expect("the new store is registered");
+    assert!(new["region_count"].as_u64().unwrap() > 0, "{listed:?}");
+    let (ok, ops) = rangekv(&["ctl", "--pd", &pd, "operator", "list"]);
+    assert!(ok && ops.contains("REGION"), "{ops}");
+
+    // Scale in: the new store drains back to the other three and its process stops.
+    let id = new["id"].as_u64().unwrap().to_string();
+    let (ok, out) = rangekv(&[
+        "playground",
+        "scale-in",
+        "--store",
+        &id,
+        "--data-dir",
+        &data_dir,
+    ]);
+    assert!(ok, "scale-in failed: {out}\n{}", pg.output());
+    assert!(out.contains("Tombstone"), "{out}");
+    let addr = new["address"].as_str().unwrap().to_owned();
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "the removed store still listens at {addr}"
+    );
+    let listed = stores(&pd);
+    for s in &listed {
+        if s["id"] == new["id"] {
+            assert_eq!(s["region_count"].as_u64(), Some(0), "{listed:?}");
+        }
+    }
+    // Data written before and after still reads back through the remaining stores.
+    let (ok, out) = rangekv(&["ctl", "--pd", &pd, "put", "after-scale", "ok"]);
+    assert!(ok, "{out}");
+    let (ok, out) = rangekv(&["ctl", "--pd", &pd, "get", "after-scale"]);
+    assert!(ok && out.contains("ok"), "{out}");
+    drop(pg);
+    assert!(!Path::new(&data).join("control.sock").exists());
+}
