@@ -333,11 +333,53 @@ impl Cluster {
 
     pub async fn on_put_store(&self, req: PutStoreRequest) -> Result<PutStoreResponse> {
         let store_id = req.store.as_ref().map_or(0, |s| s.id);
+        let replaces = req.store.as_ref().map_or(0, |s| self.gone_store_at(s));
+        if replaces != 0 {
+            tracing::info!(
+                store_id,
+                replaces,
+                "a new store took over the address of a store that is gone; draining the old one"
+            );
+        }
         self.state
-            .propose(PdCommand::PutStore(PutStore { store: req.store }))
+            .propose(PdCommand::PutStore(PutStore {
+                store: req.store,
+                replaces,
+            }))
             .await?;
         tracing::info!(store_id, "store put");
         Ok(PutStoreResponse::default())
+    }
+
+    /// For a store registering for the first time: another store at its address that this
+    /// leader has heard from, but not for [`STORE_ALIVE_MS`] — its process is gone (the new
+    /// one bound its address), typically restarted on an empty data directory. 0 if none. A
+    /// leader that never heard from the old store (elected since) cannot tell, and refuses as
+    /// before; the operator then removes the old store (`rangekv ctl store remove`).
+    fn gone_store_at(&self, new: &metapb::Store) -> u64 {
+        let now_ms = self.clock.now_ms();
+        let others: Vec<u64> = self.state.read(|s| {
+            if s.store(new.id).is_some() {
+                return Vec::new();
+            }
+            s.stores()
+                .filter(|o| {
+                    o.id != new.id
+                        && o.address == new.address
+                        && o.state() != metapb::StoreState::Tombstone
+                })
+                .map(|o| o.id)
+                .collect()
+        });
+        let heartbeats = self.heartbeats.lock();
+        others
+            .into_iter()
+            .find(|id| {
+                heartbeats
+                    .store(*id)
+                    .is_some_and(|h| now_ms.saturating_sub(h.last_heartbeat_ms) > STORE_ALIVE_MS)
+            })
+            .unwrap_or(0)
     }
 
     pub async fn on_get_all_stores(

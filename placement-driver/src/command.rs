@@ -43,6 +43,11 @@ pub struct Bootstrap {
 pub struct PutStore {
     #[prost(message, optional, tag = "1")]
     pub store: Option<metapb::Store>,
+    /// A store registered at the same address whose process the leader judged gone (no
+    /// heartbeat for [`crate::schedule::STORE_ALIVE_MS`]: a new store bound its address): it
+    /// turns Offline, so PD moves its replicas away, instead of refusing the new store. 0: none.
+    #[prost(uint64, tag = "2")]
+    pub replaces: u64,
 }
 
 /// Adds or updates regions, in order. Each region is applied only if its epoch is not older than

@@ -223,7 +223,7 @@ impl PdState {
         match cmd {
             PdCommand::InitCluster(init) => self.plan_init_cluster(init.cluster_id),
             PdCommand::Bootstrap(bootstrap) => self.plan_bootstrap(bootstrap),
-            PdCommand::PutStore(put) => self.plan_put_store(put.store.as_ref()),
+            PdCommand::PutStore(put) => self.plan_put_store(put.store.as_ref(), put.replaces),
             PdCommand::SetStoreState(set) => self.plan_set_store_state(set),
             PdCommand::PutRegions(put) => self.plan_put_regions(&put.regions),
             PdCommand::SetIdBound(bound) => Ok(self.plan_meta(|meta| {
@@ -383,7 +383,7 @@ impl PdState {
 
     /// Stores may register before the cluster is bootstrapped: the store that bootstraps it
     /// places the first region's replicas on the stores registered so far.
-    fn plan_put_store(&self, store: Option<&metapb::Store>) -> Result<Plan> {
+    fn plan_put_store(&self, store: Option<&metapb::Store>, replaces: u64) -> Result<Plan> {
         let store =
             store.ok_or_else(|| Error::InvalidArgument("put store without a store".to_owned()))?;
         validate_store(store)?;
@@ -398,22 +398,33 @@ impl PdState {
                 StoreState::Up => {}
             }
         }
+        let mut changes = Vec::new();
         if let Some(other) = self.stores.values().find(|other| {
             other.id != store.id
                 && other.address == store.address
                 && other.state() != StoreState::Tombstone
         }) {
-            return Err(Error::DuplicatedStoreAddress {
-                store_id: store.id,
-                address: store.address.clone(),
-                other_store_id: other.id,
-            });
+            if other.id != replaces || self.stores.contains_key(&store.id) {
+                return Err(Error::DuplicatedStoreAddress {
+                    store_id: store.id,
+                    address: store.address.clone(),
+                    other_store_id: other.id,
+                });
+            }
+            // A new store took over the address of one that is gone (its data lost): the old
+            // one is drained like a removed store.
+            if other.state() == StoreState::Up {
+                let mut gone = other.clone();
+                gone.set_state(StoreState::Offline);
+                changes.push(Change::PutStore(gone));
+            }
         }
-        if self.stores.get(&store.id) == Some(&new) {
+        if changes.is_empty() && self.stores.get(&store.id) == Some(&new) {
             return Ok(Plan::no_op(ApplyResult::Done));
         }
+        changes.push(Change::PutStore(new));
         Ok(Plan {
-            changes: vec![Change::PutStore(new)],
+            changes,
             result: ApplyResult::Done,
         })
     }
@@ -680,6 +691,7 @@ mod tests {
                 &engine,
                 &PdCommand::PutStore(PutStore {
                     store: Some(store(1)),
+                    replaces: 0,
                 }),
             )
             .unwrap();
@@ -727,6 +739,7 @@ mod tests {
                     &engine,
                     &PdCommand::PutStore(PutStore {
                         store: Some(store(9)),
+                        replaces: 0,
                     }),
                 )
                 .unwrap();
@@ -802,7 +815,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, mut state) = open(&dir);
         bootstrapped(&engine, &mut state);
-        let put = |s: Store| PdCommand::PutStore(PutStore { store: Some(s) });
+        let put = |s: Store| {
+            PdCommand::PutStore(PutStore {
+                store: Some(s),
+                replaces: 0,
+            })
+        };
         state.apply(&engine, &put(store(4))).unwrap();
         let mut dup = store(5);
         dup.address = store(4).address;
@@ -824,6 +842,30 @@ mod tests {
             state.stores().map(|s| s.id).collect::<Vec<_>>(),
             vec![1, 4, 6]
         );
+        // A new store at the address of store 4, which the leader judged gone: 4 turns
+        // Offline and the new one is Up. Naming any other store is still a conflict, and an
+        // existing store cannot take over an address this way.
+        let mut wiped = store(7);
+        wiped.address = store(4).address;
+        let replacing = |s: Store, replaces| {
+            PdCommand::PutStore(PutStore {
+                store: Some(s),
+                replaces,
+            })
+        };
+        assert!(matches!(
+            state.apply(&engine, &replacing(wiped.clone(), 1)),
+            Err(Error::DuplicatedStoreAddress { .. })
+        ));
+        let mut moved = store(1);
+        moved.address = store(4).address;
+        assert!(matches!(
+            state.apply(&engine, &replacing(moved, 4)),
+            Err(Error::DuplicatedStoreAddress { .. })
+        ));
+        state.apply(&engine, &replacing(wiped, 4)).unwrap();
+        assert_eq!(state.store(4).unwrap().state(), StoreState::Offline);
+        assert_eq!(state.store(7).unwrap().state(), StoreState::Up);
     }
 
     #[test]
@@ -888,6 +930,7 @@ mod tests {
             ]),
             PdCommand::PutStore(PutStore {
                 store: Some(store(7)),
+                replaces: 0,
             }),
             PdCommand::SetIdBound(99),
         ];

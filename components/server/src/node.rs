@@ -145,6 +145,30 @@ where
         .map_err(|e| anyhow!("a blocking task failed: {e}"))?
 }
 
+/// How long a new store waits for PD to let it take over the address of a store that is gone
+/// (PD judges that after 30 s without the old store's heartbeats).
+const REGISTER_WAIT: Duration = Duration::from_secs(90);
+
+/// Registers `store` with PD. A store restarted on an empty data directory registers under a
+/// new id at the address of its old self: PD refuses that until it has missed the old store's
+/// heartbeats long enough to know it is gone, then drains the old one. So that refusal is
+/// retried for a while; any other error is returned at once.
+async fn register(pd: &PdClient, store: metapb::Store) -> Result<()> {
+    let until = Instant::now() + REGISTER_WAIT;
+    loop {
+        match pd.put_store(store.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.to_string().contains("is already used by store") && Instant::now() < until =>
+            {
+                warn!(%e, "PD still holds this address for another store; waiting for it to see that one is gone");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 async fn connect_pd(
     endpoints: &[String],
     security: &security::SecurityManager,
@@ -233,14 +257,17 @@ impl Node {
             Some(l) => advertised_status_address(l.local_addr()?, &advertise),
             None => String::new(),
         };
-        pd.put_store(metapb::Store {
-            id: store_id,
-            address: advertise.clone(),
-            status_address,
-            version: env!("CARGO_PKG_VERSION").into(),
-            start_timestamp: unix_secs() as i64,
-            ..Default::default()
-        })
+        register(
+            &pd,
+            metapb::Store {
+                id: store_id,
+                address: advertise.clone(),
+                status_address,
+                version: env!("CARGO_PKG_VERSION").into(),
+                start_timestamp: unix_secs() as i64,
+                ..Default::default()
+            },
+        )
         .await
         .context("registering the store with PD")?;
 

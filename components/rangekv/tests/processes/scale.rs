@@ -220,3 +220,47 @@ fn ctl_moves_a_replica_by_hand() {
     check_keys(&t, &c, 100);
     check_replicas_agree(&t);
 }
+
+#[test]
+fn a_store_restarted_on_an_empty_data_directory_joins_as_a_new_store() {
+    let mut t = TestCluster::start(3);
+    let c = t.client();
+    write_keys(&t, &c, 0, 200);
+    let pd = t.pd();
+    let before = t.rt.block_on(pd.get_all_stores(true)).unwrap();
+    assert_eq!(before.len(), 3);
+    // The disk of store3 is lost: killed, its data directory removed, started again.
+    let idx = 2;
+    let addr = t.cluster.stores[idx].addr.clone();
+    let old_id = before.iter().find(|s| s.address == addr).unwrap().id;
+    t.cluster.kill_store(idx).unwrap();
+    let data = t
+        .cluster
+        .config()
+        .data_dir
+        .join(&t.cluster.stores[idx].name);
+    std::fs::remove_dir_all(&data).unwrap();
+    write_keys(&t, &c, 200, 250);
+    t.cluster.start_store(idx).unwrap();
+    // It registers under a new id once PD sees the old one is gone; the old one is drained
+    // to Tombstone and every region is back at three voters, one of them on the new store.
+    wait_until(
+        "the wiped store back as a new store, the old one a tombstone",
+        Duration::from_secs(150),
+        || {
+            let stores = t.rt.block_on(pd.get_all_stores(false)).unwrap();
+            let old_gone = stores
+                .iter()
+                .any(|s| s.id == old_id && s.state() == StoreState::Tombstone);
+            let new = stores
+                .iter()
+                .find(|s| s.address == addr && s.state() == StoreState::Up);
+            let (per_store, all_three) = placement(&t);
+            old_gone
+                && all_three
+                && new.is_some_and(|n| n.id != old_id && per_store.contains_key(&n.id))
+        },
+    );
+    check_keys(&t, &c, 250);
+    check_replicas_agree(&t);
+}
