@@ -2,8 +2,8 @@
 //! binary, `deploy/compose.yaml` brings up 3 PD members and 3 stores on a private network, and
 //! a client on the host writes and reads through PD's published port while the test kills a
 //! store container, cuts a store off the network and reconnects it, restarts a PD member and
-//! adds a 4th and a 5th store. At the end every acknowledged write reads back and the replicas of the
-//! data's region agree.
+//! adds a 4th and a 5th store. At the end every acknowledged write reads back and the replicas of
+//! every region agree.
 //!
 //! A second test brings the same cluster up with `deploy/compose.tls.yaml` (mutual TLS on
 //! every connection, certificates made by a one-shot container) and uses it from the host with
@@ -357,6 +357,34 @@ fn a_compose_cluster_serves_the_host_through_container_faults() {
         }
         assert!(Instant::now() < until, "replicas never agreed: {check}");
         std::thread::sleep(Duration::from_millis(500));
+    }
+    // And so do those of every other region.
+    let pd = rt
+        .block_on(pd_client::PdClient::connect(vec![d.pd()]))
+        .expect("PD client");
+    let regions = rt.block_on(pd.scan_regions(b"", b"", 10_000)).unwrap();
+    for r in regions {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let checked = rt.block_on(rangekv::region_check::check_region(
+                &pd,
+                &r.region.start_key,
+            ));
+            match checked {
+                Ok(o) if o.replicas.iter().any(|v| v.verdict == "mismatch") => {
+                    panic!("region {} diverged: {o:?}", r.region.id)
+                }
+                Ok(o) if o.replicas.iter().filter(|v| v.verdict == "match").count() >= 3 => break,
+                other => {
+                    assert!(
+                        Instant::now() < until,
+                        "region {} never checked: {other:?}",
+                        r.region.id
+                    );
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
     }
 }
 

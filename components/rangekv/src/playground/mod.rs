@@ -153,7 +153,23 @@ pub fn run(args: PlaygroundArgs) -> Result<()> {
         shutdown(&cluster);
         return Err(e);
     }
-    println!("grow or shrink it: rangekv playground scale-out --stores 1 | scale-in --store <id>");
+    let dir_hint = match &args.data_dir {
+        Some(d) => format!(" --data-dir {}", d.display()),
+        None => String::new(),
+    };
+    println!("grow it: rangekv playground scale-out --stores 1{dir_hint}");
+    // A real id, so that the hint runs as printed (the last store: it holds replicas, which
+    // PD moves to the others first).
+    let last_store = rt
+        .block_on(async {
+            let pd = crate::ctl::connect_pd(&endpoints, &security).await?;
+            anyhow::Ok(pd.get_all_stores(true).await?.iter().map(|s| s.id).max())
+        })
+        .ok()
+        .flatten();
+    if let Some(id) = last_store {
+        println!("shrink it: rangekv playground scale-in --store {id}{dir_hint}");
+    }
     if args.demo {
         let demo = rt.block_on(async {
             tokio::select! {
