@@ -12,12 +12,16 @@
 //! - [`bank`]: transfers between accounts and snapshot reads of every balance: each read adds
 //!   up to the same total, and no balance is negative.
 //! - [`tso`]: timestamps are unique, increase per client, and respect real-time order.
+//! - [`list_append`]: Elle's list-append: transactions append to and read lists; the
+//!   dependency graph read off the lists is checked for the cycles (G0, G1c, G-single) and the
+//!   aborted and intermediate reads snapshot isolation forbids.
 //!
 //! This crate depends on nothing heavier than serde, so it builds and tests in seconds.
 //! Every checker is tested on histories it must reject, not only on ones it must accept.
 
 pub mod bank;
 pub mod history;
+pub mod list_append;
 pub mod register;
 pub mod set;
 pub mod tso;

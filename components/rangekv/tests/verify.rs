@@ -1,5 +1,5 @@
 //! A short seeded campaign of `rangekv verify`, run as a process the way a person runs it: each
-//! workload (register, set, bank, tso) under kill -9 and pause faults must come out valid, and each negative control (a
+//! workload (register, set, bank, tso, list-append) under kill -9 and pause faults must come out valid, and each negative control (a
 //! wrong observation recorded on purpose) must come out invalid, naming the anomaly.
 //!
 //! The runs take turns (one cluster at a time on a small machine); each is bounded by a
@@ -268,4 +268,25 @@ fn an_injected_wrong_total_is_caught() {
     args.extend(["--time-limit", "3", "--inject-anomaly", "wrong-total"]);
     args.extend(SMALL);
     assert_caught(verify(&args), "wrong-total", "wrong-total");
+}
+
+#[test]
+fn list_append_under_store_kills_pauses_and_splits_is_snapshot_isolated() {
+    let mut args = vec![
+        "--workload",
+        "list-append",
+        "--nemesis",
+        "kill-store,pause-store,split",
+    ];
+    args.extend(["--time-limit", "10", "--seed", "6"]);
+    args.extend(SMALL);
+    assert_valid(verify(&args));
+}
+
+#[test]
+fn plain_reads_next_to_locking_appends_are_caught_as_g_single() {
+    let mut args = vec!["--workload", "list-append", "--nemesis", "none"];
+    args.extend(["--time-limit", "8", "--inject-anomaly", "mixed-reads"]);
+    args.extend(SMALL);
+    assert_caught(verify(&args), "mixed-reads", "G-single");
 }

@@ -26,6 +26,7 @@
 
 mod bank;
 mod history;
+mod list_append;
 mod nemesis;
 mod workload;
 
@@ -51,6 +52,9 @@ pub enum Workload {
     Bank,
     /// Timestamps from PD: unique, increasing per client and in real time.
     Tso,
+    /// Transactions appending to and reading lists (Elle's): no G0, G1a, G1b, G1c or
+    /// G-single, as snapshot isolation requires.
+    ListAppend,
 }
 
 /// Wrong observations the workload can be told to record (negative controls).
@@ -64,6 +68,9 @@ pub enum InjectAnomaly {
     DuplicateTs,
     /// bank: one read records a balance 1 higher than it read.
     WrongTotal,
+    /// list-append: pessimistic transactions read with plain (snapshot) reads next to locking
+    /// appends, which is not snapshot isolation (G-single).
+    MixedReads,
 }
 
 #[derive(clap::Args)]
@@ -243,6 +250,7 @@ fn run_workload(
         Workload::Set => |pick| workload::split_key(Workload::Set, pick),
         Workload::Bank => |pick| workload::split_key(Workload::Bank, pick),
         Workload::Tso => |pick| workload::split_key(Workload::Tso, pick),
+        Workload::ListAppend => |pick| workload::split_key(Workload::ListAppend, pick),
     };
     let nemesis = {
         let (cluster, recorder, handle) = (cluster.clone(), recorder.clone(), rt.handle().clone());
@@ -369,6 +377,7 @@ fn check(workload: Workload, dir: &Path) -> Result<CheckResult> {
         Workload::Set => checker::set::check_set(&history),
         Workload::Bank => checker::bank::check_bank(&history, bank::BANK),
         Workload::Tso => checker::tso::check_tso(&history),
+        Workload::ListAppend => checker::list_append::check_list_append(&history),
     };
     println!(
         "verify: checked {} events in {:.1}s: {}",

@@ -13,6 +13,8 @@
 //! - **set**: unique inserts, each element its own key; a final scan reads them all back.
 //! - **bank**: transfers and snapshot reads of every balance (see `super::bank`).
 //! - **tso**: timestamps from PD, each client its own PD connection.
+//! - **list-append**: transactions appending to and reading lists (see `super::list_append`);
+//!   a final snapshot read of every list.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,8 +25,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use super::bank;
 use super::history::{error_kind, Recorder};
+use super::{bank, list_append};
 use super::{InjectAnomaly, Workload};
 
 /// Operations one register key takes before the clients move to a fresh one (the checker takes
@@ -139,6 +141,7 @@ pub fn split_key(workload: Workload, pick: usize) -> (Vec<u8>, bool) {
             false,
         ),
         Workload::Bank => (bank::split_key(pick), true),
+        Workload::ListAppend => (list_append::split_key(pick), true),
         // TSO touches no keys; any split will do.
         Workload::Tso => (format!("verify/t/{}", pick % 100).into_bytes(), false),
     }
@@ -218,6 +221,28 @@ pub async fn client(shared: Arc<Shared>, worker: u64, concurrency: u64, seed: u6
                 } else {
                     bank::transfer(r, &c, process, &mut rng).await
                 };
+                if done == Done::Unknown {
+                    process += concurrency;
+                }
+            }
+        }
+        Workload::ListAppend => {
+            let c = bank::txn_client(&shared.endpoints, connect_until).await?;
+            while !shared.stop.load(Ordering::Relaxed) {
+                let next = || shared.next_element.fetch_add(1, Ordering::Relaxed);
+                let r = &shared.recorder;
+                if worker == 0 && shared.should_inject(InjectAnomaly::MixedReads) {
+                    // Two processes of their own, beyond every client's.
+                    let (a, b) = (1_000_000, 1_000_001);
+                    if list_append::inject_mixed_reads(r, &c, a, b, next).await {
+                        shared.injected.store(true, Ordering::Relaxed);
+                        println!(
+                            "injecting anomaly mixed-reads: a plain read next to a locking append"
+                        );
+                    }
+                    continue;
+                }
+                let done = list_append::txn(r, &c, process, &mut rng, next).await;
                 if done == Done::Unknown {
                     process += concurrency;
                 }
@@ -458,6 +483,16 @@ pub async fn final_reads(shared: &Shared, process: u64, deadline: Instant) -> Re
         }
         return Ok(());
     }
+    if shared.workload == Workload::ListAppend {
+        let c = bank::txn_client(&shared.endpoints, deadline).await?;
+        while list_append::final_read(r, &c, process).await? != Done::Ok {
+            if Instant::now() > deadline {
+                bail!("the final read failed until the deadline");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        return Ok(());
+    }
     let c = raw_client(&shared.endpoints, deadline).await?;
     match shared.workload {
         Workload::Register => {
@@ -515,7 +550,7 @@ pub async fn final_reads(shared: &Shared, process: u64, deadline: Instant) -> Re
                 }
             }
         },
-        Workload::Tso | Workload::Bank => {}
+        Workload::Tso | Workload::Bank | Workload::ListAppend => {}
     }
     Ok(())
 }
