@@ -100,9 +100,12 @@ pub async fn start_with_listener(
     listener: TcpListener,
 ) -> Result<PdHandle> {
     config.validate()?;
-    let security = security::SecurityManager::new(config.security.clone())
-        .map_err(|e| Error::Config(e.to_string()))?;
     let addr = listener.local_addr()?;
+    // A member listening on a specific address connects from it too.
+    let listen_ip = Some(addr.ip()).filter(|ip| !ip.is_unspecified());
+    let security = security::SecurityManager::new(config.security.clone())
+        .map_err(|e| Error::Config(e.to_string()))?
+        .with_local_address(listen_ip);
     let advertise = if config.advertise_addr.is_empty() {
         addr.to_string()
     } else {

@@ -38,6 +38,10 @@ pub struct LocalClusterConfig {
     pub store_env: Vec<(usize, String, String)>,
     /// Mutual TLS for every node with this certificate (see [`LocalClusterConfig::with_tls`]).
     pub tls: Option<security::certs::Issued>,
+    /// Give every node its own loopback address, `127.a.b.x` (PD member `i`: `x = 10 + i`,
+    /// store `i`: `x = 50 + i`), instead of `host`; nodes also connect from their address, so
+    /// firewall rules can cut the network between them (`rangekv verify`'s partitions).
+    pub node_ips: Option<(u8, u8)>,
 }
 
 impl LocalClusterConfig {
@@ -65,7 +69,24 @@ impl LocalClusterConfig {
             pd_args: Vec::new(),
             store_env: Vec::new(),
             tls: None,
+            node_ips: None,
         })
+    }
+
+    /// The host of PD member `i`.
+    pub fn pd_host(&self, i: usize) -> String {
+        match self.node_ips {
+            Some((a, b)) => format!("127.{a}.{b}.{}", 10 + i),
+            None => self.host.clone(),
+        }
+    }
+
+    /// The host of store `i` (its gRPC and status addresses).
+    pub fn store_host(&self, i: usize) -> String {
+        match self.node_ips {
+            Some((a, b)) => format!("127.{a}.{b}.{}", 50 + i),
+            None => self.host.clone(),
+        }
     }
 
     /// Turns on mutual TLS: a development CA and one certificate (common name `rangekv`, for
@@ -174,11 +195,10 @@ impl LocalCluster {
     pub fn start(cfg: LocalClusterConfig) -> Result<LocalCluster> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-        let host = &cfg.host;
         // PD members use every other port (2379, 2381, ...), leaving 2380 free as PD's
         // conventional peer port; a member serves clients and Raft peers on one port.
         let pd_client_addrs: Vec<String> = (0..cfg.pds)
-            .map(|i| format!("{host}:{}", cfg.pd_port + 2 * i as u16))
+            .map(|i| format!("{}:{}", cfg.pd_host(i), cfg.pd_port + 2 * i as u16))
             .collect();
         let initial_cluster: Vec<String> = pd_client_addrs
             .iter()
@@ -252,7 +272,7 @@ impl LocalCluster {
     pub fn status_addr(&self, i: usize) -> Option<String> {
         self.cfg
             .status_port
-            .map(|p| format!("{}:{}", self.cfg.host, p + i as u16))
+            .map(|p| format!("{}:{}", self.cfg.store_host(i), p + i as u16))
     }
 
     fn spawn(bin: &Path, node: &mut Node) -> Result<()> {
@@ -355,7 +375,7 @@ impl Drop for LocalCluster {
 
 /// Store `i` of a layout: `store<i+1>` on the `i`-th store and status ports.
 fn store_node(cfg: &LocalClusterConfig, pd_addrs: &[String], i: usize) -> Node {
-    let host = &cfg.host;
+    let host = cfg.store_host(i);
     let name = format!("store{}", i + 1);
     let addr = format!("{host}:{}", cfg.store_port + i as u16);
     let mut args = vec![

@@ -290,3 +290,32 @@ fn plain_reads_next_to_locking_appends_are_caught_as_g_single() {
     args.extend(SMALL);
     assert_caught(verify(&args), "mixed-reads", "G-single");
 }
+
+/// Whether this machine lets the test change iptables rules (root, iptables present).
+fn partitions_possible() -> bool {
+    Command::new("iptables")
+        .args(["-w", "-L", "INPUT", "-n"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn register_under_network_partitions_is_linearizable() {
+    if !partitions_possible() {
+        eprintln!("SKIPPED: partitions need root and iptables");
+        return;
+    }
+    let mut args = vec!["--workload", "register", "--nemesis", "partition"];
+    args.extend(["--time-limit", "15", "--seed", "8"]);
+    args.extend(["--stores", "3", "--pd", "3"]);
+    let run = verify(&args);
+    let schedule =
+        std::fs::read_to_string(run.dir.path().join("run/nemesis.jsonl")).unwrap_or_default();
+    let made = schedule
+        .lines()
+        .any(|l| l.contains("\"partition\"") && l.contains("\"start\""));
+    if !made {
+        run.fail("no partition was made");
+    }
+    assert_valid(run);
+}

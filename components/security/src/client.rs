@@ -43,7 +43,24 @@ pub async fn connect_tls(
     let name = host.trim_start_matches('[').trim_end_matches(']');
     let server_name = ServerName::try_from(name.to_owned())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))?;
-    let tcp = TcpStream::connect((name, port)).await?;
+    let tcp = match security.local_address() {
+        None => TcpStream::connect((name, port)).await?,
+        Some(local) => {
+            let remote = tokio::net::lookup_host((name, port))
+                .await?
+                .find(|a| a.is_ipv4() == local.is_ipv4())
+                .ok_or_else(|| {
+                    io::Error::other(format!("{host}: no address of {local}'s family"))
+                })?;
+            let socket = if local.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.bind(std::net::SocketAddr::new(local, 0))?;
+            socket.connect(remote).await?
+        }
+    };
     tcp.set_nodelay(true)?;
     tokio_rustls::TlsConnector::from(config)
         .connect(server_name, tcp)
@@ -78,6 +95,7 @@ impl tower_service::Service<Uri> for TlsConnector {
 impl SecurityManager {
     /// Connects `endpoint` now, through TLS when configured.
     pub async fn connect(&self, endpoint: Endpoint) -> Result<Channel, tonic::transport::Error> {
+        let endpoint = endpoint.local_address(self.local_address());
         if self.is_tls() {
             endpoint
                 .connect_with_connector(TlsConnector::new(self.clone()))
@@ -89,6 +107,7 @@ impl SecurityManager {
 
     /// A channel to `endpoint` that connects on first use, through TLS when configured.
     pub fn connect_lazy(&self, endpoint: Endpoint) -> Channel {
+        let endpoint = endpoint.local_address(self.local_address());
         if self.is_tls() {
             endpoint.connect_with_connector_lazy(TlsConnector::new(self.clone()))
         } else {

@@ -14,6 +14,10 @@
 //! were made with. A replacement that does not load (half-written, mismatched key) is logged and
 //! the previous certificates stay in use.
 //!
+//! Being the one place every outgoing connection is made, the manager also carries the local
+//! address connections are made from ([`SecurityManager::with_local_address`]): a node that
+//! listens on a specific address connects from it, so the network tells nodes apart.
+//!
 //! - [`server`]: the accept loop shared by the gRPC and HTTP listeners (`TCP_NODELAY` on every
 //!   accepted socket, handshakes off the accept loop with a deadline).
 //! - [`client`]: a connector for tonic channels and a builder for HTTP clients.
@@ -229,6 +233,9 @@ pub struct SecurityManager {
 struct Inner {
     cfg: SecurityConfig,
     loaded: Mutex<Option<Arc<Loaded>>>,
+    /// The address outgoing connections are made from (see
+    /// [`SecurityManager::with_local_address`]).
+    local: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for SecurityManager {
@@ -252,6 +259,7 @@ impl SecurityManager {
             inner: Arc::new(Inner {
                 cfg: SecurityConfig::default(),
                 loaded: Mutex::new(None),
+                local: None,
             }),
         }
     }
@@ -269,8 +277,28 @@ impl SecurityManager {
             inner: Arc::new(Inner {
                 cfg,
                 loaded: Mutex::new(Some(Arc::new(loaded))),
+                local: None,
             }),
         })
+    }
+
+    /// Makes every outgoing connection from `ip` (a node that listens on a specific address
+    /// connects from it too, so that the network sees one address per node: firewall rules,
+    /// and `rangekv verify`'s partitions, tell nodes apart by it). `None`: the system chooses.
+    pub fn with_local_address(self, ip: Option<std::net::IpAddr>) -> SecurityManager {
+        let inner = &self.inner;
+        SecurityManager {
+            inner: Arc::new(Inner {
+                cfg: inner.cfg.clone(),
+                loaded: Mutex::new(inner.loaded.lock().clone()),
+                local: ip,
+            }),
+        }
+    }
+
+    /// The address outgoing connections are made from, if one was set.
+    pub fn local_address(&self) -> Option<std::net::IpAddr> {
+        self.inner.local
     }
 
     pub fn is_tls(&self) -> bool {

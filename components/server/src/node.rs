@@ -197,7 +197,16 @@ impl Node {
     /// Starts the store described by `cfg`; returns once it serves.
     pub async fn start(cfg: ServerConfig) -> Result<Node> {
         cfg.validate().map_err(|e| anyhow!("invalid config: {e}"))?;
-        let security = security::SecurityManager::new(cfg.security.clone())?;
+        // A store listening on a specific address connects from it too (see
+        // `SecurityManager::with_local_address`).
+        let listen_ip = cfg
+            .addr
+            .parse::<SocketAddr>()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified());
+        let security =
+            security::SecurityManager::new(cfg.security.clone())?.with_local_address(listen_ip);
         let data_dir = cfg.data_dir.clone();
         let engine = blocking(move || {
             std::fs::create_dir_all(&data_dir)

@@ -80,6 +80,7 @@ pub fn run(args: PlaygroundArgs) -> Result<()> {
         pd_args: vec!["--max-replicas".into(), args.stores.min(3).to_string()],
         store_env: vec![],
         tls: None,
+        node_ips: None,
     };
     let tls_hint = if args.tls {
         let issued = cfg.with_tls(&data_dir.join("certs"))?;

@@ -28,6 +28,7 @@ mod bank;
 mod history;
 mod list_append;
 mod nemesis;
+mod partition;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -78,7 +79,8 @@ pub struct VerifyArgs {
     #[arg(long, value_enum)]
     workload: Workload,
     /// Faults, comma-separated: kill-store, kill-pd-leader, pause-store, pause-pd-leader,
-    /// kill-all, split; `kill` and `pause` name both of their kind, `all` every fault, `none`
+    /// kill-all, split, shuffle-leaders, move-replica, partition (needs root and iptables);
+    /// `kill` and `pause` name both of their kind, `all` every fault but partition, `none`
     /// none.
     #[arg(long, default_value = "kill,pause")]
     nemesis: String,
@@ -128,6 +130,10 @@ pub fn run(args: VerifyArgs) -> Result<i32> {
         bail!("--concurrency must be positive");
     }
     let faults = nemesis::parse_faults(&args.nemesis)?;
+    let partitions = faults.contains(&nemesis::Fault::Partition);
+    if partitions {
+        partition::Firewall::available()?;
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
     let out = match &args.out {
         Some(dir) => {
@@ -163,7 +169,7 @@ pub fn run(args: VerifyArgs) -> Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let cluster = start_cluster(&args, &out, &rt)?;
+    let cluster = start_cluster(&args, &out, &rt, partitions)?;
     let cluster = Arc::new(Mutex::new(cluster));
     let outcome = run_workload(&args, faults, seed, &out, &rt, &cluster);
     {
@@ -183,15 +189,21 @@ pub fn run(args: VerifyArgs) -> Result<i32> {
     Ok(print_verdict(&result))
 }
 
+/// Starts the cluster; with `own_addresses` every node gets its own loopback address, for
+/// partitions (two bytes of it drawn at random, so that concurrent runs never share one).
 fn start_cluster(
     args: &VerifyArgs,
     out: &Path,
     rt: &tokio::runtime::Runtime,
+    own_addresses: bool,
 ) -> Result<LocalCluster> {
     let data = out.join("cluster");
     std::fs::create_dir_all(&data)?;
     let bin = std::env::current_exe().context("locating the rangekv executable")?;
     let mut cfg = LocalClusterConfig::on_free_ports(bin, data.clone(), args.pd, args.stores)?;
+    if own_addresses {
+        cfg.node_ips = Some((rand::random_range(1..255), rand::random_range(0..255)));
+    }
     cfg.pd_args = vec!["--max-replicas".into(), "3".into()];
     // Heartbeats every second and 100 ms Raft ticks: failover within a couple of seconds.
     let server_config = data.join("server.toml");

@@ -21,9 +21,14 @@
 //!   without one (a `transfer-peer` operator: learner, snapshot, promotion, removal), so that
 //!   membership changes and snapshots happen under the workload and the other faults; needs
 //!   more stores than replicas; instantaneous (PD carries it out over the next seconds).
+//! - `partition`: cuts the network between the nodes (PD members and stores) in a shape drawn
+//!   from the seed — halves, one isolated, a majorities ring, a bridge, one-way — with
+//!   iptables; healed by letting everything through again (see [`super::partition`]). Needs
+//!   root and iptables.
 //!
 //! Names accepted on the command line: the faults above, `kill` (kill-store, kill-pd-leader),
-//! `pause` (pause-store, pause-pd-leader), `all`, `none`.
+//! `pause` (pause-store, pause-pd-leader), `all` (every fault but `partition`, which needs
+//! root), `none`.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -50,6 +55,7 @@ pub enum Fault {
     Split,
     ShuffleLeaders,
     MoveReplica,
+    Partition,
 }
 
 impl Fault {
@@ -63,6 +69,7 @@ impl Fault {
             Fault::Split => "split",
             Fault::ShuffleLeaders => "shuffle-leaders",
             Fault::MoveReplica => "move-replica",
+            Fault::Partition => "partition",
         }
     }
 }
@@ -94,10 +101,11 @@ pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
             "split" => faults.push(Split),
             "shuffle-leaders" => faults.push(ShuffleLeaders),
             "move-replica" => faults.push(MoveReplica),
+            "partition" => faults.push(Partition),
             other => bail!(
                 "unknown nemesis {other:?}: use kill-store, kill-pd-leader, pause-store, \
-                 pause-pd-leader, kill-all, split, shuffle-leaders, move-replica, kill, pause, \
-                 all or none"
+                 pause-pd-leader, kill-all, split, shuffle-leaders, move-replica, partition, \
+                 kill, pause, all or none"
             ),
         }
     }
@@ -113,6 +121,8 @@ enum Target {
     All,
     /// A split, done once injected.
     Key(String),
+    /// A network partition: its shape and sides, for the log.
+    Network(String),
 }
 
 /// Runs the schedule until `stop` says so (or is dropped), then heals the fault in progress.
@@ -135,6 +145,24 @@ pub fn run(
         return;
     }
     let mut rng = StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7321);
+    // This run's firewall chain, removed when the nemesis ends.
+    let firewall = if faults.contains(&Fault::Partition) {
+        match super::partition::Firewall::new() {
+            Ok(fw) => Some(fw),
+            Err(e) => {
+                log(
+                    &recorder,
+                    Fault::Partition,
+                    "failed",
+                    "",
+                    Some(format!("{e:#}")),
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
     // Waits for the given time unless told to stop; true when told to stop.
     let wait = |d: Duration| !matches!(stop.recv_timeout(d), Err(RecvTimeoutError::Timeout));
     loop {
@@ -147,7 +175,11 @@ pub fn run(
         }
         let target = {
             let mut c = cluster.lock().expect("cluster lock");
-            inject(&mut c, fault, pick, &rt, &recorder, split_keys)
+            if fault == Fault::Partition {
+                partition(&c, firewall.as_ref(), pick, &recorder)
+            } else {
+                inject(&mut c, fault, pick, &rt, &recorder, split_keys)
+            }
         };
         let Some(target) = target else { continue };
         recorder.counters.faults.fetch_add(1, Ordering::Relaxed);
@@ -156,12 +188,63 @@ pub fn run(
             continue;
         }
         let stopping = wait(held);
-        {
+        if let (Target::Network(name), Some(fw)) = (&target, &firewall) {
+            let note = fw.heal().err().map(|e| format!("{e:#}"));
+            log(&recorder, fault, "end", name, note);
+        } else {
             let mut c = cluster.lock().expect("cluster lock");
             heal(&mut c, fault, &target, &recorder);
         }
         if stopping {
             return;
+        }
+    }
+}
+
+/// Cuts the network in a shape drawn from `pick`; `None` if it could not.
+fn partition(
+    c: &LocalCluster,
+    firewall: Option<&super::partition::Firewall>,
+    pick: usize,
+    recorder: &Recorder,
+) -> Option<Target> {
+    use super::partition::{plan, Shape};
+    let fw = firewall?;
+    let nodes: Vec<(&str, &str)> = c
+        .pds
+        .iter()
+        .chain(c.stores.iter())
+        .map(|n| {
+            let host = n.addr.rsplit_once(':').map_or(n.addr.as_str(), |(h, _)| h);
+            (n.name.as_str(), host)
+        })
+        .collect();
+    let shape = Shape::pick(pick);
+    let cut = plan(shape, nodes.len(), pick / 7);
+    let pairs: Vec<(String, String)> = cut
+        .iter()
+        .map(|&(a, b)| (nodes[a].1.to_owned(), nodes[b].1.to_owned()))
+        .collect();
+    let shown: Vec<String> = cut
+        .iter()
+        .map(|&(a, b)| format!("{}>{}", nodes[a].0, nodes[b].0))
+        .collect();
+    let name = format!("{}: {}", shape.name(), shown.join(" "));
+    match fw.cut(&pairs) {
+        Ok(()) => {
+            log(recorder, Fault::Partition, "start", &name, None);
+            Some(Target::Network(name))
+        }
+        Err(e) => {
+            let _ = fw.heal();
+            log(
+                recorder,
+                Fault::Partition,
+                "failed",
+                &name,
+                Some(format!("{e:#}")),
+            );
+            None
         }
     }
 }
@@ -232,8 +315,8 @@ fn inject(
             };
             (Target::Pd(leader), result)
         }
-        Fault::Split | Fault::ShuffleLeaders | Fault::MoveReplica => {
-            unreachable!("handled above")
+        Fault::Split | Fault::ShuffleLeaders | Fault::MoveReplica | Fault::Partition => {
+            unreachable!("handled above or by the caller")
         }
         Fault::KillAll => {
             let mut result = Ok(());
@@ -294,7 +377,7 @@ fn target_name(c: &LocalCluster, target: &Target) -> String {
         Target::Store(i) => c.stores[*i].name.clone(),
         Target::Pd(i) => c.pds[*i].name.clone(),
         Target::All => "all".to_owned(),
-        Target::Key(key) => key.clone(),
+        Target::Key(key) | Target::Network(key) => key.clone(),
     }
 }
 
