@@ -4,6 +4,7 @@
 mod balance_leader;
 mod bootstrap;
 mod config;
+mod fuzz;
 mod id_allocation;
 mod region_heartbeats;
 mod rpc;

@@ -549,6 +549,11 @@ mod tests {
         );
         assert_eq!(parse_faults("split").unwrap(), [Fault::Split]);
         assert_eq!(parse_faults("move-replica").unwrap(), [Fault::MoveReplica]);
-        assert!(parse_faults("partition").is_err());
+        assert_eq!(parse_faults("partition").unwrap(), [Fault::Partition]);
+        assert!(
+            !parse_faults("all").unwrap().contains(&Fault::Partition),
+            "all leaves out what needs root"
+        );
+        assert!(parse_faults("partitions").is_err());
     }
 }
