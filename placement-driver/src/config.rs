@@ -106,6 +106,8 @@ pub struct PdConfig {
     pub region_balance_threshold: u64,
     /// Replica operators in flight cluster-wide.
     pub max_replica_operators: usize,
+    /// Replica operators in flight that add a replica to any one store.
+    pub max_store_operators: usize,
     /// Mutual TLS for every connection (TiKV's `[security]`); off when its paths are empty.
     pub security: security::SecurityConfig,
 }
@@ -138,6 +140,7 @@ impl Default for PdConfig {
             max_store_down_time: Duration::from_secs(30 * 60),
             region_balance_threshold: 2,
             max_replica_operators: 4,
+            max_store_operators: 2,
             security: security::SecurityConfig::default(),
         }
     }
@@ -209,8 +212,8 @@ impl PdConfig {
                 self.region_balance_threshold
             ));
         }
-        if self.max_replica_operators == 0 {
-            out.push("max_replica_operators must be positive".to_owned());
+        if self.max_replica_operators == 0 || self.max_store_operators == 0 {
+            out.push("max_replica_operators and max_store_operators must be positive".to_owned());
         }
         match self.members() {
             Err(Error::Config(e)) => out.push(e),

@@ -23,7 +23,10 @@
 //! - A target store is `Up`, alive, and holds no replica of the region.
 //! - Replicas are added before any is removed, so a region never drops below its voters
 //!   because of a move; a down replica is removed only after its replacement is a voter.
-//! - At most one operator per region, and at most `max_operators` cluster-wide; region counts
+//! - At most one operator per region, at most `max_operators` cluster-wide, and at most
+//!   `max_store_operators` adding a replica to any one store (a store receiving snapshots for
+//!   many new replicas at once would fall behind on all of them; removals cost a store
+//!   nothing, so draining one is not throttled by it); region counts
 //!   include the effect of pending operators, so a burst of heartbeats does not pile moves onto
 //!   one store.
 //! - Decisions are deterministic: ties go to the smallest store id.
@@ -45,6 +48,8 @@ pub struct ReplicaConfig {
     pub balance_threshold: u64,
     /// Operators in flight cluster-wide.
     pub max_operators: usize,
+    /// Operators in flight that add a replica to any one store.
+    pub max_store_operators: usize,
     pub operator_timeout_ms: u64,
     /// Whether balance-region runs (the replica checker always does).
     pub balance_regions: bool,
@@ -57,6 +62,7 @@ impl Default for ReplicaConfig {
             max_store_down_ms: 30 * 60 * 1000,
             balance_threshold: 2,
             max_operators: 4,
+            max_store_operators: 2,
             operator_timeout_ms: 10 * 60 * 1000,
             balance_regions: true,
         }
@@ -110,6 +116,14 @@ impl Step {
     }
 
     /// Store-count effect of a pending step: +1 on a store gaining a replica, -1 losing one.
+    /// The store a replica is added to by this step.
+    fn added_to(&self) -> Option<u64> {
+        match self {
+            Step::AddLearner(p) => Some(p.store_id),
+            _ => None,
+        }
+    }
+
     fn delta(&self) -> Option<(u64, i64)> {
         match self {
             Step::AddLearner(p) => Some((p.store_id, 1)),
@@ -233,6 +247,13 @@ impl ReplicaScheduler {
                     .then(|| balance_region(&self.config, &view, stores, &counts, alloc_id))
                     .flatten()
             })?;
+        // The store limit: a store this operator adds a replica to must have room.
+        let busy = self.store_operator_counts();
+        if steps.iter().filter_map(Step::added_to).any(|store| {
+            busy.get(&store).copied().unwrap_or(0) >= self.config.max_store_operators.max(1)
+        }) {
+            return None;
+        }
         tracing::info!(region_id = region.id, kind, ?steps, "operator created");
         let op = Operator {
             kind,
@@ -243,6 +264,17 @@ impl ReplicaScheduler {
         let cmd = next_command(&op, &view, stores);
         self.operators.insert(region.id, op);
         cmd
+    }
+
+    /// Per store, the operators in flight that add a replica to it.
+    fn store_operator_counts(&self) -> BTreeMap<u64, usize> {
+        let mut counts = BTreeMap::new();
+        for op in self.operators.values() {
+            for store in op.steps.iter().filter_map(Step::added_to) {
+                *counts.entry(store).or_default() += 1;
+            }
+        }
+        counts
     }
 
     /// Region counts per store with pending operators' not yet done steps applied.
@@ -687,5 +719,46 @@ mod tests {
         let mut s = ReplicaScheduler::new(config);
         let st = stores(&[(1, 4), (2, 4), (3, 4), (4, 3)]);
         assert_eq!(run(&mut s, &region(1), 1, &st, 0), None);
+    }
+
+    #[test]
+    fn a_store_takes_part_in_a_limited_number_of_operators() {
+        let config = ReplicaConfig {
+            max_operators: 10,
+            max_store_operators: 2,
+            ..Default::default()
+        };
+        let mut s = ReplicaScheduler::new(config);
+        // Stores 1-3 hold 10 regions each, store 4 none: every region wants to move there.
+        let st = stores(&[(1, 10), (2, 10), (3, 10), (4, 0)]);
+        let region = |id: u64| {
+            test_util::region(id)
+                .peers([1, 2, 3].map(|s| peer(id * 10 + s, s, PeerRole::Voter)))
+                .build()
+        };
+        assert!(run(&mut s, &region(1), 1, &st, 0).is_some());
+        assert!(run(&mut s, &region(2), 1, &st, 0).is_some());
+        // Store 4 already receives two new replicas: the third waits, though the cluster-wide
+        // limit has room.
+        assert_eq!(run(&mut s, &region(3), 1, &st, 0), None);
+        assert_eq!(s.operators().len(), 2);
+        // Once one finishes (its peers as the operator left them), another may start.
+        let first = s.operators()[&1].clone();
+        let mut moved = region(1);
+        for step in &first.steps {
+            match step {
+                Step::AddLearner(p) => {
+                    let mut p = *p;
+                    p.set_role(PeerRole::Voter);
+                    moved.peers.push(p);
+                }
+                Step::Promote(_) => {}
+                Step::Remove(p) => moved.peers.retain(|q| q.id != p.id),
+            }
+        }
+        let leader = moved.peers[0].store_id;
+        assert_eq!(run(&mut s, &moved, leader, &st, 0), None);
+        assert_eq!(s.operators().len(), 1);
+        assert!(run(&mut s, &region(3), 1, &st, 0).is_some());
     }
 }

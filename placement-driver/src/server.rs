@@ -266,6 +266,7 @@ pub async fn start_with_listener(
         max_store_down_ms: config.max_store_down_time.as_millis() as u64,
         balance_threshold: config.region_balance_threshold,
         max_operators: config.max_replica_operators,
+        max_store_operators: config.max_store_operators,
         balance_regions: config.schedule_region_balance,
         ..ReplicaConfig::default()
     }));
