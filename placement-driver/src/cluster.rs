@@ -126,6 +126,21 @@ impl Cluster {
     }
 
     /// Replica operators in flight, by region id (soft state of the serving leader).
+    /// The checkers and schedulers running, by PD's names.
+    pub fn schedulers(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.leader_scheduler.is_some() {
+            out.push("balance-leader-scheduler");
+        }
+        if let Some(s) = self.replica_scheduler.lock().as_ref() {
+            out.push("replica-checker");
+            if s.config().balance_regions {
+                out.push("balance-region-scheduler");
+            }
+        }
+        out
+    }
+
     pub fn replica_operators(&self) -> Vec<(u64, crate::replica::Operator)> {
         self.replica_scheduler
             .lock()

@@ -158,6 +158,10 @@ impl ReplicaScheduler {
         }
     }
 
+    pub fn config(&self) -> &ReplicaConfig {
+        &self.config
+    }
+
     pub fn operators(&self) -> &BTreeMap<u64, Operator> {
         &self.operators
     }

@@ -49,6 +49,11 @@ enum CtlCmd {
         #[command(subcommand)]
         cmd: OperatorCmd,
     },
+    /// PD's checkers and schedulers.
+    Scheduler {
+        #[command(subcommand)]
+        cmd: SchedulerCmd,
+    },
     /// Read a key.
     Get { key: String },
     /// Write a key.
@@ -113,6 +118,12 @@ enum OperatorCmd {
         from_store_id: u64,
         to_store_id: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum SchedulerCmd {
+    /// The checkers and schedulers PD runs.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -209,6 +220,26 @@ async fn run_async(args: CtlArgs) -> Result<()> {
         .await
         .with_context(|| format!("connecting to PD at {}", args.pd.join(",")))?;
     match args.cmd {
+        CtlCmd::Scheduler {
+            cmd: SchedulerCmd::List,
+        } => {
+            let body = pd_request(
+                &args.pd,
+                &security,
+                reqwest::Method::GET,
+                "schedulers",
+                None,
+            )
+            .await?;
+            let names: Vec<String> = serde_json::from_str(&body).context("PD's scheduler list")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&names)?);
+            } else {
+                for n in names {
+                    println!("{n}");
+                }
+            }
+        }
         CtlCmd::Operator {
             cmd: OperatorCmd::List,
         } => {

@@ -115,6 +115,7 @@ pub fn routes(cluster: Arc<Cluster>) -> tonic::service::Routes {
         .route("/config/cluster", get(cluster_meta))
         .route("/gc/safepoint", get(gc_safe_point))
         .route("/operators", get(operators).post(add_operator))
+        .route("/schedulers", get(schedulers))
         .fallback(not_found)
         .with_state(cluster.clone());
     let probes = Router::new()
@@ -394,6 +395,12 @@ async fn add_operator(
 }
 
 /// `GET /operators`: the replica operators in flight.
+/// `GET /schedulers`: the names of the checkers and schedulers running (PD's names).
+async fn schedulers(State(cluster): State<Arc<Cluster>>) -> Result<Response> {
+    cluster.require_leader()?;
+    ok(&cluster.schedulers())
+}
+
 async fn operators(State(cluster): State<Arc<Cluster>>) -> Result<Response> {
     cluster.require_leader()?;
     let ops: Vec<serde_json::Value> = cluster

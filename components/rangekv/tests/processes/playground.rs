@@ -117,6 +117,15 @@ fn a_running_playground_scales_out_and_in() {
     assert!(new["region_count"].as_u64().unwrap() > 0, "{listed:?}");
     let (ok, ops) = rangekv(&["ctl", "--pd", &pd, "operator", "list"]);
     assert!(ok && ops.contains("REGION"), "{ops}");
+    let (ok, schedulers) = rangekv(&["ctl", "--pd", &pd, "scheduler", "list"]);
+    assert!(ok, "{schedulers}");
+    for name in [
+        "balance-leader-scheduler",
+        "replica-checker",
+        "balance-region-scheduler",
+    ] {
+        assert!(schedulers.contains(name), "{schedulers}");
+    }
 
     // Scale in: the new store drains back to the other three and its process stops.
     let id = new["id"].as_u64().unwrap().to_string();
