@@ -17,12 +17,12 @@
 //!
 //! A hidden `--inject-anomaly` makes the workload record one wrong observation without
 //! touching the cluster (a stale read, a lost insert, a duplicate timestamp, a read whose
-//! balances do not add up): the negative
-//! control that shows the whole pipeline can fail.
+//! balances do not add up), or, for list-append, run one pair of transactions that is not
+//! snapshot-isolated on purpose: the negative controls that show the whole pipeline can fail.
 //!
-//! Caveats (see the README's "Verifying a cluster"): no network partitions, no membership
-//! changes, no list-append workload yet; the seed fixes the nemesis schedule and the
-//! clients' choices, not the interleavings.
+//! Caveats (see the README's "Verifying a cluster"): partitions cut nodes from each other,
+//! never clients from nodes; membership changes are single replica moves; the seed fixes the
+//! nemesis schedule and the clients' choices, not the interleavings.
 
 mod bank;
 mod history;
