@@ -25,7 +25,8 @@ pub struct ReplicaVerdict {
     pub peer_id: u64,
     /// Its hash of the checked index, if it reported one.
     pub hash: Option<u32>,
-    /// "match", "mismatch", "unknown" (it has no hash of that index) or "unreachable".
+    /// "match", "mismatch", "unknown" (it has no hash of that index), "unreachable", or
+    /// "removed" (no longer a replica: a membership change ran during the check).
     pub verdict: String,
 }
 
@@ -40,7 +41,12 @@ pub struct CheckOutcome {
 
 impl CheckOutcome {
     pub fn consistent(&self) -> bool {
-        self.replicas.iter().all(|r| r.verdict == "match")
+        // A replica removed during the check has nothing to agree on any more.
+        self.replicas.iter().any(|r| r.verdict == "match")
+            && self
+                .replicas
+                .iter()
+                .all(|r| r.verdict == "match" || r.verdict == "removed")
     }
 }
 
@@ -85,15 +91,20 @@ pub async fn check_region(pd: &PdClient, key: &[u8]) -> Result<CheckOutcome> {
     let mut replicas = Vec::new();
     for peer in &region.peers {
         let status = status_address(pd, peer.store_id).await?;
-        let verdict = wait_verdict(&http, &status, region.id, index, deadline).await;
+        // A replica removed while the check runs never reports: stop waiting for it once PD
+        // shows the region without it (the caller may check again).
+        let verdict = tokio::select! {
+            v = wait_verdict(&http, &status, region.id, index, deadline) => v.ok(),
+            () = removed(pd, region.id, peer.id) => Some((None, "removed".to_owned())),
+        };
         replicas.push(match verdict {
-            Ok((hash, verdict)) => ReplicaVerdict {
+            Some((hash, verdict)) => ReplicaVerdict {
                 store_id: peer.store_id,
                 peer_id: peer.id,
                 hash,
                 verdict,
             },
-            Err(_) => ReplicaVerdict {
+            None => ReplicaVerdict {
                 store_id: peer.store_id,
                 peer_id: peer.id,
                 hash: None,
@@ -133,6 +144,18 @@ pub fn by_majority(mut replicas: Vec<ReplicaVerdict>) -> Vec<ReplicaVerdict> {
         }
     }
     replicas
+}
+
+/// Resolves once PD shows region `region_id` without peer `peer_id` (checked every second).
+async fn removed(pd: &PdClient, region_id: u64, peer_id: u64) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Ok(Some(info)) = pd.get_region_by_id(region_id).await {
+            if !info.region.peers.iter().any(|p| p.id == peer_id) {
+                return;
+            }
+        }
+    }
 }
 
 async fn status_address(pd: &PdClient, store_id: u64) -> Result<String> {
