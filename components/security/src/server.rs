@@ -6,12 +6,11 @@
 //! `Server::tcp_nodelay` applies only to listeners tonic binds itself and axum sets no socket
 //! options, so both take their connections from here. With TLS on, each handshake runs in its
 //! own task with a deadline, so a slow or hostile peer never stalls the accept loop; a refused
-//! handshake is logged and counted, never handed to the server.
+//! handshake is logged, never handed to the server.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -32,10 +31,6 @@ use crate::{Alpn, SecurityManager};
 
 /// How long a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handshakes refused since the process started (all listeners): a certificate from another
-/// CA, a disallowed common name, a plaintext client, a timeout.
-pub static REFUSED_HANDSHAKES: AtomicU64 = AtomicU64::new(0);
 
 /// An accepted connection, plaintext or TLS.
 pub enum ServerConn {
@@ -191,11 +186,9 @@ pub fn accept(listener: TcpListener, security: &SecurityManager, alpn: Alpn) -> 
                                 let _ = tx.send((ServerConn::Tls(Box::new(tls)), peer)).await;
                             }
                             Ok(Err(e)) => {
-                                REFUSED_HANDSHAKES.fetch_add(1, Ordering::Relaxed);
                                 warn!(%peer, %e, "TLS handshake refused");
                             }
                             Err(_) => {
-                                REFUSED_HANDSHAKES.fetch_add(1, Ordering::Relaxed);
                                 debug!(%peer, "TLS handshake timed out");
                             }
                         }

@@ -278,6 +278,19 @@ fn line(p: &Placement, started: Instant) -> String {
     )
 }
 
+/// Prints the placement's line if its counts differ from `last` (then remembered); whether
+/// they did.
+fn print_if_changed(p: &Placement, started: Instant, last: &mut String) -> bool {
+    let now = line(p, started);
+    let counts = now.split_once(']').map_or("", |(_, c)| c);
+    if counts == last.as_str() {
+        return false;
+    }
+    *last = counts.to_owned();
+    println!("{now}");
+    true
+}
+
 /// Runs a scale command against a running playground.
 pub fn run(cmd: ScaleCmd) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
@@ -341,14 +354,7 @@ async fn follow_scale_out(t: &Target, stores: usize, wait: Duration) -> Result<(
     let mut stable = 0;
     while started.elapsed() < wait {
         let p = placement(t).await?;
-        let now = line(&p, started);
-        let counts = now
-            .split_once(']')
-            .map(|(_, c)| c.to_owned())
-            .unwrap_or_default();
-        if counts != last {
-            println!("{now}");
-            last = counts;
+        if print_if_changed(&p, started, &mut last) {
             stable = 0;
         } else {
             stable += 1;
@@ -385,15 +391,7 @@ async fn follow_scale_in(t: &Target, id: u64, wait: Duration) -> Result<()> {
     let mut last = String::new();
     while started.elapsed() < wait {
         let p = placement(t).await?;
-        let now = line(&p, started);
-        let counts = now
-            .split_once(']')
-            .map(|(_, c)| c.to_owned())
-            .unwrap_or_default();
-        if counts != last {
-            println!("{now}");
-            last = counts;
-        }
+        print_if_changed(&p, started, &mut last);
         if p.stores
             .get(&id)
             .is_some_and(|s| s.1 == StoreState::Tombstone)
