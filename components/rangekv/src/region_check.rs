@@ -41,12 +41,9 @@ pub struct CheckOutcome {
 
 impl CheckOutcome {
     pub fn consistent(&self) -> bool {
-        // A replica removed during the check has nothing to agree on any more.
-        self.replicas.iter().any(|r| r.verdict == "match")
-            && self
-                .replicas
-                .iter()
-                .all(|r| r.verdict == "match" || r.verdict == "removed")
+        // Strict: a replica removed during the check ("removed") makes the caller check
+        // again rather than pass with fewer replicas than the region has.
+        self.replicas.iter().all(|r| r.verdict == "match")
     }
 }
 
