@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/pdpb.proto",
     "proto/pdraftpb.proto",
     "proto/keyspacepb.proto",
+    "proto/etcdserverpb.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

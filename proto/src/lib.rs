@@ -52,6 +52,13 @@ pub mod raft_serverpb {
     tonic::include_proto!("raft_serverpb");
 }
 
+/// The part of etcd's v3 KV API that `rangekv bench --target etcd` drives (`etcdserverpb`):
+/// a client only, so the same load runs against etcd side by side with rangekv.
+#[allow(clippy::all, missing_docs)]
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
 /// PD-to-PD Raft transport of the replicated placement driver (`pdraftpb`, internal).
 #[allow(clippy::all, missing_docs)]
 pub mod pdraftpb {

@@ -15,6 +15,8 @@
 //! - [`consistency`]: hashing a region at a log position on every replica and comparing.
 //! - [`bootstrap`]: writing the initial state of a store and of its regions.
 //! - [`clock`]: injectable wall time for leases and timeouts.
+//! - [`local_reader`]: lease reads granted on the caller's thread from what each leader
+//!   publishes, without a poller round.
 //! - [`transport`]: the trait the store sends Raft messages through.
 //! - [`metrics`]: Prometheus metrics (group commit width, log write time, reads by path, ...).
 //!
@@ -29,6 +31,7 @@ pub mod conf_change;
 mod config;
 pub mod consistency;
 mod error;
+pub mod local_reader;
 pub mod metrics;
 pub mod peer;
 pub mod snap;

@@ -87,6 +87,9 @@ pub static APPLY_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 /// Label handles resolved once, so the raftstore loop does no label lookup per event.
 pub static LEASE_READS: LazyLock<IntCounter> =
     LazyLock::new(|| READS.with_label_values(&["lease"]));
+/// Lease reads granted by the [`crate::local_reader`] on the caller's thread.
+pub static LOCAL_LEASE_READS: LazyLock<IntCounter> =
+    LazyLock::new(|| READS.with_label_values(&["local_lease"]));
 pub static READ_INDEX_READS: LazyLock<IntCounter> =
     LazyLock::new(|| READS.with_label_values(&["read_index"]));
 pub static WRITE_PROPOSALS: LazyLock<IntCounter> =

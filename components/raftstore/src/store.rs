@@ -204,6 +204,8 @@ pub struct PollContext<T> {
     logger: slog::Logger,
     pending: Arc<Mutex<PendingMessages>>,
     pub meta: Arc<Mutex<StoreMeta>>,
+    /// Where leaders publish their leases for reads on the callers' threads.
+    pub local_reader: crate::local_reader::LocalReader,
 }
 
 impl<T> PollContext<T> {
@@ -315,6 +317,7 @@ struct PollerBuilder<T> {
     logger: slog::Logger,
     pending: Arc<Mutex<PendingMessages>>,
     meta: Arc<Mutex<StoreMeta>>,
+    local_reader: crate::local_reader::LocalReader,
 }
 
 impl<T: Transport> HandlerBuilder<PeerFsm> for PollerBuilder<T> {
@@ -334,6 +337,7 @@ impl<T: Transport> HandlerBuilder<PeerFsm> for PollerBuilder<T> {
                 logger: self.logger.clone(),
                 pending: self.pending.clone(),
                 meta: self.meta.clone(),
+                local_reader: self.local_reader.clone(),
             },
         }
     }
@@ -347,6 +351,7 @@ pub struct StoreRouter {
     pending: Arc<Mutex<PendingMessages>>,
     factory: Arc<PeerFactory>,
     apply_backlog: crate::apply::ApplyBacklog,
+    local_reader: crate::local_reader::LocalReader,
 }
 
 /// Raft messages for regions this store does not host yet, kept briefly: the replica of a
@@ -500,6 +505,10 @@ impl StoreRouter {
 
     /// Asks for a linearizable read grant on the region named by `header`.
     pub fn read(&self, header: RequestHeader, cb: impl FnOnce(Result<ReadGrant>) + Send + 'static) {
+        if let Some(grant) = self.local_read(&header) {
+            cb(Ok(grant));
+            return;
+        }
         let region_id = header.region_id;
         let _ = self.send(
             region_id,
@@ -574,6 +583,13 @@ impl StoreRouter {
         rx.await.unwrap_or(Err(Error::Shutdown))
     }
 
+    /// A grant under the lease the region's leader published, on this thread, if it covers
+    /// `header` (see [`crate::local_reader`]); `None` when only the peer can decide.
+    pub fn local_read(&self, header: &RequestHeader) -> Option<ReadGrant> {
+        let now = self.factory.cfg.clock.now();
+        self.local_reader.try_grant(self.store_id, header, now)
+    }
+
     /// [`StoreRouter::read`] as a future.
     pub async fn read_grant(&self, header: RequestHeader) -> Result<ReadGrant> {
         let (tx, rx) = oneshot::channel();
@@ -638,6 +654,7 @@ impl Store {
             slog::o!("store_id" => store_id),
         );
         let meta = Arc::new(Mutex::new(StoreMeta::default()));
+        let local_reader = crate::local_reader::LocalReader::default();
         let factory = Arc::new(PeerFactory {
             store_id,
             engine: engine.clone(),
@@ -684,6 +701,7 @@ impl Store {
                 logger: logger.clone(),
                 pending: pending.clone(),
                 meta: meta.clone(),
+                local_reader: local_reader.clone(),
             },
         );
         let stop = Arc::new(AtomicBool::new(false));
@@ -704,6 +722,7 @@ impl Store {
                 pending: pending.clone(),
                 factory,
                 apply_backlog: apply.router().backlog().clone(),
+                local_reader,
             },
             engine,
             cfg,

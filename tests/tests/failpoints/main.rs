@@ -6,3 +6,4 @@
 
 mod apply_backlog;
 mod cas;
+mod local_read;

@@ -195,6 +195,18 @@ fn membership_changes_that_cannot_be_right_are_refused() {
         .change_peer(1, vec![change(ChangeKind::AddLearner, 5001, 4)])
         .unwrap();
     let leader = cluster.wait_leader(1, Duration::from_secs(10));
+    // The change answers once applied; the peer takes the new membership when it handles the
+    // apply result. Until then a second change is refused as "in progress", not as stale.
+    let old_conf_ver = region.region_epoch.unwrap().conf_ver;
+    tests::wait_until(
+        "the leader took the new membership",
+        Duration::from_secs(10),
+        || {
+            cluster
+                .peer_status(leader, 1)
+                .is_some_and(|p| p.region.region_epoch.unwrap().conf_ver > old_conf_ver)
+        },
+    );
     let stale = cluster.block_on(cluster.storage(leader).router().change_peer(
         1,
         region.region_epoch,

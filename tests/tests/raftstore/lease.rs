@@ -53,6 +53,12 @@ fn lease_reads_end_with_the_lease_and_read_index_renews_it() {
             continue;
         }
         assert_eq!(inside.lease_reads - before.lease_reads, 5, "{inside:?}");
+        // Inside the lease nothing needs the peer: the local reader granted them all.
+        assert_eq!(
+            inside.local_lease_reads - before.local_lease_reads,
+            5,
+            "{inside:?}"
+        );
         assert_eq!(inside.read_index_rounds, before.read_index_rounds);
         assert_eq!(
             expired.read_index_rounds,
@@ -60,6 +66,7 @@ fn lease_reads_end_with_the_lease_and_read_index_renews_it() {
             "{expired:?}"
         );
         assert_eq!(expired.lease_reads, inside.lease_reads);
+        assert_eq!(expired.local_lease_reads, inside.local_lease_reads);
         assert_eq!(renewed.lease_reads, expired.lease_reads + 1, "{renewed:?}");
         assert_eq!(renewed.read_index_rounds, expired.read_index_rounds);
         return;

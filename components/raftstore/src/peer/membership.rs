@@ -395,6 +395,8 @@ impl Peer {
             "destroying replica"
         );
         self.destroyed = true;
+        self.read_slot = None;
+        ctx.local_reader.remove(self.region.id);
         self.ready = None;
         self.to_apply.clear();
         self.fail_all();

@@ -69,8 +69,10 @@ pub struct PeerStatus {
     pub applied_index: u64,
     pub first_index: u64,
     pub last_index: u64,
-    /// Reads this peer granted under its lease.
+    /// Reads granted under this peer's lease, by the peer or by the local reader.
     pub lease_reads: u64,
+    /// Of those, the ones the local reader granted on the caller's thread.
+    pub local_lease_reads: u64,
     /// ReadIndex rounds this peer started.
     pub read_index_rounds: u64,
     /// On a leader: the other peers it heard from recently (raft-rs's `recent_active`).
@@ -206,6 +208,8 @@ impl PeerFsm {
         }
         self.peer.issue_read_index();
         self.peer.collect_ready(ctx);
+        // Before the round's messages leave (the transport sends at the round's end).
+        self.peer.publish_lease(ctx);
     }
 }
 
@@ -256,6 +260,8 @@ pub struct Peer {
     /// Reads granted under the lease, and ReadIndex rounds started (for tests and metrics).
     lease_reads: u64,
     read_index_rounds: u64,
+    /// Where this peer publishes its lease for local reads (taken on first use).
+    read_slot: Option<Arc<crate::local_reader::ReadSlot>>,
     hash: Option<(u64, u32)>,
     last_verified: Option<(u64, crate::consistency::Verdict)>,
     /// Peers met in messages but not (yet) in the region, so replies can reach them.
@@ -388,6 +394,7 @@ impl Peer {
             compact_proposed_to: 0,
             last_committed_split: 0,
             lease_reads: 0,
+            read_slot: None,
             read_index_rounds: 0,
             hash: None,
             last_verified: None,
@@ -445,7 +452,8 @@ impl Peer {
             applied_index: self.applied.applied_index,
             first_index: store.first_index().unwrap_or_default(),
             last_index: store.last_index_value(),
-            lease_reads: self.lease_reads,
+            lease_reads: self.lease_reads + self.read_slot.as_ref().map_or(0, |s| s.local_reads()),
+            local_lease_reads: self.read_slot.as_ref().map_or(0, |s| s.local_reads()),
             read_index_rounds: self.read_index_rounds,
             last_committed_split: self.last_committed_split,
             reads_waiting: self.reads_waiting(),

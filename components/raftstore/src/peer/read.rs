@@ -99,6 +99,31 @@ impl Peer {
         .allows_read(now)
     }
 
+    /// Publishes to the store's [`crate::local_reader`] what this peer's lease allows now (see
+    /// its invariants: call it before the round's messages leave).
+    pub(super) fn publish_lease(&mut self, ctx: &PollContext<impl crate::Transport>) {
+        let allowed = self.is_leader()
+            && self.raw.raft.lead_transferee.is_none()
+            && self.applied.applied_index >= self.last_committed_split
+            && self.applied.applied_term == self.raw.raft.term;
+        let lease = match self.lease_expire {
+            Some(valid_until) if allowed => Some(crate::local_reader::LeaseRef {
+                region: &self.region,
+                term: self.raw.raft.term,
+                valid_from: self.lease_suspended_until,
+                valid_until,
+            }),
+            _ => None,
+        };
+        if lease.is_none() && self.read_slot.is_none() {
+            return;
+        }
+        let slot = self
+            .read_slot
+            .get_or_insert_with(|| ctx.local_reader.slot(self.region.id));
+        slot.publish(lease, self.cfg.lease_duration() / 8);
+    }
+
     pub(super) fn renew_lease(&mut self, since: Instant) {
         if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
             return;

@@ -100,7 +100,7 @@ impl Peer {
             let snap = rd.snapshot().clone();
             self.apply_snapshot(ctx, &snap);
         }
-        self.to_apply.extend(rd.take_committed_entries());
+        self.take_committed(rd.take_committed_entries());
         if !rd.entries().is_empty() {
             self.raw.mut_store().append(rd.entries(), &mut ctx.wb);
         }
@@ -142,7 +142,7 @@ impl Peer {
             for m in light.take_messages() {
                 self.send(ctx, m);
             }
-            self.to_apply.extend(light.take_committed_entries());
+            self.take_committed(light.take_committed_entries());
         }
         if !self.to_apply.is_empty() {
             self.dispatch_apply();
@@ -150,9 +150,22 @@ impl Peer {
         // A new leader's held reads go out as soon as its first entry commits.
         self.issue_read_index();
         self.answer_ready_reads();
+        // Before the messages sent above leave (the transport flushes after every peer's
+        // post_persist): a split they report committed must already stop local reads.
+        self.publish_lease(ctx);
         if self.raw.has_ready() {
             ctx.wake(self.region.id);
         }
+    }
+
+    /// Queues committed entries for apply. A split among them ends lease reads at once: the
+    /// messages that tell the others it committed leave at the end of this round, and the
+    /// local reader must see the change before they do.
+    fn take_committed(&mut self, entries: Vec<Entry>) {
+        if let Some(index) = newest_split(&entries) {
+            self.last_committed_split = self.last_committed_split.max(index);
+        }
+        self.to_apply.extend(entries);
     }
 
     pub(super) fn dispatch_apply(&mut self) {
@@ -164,9 +177,6 @@ impl Peer {
         let term = self.raw.raft.term;
         let leader = self.is_leader();
         let mut renew_from = None;
-        if let Some(index) = newest_split(&entries) {
-            self.last_committed_split = self.last_committed_split.max(index);
-        }
         for e in &entries {
             while self.proposals.front().is_some_and(|p| p.index < e.index) {
                 let p = self.proposals.pop_front().expect("front exists");

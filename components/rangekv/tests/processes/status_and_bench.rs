@@ -108,30 +108,45 @@ fn stores_and_pd_answer_health_and_readiness_probes() {
     }
 }
 
-#[test]
-fn bench_runs_a_ycsb_workload_without_errors() {
-    let t = TestCluster::start(3);
-    let endpoints = t.cluster.pd_endpoints().join(",");
+/// Runs `rangekv bench` with `args`; its stdout and stderr, failing the test if it failed.
+fn run_bench(args: &[&str]) -> (String, String) {
     let out = std::process::Command::new(bin())
-        .args([
-            "bench",
-            "--pd",
-            &endpoints,
-            "--workload",
-            "a",
-            "--records",
-            "300",
-        ])
-        .args(["--duration", "1", "--concurrency", "8"])
+        .arg("bench")
+        .args(args)
         .output()
         .expect("run rangekv bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     );
-    assert!(stdout.contains("load: 300 records"), "{stdout}");
+    assert!(out.status.success(), "bench failed: {stderr}\n{stdout}");
+    (stdout, stderr)
+}
+
+/// Every operation kind of `report` (a `--json` result) ran and none failed.
+fn assert_kinds_ran(report: &serde_json::Value, kinds: &[&str]) {
+    for kind in kinds {
+        let k = &report["by_kind"][kind];
+        assert!(k["ops"].as_u64().unwrap_or(0) > 0, "no {kind}: {report}");
+        assert_eq!(k["errors"], 0, "{kind} errors: {report}");
+    }
+}
+
+#[test]
+fn bench_runs_the_ycsb_workloads_without_errors() {
+    let t = TestCluster::start(3);
+    let endpoints = t.cluster.pd_endpoints().join(",");
+    let common = ["--pd", &endpoints, "--records", "300", "--duration", "1"];
+    let (stdout, stderr) =
+        run_bench(&[&common[..], &["--workload", "a", "--concurrency", "8"]].concat());
+    assert!(
+        stderr.contains("load: 300 records into rangekv"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ops/s |"),
+        "a progress line a second: {stderr}"
+    );
     for op in ["read", "update"] {
         let line = stdout
             .lines()
@@ -140,6 +155,89 @@ fn bench_runs_a_ycsb_workload_without_errors() {
         let cols: Vec<&str> = line.split_whitespace().collect();
         assert!(cols[1].parse::<u64>().unwrap() > 0, "{line}");
         assert_eq!(cols[2], "0", "{op} errors: {line}");
+    }
+    // Inserts, read-latest, scans and read-modify-writes, as JSON for scripts.
+    for (workload, kinds) in [
+        ("d", &["read", "insert"][..]),
+        ("e", &["scan", "insert"][..]),
+        ("f", &["read", "rmw"][..]),
+    ] {
+        let (stdout, _) = run_bench(
+            &[
+                &common[..],
+                &[
+                    "--workload",
+                    workload,
+                    "--skip-load",
+                    "--json",
+                    "--concurrency",
+                    "4",
+                ],
+            ]
+            .concat(),
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(stdout.trim()).expect("one JSON object");
+        assert_eq!(report["target"], "rangekv");
+        assert_eq!(report["workload"], workload);
+        assert_kinds_ran(&report, kinds);
+    }
+}
+
+/// The same load runs against etcd through its v3 API (`--target etcd`), so the two compare in
+/// one command; the etcd cluster comes from `scripts/etcd-cluster.sh` (which installs etcd if
+/// it can; the test command does that).
+#[test]
+fn bench_drives_an_etcd_cluster_with_the_same_workloads() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let script = root.join("scripts/etcd-cluster.sh");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("start")
+        .arg(dir.path().join("etcd"))
+        .output()
+        .expect("run etcd-cluster.sh");
+    assert!(
+        started.status.success(),
+        "a 3-member etcd did not start (is etcd installed?): {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    struct Stop(std::path::PathBuf, std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("bash")
+                .arg(&self.0)
+                .arg("stop")
+                .arg(&self.1)
+                .status();
+        }
+    }
+    let _stop = Stop(script.clone(), dir.path().join("etcd"));
+    for (workload, kinds) in [
+        ("a", &["read", "update"][..]),
+        ("e", &["scan", "insert"][..]),
+    ] {
+        let (stdout, stderr) = run_bench(&[
+            "--target",
+            "etcd",
+            "--endpoints",
+            "127.0.0.1:23790,127.0.0.1:23791,127.0.0.1:23792",
+            "--workload",
+            workload,
+            "--records",
+            "200",
+            "--duration",
+            "1",
+            "--concurrency",
+            "4",
+            "--json",
+        ]);
+        assert!(stderr.contains("load: 200 records into etcd"), "{stderr}");
+        let report: serde_json::Value =
+            serde_json::from_str(stdout.trim()).expect("one JSON object");
+        assert_eq!(report["target"], "etcd");
+        assert_kinds_ran(&report, kinds);
     }
 }
 
@@ -153,7 +251,7 @@ fn bench_runs_small_transactions_and_ctl_shows_a_keys_versions() {
         .args([
             "ctl", "--pd", &endpoints, "--json", "region", "split", "--txn",
         ])
-        .arg("user000000000025")
+        .arg("user00000000000000000025")
         .output()
         .expect("run rangekv ctl");
     assert!(
@@ -170,6 +268,8 @@ fn bench_runs_small_transactions_and_ctl_shows_a_keys_versions() {
             &endpoints,
             "--workload",
             "t",
+            "--insert-order",
+            "ordered",
             "--records",
             "50",
         ])
@@ -177,12 +277,9 @@ fn bench_runs_small_transactions_and_ctl_shows_a_keys_versions() {
         .output()
         .expect("run rangekv bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("load: 50 records"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}\n{stdout}");
+    assert!(stderr.contains("load: 50 records"), "{stderr}");
     let line = stdout
         .lines()
         .find(|l| l.starts_with("txn"))
@@ -199,7 +296,7 @@ fn bench_runs_small_transactions_and_ctl_shows_a_keys_versions() {
             "--json",
             "txn",
             "mvcc",
-            "user000000000007",
+            "user00000000000000000007",
         ])
         .output()
         .expect("run rangekv ctl");
