@@ -46,6 +46,10 @@ pub struct Config {
     /// persist in parallel with the leader (Raft allows it: an entry commits once any
     /// majority persisted it). Off only to measure the difference (benches/).
     pub send_appends_before_persist: bool,
+    /// Idle regions stop ticking (see [`crate::hibernate`]).
+    pub hibernate_regions: bool,
+    /// Ticks a leader must be idle before it asks its followers to hibernate.
+    pub hibernate_ticks: usize,
     /// Wall time for leases and timeouts (Raft itself runs on ticks).
     pub clock: Arc<dyn Clock>,
     /// Told when something PD routes by changes for one of this store's peers.
@@ -83,6 +87,8 @@ impl Default for Config {
             read_index_timeout: Duration::from_secs(5),
             max_pending_proposals: 8192,
             send_appends_before_persist: true,
+            hibernate_regions: true,
+            hibernate_ticks: 20,
             clock: Arc::new(SystemClock),
             on_region_change: None,
         }

@@ -15,13 +15,15 @@
 //! - [`consistency`]: hashing a region at a log position on every replica and comparing.
 //! - [`bootstrap`]: writing the initial state of a store and of its regions.
 //! - [`clock`]: injectable wall time for leases and timeouts.
+//! - [`hibernate`]: idle regions stop ticking; store liveness wakes their followers when a
+//!   leader's store falls silent.
 //! - [`local_reader`]: lease reads granted on the caller's thread from what each leader
 //!   publishes, without a poller round.
 //! - [`transport`]: the trait the store sends Raft messages through.
 //! - [`metrics`]: Prometheus metrics (group commit width, log write time, reads by path, ...).
 //!
 //! Deliberately absent (later roadmap steps): deciding when to split or move replicas (the
-//! server and PD do), merge, hibernation of idle regions.
+//! server and PD do), merge.
 
 pub mod apply;
 pub mod bootstrap;
@@ -31,6 +33,7 @@ pub mod conf_change;
 mod config;
 pub mod consistency;
 mod error;
+pub mod hibernate;
 pub mod local_reader;
 pub mod metrics;
 pub mod peer;

@@ -87,6 +87,15 @@ pub static APPLY_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 /// Label handles resolved once, so the raftstore loop does no label lookup per event.
 pub static LEASE_READS: LazyLock<IntCounter> =
     LazyLock::new(|| READS.with_label_values(&["lease"]));
+/// Peers of this store that hibernate (do not tick).
+pub static HIBERNATED_PEERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "rangekv_raftstore_hibernated_peers",
+        "Region replicas of this store that hibernate (idle: no ticks)"
+    )
+    .expect("register metric")
+});
+
 /// Lease reads granted by the [`crate::local_reader`] on the caller's thread.
 pub static LOCAL_LEASE_READS: LazyLock<IntCounter> =
     LazyLock::new(|| READS.with_label_values(&["local_lease"]));

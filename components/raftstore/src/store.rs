@@ -98,11 +98,14 @@ struct PeerFactory {
     logger: slog::Logger,
     router: Router<PeerFsm>,
     meta: Arc<Mutex<StoreMeta>>,
+    awake: crate::hibernate::AwakeSet,
+    liveness: crate::hibernate::StoreLiveness,
 }
 
 impl PeerFactory {
     fn register(&self, peer: Peer) {
         let region_id = peer.region_id();
+        self.awake.insert(region_id);
         let (tx, rx) = channel::unbounded();
         self.router
             .register(region_id, tx, Box::new(PeerFsm::new(peer, rx)));
@@ -206,6 +209,8 @@ pub struct PollContext<T> {
     pub meta: Arc<Mutex<StoreMeta>>,
     /// Where leaders publish their leases for reads on the callers' threads.
     pub local_reader: crate::local_reader::LocalReader,
+    /// The regions that tick (not hibernating).
+    pub awake: crate::hibernate::AwakeSet,
 }
 
 impl<T> PollContext<T> {
@@ -242,6 +247,7 @@ impl<T> PollContext<T> {
             peer.campaign();
         }
         let (tx, rx) = channel::unbounded();
+        self.awake.insert(region_id);
         self.router
             .register(region_id, tx, Box::new(PeerFsm::new(peer, rx)));
         for msg in self.pending.lock().take(region_id) {
@@ -318,6 +324,7 @@ struct PollerBuilder<T> {
     pending: Arc<Mutex<PendingMessages>>,
     meta: Arc<Mutex<StoreMeta>>,
     local_reader: crate::local_reader::LocalReader,
+    awake: crate::hibernate::AwakeSet,
 }
 
 impl<T: Transport> HandlerBuilder<PeerFsm> for PollerBuilder<T> {
@@ -338,6 +345,7 @@ impl<T: Transport> HandlerBuilder<PeerFsm> for PollerBuilder<T> {
                 pending: self.pending.clone(),
                 meta: self.meta.clone(),
                 local_reader: self.local_reader.clone(),
+                awake: self.awake.clone(),
             },
         }
     }
@@ -413,7 +421,14 @@ impl StoreRouter {
     /// (see `PeerFactory::maybe_create`); otherwise it is kept for a short while in case the
     /// region is about to be created here by a split.
     pub fn send_raft_message(&self, msg: RaftMessage) -> Result<()> {
+        if let Some(from) = &msg.from_peer {
+            self.factory.liveness.heard(from.store_id);
+        }
         let region_id = msg.region_id;
+        if region_id == 0 {
+            // A store's liveness beacon: noted above, nothing else to do.
+            return Ok(());
+        }
         match self.router.send(region_id, PeerMsg::Raft(Box::new(msg))) {
             Ok(()) => Ok(()),
             Err(batch_system::Disconnected(PeerMsg::Raft(msg))) => {
@@ -599,6 +614,11 @@ impl StoreRouter {
         rx.await.unwrap_or(Err(Error::Shutdown))
     }
 
+    /// Regions of this store that tick (not hibernating).
+    pub fn awake_regions(&self) -> usize {
+        self.factory.awake.len()
+    }
+
     /// The status of the local peer of `region_id`.
     pub async fn peer_status(&self, region_id: u64) -> Result<PeerStatus> {
         let (tx, rx) = oneshot::channel();
@@ -655,6 +675,8 @@ impl Store {
         );
         let meta = Arc::new(Mutex::new(StoreMeta::default()));
         let local_reader = crate::local_reader::LocalReader::default();
+        let awake = crate::hibernate::AwakeSet::default();
+        let liveness = crate::hibernate::StoreLiveness::default();
         let factory = Arc::new(PeerFactory {
             store_id,
             engine: engine.clone(),
@@ -663,6 +685,8 @@ impl Store {
             logger: logger.clone(),
             router: router.clone(),
             meta: meta.clone(),
+            awake: awake.clone(),
+            liveness: liveness.clone(),
         });
         let mut loaded = 0;
         for state in load_region_states(&engine)? {
@@ -694,7 +718,7 @@ impl Store {
             PollerBuilder {
                 cfg: cfg.clone(),
                 engine: engine.clone(),
-                transport,
+                transport: transport.clone(),
                 router: router.clone(),
                 store_id,
                 apply: apply.router(),
@@ -702,16 +726,24 @@ impl Store {
                 pending: pending.clone(),
                 meta: meta.clone(),
                 local_reader: local_reader.clone(),
+                awake: awake.clone(),
             },
         );
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
-            let stop = stop.clone();
-            let router = router.clone();
-            let tick = cfg.raft_base_tick;
+            let ticker = Ticker {
+                store_id,
+                cfg: cfg.clone(),
+                router: router.clone(),
+                awake,
+                liveness,
+                meta: meta.clone(),
+                transport,
+                stop: stop.clone(),
+            };
             std::thread::Builder::new()
                 .name(format!("ticker-{store_id}"))
-                .spawn(move || ticker_loop(router, tick, stop))
+                .spawn(move || ticker.run())
                 .expect("spawn ticker")
         };
         info!(store_id, regions = loaded, "store started");
@@ -843,10 +875,88 @@ impl Drop for Store {
     }
 }
 
-fn ticker_loop(router: Router<PeerFsm>, tick: Duration, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(tick);
-        router.broadcast(|| PeerMsg::Tick);
+/// The store's clock thread: ticks the regions that are awake, and (with hibernation) sends
+/// this store's liveness beacons and reports stores that fell silent to the peers.
+struct Ticker<T> {
+    store_id: u64,
+    cfg: Arc<Config>,
+    router: Router<PeerFsm>,
+    awake: crate::hibernate::AwakeSet,
+    liveness: crate::hibernate::StoreLiveness,
+    meta: Arc<Mutex<StoreMeta>>,
+    transport: T,
+    stop: Arc<AtomicBool>,
+}
+
+/// Ticks between two recomputations of the stores this store shares regions with.
+const KNOWN_STORES_EVERY_TICKS: u64 = 10;
+
+impl<T: Transport> Ticker<T> {
+    fn run(mut self) {
+        let mut ticks = 0u64;
+        let mut known: Vec<u64> = Vec::new();
+        let beacon_every = self.cfg.raft_heartbeat_ticks.max(1) as u64;
+        let silent_after = self.cfg.raft_election_ticks as u64;
+        while !self.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(self.cfg.raft_base_tick);
+            for region_id in self.awake.snapshot() {
+                let _ = self.router.send(region_id, PeerMsg::Tick);
+            }
+            if !self.cfg.hibernate_regions {
+                continue;
+            }
+            if ticks.is_multiple_of(KNOWN_STORES_EVERY_TICKS) {
+                known = self.known_stores();
+            }
+            ticks += 1;
+            if ticks.is_multiple_of(beacon_every) {
+                for &to in &known {
+                    self.transport.send(beacon(self.store_id, to));
+                }
+                self.transport.flush();
+            }
+            for store_id in self.liveness.tick(&known, silent_after) {
+                warn!(
+                    store_id,
+                    "store silent for an election timeout; waking the regions it leads"
+                );
+                self.router
+                    .broadcast(|| PeerMsg::StoreUnreachable(store_id));
+            }
+        }
+    }
+
+    /// The other stores holding replicas of this store's regions.
+    fn known_stores(&self) -> Vec<u64> {
+        let meta = self.meta.lock();
+        let mut stores: Vec<u64> = meta
+            .regions
+            .values()
+            .flat_map(|r| r.peers.iter().map(|p| p.store_id))
+            .filter(|s| *s != self.store_id)
+            .collect();
+        stores.sort_unstable();
+        stores.dedup();
+        stores
+    }
+}
+
+/// A liveness beacon from `from` to `to` (region 0: no region's message).
+fn beacon(from: u64, to: u64) -> RaftMessage {
+    let mut extra = proto::raft_serverpb::ExtraMessage::default();
+    extra.set_type(proto::raft_serverpb::ExtraMessageType::MsgStoreHeartbeat);
+    RaftMessage {
+        region_id: 0,
+        from_peer: Some(metapb::Peer {
+            store_id: from,
+            ..Default::default()
+        }),
+        to_peer: Some(metapb::Peer {
+            store_id: to,
+            ..Default::default()
+        }),
+        extra_msg: Some(extra),
+        ..Default::default()
     }
 }
 

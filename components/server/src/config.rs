@@ -172,6 +172,8 @@ pub struct RaftstoreConfig {
     pub concurrent_recv_snap_limit: usize,
     /// Bytes per second a store sends snapshots at.
     pub snap_io_max_bytes_per_sec: u64,
+    /// Idle regions stop ticking until there is work (TiKV's hibernate regions).
+    pub hibernate_regions: bool,
 }
 
 impl Default for RaftstoreConfig {
@@ -192,6 +194,7 @@ impl Default for RaftstoreConfig {
             concurrent_send_snap_limit: snap.max_sends,
             concurrent_recv_snap_limit: snap.max_receives,
             snap_io_max_bytes_per_sec: snap.send_bytes_per_sec,
+            hibernate_regions: d.hibernate_regions,
         }
     }
 }
@@ -209,6 +212,7 @@ impl RaftstoreConfig {
             store_pool_size: self.store_pool_size,
             apply_pool_size: self.apply_pool_size,
             max_pending_proposals: self.max_pending_proposals,
+            hibernate_regions: self.hibernate_regions,
             ..Default::default()
         }
     }

@@ -8,6 +8,7 @@ mod failover;
 mod faults;
 mod fuzz;
 mod gc;
+mod hibernate;
 mod keyspace;
 mod lease;
 mod linearizable;

@@ -395,6 +395,10 @@ impl Peer {
             "destroying replica"
         );
         self.destroyed = true;
+        if self.asleep {
+            crate::metrics::HIBERNATED_PEERS.dec();
+        }
+        ctx.awake.remove(self.region.id);
         self.read_slot = None;
         ctx.local_reader.remove(self.region.id);
         self.ready = None;

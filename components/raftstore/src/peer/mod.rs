@@ -44,6 +44,7 @@ use crate::util::{epoch_version, find_peer, find_peer_on_store};
 use crate::{Config, Error, Result};
 
 mod admin;
+mod hibernate;
 mod membership;
 mod propose;
 mod read;
@@ -73,6 +74,8 @@ pub struct PeerStatus {
     pub lease_reads: u64,
     /// Of those, the ones the local reader granted on the caller's thread.
     pub local_lease_reads: u64,
+    /// The replica hibernates (does not tick).
+    pub asleep: bool,
     /// ReadIndex rounds this peer started.
     pub read_index_rounds: u64,
     /// On a leader: the other peers it heard from recently (raft-rs's `recent_active`).
@@ -137,6 +140,9 @@ pub enum PeerMsg {
     SnapshotStatus { to: u64, delivered: bool },
     /// Only makes the peer run a round (it still has a Ready to handle).
     Wake,
+    /// The store has not heard from store `0` for an election timeout (see
+    /// [`crate::hibernate`]).
+    StoreUnreachable(u64),
 }
 
 /// The batch-system wrapper of a [`Peer`].
@@ -179,6 +185,19 @@ impl PeerFsm {
                 break;
             };
             budget -= 1;
+            match &msg {
+                // Hibernation's own messages, ticks and status queries do not wake a region.
+                // Apply results are bookkeeping (a follower may sleep before it applied all),
+                // and `Wake` only asks for a round.
+                PeerMsg::Raft(m) if m.extra_msg.is_none() => self.peer.wake_for(ctx, m),
+                PeerMsg::Raft(_)
+                | PeerMsg::Tick
+                | PeerMsg::Query(_)
+                | PeerMsg::ApplyRes(_)
+                | PeerMsg::Wake
+                | PeerMsg::StoreUnreachable(_) => {}
+                _ => self.peer.wake(ctx, true),
+            }
             match msg {
                 PeerMsg::Raft(m) => self.peer.on_raft_message(ctx, *m),
                 PeerMsg::Propose { header, ops, cb } => self.peer.on_propose(ctx, header, ops, cb),
@@ -201,6 +220,9 @@ impl PeerFsm {
                     self.peer.on_snapshot_status(to, delivered)
                 }
                 PeerMsg::Wake => {}
+                PeerMsg::StoreUnreachable(store_id) => {
+                    self.peer.on_store_unreachable(ctx, store_id)
+                }
             }
         }
         if self.peer.destroyed {
@@ -280,6 +302,14 @@ pub struct Peer {
     pub(crate) destroyed: bool,
     /// Ticks since a leader's message last arrived (see [`Peer::check_leader_missing`]).
     ticks_without_leader: usize,
+    /// Hibernating: no ticks (see [`crate::hibernate`]).
+    asleep: bool,
+    /// Consecutive ticks this leader has been idle.
+    idle_ticks: usize,
+    /// The `(term, last index)` this leader asked its followers to hibernate at.
+    sleep_request: Option<(u64, u64)>,
+    /// The peers that agreed to hibernate at `sleep_request`.
+    sleep_acks: std::collections::HashSet<u64>,
 }
 
 impl Peer {
@@ -406,6 +436,10 @@ impl Peer {
             applied_snapshot: None,
             destroyed: false,
             ticks_without_leader: 0,
+            asleep: false,
+            idle_ticks: 0,
+            sleep_request: None,
+            sleep_acks: Default::default(),
         })
     }
 
@@ -454,6 +488,7 @@ impl Peer {
             last_index: store.last_index_value(),
             lease_reads: self.lease_reads + self.read_slot.as_ref().map_or(0, |s| s.local_reads()),
             local_lease_reads: self.read_slot.as_ref().map_or(0, |s| s.local_reads()),
+            asleep: self.asleep,
             read_index_rounds: self.read_index_rounds,
             last_committed_split: self.last_committed_split,
             reads_waiting: self.reads_waiting(),
@@ -492,7 +527,13 @@ impl Peer {
     // ---- incoming events ----
 
     fn on_tick(&mut self, ctx: &mut PollContext<impl crate::Transport>) {
-        self.raw.tick();
+        if self.asleep {
+            // Queued before the peer went to sleep.
+            return;
+        }
+        if !self.tick_hibernation(ctx) {
+            self.raw.tick();
+        }
         self.observe_transfer();
         self.check_snapshots_sent(ctx.cfg.snapshot_timeout);
         self.maybe_leave_joint();

@@ -31,6 +31,10 @@ impl Peer {
             );
             return;
         }
+        if let Some(extra) = msg.extra_msg {
+            self.on_extra_message(ctx, msg.from_peer, extra);
+            return;
+        }
         let msg_conf_ver = msg.region_epoch.map_or(0, |e| e.conf_ver);
         let our_conf_ver = crate::util::epoch_conf_ver(&self.region);
         if msg.is_tombstone {
@@ -288,6 +292,7 @@ impl Peer {
             is_tombstone: false,
             start_key: self.region.start_key.clone(),
             end_key: self.region.end_key.clone(),
+            extra_msg: None,
         };
         if is_snapshot {
             ctx.transport.send_snapshot(msg);

@@ -1,0 +1,113 @@
+//! What idle regions cost: an in-process cluster of 3 stores holding `IDLE_REGIONS` regions
+//! (default 2,000; every region has a replica on every store) is measured once with
+//! hibernation off and once with it on, side by side in one run: CPU over `IDLE_SECONDS`
+//! (default 10) once every region has been idle long enough to hibernate, as a share of one
+//! core per store, and resident memory per region replica.
+//!
+//! Run: `cargo bench -p benches --bench idle_regions` (`IDLE_REGIONS=10000` for more).
+
+use std::time::{Duration, Instant};
+
+use tests::Cluster;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU seconds this process has used (user + system), from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
+    // Fields after the command name (which may hold spaces) start at field 3 (state).
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on every Linux target this project builds for.
+    ticks as f64 / 100.0
+}
+
+/// Resident bytes of this process, from `/proc/self/statm`.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+struct Measured {
+    cpu_per_store: f64,
+    bytes_per_replica: f64,
+    awake: usize,
+}
+
+fn measure(regions: u64, seconds: u64, hibernate: bool) -> Measured {
+    let splits: Vec<Vec<u8>> = (1..regions)
+        .map(|i| format!("r{i:08}").into_bytes())
+        .collect();
+    let refs: Vec<&[u8]> = splits.iter().map(|s| s.as_slice()).collect();
+    let cfg = raftstore::Config {
+        hibernate_regions: hibernate,
+        ..Default::default()
+    };
+    let rss_before = resident_bytes();
+    let cluster = Cluster::with_config(3, &refs, cfg.clone());
+    for r in &cluster.regions {
+        cluster.wait_leader(r.id, Duration::from_secs(300));
+    }
+    // Idle long enough for every region to hibernate (when it can).
+    let settle = cfg.raft_base_tick * (cfg.hibernate_ticks as u32 + 20);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    std::thread::sleep(settle);
+    while hibernate
+        && Instant::now() < deadline
+        && cluster
+            .store_ids()
+            .iter()
+            .any(|s| cluster.storage(*s).router().awake_regions() > 0)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let awake = cluster
+        .store_ids()
+        .iter()
+        .map(|s| cluster.storage(*s).router().awake_regions())
+        .sum();
+    let rss = resident_bytes().saturating_sub(rss_before);
+    let started = (Instant::now(), cpu_seconds());
+    std::thread::sleep(Duration::from_secs(seconds));
+    let cpu = cpu_seconds() - started.1;
+    let wall = started.0.elapsed().as_secs_f64();
+    drop(cluster);
+    Measured {
+        cpu_per_store: cpu / wall / 3.0,
+        bytes_per_replica: rss as f64 / (3 * regions) as f64,
+        awake,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a `cargo test` run of benches only checks it starts.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let regions = env_or("IDLE_REGIONS", 2_000);
+    let seconds = env_or("IDLE_SECONDS", 10);
+    println!("{regions} regions x 3 replicas on 3 in-process stores, idle for {seconds} s");
+    let ticking = measure(regions, seconds, false);
+    let sleeping = measure(regions, seconds, true);
+    println!("| hibernation | idle CPU per store (share of one core) | awake replicas | resident bytes per replica |");
+    println!("|---|---|---|---|");
+    for (name, m) in [("off", &ticking), ("on", &sleeping)] {
+        println!(
+            "| {name} | {:.1}% | {} | {:.0} |",
+            m.cpu_per_store * 100.0,
+            m.awake,
+            m.bytes_per_replica
+        );
+    }
+    println!(
+        "idle CPU with hibernation: {:.3}x of without",
+        sleeping.cpu_per_store / ticking.cpu_per_store.max(1e-9)
+    );
+}
