@@ -53,14 +53,15 @@ if [ "$REGIONS" -gt 1 ]; then
   done
 fi
 
-common=(--records "$RECORDS" --concurrency "$CONCURRENCY" --duration "$DURATION"
-  --value-size "$VALUE_SIZE" --json)
+common=(--records "$RECORDS" --concurrency "$CONCURRENCY" --value-size "$VALUE_SIZE" --json)
+# Load both (and warm them up) first; the measured runs then only read and write.
 "$B" bench --target rangekv "${common[@]}" --workload c --duration 1 >/dev/null
 "$B" bench --target etcd "${common[@]}" --workload c --duration 1 >/dev/null
 for w in $WORKLOADS; do
   for target in rangekv etcd; do
     echo "==> workload $w against $target" >&2
-    "$B" bench --target "$target" "${common[@]}" --workload "$w" --skip-load >>"$OUT"
+    "$B" bench --target "$target" "${common[@]}" --workload "$w" --duration "$DURATION" \
+      --skip-load >>"$OUT"
   done
 done
 

@@ -376,10 +376,23 @@ impl RaftKv {
         }
     }
 
-    /// Waits for the latches of `keys`.
+    /// Waits for the latches of `keys`, exclusively (a command that reads, decides, writes).
     pub async fn latch<K: AsRef<[u8]>>(&self, latches: &Latches, keys: &[K]) -> Result<LatchGuard> {
         let started = Instant::now();
         let latched = tokio::time::timeout(self.timeout, latches.acquire(keys)).await;
+        record_stage("latch", started.elapsed());
+        latched.map_err(|_| Error::busy("waiting for key latches"))
+    }
+
+    /// Waits for the latches of `keys`, shared with other blind writes (see
+    /// [`crate::latch`]).
+    pub async fn latch_shared<K: AsRef<[u8]>>(
+        &self,
+        latches: &Latches,
+        keys: &[K],
+    ) -> Result<LatchGuard> {
+        let started = Instant::now();
+        let latched = tokio::time::timeout(self.timeout, latches.acquire_shared(keys)).await;
         record_stage("latch", started.elapsed());
         latched.map_err(|_| Error::busy("waiting for key latches"))
     }

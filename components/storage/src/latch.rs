@@ -1,9 +1,13 @@
 //! Latches: mutual exclusion between commands that touch the same keys on one store.
 //!
-//! A command that reads and then writes (compare-and-swap, and every write a compare-and-swap
-//! could race with) holds the latches of its keys from before its read until its writes are
-//! applied, so no other command of this store can change those keys in between. Together with
-//! two facts of the raftstore this makes the read-decide-write sequence atomic:
+//! A command that reads and then writes (compare-and-swap, every transactional command) holds
+//! the latches of its keys **exclusively** from before its read until its writes are applied,
+//! so no other command of this store can change those keys in between. A blind write (a raw
+//! put or delete: it decides nothing) holds them **shared** from before it is proposed until it
+//! is applied: blind writes of one key do not wait for each other (their order is the log's,
+//! and pipelining them through Raft is what keeps a hot key fast), but a read-decide-write
+//! waits for every one in flight, and blind writes arriving after it wait for it. Together
+//! with two facts of the raftstore this makes the read-decide-write sequence atomic:
 //! - a read grant is given only once the leader has applied every entry committed before the
 //!   read arrived, including the empty entry of its own term, so entries of earlier leaders
 //!   that touch the key are already applied;
@@ -13,7 +17,9 @@
 //! Protocol:
 //! - Keys hash into a fixed number of slots (false sharing only costs waiting, never safety).
 //!   A command takes the slots of all its keys in ascending slot order, so two commands never
-//!   wait on each other in a cycle. Waiters are served first come, first served.
+//!   wait on each other in a cycle. Waiters are served first come, first served (a shared
+//!   request queued behind an exclusive one waits for it, so blind writes cannot starve a
+//!   compare-and-swap).
 //! - Commands over a key *range* (delete-range) take the store-wide range latch exclusively;
 //!   every point command takes it shared before its slots. A range command therefore waits for
 //!   every point command in flight and blocks new ones until its writes are applied. Range
@@ -29,7 +35,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, OwnedMutexGuard, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 /// The default number of key slots.
 pub const DEFAULT_SLOTS: usize = 4096;
@@ -37,7 +43,7 @@ pub const DEFAULT_SLOTS: usize = 4096;
 /// The latch table of one store. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct Latches {
-    slots: Arc<[Arc<Mutex<()>>]>,
+    slots: Arc<[Arc<RwLock<()>>]>,
     range: Arc<RwLock<()>>,
     waiting: Arc<AtomicUsize>,
 }
@@ -45,11 +51,11 @@ pub struct Latches {
 /// What a command holds; released on drop.
 pub struct LatchGuard {
     // Field order is drop order: slots before the range latch they were taken under.
-    _slots: Vec<OwnedMutexGuard<()>>,
-    _range: RangeGuard,
+    _slots: Vec<Held>,
+    _range: Held,
 }
 
-enum RangeGuard {
+enum Held {
     Shared(#[allow(dead_code)] OwnedRwLockReadGuard<()>),
     Exclusive(#[allow(dead_code)] OwnedRwLockWriteGuard<()>),
 }
@@ -64,7 +70,7 @@ impl Latches {
     pub fn new(slots: usize) -> Latches {
         Latches {
             slots: (0..slots.max(1))
-                .map(|_| Arc::new(Mutex::new(())))
+                .map(|_| Arc::new(RwLock::new(())))
                 .collect(),
             range: Arc::new(RwLock::new(())),
             waiting: Arc::default(),
@@ -91,13 +97,29 @@ impl Latches {
         slots
     }
 
-    /// Waits for the latches of `keys` (a point command).
+    /// Waits for the latches of `keys`, exclusively (a point command that reads, decides and
+    /// writes).
     pub async fn acquire<K: AsRef<[u8]>>(&self, keys: &[K]) -> LatchGuard {
+        self.acquire_slots(keys, true).await
+    }
+
+    /// Waits for the latches of `keys`, shared with other blind writes (a point command that
+    /// writes without reading).
+    pub async fn acquire_shared<K: AsRef<[u8]>>(&self, keys: &[K]) -> LatchGuard {
+        self.acquire_slots(keys, false).await
+    }
+
+    async fn acquire_slots<K: AsRef<[u8]>>(&self, keys: &[K], exclusive: bool) -> LatchGuard {
         let _waiting = Waiting::new(&self.waiting);
-        let range = RangeGuard::Shared(self.range.clone().read_owned().await);
+        let range = Held::Shared(self.range.clone().read_owned().await);
         let mut slots = Vec::new();
         for i in self.slots_of(keys) {
-            slots.push(self.slots[i].clone().lock_owned().await);
+            let slot = self.slots[i].clone();
+            slots.push(if exclusive {
+                Held::Exclusive(slot.write_owned().await)
+            } else {
+                Held::Shared(slot.read_owned().await)
+            });
         }
         LatchGuard {
             _slots: slots,
@@ -110,7 +132,7 @@ impl Latches {
         let _waiting = Waiting::new(&self.waiting);
         LatchGuard {
             _slots: Vec::new(),
-            _range: RangeGuard::Exclusive(self.range.clone().write_owned().await),
+            _range: Held::Exclusive(self.range.clone().write_owned().await),
         }
     }
 }
@@ -160,6 +182,26 @@ mod tests {
         assert_eq!(latches.waiting(), 0, "a dropped waiter no longer counts");
         drop(held);
         let _again = latches.acquire(&[b"k"]).await;
+    }
+
+    #[tokio::test]
+    async fn blind_writes_share_a_key_and_exclude_a_read_decide_write_both_ways() {
+        let latches = Latches::default();
+        let first = latches.acquire_shared(&[b"k"]).await;
+        let second = latches.acquire_shared(&[b"k"]).await;
+        // A compare-and-swap waits for every blind write in flight...
+        let mut cas = Box::pin(latches.acquire(&[b"k"]));
+        assert!(blocked(cas.as_mut()).await);
+        drop(first);
+        assert!(blocked(cas.as_mut()).await);
+        // ...and, queued, keeps later blind writes out (no starvation).
+        let mut later = Box::pin(latches.acquire_shared(&[b"k"]));
+        assert!(blocked(later.as_mut()).await);
+        drop(second);
+        let held = cas.await;
+        assert!(blocked(later.as_mut()).await, "waits for the CAS's write");
+        drop(held);
+        let _later = later.await;
     }
 
     #[tokio::test]

@@ -144,7 +144,8 @@ impl RawStore {
             ));
             keys.push(key);
         }
-        let latches = self.kv.latch(&self.latches, &keys).await?;
+        // Blind writes: shared latches (see `crate::latch`).
+        let latches = self.kv.latch_shared(&self.latches, &keys).await?;
         self.kv.write(ctx.region.header(keys), ops, latches).await?;
         Ok(())
     }
@@ -156,7 +157,7 @@ impl RawStore {
             .iter()
             .map(|k| stored_key(ctx.api, k))
             .collect::<Result<Vec<_>>>()?;
-        let latches = self.kv.latch(&self.latches, &keys).await?;
+        let latches = self.kv.latch_shared(&self.latches, &keys).await?;
         let ops = keys
             .iter()
             .map(|k| WriteOp::delete(cf, k.clone()))
