@@ -2,7 +2,8 @@
 //! (default 2,000; every region has a replica on every store) is measured once with
 //! hibernation off and once with it on, side by side in one run: CPU over `IDLE_SECONDS`
 //! (default 10) once every region has been idle long enough to hibernate, as a share of one
-//! core per store, and resident memory per region replica.
+//! core per store, and resident memory per region replica. Each mode runs in a process of its
+//! own.
 //!
 //! Run: `cargo bench -p benches --bench idle_regions` (`IDLE_REGIONS=10000` for more).
 
@@ -86,6 +87,35 @@ fn measure(regions: u64, seconds: u64, hibernate: bool) -> Measured {
     }
 }
 
+/// Measures one mode in this process and prints `cpu_per_store bytes_per_replica awake`.
+fn child(regions: u64, seconds: u64, hibernate: bool) {
+    let m = measure(regions, seconds, hibernate);
+    println!("{} {} {}", m.cpu_per_store, m.bytes_per_replica, m.awake);
+}
+
+/// Runs one mode in a fresh process (so memory freed by the other mode does not hide what
+/// this one takes) and reads its figures.
+fn run_mode(hibernate: bool) -> Measured {
+    let out = std::process::Command::new(std::env::current_exe().expect("current exe"))
+        .arg("--bench")
+        .env("IDLE_MODE", if hibernate { "on" } else { "off" })
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run the measuring process");
+    assert!(out.status.success(), "the measuring process failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().expect("a result line");
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .map(|x| x.parse().expect("a number"))
+        .collect();
+    Measured {
+        cpu_per_store: v[0],
+        bytes_per_replica: v[1],
+        awake: v[2] as usize,
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a `cargo test` run of benches only checks it starts.
     if !std::env::args().any(|a| a == "--bench") {
@@ -93,9 +123,14 @@ fn main() {
     }
     let regions = env_or("IDLE_REGIONS", 2_000);
     let seconds = env_or("IDLE_SECONDS", 10);
+    match std::env::var("IDLE_MODE").as_deref() {
+        Ok("on") => return child(regions, seconds, true),
+        Ok("off") => return child(regions, seconds, false),
+        _ => {}
+    }
     println!("{regions} regions x 3 replicas on 3 in-process stores, idle for {seconds} s");
-    let ticking = measure(regions, seconds, false);
-    let sleeping = measure(regions, seconds, true);
+    let ticking = run_mode(false);
+    let sleeping = run_mode(true);
     println!("| hibernation | idle CPU per store (share of one core) | awake replicas | resident bytes per replica |");
     println!("|---|---|---|---|");
     for (name, m) in [("off", &ticking), ("on", &sleeping)] {
