@@ -4,6 +4,7 @@
 //! - [`history`]: the format (one JSON event a line: `invoke`, then `ok` / `fail` / `info`, as
 //!   Jepsen records them), pairing of invocations with completions, and the [`CheckResult`]
 //!   every checker returns: valid, invalid with named anomalies, or unknown.
+//! - [`edn`]: the same histories as Jepsen's EDN op maps, for Elle's and Knossos's own tools.
 //! - [`register`]: linearizability of independent registers (read / write / compare-and-swap),
 //!   Wing & Gong's search with memoization; unknown outcomes may take effect at any point after
 //!   their call.
@@ -20,6 +21,7 @@
 //! Every checker is tested on histories it must reject, not only on ones it must accept.
 
 pub mod bank;
+pub mod edn;
 pub mod history;
 pub mod list_append;
 pub mod register;

@@ -103,7 +103,12 @@ fn assert_valid(run: Run) {
     if run.status != Some(0) || !run.stdout.contains("verdict: valid") {
         run.fail("expected a valid verdict");
     }
-    for file in ["history.jsonl", "nemesis.jsonl", "results.json"] {
+    for file in [
+        "history.jsonl",
+        "history.edn",
+        "nemesis.jsonl",
+        "results.json",
+    ] {
         if !run.dir.path().join("run").join(file).exists() {
             run.fail(&format!("{file} was not written"));
         }
@@ -280,7 +285,20 @@ fn list_append_under_store_kills_pauses_and_splits_is_snapshot_isolated() {
     ];
     args.extend(["--time-limit", "10", "--seed", "6"]);
     args.extend(SMALL);
-    assert_valid(verify(&args));
+    let run = verify(&args);
+    // The EDN history holds the same events, as Elle's op maps.
+    let read = |name: &str| std::fs::read_to_string(run.dir.path().join("run").join(name));
+    let (jsonl, edn) = (read("history.jsonl"), read("history.edn"));
+    if let (Ok(jsonl), Ok(edn)) = (&jsonl, &edn) {
+        let first = edn.lines().next().unwrap_or_default();
+        if jsonl.lines().count() != edn.lines().count()
+            || !first.starts_with("{:index 0, :time ")
+            || !edn.contains(":f :txn, :value [[:")
+        {
+            run.fail("history.edn does not match history.jsonl");
+        }
+    }
+    assert_valid(run);
 }
 
 #[test]

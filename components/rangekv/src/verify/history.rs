@@ -1,4 +1,5 @@
-//! Recording a run: the history (one JSON event a line, `checker::history`'s format), the
+//! Recording a run: the history (one JSON event a line, `checker::history`'s format, and the
+//! same events as Jepsen's EDN op maps in `history.edn` for Elle's and Knossos's tools), the
 //! nemesis schedule, and the counters the progress lines print.
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ pub struct Recorder {
 
 struct Output {
     history: BufWriter<File>,
+    edn: BufWriter<File>,
     nemesis: BufWriter<File>,
     next_index: u64,
     /// The first write error; later events are dropped and the run fails at the end.
@@ -52,6 +54,7 @@ impl Recorder {
             start,
             out: Mutex::new(Output {
                 history: open("history.jsonl")?,
+                edn: open("history.edn")?,
                 nemesis: open("nemesis.jsonl")?,
                 next_index: 0,
                 failed: None,
@@ -109,7 +112,8 @@ impl Recorder {
         };
         out.next_index += 1;
         let line = serde_json::to_string(&event).expect("events serialize");
-        if let Err(e) = writeln!(out.history, "{line}") {
+        let edn = checker::edn::event_line(&event);
+        if let Err(e) = writeln!(out.history, "{line}").and_then(|()| writeln!(out.edn, "{edn}")) {
             out.failed.get_or_insert_with(|| e.to_string());
         }
     }
@@ -131,6 +135,7 @@ impl Recorder {
             anyhow::bail!("writing the history: {e}");
         }
         out.history.flush()?;
+        out.edn.flush()?;
         out.nemesis.flush()?;
         Ok(())
     }
