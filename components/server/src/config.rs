@@ -229,6 +229,10 @@ pub struct SplitConfig {
     pub region_split_size: u64,
     /// Seconds between checks of the regions this store leads.
     pub check_secs: u64,
+    /// A region whose leader here serves more raw requests a second than this, for
+    /// `detect_windows` seconds in a row, is split by load (see `load_split`); 0: never.
+    pub qps_threshold: u64,
+    pub detect_windows: u32,
 }
 
 impl Default for SplitConfig {
@@ -237,6 +241,8 @@ impl Default for SplitConfig {
             region_max_size: 144 << 20,
             region_split_size: 96 << 20,
             check_secs: 10,
+            qps_threshold: 3000,
+            detect_windows: 3,
         }
     }
 }

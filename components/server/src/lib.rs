@@ -35,6 +35,7 @@ pub mod admission;
 pub mod config;
 pub mod errors;
 pub mod gc_worker;
+pub mod load_split;
 pub mod metrics;
 pub mod node;
 pub mod raw;

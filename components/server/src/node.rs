@@ -315,6 +315,7 @@ impl Node {
         let read_pool = ReadPool::new(&cfg.readpool).context("starting the read pool")?;
         let storage =
             RawStorage::with_read_pool(router.clone(), engine, cfg.limits.clone(), read_pool);
+        let load = storage.load_recorder().clone();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let service = TikvService::new(storage)
             .with_shutdown(shutdown_rx.clone())
@@ -402,6 +403,13 @@ impl Node {
                 }
             }));
         }
+        node.tasks.push(tokio::spawn(load_splits(
+            router.clone(),
+            load,
+            split_ids.clone(),
+            cfg.split.clone(),
+            shutdown_rx.clone(),
+        )));
         node.tasks.push(tokio::spawn(split_checks(
             router.clone(),
             split_engine,
@@ -704,6 +712,59 @@ async fn heartbeat_if_leader(pd: &PdClient, router: &StoreRouter, region_id: u64
     };
     if let Err(e) = pd.region_heartbeat(status.region, leader, stat).await {
         warn!(%e, region_id, "region heartbeat failed");
+    }
+}
+
+/// Splits the regions this store leads that stay hot (see [`crate::load_split`]): once a
+/// second, the window's load is judged and a region hot for `detect_windows` windows in a row
+/// is split at its sampled median key.
+async fn load_splits(
+    router: StoreRouter,
+    load: Arc<crate::load_split::LoadRecorder>,
+    ids: Arc<dyn crate::split::SplitIdAllocator>,
+    cfg: crate::config::SplitConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if cfg.qps_threshold == 0 {
+        return;
+    }
+    let mut decider = crate::load_split::LoadDecider::default();
+    let mut window_start = Instant::now();
+    load.take();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
+        let secs = window_start.elapsed().as_secs_f64();
+        window_start = Instant::now();
+        let hot = decider.decide(load.take(), secs, cfg.qps_threshold, cfg.detect_windows);
+        for (region_id, samples) in hot {
+            let Ok(Ok(status)) =
+                tokio::time::timeout(Duration::from_secs(2), router.peer_status(region_id)).await
+            else {
+                continue;
+            };
+            if !status.is_leader {
+                continue;
+            }
+            let region = &status.region;
+            let Some(key) =
+                crate::load_split::split_key(samples, &region.start_key, &region.end_key)
+            else {
+                continue;
+            };
+            let header = raftstore::RequestHeader {
+                region_id,
+                epoch: region.region_epoch,
+                peer: status.leader,
+                keys: vec![key.clone()],
+            };
+            match crate::split::split_at(&router, &ids, header, vec![key]).await {
+                Ok(regions) => info!(region_id, regions = regions.len(), "split a hot region"),
+                Err(e) => warn!(region_id, ?e, "load split failed"),
+            }
+        }
     }
 }
 

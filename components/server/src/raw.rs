@@ -98,11 +98,16 @@ fn kv_pair((key, value): (Bytes, Bytes)) -> KvPair {
     }
 }
 
+/// Keys sampled per region and second for load-based split.
+const LOAD_SAMPLES: usize = 20;
+
 /// The raw KV API of one store, as the gRPC service calls it.
 #[derive(Clone)]
 pub struct RawStorage {
     raw: RawStore,
     limits: Arc<Limits>,
+    /// Requests per region and sampled keys, for load-based split.
+    load: Arc<crate::load_split::LoadRecorder>,
 }
 
 impl RawStorage {
@@ -131,6 +136,19 @@ impl RawStorage {
         RawStorage {
             raw: RawStore::new(kv),
             limits: Arc::new(limits),
+            load: Arc::new(crate::load_split::LoadRecorder::new(LOAD_SAMPLES)),
+        }
+    }
+
+    /// The load this store's raw requests put on each region (see [`crate::load_split`]).
+    pub fn load_recorder(&self) -> &Arc<crate::load_split::LoadRecorder> {
+        &self.load
+    }
+
+    /// Notes a request to the region of `ctx` touching `key`, in stored form.
+    fn observe(&self, ctx: &RawCtx, key: &Bytes) {
+        if let Ok(k) = storage::raw::stored_key(ctx.api, key) {
+            self.load.observe(ctx.region.region_id, &k);
         }
     }
 
@@ -187,6 +205,7 @@ impl RawStorage {
     pub async fn raw_get(&self, req: kvrpcpb::RawGetRequest) -> RawResult<kvrpcpb::RawGetResponse> {
         self.check_key(&req.key)?;
         let ctx = raw_ctx(req.context.as_ref())?;
+        self.observe(&ctx, &req.key);
         let value = self.raw.get(&ctx, &req.cf, req.key).await?;
         Ok(kvrpcpb::RawGetResponse {
             not_found: value.is_none(),
@@ -201,6 +220,9 @@ impl RawStorage {
     ) -> RawResult<kvrpcpb::RawBatchGetResponse> {
         req.keys.iter().try_for_each(|k| self.check_key(k))?;
         let ctx = raw_ctx(req.context.as_ref())?;
+        if let Some(k) = req.keys.first() {
+            self.observe(&ctx, k);
+        }
         let pairs = self.raw.batch_get(&ctx, &req.cf, req.keys).await?;
         Ok(kvrpcpb::RawBatchGetResponse {
             pairs: pairs.into_iter().map(kv_pair).collect(),
@@ -212,6 +234,7 @@ impl RawStorage {
         self.check_key(&req.key)?;
         self.check_value(&req.value)?;
         let ctx = raw_ctx(req.context.as_ref())?;
+        self.observe(&ctx, &req.key);
         let put = RawPut {
             key: req.key,
             value: req.value,
@@ -238,6 +261,9 @@ impl RawStorage {
             self.check_value(&p.value)?;
         }
         let ctx = raw_ctx(req.context.as_ref())?;
+        if let Some(p) = req.pairs.first() {
+            self.observe(&ctx, &p.key);
+        }
         let puts = req
             .pairs
             .into_iter()
@@ -258,6 +284,7 @@ impl RawStorage {
     ) -> RawResult<kvrpcpb::RawDeleteResponse> {
         self.check_key(&req.key)?;
         let ctx = raw_ctx(req.context.as_ref())?;
+        self.observe(&ctx, &req.key);
         self.raw.delete(&ctx, &req.cf, vec![req.key]).await?;
         Ok(Default::default())
     }
@@ -293,6 +320,7 @@ impl RawStorage {
         self.check_key(&req.key)?;
         self.check_value(&req.value)?;
         let ctx = raw_ctx(req.context.as_ref())?;
+        self.observe(&ctx, &req.key);
         let expected = (!req.previous_not_exist).then_some(req.previous_value);
         let put = RawPut {
             key: req.key,
@@ -319,6 +347,9 @@ impl RawStorage {
         self.check_bound(&req.start_key)?;
         self.check_bound(&req.end_key)?;
         let ctx = raw_ctx(req.context.as_ref())?;
+        if !req.start_key.is_empty() {
+            self.observe(&ctx, &req.start_key);
+        }
         let range = [(req.start_key, req.end_key)];
         let kvs = self
             .raw

@@ -9,8 +9,10 @@
 //! with policy `USEKEY`, sent to keep regions inside API V2 keyspace boundaries), one at a time
 //! per region.
 //!
-//! Deliberately absent: load-based split, and size estimates from SST properties (the checker
-//! reads the region's data, and only after the region applied new entries).
+//! Load-based split decides in [`crate::load_split`] and splits through [`split_at`] too.
+//!
+//! Deliberately absent: size estimates from SST properties (the checker reads the region's
+//! data, and only after the region applied new entries).
 
 use std::collections::HashSet;
 use std::sync::Arc;

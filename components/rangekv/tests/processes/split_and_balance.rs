@@ -59,6 +59,47 @@ fn ctl_splits_a_region_and_clients_follow_the_new_layout() {
 }
 
 #[test]
+fn a_region_under_steady_load_is_split_by_load() {
+    let t =
+        TestCluster::start_with_config(1, 3, "[split]\nqps_threshold = 40\ndetect_windows = 2\n");
+    let c = t.client();
+    t.rt.block_on(async {
+        c.batch_put((0..200u32).map(|i| (key(i), b"v".to_vec())))
+            .await
+            .unwrap();
+    });
+    let pd = t.pd();
+    let regions = || t.rt.block_on(pd.scan_regions(b"", b"r", 10)).unwrap();
+    assert_eq!(regions().len(), 1, "small data: one region");
+    // Reads spread over the 200 keys, well above 40 a second, until the region splits.
+    let started = std::time::Instant::now();
+    let mut i = 0u32;
+    while regions().len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no load split after a minute of load"
+        );
+        t.rt.block_on(async {
+            for _ in 0..100 {
+                i = (i * 7 + 13) % 200;
+                c.get(key(i)).await.unwrap();
+            }
+        });
+    }
+    // Split strictly inside the loaded keys, and every key still reads.
+    let split = regions()[1].region.start_key.clone();
+    assert!(
+        split.as_ref() > key(0).as_slice() && split.as_ref() <= key(199).as_slice(),
+        "{split:?}"
+    );
+    t.rt.block_on(async {
+        for i in [0, 100, 199] {
+            assert_eq!(c.get(key(i)).await.unwrap().as_deref(), Some(&b"v"[..]));
+        }
+    });
+}
+
+#[test]
 fn regions_that_outgrow_the_size_limit_split_by_themselves() {
     let t = TestCluster::start_with_config(
         1,

@@ -298,7 +298,8 @@ fn raw_cf(name: &str) -> Result<&'static str> {
 
 /// Where `key` is stored (and checked against the region): as it is in V1, outside any
 /// keyspace; encoded in V2, inside the keyspace its prefix names.
-fn stored_key(api: Api, key: &Bytes) -> Result<Bytes> {
+/// The form `key` is stored in (and regions are cut in) under `api`.
+pub fn stored_key(api: Api, key: &Bytes) -> Result<Bytes> {
     match api {
         Api::V1 => {
             keyspace::check_v1_key(&keyspace::V1_RAW_FENCE, key).map_err(invalid)?;
