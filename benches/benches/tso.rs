@@ -5,60 +5,12 @@
 //!
 //! Run: `cargo bench -p benches --bench tso`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use benches::PdGroup;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pd_client::PdClient;
-use placement_driver::{PdConfig, PdHandle, SystemClock};
-use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
-
-struct Group {
-    _dir: tempfile::TempDir,
-    members: Vec<PdHandle>,
-    endpoints: Vec<String>,
-}
-
-async fn start_group(n: usize) -> Group {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut listeners = Vec::new();
-    for _ in 0..n {
-        listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
-    }
-    let endpoints: Vec<String> = listeners
-        .iter()
-        .map(|l| format!("http://{}", l.local_addr().expect("addr")))
-        .collect();
-    let initial_cluster = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, url)| format!("pd{}={url}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut members = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let config = PdConfig {
-            name: format!("pd{}", i + 1),
-            initial_cluster: initial_cluster.clone(),
-            ..PdConfig::for_test(dir.path().join(format!("pd{}", i + 1)))
-        };
-        let pd = placement_driver::start_with_listener(config, Arc::new(SystemClock), listener)
-            .await
-            .expect("start PD");
-        members.push(pd);
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !members.iter().any(|m| m.is_serving_leader()) {
-        assert!(Instant::now() < deadline, "no PD leader");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Group {
-        _dir: dir,
-        members,
-        endpoints,
-    }
-}
 
 /// Takes `callers * per_caller` timestamps with `callers` concurrent callers, each calling
 /// sequentially; checks they are increasing per caller.
@@ -77,7 +29,7 @@ async fn take(client: &PdClient, callers: usize, per_caller: usize) {
 fn tso(c: &mut Criterion) {
     let runtime = Runtime::new().expect("runtime");
     let (group_handle, client) = runtime.block_on(async {
-        let group = start_group(3).await;
+        let group = PdGroup::start(3).await;
         let client = PdClient::connect(group.endpoints.clone())
             .await
             .expect("connect");
@@ -111,11 +63,7 @@ fn tso(c: &mut Criterion) {
         stats.tso_timestamps as f64 / stats.tso_round_trips.max(1) as f64
     );
     drop(client);
-    runtime.block_on(async move {
-        for pd in group_handle.members {
-            let _ = pd.shutdown().await;
-        }
-    });
+    runtime.block_on(group_handle.shutdown());
 }
 
 criterion_group!(benches, tso);

@@ -19,6 +19,7 @@
 //!   leader's store falls silent.
 //! - [`local_reader`]: lease reads granted on the caller's thread from what each leader
 //!   publishes, without a poller round.
+//! - `ticker`: the store's clock thread (ticks awake regions, liveness beacons).
 //! - [`transport`]: the trait the store sends Raft messages through.
 //! - [`metrics`]: Prometheus metrics (group commit width, log write time, reads by path, ...).
 //!
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod peer;
 pub mod snap;
 pub mod store;
+mod ticker;
 pub mod transport;
 mod util;
 

@@ -731,7 +731,7 @@ impl Store {
         );
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
-            let ticker = Ticker {
+            let ticker = crate::ticker::Ticker {
                 store_id,
                 cfg: cfg.clone(),
                 router: router.clone(),
@@ -872,91 +872,6 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// The store's clock thread: ticks the regions that are awake, and (with hibernation) sends
-/// this store's liveness beacons and reports stores that fell silent to the peers.
-struct Ticker<T> {
-    store_id: u64,
-    cfg: Arc<Config>,
-    router: Router<PeerFsm>,
-    awake: crate::hibernate::AwakeSet,
-    liveness: crate::hibernate::StoreLiveness,
-    meta: Arc<Mutex<StoreMeta>>,
-    transport: T,
-    stop: Arc<AtomicBool>,
-}
-
-/// Ticks between two recomputations of the stores this store shares regions with.
-const KNOWN_STORES_EVERY_TICKS: u64 = 10;
-
-impl<T: Transport> Ticker<T> {
-    fn run(mut self) {
-        let mut ticks = 0u64;
-        let mut known: Vec<u64> = Vec::new();
-        let beacon_every = self.cfg.raft_heartbeat_ticks.max(1) as u64;
-        let silent_after = self.cfg.raft_election_ticks as u64;
-        while !self.stop.load(Ordering::SeqCst) {
-            std::thread::sleep(self.cfg.raft_base_tick);
-            for region_id in self.awake.snapshot() {
-                let _ = self.router.send(region_id, PeerMsg::Tick);
-            }
-            if !self.cfg.hibernate_regions {
-                continue;
-            }
-            if ticks.is_multiple_of(KNOWN_STORES_EVERY_TICKS) {
-                known = self.known_stores();
-            }
-            ticks += 1;
-            if ticks.is_multiple_of(beacon_every) {
-                for &to in &known {
-                    self.transport.send(beacon(self.store_id, to));
-                }
-                self.transport.flush();
-            }
-            for store_id in self.liveness.tick(&known, silent_after) {
-                warn!(
-                    store_id,
-                    "store silent for an election timeout; waking the regions it leads"
-                );
-                self.router
-                    .broadcast(|| PeerMsg::StoreUnreachable(store_id));
-            }
-        }
-    }
-
-    /// The other stores holding replicas of this store's regions.
-    fn known_stores(&self) -> Vec<u64> {
-        let meta = self.meta.lock();
-        let mut stores: Vec<u64> = meta
-            .regions
-            .values()
-            .flat_map(|r| r.peers.iter().map(|p| p.store_id))
-            .filter(|s| *s != self.store_id)
-            .collect();
-        stores.sort_unstable();
-        stores.dedup();
-        stores
-    }
-}
-
-/// A liveness beacon from `from` to `to` (region 0: no region's message).
-fn beacon(from: u64, to: u64) -> RaftMessage {
-    let mut extra = proto::raft_serverpb::ExtraMessage::default();
-    extra.set_type(proto::raft_serverpb::ExtraMessageType::MsgStoreHeartbeat);
-    RaftMessage {
-        region_id: 0,
-        from_peer: Some(metapb::Peer {
-            store_id: from,
-            ..Default::default()
-        }),
-        to_peer: Some(metapb::Peer {
-            store_id: to,
-            ..Default::default()
-        }),
-        extra_msg: Some(extra),
-        ..Default::default()
     }
 }
 

@@ -12,6 +12,8 @@
 //! - [`snap`]: Raft snapshots between stores over their own `Snapshot` stream (chunks, limits).
 //! - [`replica`]: PD's replica operators (heartbeat `ChangePeer` answers) as conf changes.
 //! - [`split`]: `SplitRegion`: ids from PD, the split through Raft, the result back to PD.
+//! - [`split_checker`]: the store's background splits of the regions it leads, by size and by
+//!   load ([`load_split`] decides the latter).
 //! - [`admission`]: a bound on the client requests served at once (ServerIsBusy beyond).
 //! - [`errors`]: the single conversion from internal errors to `errorpb` region errors.
 //! - [`status`]: the HTTP status server (`/metrics`, `/status`, consistency checks, a key's
@@ -43,6 +45,7 @@ pub mod replica;
 pub mod service;
 pub mod snap;
 pub mod split;
+pub mod split_checker;
 pub mod status;
 pub mod transport;
 pub mod txn;

@@ -403,20 +403,22 @@ impl Node {
                 }
             }));
         }
-        node.tasks.push(tokio::spawn(load_splits(
-            router.clone(),
-            load,
-            split_ids.clone(),
-            cfg.split.clone(),
-            shutdown_rx.clone(),
-        )));
-        node.tasks.push(tokio::spawn(split_checks(
-            router.clone(),
-            split_engine,
-            split_ids,
-            cfg.split.clone(),
-            shutdown_rx.clone(),
-        )));
+        node.tasks
+            .push(tokio::spawn(crate::split_checker::load_splits(
+                router.clone(),
+                load,
+                split_ids.clone(),
+                cfg.split.clone(),
+                shutdown_rx.clone(),
+            )));
+        node.tasks
+            .push(tokio::spawn(crate::split_checker::split_checks(
+                router.clone(),
+                split_engine,
+                split_ids,
+                cfg.split.clone(),
+                shutdown_rx.clone(),
+            )));
         if cfg.gc.run_interval_secs > 0 {
             node.tasks
                 .push(tokio::spawn(gc.run(pd.clone(), shutdown_rx.clone())));
@@ -712,120 +714,6 @@ async fn heartbeat_if_leader(pd: &PdClient, router: &StoreRouter, region_id: u64
     };
     if let Err(e) = pd.region_heartbeat(status.region, leader, stat).await {
         warn!(%e, region_id, "region heartbeat failed");
-    }
-}
-
-/// Splits the regions this store leads that stay hot (see [`crate::load_split`]): once a
-/// second, the window's load is judged and a region hot for `detect_windows` windows in a row
-/// is split at its sampled median key.
-async fn load_splits(
-    router: StoreRouter,
-    load: Arc<crate::load_split::LoadRecorder>,
-    ids: Arc<dyn crate::split::SplitIdAllocator>,
-    cfg: crate::config::SplitConfig,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    if cfg.qps_threshold == 0 {
-        return;
-    }
-    let mut decider = crate::load_split::LoadDecider::default();
-    let mut window_start = Instant::now();
-    load.take();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.wait_for(|v| *v) => return,
-        }
-        let secs = window_start.elapsed().as_secs_f64();
-        window_start = Instant::now();
-        let hot = decider.decide(load.take(), secs, cfg.qps_threshold, cfg.detect_windows);
-        for (region_id, samples) in hot {
-            let Ok(Ok(status)) =
-                tokio::time::timeout(Duration::from_secs(2), router.peer_status(region_id)).await
-            else {
-                continue;
-            };
-            if !status.is_leader {
-                continue;
-            }
-            let region = &status.region;
-            let Some(key) =
-                crate::load_split::split_key(samples, &region.start_key, &region.end_key)
-            else {
-                continue;
-            };
-            let header = raftstore::RequestHeader {
-                region_id,
-                epoch: region.region_epoch,
-                peer: status.leader,
-                keys: vec![key.clone()],
-            };
-            match crate::split::split_at(&router, &ids, header, vec![key]).await {
-                Ok(regions) => info!(region_id, regions = regions.len(), "split a hot region"),
-                Err(e) => warn!(region_id, ?e, "load split failed"),
-            }
-        }
-    }
-}
-
-/// Splits the regions this store leads once they outgrow `cfg.region_max_size`. A region is
-/// read again only after it applied new entries.
-async fn split_checks(
-    router: StoreRouter,
-    engine: engine::Engine,
-    ids: Arc<dyn crate::split::SplitIdAllocator>,
-    cfg: crate::config::SplitConfig,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    if cfg.region_max_size == 0 {
-        return;
-    }
-    let mut checked_at: HashMap<u64, u64> = HashMap::new();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(cfg.check_secs)) => {}
-            _ = shutdown.wait_for(|v| *v) => return,
-        }
-        for region_id in router.region_ids() {
-            let Ok(Ok(status)) =
-                tokio::time::timeout(Duration::from_secs(2), router.peer_status(region_id)).await
-            else {
-                continue;
-            };
-            if !status.is_leader || checked_at.get(&region_id) == Some(&status.applied_index) {
-                continue;
-            }
-            checked_at.insert(region_id, status.applied_index);
-            let region = status.region.clone();
-            let scan_engine = engine.clone();
-            let (max, split) = (cfg.region_max_size, cfg.region_split_size);
-            let key = tokio::task::spawn_blocking(move || {
-                crate::split::size_split_key(&scan_engine, &region, max, split)
-            })
-            .await;
-            let key = match key {
-                Ok(Ok(Some(key))) => key,
-                Ok(Ok(None)) => continue,
-                Ok(Err(e)) => {
-                    warn!(region_id, %e, "split check failed");
-                    continue;
-                }
-                Err(e) => {
-                    warn!(region_id, %e, "split check task failed");
-                    continue;
-                }
-            };
-            let header = raftstore::RequestHeader {
-                region_id,
-                epoch: status.region.region_epoch,
-                peer: status.leader,
-                keys: vec![key.clone()],
-            };
-            match crate::split::split_at(&router, &ids, header, vec![key]).await {
-                Ok(regions) => info!(region_id, regions = regions.len(), "split a large region"),
-                Err(e) => warn!(region_id, ?e, "size split failed"),
-            }
-        }
     }
 }
 

@@ -16,6 +16,7 @@
 
 mod stats;
 mod target;
+mod watch;
 mod workload;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,7 +48,8 @@ pub struct BenchArgs {
     tls: crate::tls::TlsArgs,
     /// Workload: YCSB `a` (50% read, 50% update), `b` (95/5), `c` (read only), `d` (95% read
     /// latest, 5% insert), `e` (95% short scans, 5% insert), `f` (50% read, 50%
-    /// read-modify-write); `w` (update only); `t` (small read-write transactions, rangekv).
+    /// read-modify-write); `w` (update only); `i` (insert only); `t` (small read-write
+    /// transactions, rangekv).
     #[arg(long, default_value = "a")]
     workload: String,
     /// Key distribution: `zipfian`, `uniform` or `latest` (default: the workload's, as YCSB:
@@ -79,6 +81,10 @@ pub struct BenchArgs {
     /// Print the result as one JSON object on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Watch the regions of the bench's key range during the run (rangekv): report when the
+    /// range was first split and when its leaders were first spread evenly over the stores.
+    #[arg(long)]
+    watch_regions: bool,
 }
 
 /// What every worker shares.
@@ -150,8 +156,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     tokio::spawn(txn_worker(run, txn, rng, conflicts))
                 })
                 .collect();
+            let watcher = start_watch(&args, &run);
             let elapsed = drive(&run, workers).await?;
-            let extra = json!({ "conflicts": conflicts.load(Ordering::Relaxed) });
+            let mut extra = json!({ "conflicts": conflicts.load(Ordering::Relaxed) });
+            finish_watch(watcher, &mut extra).await?;
             report(&args, &run, distribution, elapsed, extra);
             return Ok(());
         }
@@ -174,10 +182,43 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 tokio::spawn(worker(run.clone(), rng))
             })
             .collect();
+        let watcher = start_watch(&args, &run);
         let elapsed = drive(&run, workers).await?;
-        report(&args, &run, distribution, elapsed, json!({}));
+        let mut extra = json!({});
+        finish_watch(watcher, &mut extra).await?;
+        report(&args, &run, distribution, elapsed, extra);
         Ok(())
     })
+}
+
+/// Starts the region watcher for the run phase when asked for (`--watch-regions`, rangekv).
+fn start_watch(args: &BenchArgs, run: &Run) -> Option<tokio::task::JoinHandle<watch::Timeline>> {
+    let Target::Rangekv(client) = &run.target else {
+        return None;
+    };
+    if !args.watch_regions {
+        return None;
+    }
+    Some(tokio::spawn(watch::watch(
+        client.pd_client().clone(),
+        (b"user".to_vec(), workload::KEYS_END.to_vec()),
+        Instant::now(),
+        run.deadline,
+        Duration::from_millis(250),
+    )))
+}
+
+/// Adds the watcher's findings to the report's extra fields.
+async fn finish_watch(
+    watcher: Option<tokio::task::JoinHandle<watch::Timeline>>,
+    extra: &mut serde_json::Value,
+) -> Result<()> {
+    if let (Some(w), Some(extra)) = (watcher, extra.as_object_mut()) {
+        let timeline = w.await?;
+        extra.insert("regions".to_owned(), timeline.to_json());
+        extra.insert("regions_summary".to_owned(), json!(timeline.summary()));
+    }
+    Ok(())
 }
 
 /// The load phase: `--records` records in batches of 256, a few batches in flight.
@@ -363,4 +404,7 @@ fn report(
             .unwrap_or_default()
     );
     print!("{}", run.recorder.table());
+    if let Some(summary) = extra.get("regions_summary").and_then(|s| s.as_str()) {
+        println!("{summary}");
+    }
 }

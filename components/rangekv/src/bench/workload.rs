@@ -113,7 +113,7 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// YCSB's workloads A–F, and `w` (updates only).
+    /// YCSB's workloads A–F, `w` (updates only) and `i` (inserts only, YCSB's load phase).
     pub fn parse(name: &str) -> Result<Workload> {
         use OpKind::*;
         let (name, mix, distribution) = match name.to_ascii_lowercase().as_str() {
@@ -140,7 +140,8 @@ impl Workload {
                 Distribution::Zipfian,
             ),
             "w" => ("w", vec![(Update, 1.0)], Distribution::Zipfian),
-            other => bail!("unknown workload {other:?} (expected a-f, w or t)"),
+            "i" => ("i", vec![(Insert, 1.0)], Distribution::Zipfian),
+            other => bail!("unknown workload {other:?} (expected a-f, w, i or t)"),
         };
         Ok(Workload {
             name,
@@ -233,7 +234,7 @@ mod tests {
 
     #[test]
     fn every_workload_has_shares_summing_to_one() {
-        for name in ["a", "b", "c", "d", "e", "f", "w"] {
+        for name in ["a", "b", "c", "d", "e", "f", "w", "i"] {
             let w = Workload::parse(name).unwrap();
             let sum: f64 = w.mix.iter().map(|&(_, s)| s).sum();
             assert!((sum - 1.0).abs() < 1e-9, "{name}: {sum}");
