@@ -122,7 +122,8 @@ if part hotspot; then
   hot=$(mktemp -t rangekv-hot.XXXXXX.jsonl)
   echo "==> hotspot: sequential inserts" >&2
   start_playground "$work/hot-insert"
-  "$B" bench "${common[@]}" --records 1000 --workload i --insert-order ordered \
+  "$B" bench --records 1000 --concurrency "$CONCURRENCY" --value-size "$VALUE_SIZE" --json \
+    --workload i --insert-order ordered \
     --duration "$HOT_DURATION" --watch-regions >>"$hot"
   stop_playground
   echo "==> hotspot: Zipfian reads of one region" >&2

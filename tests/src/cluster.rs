@@ -375,6 +375,7 @@ impl Cluster {
             let result = match self.leader_store(region.id) {
                 Some(store) if self.storages.contains_key(&store) => {
                     let header = raftstore::RequestHeader {
+                        replica_read: false,
                         region_id: region.id,
                         epoch: region.region_epoch,
                         peer: region.peers.iter().find(|p| p.store_id == store).cloned(),

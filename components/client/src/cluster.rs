@@ -35,6 +35,8 @@ pub(crate) struct Cluster {
     pub(crate) config: Config,
     pub(crate) regions: RwLock<RegionCache>,
     stores: Stores,
+    /// Turns of replica reads over a region's voters (see [`Cluster::send_to_replica`]).
+    next_replica: std::sync::atomic::AtomicUsize,
 }
 
 /// Whether a gRPC status means the store could not be reached (or did not answer in time),
@@ -67,6 +69,7 @@ impl Cluster {
             pd,
             config,
             regions: RwLock::new(RegionCache::new()),
+            next_replica: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -196,15 +199,57 @@ impl Cluster {
         }
     }
 
+    /// [`Cluster::send_to_key`] for a read any replica may serve ([`Config::replica_read`]):
+    /// each attempt goes to the next voter of the region in turn, marked as a replica read, so
+    /// that a follower serves it after a ReadIndex round with the leader.
+    pub(crate) async fn send_to_replica<R: RawRpc>(
+        &self,
+        key: &[u8],
+        req: R,
+        bo: &mut Backoff,
+    ) -> Result<R::Response> {
+        use std::sync::atomic::Ordering;
+        loop {
+            let mut route = self.locate(key, bo).await?;
+            let voters: Vec<_> = route
+                .region
+                .peers
+                .iter()
+                .filter(|p| p.role() != proto::metapb::PeerRole::Learner)
+                .copied()
+                .collect();
+            if !voters.is_empty() {
+                let turn = self.next_replica.fetch_add(1, Ordering::Relaxed);
+                route.peer = voters[turn % voters.len()];
+            }
+            if let Some(resp) = self.send_as(&route, req.clone(), bo, true).await? {
+                return Ok(resp);
+            }
+        }
+    }
+
     /// One attempt of `req` at `route`. `Ok(None)`: retryable failure, already applied to the
     /// caches and backed off; re-resolve the route and try again.
     pub(crate) async fn send<R: RawRpc>(
         &self,
         route: &RegionRoute,
-        mut req: R,
+        req: R,
         bo: &mut Backoff,
     ) -> Result<Option<R::Response>> {
-        req.set_context(route.context());
+        self.send_as(route, req, bo, false).await
+    }
+
+    /// [`Cluster::send`], as a replica read or not.
+    async fn send_as<R: RawRpc>(
+        &self,
+        route: &RegionRoute,
+        mut req: R,
+        bo: &mut Backoff,
+        replica_read: bool,
+    ) -> Result<Option<R::Response>> {
+        let mut context = route.context();
+        context.replica_read = replica_read;
+        req.set_context(context);
         let store_id = route.peer.store_id;
         let pd_timeout = bo.remaining(Instant::now());
         let (address, client) = match self.stores.client(&self.pd, store_id, pd_timeout).await {

@@ -34,6 +34,10 @@ pub struct Config {
     /// How often a transaction holding locks extends its primary lock's TTL
     /// (`KvTxnHeartBeat`) to the time since its start plus `txn_lock_ttl`.
     pub txn_heartbeat_interval: Duration,
+    /// Send raw point reads (`get`) to every replica in turn, not only to the leader
+    /// (TiKV's replica read): a follower serves them after a ReadIndex round with the leader,
+    /// so they stay linearizable and spread read load over the stores.
+    pub replica_read: bool,
     /// Tuning of the embedded PD client; its `security` (TLS) also applies to the
     /// connections to stores (see [`Config::with_security`]).
     pub pd: PdClientConfig,
@@ -61,6 +65,7 @@ impl Default for Config {
             scan_batch_size: 1024,
             txn_lock_ttl: Duration::from_secs(3),
             txn_heartbeat_interval: Duration::from_secs(1),
+            replica_read: false,
             pd: PdClientConfig::default(),
         }
     }

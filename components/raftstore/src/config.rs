@@ -50,6 +50,10 @@ pub struct Config {
     pub hibernate_regions: bool,
     /// Ticks a leader must be idle before it asks its followers to hibernate.
     pub hibernate_ticks: usize,
+    /// DEVELOPMENT ONLY, BREAKS LINEARIZABILITY: followers answer replica reads from their own
+    /// applied state without asking the leader. A negative control for `rangekv verify`
+    /// (the register checker must catch the stale reads); never set it on real data.
+    pub unsafe_follower_reads: bool,
     /// Wall time for leases and timeouts (Raft itself runs on ticks).
     pub clock: Arc<dyn Clock>,
     /// Told when something PD routes by changes for one of this store's peers.
@@ -89,6 +93,7 @@ impl Default for Config {
             send_appends_before_persist: true,
             hibernate_regions: true,
             hibernate_ticks: 20,
+            unsafe_follower_reads: false,
             clock: Arc::new(SystemClock),
             on_region_change: None,
         }

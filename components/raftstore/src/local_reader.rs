@@ -208,6 +208,7 @@ mod tests {
                 ..Default::default()
             }),
             keys: keys.iter().map(|k| Bytes::from_static(k)).collect(),
+            replica_read: false,
         }
     }
 

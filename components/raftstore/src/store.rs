@@ -49,6 +49,10 @@ pub struct RequestHeader {
     pub peer: Option<metapb::Peer>,
     /// Keys the request touches; each must lie in the region.
     pub keys: Vec<Bytes>,
+    /// A read the client sent to a follower on purpose (TiKV's replica read): the follower
+    /// serves it after a ReadIndex round with the leader (see `peer::read`). Ignored by
+    /// writes and by leaders.
+    pub replica_read: bool,
 }
 
 /// Permission to read a region now: the peer is (still) the leader and has applied everything

@@ -242,6 +242,7 @@ impl GcWorker {
                 continue;
             }
             let header = RequestHeader {
+                replica_read: false,
                 region_id,
                 epoch: region.region_epoch,
                 peer: status.leader,

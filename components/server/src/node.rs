@@ -295,6 +295,14 @@ impl Node {
         .with_security(security.clone());
         let snapshot_reports = transport.clone();
         let mut rs_cfg = cfg.raftstore.to_raftstore();
+        // A negative control for `rangekv verify`, deliberately not in the config file.
+        if std::env::var_os(UNSAFE_FOLLOWER_READS_ENV).is_some() {
+            warn!(
+                "{UNSAFE_FOLLOWER_READS_ENV} is set: followers serve replica reads without \
+                 asking the leader; reads are NOT linearizable (development only)"
+            );
+            rs_cfg.unsafe_follower_reads = true;
+        }
         // Leadership and region changes wake the region heartbeat task at once.
         let (changes_tx, changes_rx) = futures::channel::mpsc::unbounded::<u64>();
         rs_cfg.on_region_change = Some(raftstore::RegionChangeObserver(Arc::new(move |id| {
@@ -643,6 +651,11 @@ async fn store_heartbeats(
         }
     }
 }
+
+/// Set (to anything) in a store's environment, it makes followers answer replica reads from
+/// their own applied state without a ReadIndex round: stale reads on purpose, so that
+/// `rangekv verify` can show its register checker catches them. Development only.
+pub const UNSAFE_FOLLOWER_READS_ENV: &str = "RANGEKV_UNSAFE_FOLLOWER_READS";
 
 /// Reports the regions this store leads to PD: a region at once when the raftstore says its
 /// leadership or shape changed, every region when PD's leader changed (region leaders are soft

@@ -74,6 +74,7 @@ pub fn region_ctx(ctx: Option<&Context>) -> RawResult<RegionCtx> {
         region_id: ctx.region_id,
         epoch: ctx.region_epoch,
         peer: ctx.peer,
+        replica_read: ctx.replica_read,
     })
 }
 

@@ -86,6 +86,7 @@ pub async fn split_region(
         .ok_or_else(|| Failure::Message("request has no context".into()))?;
     // The current region, checked against the request's routing before asking for ids.
     let header = RequestHeader {
+        replica_read: false,
         region_id: ctx.region_id,
         epoch: ctx.region_epoch,
         peer: ctx.peer,
@@ -171,6 +172,7 @@ impl PdSplits {
         keys.sort();
         keys.dedup();
         let header = RequestHeader {
+            replica_read: false,
             region_id,
             epoch: resp.region_epoch,
             peer: resp.target_peer,

@@ -54,6 +54,7 @@ pub(crate) async fn load_splits(
                 continue;
             };
             let header = raftstore::RequestHeader {
+                replica_read: false,
                 region_id,
                 epoch: region.region_epoch,
                 peer: status.leader,
@@ -115,6 +116,7 @@ pub(crate) async fn split_checks(
                 }
             };
             let header = raftstore::RequestHeader {
+                replica_read: false,
                 region_id,
                 epoch: status.region.region_epoch,
                 peer: status.leader,

@@ -85,6 +85,8 @@ pub struct RegionCtx {
     pub region_id: u64,
     pub epoch: Option<metapb::RegionEpoch>,
     pub peer: Option<metapb::Peer>,
+    /// The client sent this read to a follower on purpose (see `raftstore`'s replica reads).
+    pub replica_read: bool,
 }
 
 impl RegionCtx {
@@ -95,6 +97,7 @@ impl RegionCtx {
             epoch: self.epoch,
             peer: self.peer,
             keys,
+            replica_read: self.replica_read,
         }
     }
 }

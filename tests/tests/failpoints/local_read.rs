@@ -48,6 +48,7 @@ fn a_committed_split_stops_local_reads_until_it_is_applied() {
     let region = cluster.region_for_key(b"x");
     let router = cluster.storage(leader).router().clone();
     let header = || RequestHeader {
+        replica_read: false,
         region_id: 1,
         epoch: region.region_epoch,
         peer: region.peers.iter().find(|p| p.store_id == leader).cloned(),
@@ -153,6 +154,7 @@ fn no_message_reports_a_split_committed_while_reads_are_still_local() {
         epoch: region.region_epoch,
         peer: region.peers.iter().find(|p| p.store_id == leader).cloned(),
         keys: vec![Bytes::from_static(b"x")],
+        replica_read: false,
     };
     wait_until("reads are local", TIMEOUT, || {
         router.local_read(&header).is_some()

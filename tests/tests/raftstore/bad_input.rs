@@ -181,6 +181,7 @@ fn a_leader_with_too_many_waiting_proposals_answers_busy() {
     let router = cluster.storage(leader).router().clone();
     for i in 0..12u32 {
         let header = raftstore::RequestHeader {
+            replica_read: false,
             region_id: 1,
             epoch: region.region_epoch,
             peer: region.peers.iter().find(|p| p.store_id == leader).cloned(),

@@ -20,6 +20,7 @@ mod overload;
 mod partition;
 mod raw_api;
 mod region_errors;
+mod replica_read;
 mod replication;
 mod restart;
 mod split;

@@ -140,6 +140,7 @@ fn splits_that_do_not_fit_are_refused_and_change_nothing() {
     let region = cluster.regions[0].clone();
     let router = cluster.storage(leader).router().clone();
     let header = raftstore::RequestHeader {
+        replica_read: false,
         region_id: 1,
         epoch: region.region_epoch,
         peer: region.peers.iter().find(|p| p.store_id == leader).cloned(),

@@ -31,6 +31,20 @@ impl Peer {
                 leader: self.leader(),
             });
         }
+        self.check_routing(header)
+    }
+
+    /// [`Self::check_request`] without the leadership check: the store, the epoch and the
+    /// keys (for replica reads, which any replica may serve).
+    pub(super) fn check_routing(&self, header: &RequestHeader) -> Result<()> {
+        if let Some(p) = &header.peer {
+            if p.store_id != 0 && p.store_id != self.store_id {
+                return Err(Error::StoreNotMatch {
+                    requested: p.store_id,
+                    actual: self.store_id,
+                });
+            }
+        }
         let current = epoch_version(&self.region);
         match &header.epoch {
             Some(e) if e.version == current => {}

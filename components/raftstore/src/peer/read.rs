@@ -16,6 +16,13 @@
 //!   applied, or else by a ReadIndex round issued at that moment.
 //! - Rounds are answered **by request id**, each as soon as the apply side reached its index;
 //!   a round that raft-rs lost never holds others back, and times out by itself.
+//! - **Replica reads** (a request the client sent to a follower on purpose, TiKV's replica
+//!   read): the follower issues its own ReadIndex, which raft-rs forwards to the leader; the
+//!   leader confirms its leadership with a heartbeat round and answers with its commit index,
+//!   and the follower serves the read once it applied that far. As linearizable as a leader
+//!   read, at the cost of a round trip to the leader. A follower that knows no leader refuses
+//!   (NotLeader); a round the leader dropped (it has not committed in its term yet) times out.
+//!   The development-only `unsafe_follower_reads` skips the round: a negative control.
 
 use super::*;
 
@@ -50,6 +57,10 @@ impl LeaseView {
 
 impl Peer {
     pub(super) fn on_read(&mut self, header: RequestHeader, cb: ReadCallback) {
+        if header.replica_read && !self.is_leader() {
+            self.on_replica_read(header, cb);
+            return;
+        }
         if let Err(e) = self.check_request(&header) {
             cb(Err(e));
             return;
@@ -64,6 +75,37 @@ impl Peer {
             return;
         }
         self.reads_to_issue.push((header, cb));
+    }
+
+    /// A read sent to this follower on purpose; see the module docs.
+    fn on_replica_read(&mut self, header: RequestHeader, cb: ReadCallback) {
+        if let Err(e) = self.check_routing(&header) {
+            cb(Err(e));
+            return;
+        }
+        if self.cfg.unsafe_follower_reads {
+            // The negative control: whatever this replica applied so far, however stale.
+            self.grant(&header, cb);
+            return;
+        }
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            cb(Err(Error::NotLeader {
+                region_id: self.region.id,
+                leader: None,
+            }));
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        self.read_index_rounds += 1;
+        crate::metrics::READ_INDEX_READS.inc();
+        self.raw.read_index(id.to_be_bytes().to_vec());
+        self.pending_reads.push_back(PendingRead {
+            id,
+            issued_at: self.cfg.clock.now(),
+            read_index: None,
+            callbacks: vec![(header, cb)],
+        });
     }
 
     /// Notes the end of a leader transfer. One that ended with this peer still leading was

@@ -19,6 +19,10 @@
 //! touching the cluster (a stale read, a lost insert, a duplicate timestamp, a read whose
 //! balances do not add up), or, for list-append, run one pair of transactions that is not
 //! snapshot-isolated on purpose: the negative controls that show the whole pipeline can fail.
+//! One control breaks the cluster instead: `follower-reads` starts the stores with the
+//! development-only switch that lets followers answer reads without asking the leader, and
+//! the register clients read from every replica (`--replica-read`), so the register checker
+//! must find the stale reads the cluster itself made.
 //!
 //! Caveats (see the README's "Verifying a cluster"): partitions cut nodes from each other,
 //! never clients from nodes; membership changes are single replica moves; the seed fixes the
@@ -72,6 +76,10 @@ pub enum InjectAnomaly {
     /// list-append: pessimistic transactions read with plain (snapshot) reads next to locking
     /// appends, which is not snapshot isolation (G-single).
     MixedReads,
+    /// register: the stores let followers answer reads from their own state without asking
+    /// the leader (`RANGEKV_UNSAFE_FOLLOWER_READS`), and clients read from every replica:
+    /// stale reads made by the cluster itself, not recorded on purpose.
+    FollowerReads,
 }
 
 #[derive(clap::Args)]
@@ -109,7 +117,12 @@ pub struct VerifyArgs {
     /// Check the history in this directory (of an earlier run) instead of running.
     #[arg(long, conflicts_with = "out")]
     recheck: Option<PathBuf>,
-    /// Negative control: record one wrong observation (the verdict must be invalid).
+    /// register: clients send reads to every replica in turn, not only to leaders
+    /// (followers serve them after a ReadIndex round with the leader).
+    #[arg(long)]
+    replica_read: bool,
+    /// Negative control: record one wrong observation, or make the cluster misbehave (the
+    /// verdict must be invalid).
     #[arg(long, value_enum, hide = true)]
     inject_anomaly: Option<InjectAnomaly>,
 }
@@ -205,6 +218,16 @@ fn start_cluster(
         cfg.node_ips = Some((rand::random_range(1..255), rand::random_range(0..255)));
     }
     cfg.pd_args = vec!["--max-replicas".into(), "3".into()];
+    if args.inject_anomaly == Some(InjectAnomaly::FollowerReads) {
+        println!("injecting anomaly follower-reads: followers answer reads without the leader");
+        for store in 0..args.stores {
+            cfg.store_env.push((
+                store,
+                server::node::UNSAFE_FOLLOWER_READS_ENV.to_owned(),
+                "1".to_owned(),
+            ));
+        }
+    }
     // Heartbeats every second and 100 ms Raft ticks: failover within a couple of seconds.
     let server_config = data.join("server.toml");
     std::fs::write(
@@ -247,6 +270,7 @@ fn run_workload(
         endpoints.clone(),
         recorder.clone(),
         args.inject_anomaly,
+        args.replica_read || args.inject_anomaly == Some(InjectAnomaly::FollowerReads),
         time_limit,
     ));
 

@@ -49,6 +49,8 @@ pub struct Shared {
     pub recorder: Arc<Recorder>,
     pub stop: AtomicBool,
     pub inject: Option<InjectAnomaly>,
+    /// Raw clients send reads to every replica in turn (`--replica-read`).
+    pub replica_read: bool,
     /// When the run started; anomalies are injected a third of the way in.
     pub started: Instant,
     pub time_limit: Duration,
@@ -67,6 +69,7 @@ impl Shared {
         endpoints: Vec<String>,
         recorder: Arc<Recorder>,
         inject: Option<InjectAnomaly>,
+        replica_read: bool,
         time_limit: Duration,
     ) -> Shared {
         Shared {
@@ -75,6 +78,7 @@ impl Shared {
             recorder,
             stop: AtomicBool::new(false),
             inject,
+            replica_read,
             started: Instant::now(),
             time_limit,
             keys: Mutex::new(((0..ACTIVE_KEYS as u64).map(|k| (k, 0)).collect(), 0)),
@@ -160,9 +164,13 @@ pub(super) fn client_config() -> client::Config {
     }
 }
 
-async fn raw_client(endpoints: &[String], until: Instant) -> Result<client::RawClient> {
+async fn raw_client(shared: &Shared, until: Instant) -> Result<client::RawClient> {
+    let config = client::Config {
+        replica_read: shared.replica_read,
+        ..client_config()
+    };
     loop {
-        match client::RawClient::with_config(endpoints.to_vec(), client_config()).await {
+        match client::RawClient::with_config(shared.endpoints.clone(), config.clone()).await {
             Ok(c) => return Ok(c),
             Err(e) if Instant::now() > until => bail!("cannot connect a client: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -178,7 +186,7 @@ pub async fn client(shared: Arc<Shared>, worker: u64, concurrency: u64, seed: u6
     let connect_until = Instant::now() + Duration::from_secs(60);
     match shared.workload {
         Workload::Register => {
-            let c = raw_client(&shared.endpoints, connect_until).await?;
+            let c = raw_client(&shared, connect_until).await?;
             while !shared.stop.load(Ordering::Relaxed) {
                 if worker == 0 && shared.should_inject(InjectAnomaly::StaleRead) {
                     inject_stale_read(&shared, &c, &mut process, concurrency).await;
@@ -200,7 +208,7 @@ pub async fn client(shared: Arc<Shared>, worker: u64, concurrency: u64, seed: u6
             }
         }
         Workload::Set => {
-            let c = raw_client(&shared.endpoints, connect_until).await?;
+            let c = raw_client(&shared, connect_until).await?;
             while !shared.stop.load(Ordering::Relaxed) {
                 let e = shared.next_element.fetch_add(1, Ordering::Relaxed);
                 if add(&shared, &c, process, e).await == Done::Unknown {
@@ -493,7 +501,7 @@ pub async fn final_reads(shared: &Shared, process: u64, deadline: Instant) -> Re
         }
         return Ok(());
     }
-    let c = raw_client(&shared.endpoints, deadline).await?;
+    let c = raw_client(shared, deadline).await?;
     match shared.workload {
         Workload::Register => {
             let mut keys: Vec<String> =

@@ -52,6 +52,7 @@ fn one_store(pool: ReadPool) -> OneStore {
             region_id: region.id,
             epoch: region.region_epoch,
             peer: region.peers.first().cloned(),
+            replica_read: false,
         },
         api: Api::V1,
     };
