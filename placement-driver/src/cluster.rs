@@ -806,12 +806,15 @@ impl Cluster {
                 down.chain(pending).collect()
             })
             .unwrap_or_default();
+        let region_flow = heartbeats.region(region.id).map_or(0, |s| s.flow);
         let target = scheduler.lock().on_heartbeat(
             LeaderView {
                 region,
                 leader: leader.as_ref(),
                 from_leader,
                 leader_counts: heartbeats.leader_counts(),
+                leader_flows: heartbeats.leader_flows(),
+                region_flow,
                 stores: &stores,
                 excluded: &excluded,
             },
@@ -823,6 +826,7 @@ impl Cluster {
             from_store = leader.store_id,
             to_store = target.store_id,
             to_peer = target.id,
+            flow = region_flow,
             "balance-leader: transferring leader"
         );
         Some(RegionHeartbeatResponse {

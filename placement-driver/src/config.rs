@@ -93,6 +93,9 @@ pub struct PdConfig {
     /// At most this many leader transfers are in flight (proposed, not yet seen done or timed
     /// out) cluster-wide.
     pub max_pending_leader_transfers: usize,
+    /// A region serving at least this many requests a second is balanced by load rather than
+    /// by leader count (see [`crate::schedule`]); 0 turns that off.
+    pub hot_region_min_flow: u64,
     /// Whether the serving leader keeps regions at `max_replicas` healthy replicas and spreads
     /// replicas over the stores (see [`crate::replica`]).
     pub schedule_replicas: bool,
@@ -135,6 +138,7 @@ impl Default for PdConfig {
             split_keyspace_regions: true,
             leader_balance_threshold: 2,
             max_pending_leader_transfers: 4,
+            hot_region_min_flow: crate::schedule::DEFAULT_HOT_REGION_MIN_FLOW,
             schedule_replicas: true,
             schedule_region_balance: true,
             max_store_down_time: Duration::from_secs(30 * 60),

@@ -12,6 +12,11 @@
 //! - `leader_counts[store]` is the number of recorded regions whose recorded leader is on
 //!   `store` (stores leading nothing have no entry); it is kept up to date on every change of a
 //!   recorded leader and when regions are forgotten, so reading it costs no scan.
+//! - A region's **flow** is the requests (keys read and written) its leader reported, per
+//!   second of the time since the previous heartbeat PD received for it (at least one second,
+//!   so that two heartbeats close together do not inflate it; 0 for the first one).
+//!   `leader_flows[store]` is the sum of the flows of the regions recorded as led by `store`,
+//!   kept up to date the same way as `leader_counts`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -40,6 +45,8 @@ pub struct RegionStatus {
     pub bytes_read: u64,
     pub keys_written: u64,
     pub keys_read: u64,
+    /// Requests a second; see the module docs.
+    pub flow: u64,
     /// Wall time of the last heartbeat, Unix ms.
     pub last_heartbeat_ms: u64,
 }
@@ -51,6 +58,8 @@ pub struct HeartbeatCache {
     regions: HashMap<u64, RegionStatus>,
     /// Recorded leaders per store id; see the module docs.
     leader_counts: BTreeMap<u64, u64>,
+    /// Sum of the flows of the regions each store leads; see the module docs.
+    leader_flows: BTreeMap<u64, u64>,
 }
 
 impl HeartbeatCache {
@@ -87,6 +96,18 @@ impl HeartbeatCache {
                     *self.leader_counts.entry(store_id).or_default() += 1;
                 }
             }
+            let flow = flow_of(
+                req.keys_read.saturating_add(req.keys_written),
+                status.last_heartbeat_ms,
+                now_ms,
+            );
+            if let Some(store_id) = old {
+                Self::remove_flow(&mut self.leader_flows, store_id, status.flow);
+            }
+            if let (Some(store_id), true) = (new, flow > 0) {
+                *self.leader_flows.entry(store_id).or_default() += flow;
+            }
+            status.flow = flow;
         }
         status.down_peers = req.down_peers.clone();
         status.pending_peers = req.pending_peers.clone();
@@ -119,6 +140,7 @@ impl HeartbeatCache {
             if let Some(status) = self.regions.remove(id) {
                 if let Some(leader) = status.leader {
                     Self::uncount_leader(&mut self.leader_counts, leader.store_id);
+                    Self::remove_flow(&mut self.leader_flows, leader.store_id, status.flow);
                 }
             }
         }
@@ -129,6 +151,21 @@ impl HeartbeatCache {
         &self.leader_counts
     }
 
+    /// The summed flow of the regions each store leads (stores leading none, or only idle
+    /// regions, may be absent).
+    pub fn leader_flows(&self) -> &BTreeMap<u64, u64> {
+        &self.leader_flows
+    }
+
+    fn remove_flow(flows: &mut BTreeMap<u64, u64>, store_id: u64, flow: u64) {
+        if let Some(sum) = flows.get_mut(&store_id) {
+            *sum = sum.saturating_sub(flow);
+            if *sum == 0 {
+                flows.remove(&store_id);
+            }
+        }
+    }
+
     fn uncount_leader(counts: &mut BTreeMap<u64, u64>, store_id: u64) {
         if let Some(count) = counts.get_mut(&store_id) {
             *count = count.saturating_sub(1);
@@ -137,6 +174,16 @@ impl HeartbeatCache {
             }
         }
     }
+}
+
+/// Requests a second from `requests` reported at `now_ms` when the previous heartbeat came at
+/// `previous_ms` (0: none): see the module docs.
+pub fn flow_of(requests: u64, previous_ms: u64, now_ms: u64) -> u64 {
+    if previous_ms == 0 || now_ms <= previous_ms {
+        return 0;
+    }
+    let interval_ms = (now_ms - previous_ms).max(1000);
+    requests.saturating_mul(1000) / interval_ms
 }
 
 #[cfg(test)]
@@ -179,6 +226,54 @@ mod tests {
         assert_eq!(cache.leader_of(&shrunk), None);
         cache.forget_regions(&[1]);
         assert_eq!(cache.leader_of(&region), None);
+    }
+
+    #[test]
+    fn flow_is_requests_per_second_since_the_previous_heartbeat_at_least_one_second() {
+        for (requests, previous, now, flow) in [
+            (5_000, 0, 10_000, 0),          // first heartbeat: no interval yet
+            (5_000, 10_000, 20_000, 500),   // 10 s
+            (5_000, 10_000, 10_500, 5_000), // half a second counts as one
+            (5_000, 10_000, 10_000, 0),     // same instant, or the clock went back
+            (5_000, 10_000, 9_000, 0),
+            (u64::MAX, 1, 2_001, u64::MAX / 2_000), // saturates, no overflow
+        ] {
+            assert_eq!(
+                flow_of(requests, previous, now),
+                flow,
+                "{requests} {previous} {now}"
+            );
+        }
+    }
+
+    /// The incrementally kept flows equal a scan of the recorded leaders' flows.
+    #[test]
+    fn leader_flows_follow_leaders_and_reports() {
+        let mut cache = HeartbeatCache::default();
+        let flowing = |leader: Peer, term: u64, id: u64, reads: u64| {
+            let mut req = heartbeat(leader, term);
+            if let Some(region) = req.region.as_mut() {
+                region.id = id;
+            }
+            req.keys_read = reads;
+            req
+        };
+        cache.on_region_heartbeat(&flowing(peer(10, 1), 5, 1, 0), 1_000);
+        cache.on_region_heartbeat(&flowing(peer(10, 1), 5, 2, 0), 1_000);
+        assert!(cache.leader_flows().is_empty());
+        // 10 s later: 3,000 and 1,000 reads, 300/s and 100/s, both on store 1.
+        cache.on_region_heartbeat(&flowing(peer(10, 1), 5, 1, 3_000), 11_000);
+        cache.on_region_heartbeat(&flowing(peer(10, 1), 5, 2, 1_000), 11_000);
+        assert_eq!(cache.leader_flows(), &BTreeMap::from([(1, 400)]));
+        assert_eq!(cache.region(1).map(|s| s.flow), Some(300));
+        // Region 1's leadership moves to store 2 with a new report: its old flow leaves store 1.
+        cache.on_region_heartbeat(&flowing(peer(11, 2), 6, 1, 2_000), 21_000);
+        assert_eq!(cache.leader_flows(), &BTreeMap::from([(1, 100), (2, 200)]));
+        // A deposed leader's late report changes nothing.
+        cache.on_region_heartbeat(&flowing(peer(10, 1), 5, 1, 90_000), 22_000);
+        assert_eq!(cache.leader_flows(), &BTreeMap::from([(1, 100), (2, 200)]));
+        cache.forget_regions(&[2]);
+        assert_eq!(cache.leader_flows(), &BTreeMap::from([(2, 200)]));
     }
 
     /// The incrementally kept counts equal a scan of the recorded leaders.

@@ -1,4 +1,5 @@
-//! Scheduling: the balance-leader scheduler, which evens out how many regions each store leads.
+//! Scheduling: the balance-leader scheduler, which evens out how many regions each store leads,
+//! and for hot regions the load each store leads.
 //!
 //! Policy (like PD's `balance-leader` scheduler, but driven by heartbeats rather than by a
 //! periodic scan): when the leader of a region reports a heartbeat, PD compares the number of
@@ -11,6 +12,16 @@
 //! not taking part neither gives nor receives leaders. Leader counts come from the heartbeat soft
 //! state ([`crate::heartbeat`]), so a freshly elected PD leader schedules nothing until it has
 //! heard from the stores.
+//!
+//! Hot regions (TiKV's hot-region scheduler, for leaders): a region whose flow (requests a
+//! second its leader reported, see [`crate::heartbeat`]) is at least `hot_region_min_flow` is
+//! balanced by load instead of by count: PD moves its leader off the store that leads the most
+//! flow to the least-loaded candidate, if and only if that store still leads at least as much
+//! flow afterwards (`2 × flow ≤ source − target`), so a move never just relocates the hotspot
+//! and never invites a move back. A hot region is never moved by leader counts; the count
+//! balance then evens the counts out with cold regions. A region that alone carries most of a
+//! store's load (e.g. the tail of a sequential insert) stays where it is: moving it would only
+//! move the hotspot.
 //!
 //! Rate limits: a proposed transfer stays *pending* until a heartbeat of its region shows a
 //! leader on another store than the source (done, or overtaken by an election), or until
@@ -46,6 +57,9 @@ pub const LEADER_TRANSFER_TIMEOUT_MS: u64 = 10_000;
 /// The smallest threshold that cannot ping-pong; smaller configured values are raised to it.
 pub const MIN_LEADER_BALANCE_THRESHOLD: u64 = 2;
 
+/// Requests a second from which a region counts as hot (see the module docs).
+pub const DEFAULT_HOT_REGION_MIN_FLOW: u64 = 500;
+
 /// Settings of the balance-leader scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeaderBalanceConfig {
@@ -55,6 +69,9 @@ pub struct LeaderBalanceConfig {
     pub max_pending: usize,
     /// How long a transfer stays pending without being seen done, ms.
     pub transfer_timeout_ms: u64,
+    /// A region with at least this flow (requests a second) is balanced by load, not by count;
+    /// 0: never.
+    pub hot_region_min_flow: u64,
 }
 
 impl Default for LeaderBalanceConfig {
@@ -63,6 +80,7 @@ impl Default for LeaderBalanceConfig {
             threshold: 2,
             max_pending: 4,
             transfer_timeout_ms: LEADER_TRANSFER_TIMEOUT_MS,
+            hot_region_min_flow: DEFAULT_HOT_REGION_MIN_FLOW,
         }
     }
 }
@@ -103,11 +121,48 @@ pub fn pick_leader_target(
     (source >= target_count.saturating_add(threshold)).then_some(*target)
 }
 
+/// Picks the peer of the hot `region` (flow `flow`) that `leader` should hand leadership to, if
+/// any: see the module docs. `flows` holds the led flow of every store taking part (stores
+/// leading nothing with 0), pending transfers already applied.
+pub fn pick_hot_target(
+    flows: &BTreeMap<u64, u64>,
+    region: &Region,
+    leader: &Peer,
+    excluded: &[u64],
+    flow: u64,
+) -> Option<Peer> {
+    if !region
+        .peers
+        .iter()
+        .any(|p| p.id == leader.id && p.store_id == leader.store_id)
+    {
+        return None;
+    }
+    let source = *flows.get(&leader.store_id)?;
+    if flows.values().any(|&other| other > source) {
+        return None;
+    }
+    let (target_flow, target) = region
+        .peers
+        .iter()
+        .filter(|p| {
+            p.store_id != leader.store_id
+                && p.role() == PeerRole::Voter
+                && !p.is_witness
+                && !excluded.contains(&p.id)
+        })
+        .filter_map(|p| flows.get(&p.store_id).map(|&f| (f, p)))
+        .min_by_key(|(f, p)| (*f, p.store_id))?;
+    (flow.saturating_mul(2) <= source.saturating_sub(target_flow)).then_some(*target)
+}
+
 /// A proposed transfer not yet seen done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PendingTransfer {
     pub from_store: u64,
     pub to: Peer,
+    /// The region's flow if it was moved as a hot region (0: moved by count).
+    pub flow: u64,
     /// When it was proposed, Unix ms.
     pub since_ms: u64,
 }
@@ -122,6 +177,10 @@ pub struct LeaderView<'a> {
     pub from_leader: bool,
     /// Recorded leader counts per store (see [`crate::heartbeat::HeartbeatCache::leader_counts`]).
     pub leader_counts: &'a BTreeMap<u64, u64>,
+    /// Recorded led flow per store (see [`crate::heartbeat::HeartbeatCache::leader_flows`]).
+    pub leader_flows: &'a BTreeMap<u64, u64>,
+    /// This region's flow, requests a second.
+    pub region_flow: u64,
     /// The stores taking part (Up, heartbeated within [`STORE_ALIVE_MS`]).
     pub stores: &'a BTreeSet<u64>,
     /// Peers that must not receive leadership (down or pending).
@@ -165,19 +224,27 @@ impl LeaderScheduler {
             return None;
         }
         let leader = view.leader?;
-        let counts = self.effective_counts(view.leader_counts, view.stores);
-        let target = pick_leader_target(
-            &counts,
-            view.region,
-            leader,
-            view.excluded,
-            self.config.threshold,
-        )?;
+        let hot = self.config.hot_region_min_flow > 0
+            && view.region_flow >= self.config.hot_region_min_flow;
+        let target = if hot {
+            let flows = self.effective_flows(view.leader_flows, view.stores);
+            pick_hot_target(&flows, view.region, leader, view.excluded, view.region_flow)?
+        } else {
+            let counts = self.effective_counts(view.leader_counts, view.stores);
+            pick_leader_target(
+                &counts,
+                view.region,
+                leader,
+                view.excluded,
+                self.config.threshold,
+            )?
+        };
         self.pending.insert(
             region_id,
             PendingTransfer {
                 from_store: leader.store_id,
                 to: target,
+                flow: if hot { view.region_flow } else { 0 },
                 since_ms: now_ms,
             },
         );
@@ -197,6 +264,27 @@ impl LeaderScheduler {
         let timeout = self.config.transfer_timeout_ms;
         self.pending
             .retain(|_, p| now_ms >= p.since_ms && now_ms - p.since_ms < timeout);
+    }
+
+    /// Led flows of the participating stores with the pending hot transfers applied.
+    fn effective_flows(
+        &self,
+        recorded: &BTreeMap<u64, u64>,
+        stores: &BTreeSet<u64>,
+    ) -> BTreeMap<u64, u64> {
+        let mut flows: BTreeMap<u64, u64> = stores
+            .iter()
+            .map(|&id| (id, recorded.get(&id).copied().unwrap_or(0)))
+            .collect();
+        for pending in self.pending.values() {
+            if let Some(flow) = flows.get_mut(&pending.from_store) {
+                *flow = flow.saturating_sub(pending.flow);
+            }
+            if let Some(flow) = flows.get_mut(&pending.to.store_id) {
+                *flow += pending.flow;
+            }
+        }
+        flows
     }
 
     /// Leader counts of the participating stores with the pending transfers applied.
@@ -307,6 +395,86 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_hot_region_moves_only_off_the_hottest_store_and_only_if_it_stays_at_least_as_hot() {
+        let r = region(1, &[1, 2, 3]);
+        let leader = r.peers[0];
+        for (flows, flow, want) in [
+            // 3,000 vs 0: moving 1,000 leaves 2,000 ≥ 1,000.
+            (counts(&[(1, 3000), (2, 0), (3, 500)]), 1000, Some(2)),
+            // Moving 1,500 would leave 1,500 vs 1,500: still allowed (not inverted).
+            (counts(&[(1, 3000), (2, 0), (3, 500)]), 1500, Some(2)),
+            // One region carrying the store's load: moving it only moves the hotspot.
+            (counts(&[(1, 3000), (2, 0), (3, 500)]), 2000, None),
+            // Not the hottest store: nothing (the hottest one moves its own).
+            (counts(&[(1, 3000), (2, 4000), (3, 0)]), 500, None),
+            // Ties go to the smallest store id.
+            (counts(&[(1, 3000), (2, 100), (3, 100)]), 500, Some(2)),
+            // The leader's store takes no part.
+            (counts(&[(2, 0), (3, 0)]), 500, None),
+        ] {
+            assert_eq!(
+                pick_hot_target(&flows, &r, &leader, &[], flow).map(|p| p.store_id),
+                want,
+                "{flows:?} {flow}"
+            );
+        }
+        // Down or pending peers, learners and stores without a replica are no targets.
+        let flows = counts(&[(1, 3000), (2, 0), (3, 100), (4, 0)]);
+        assert_eq!(
+            pick_hot_target(&flows, &r, &leader, &[12], 500).map(|p| p.store_id),
+            Some(3)
+        );
+        assert_eq!(pick_hot_target(&flows, &r, &peer(99, 1), &[], 500), None);
+    }
+
+    /// A heartbeat of region `i` of `c` from its peer on store 1, with `flows` and `flow`.
+    fn hot_view<'a>(
+        c: &'a Cluster,
+        i: usize,
+        flows: &'a BTreeMap<u64, u64>,
+        flow: u64,
+    ) -> LeaderView<'a> {
+        LeaderView {
+            region: &c.regions[i],
+            leader: Some(&c.regions[i].peers[0]),
+            from_leader: true,
+            leader_counts: &c.leader_counts,
+            leader_flows: flows,
+            region_flow: flow,
+            stores: &c.stores,
+            excluded: &[],
+        }
+    }
+
+    #[test]
+    fn hot_regions_are_balanced_by_flow_and_never_by_count() {
+        let c = Cluster::new(6);
+        let mut s = LeaderScheduler::new(LeaderBalanceConfig::default());
+        // Store 1 leads all six regions (a count gap of 6) but region 1 is hot and moving it
+        // would move the whole load: no transfer, by flow or by count.
+        let alone = counts(&[(1, 2000)]);
+        assert_eq!(s.on_heartbeat(hot_view(&c, 0, &alone, 2000), 0), None);
+        // With more hot load on store 1, region 1 moves to the coolest store, and the pending
+        // move counts: a second hot region of 900 may not follow (1,600 left against 0 on
+        // store 3: 2 × 900 > 1,600).
+        let shared = counts(&[(1, 2600)]);
+        assert_eq!(
+            s.on_heartbeat(hot_view(&c, 0, &shared, 1000), 0)
+                .map(|p| p.store_id),
+            Some(2)
+        );
+        assert_eq!(s.pending()[&1].flow, 1000);
+        assert_eq!(s.on_heartbeat(hot_view(&c, 1, &shared, 900), 0), None);
+        // A cold region is still balanced by count (5/1/0 with the pending move).
+        assert_eq!(
+            s.on_heartbeat(hot_view(&c, 2, &shared, 10), 0)
+                .map(|p| p.store_id),
+            Some(3)
+        );
+        assert_eq!(s.pending()[&3].flow, 0);
+    }
+
     struct Cluster {
         regions: Vec<Region>,
         leader_counts: BTreeMap<u64, u64>,
@@ -336,6 +504,8 @@ mod tests {
                     leader: Some(&leader),
                     from_leader: true,
                     leader_counts: &self.leader_counts,
+                    leader_flows: &BTreeMap::new(),
+                    region_flow: 0,
                     stores: &self.stores,
                     excluded: &[],
                 },
@@ -408,6 +578,8 @@ mod tests {
             leader: Some(&leader),
             from_leader: false,
             leader_counts: &c.leader_counts,
+            leader_flows: &BTreeMap::new(),
+            region_flow: 0,
             stores: &c.stores,
             excluded: &[],
         };

@@ -255,6 +255,7 @@ pub async fn start_with_listener(
                     threshold: config.leader_balance_threshold,
                     max_pending: config.max_pending_leader_transfers,
                     transfer_timeout_ms: LEADER_TRANSFER_TIMEOUT_MS,
+                    hot_region_min_flow: config.hot_region_min_flow,
                 }),
         )
         .with_security(security.clone()),

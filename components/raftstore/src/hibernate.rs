@@ -33,6 +33,7 @@
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// What a leader's idleness depends on, read off the peer.
@@ -85,14 +86,30 @@ pub fn follower_may_sleep(view: FollowerView, from: u64, term: u64, index: u64) 
 
 /// The regions of a store that tick. A region leaves the set while it sleeps; the store's
 /// ticker ticks only the regions in it. Cheap to clone (shared).
+///
+/// Ticks never pile up: each region has a flag set when a tick is sent and cleared when the
+/// peer handles it ([`TickToken`]), and a region whose last tick is still queued gets none.
+/// On an overloaded store Raft's clock then slows down with the peers instead of a backlog
+/// of ticks firing elections all at once when the pollers catch up.
 #[derive(Clone, Debug, Default)]
 pub struct AwakeSet {
-    ids: Arc<Mutex<HashSet<u64>>>,
+    ids: Arc<Mutex<HashMap<u64, TickToken>>>,
+}
+
+/// Whether a region's last tick is still queued; see [`AwakeSet`].
+#[derive(Clone, Debug, Default)]
+pub struct TickToken(Arc<AtomicBool>);
+
+impl TickToken {
+    /// Called by the peer as it handles the tick.
+    pub fn handled(&self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl AwakeSet {
     pub fn insert(&self, region_id: u64) {
-        self.ids.lock().insert(region_id);
+        self.ids.lock().entry(region_id).or_default();
     }
 
     pub fn remove(&self, region_id: u64) {
@@ -100,7 +117,7 @@ impl AwakeSet {
     }
 
     pub fn contains(&self, region_id: u64) -> bool {
-        self.ids.lock().contains(&region_id)
+        self.ids.lock().contains_key(&region_id)
     }
 
     pub fn len(&self) -> usize {
@@ -111,9 +128,15 @@ impl AwakeSet {
         self.len() == 0
     }
 
-    /// The regions to tick now.
-    pub fn snapshot(&self) -> Vec<u64> {
-        self.ids.lock().iter().copied().collect()
+    /// The regions to tick now (awake, with no tick still queued), each with the token its
+    /// peer clears on handling the tick. Marks them as having a tick queued.
+    pub fn due(&self) -> Vec<(u64, TickToken)> {
+        self.ids
+            .lock()
+            .iter()
+            .filter(|(_, token)| !token.0.swap(true, Ordering::AcqRel))
+            .map(|(id, token)| (*id, token.clone()))
+            .collect()
     }
 }
 
@@ -285,8 +308,30 @@ mod tests {
         a.insert(1);
         a.insert(2);
         a.remove(1);
-        assert_eq!(a.snapshot(), vec![2]);
+        let due: Vec<u64> = a.due().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(due, vec![2]);
         assert!(a.contains(2) && !a.contains(1));
         assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn a_region_gets_no_tick_while_its_last_one_is_queued() {
+        let a = AwakeSet::default();
+        a.insert(1);
+        a.insert(2);
+        let mut first = a.due();
+        first.sort_by_key(|(id, _)| *id);
+        assert_eq!(first.len(), 2);
+        // Neither handled its tick: nothing is due.
+        assert!(a.due().is_empty());
+        // Region 1 handles its tick: it alone is due again.
+        first[0].1.handled();
+        let again: Vec<u64> = a.due().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(again, vec![1]);
+        // A region that went to sleep with a tick queued ticks again once it wakes.
+        a.remove(2);
+        a.insert(2);
+        let woken: Vec<u64> = a.due().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(woken, vec![2]);
     }
 }

@@ -41,8 +41,15 @@ impl<T: Transport> Ticker<T> {
         let silent_after = self.cfg.raft_election_ticks as u64;
         while !self.stop.load(Ordering::SeqCst) {
             std::thread::sleep(self.cfg.raft_base_tick);
-            for region_id in self.awake.snapshot() {
-                let _ = self.router.send(region_id, PeerMsg::Tick);
+            for (region_id, token) in self.awake.due() {
+                if self
+                    .router
+                    .send(region_id, PeerMsg::Tick(token.clone()))
+                    .is_err()
+                {
+                    // No mailbox (a replica being created or gone): tick it next time.
+                    token.handled();
+                }
             }
             if !self.cfg.hibernate_regions {
                 continue;

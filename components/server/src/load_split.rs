@@ -5,7 +5,9 @@
 //!
 //! - [`LoadRecorder`] counts requests per region and keeps a uniform sample of their keys
 //!   (reservoir sampling), for the current window; the request path calls
-//!   [`LoadRecorder::observe`] (one short lock).
+//!   [`LoadRecorder::observe`] (one short lock). Each window ended also adds its reads and
+//!   writes to the region's flow, which the region heartbeat takes to PD
+//!   ([`LoadRecorder::take_flow`]): PD's hot-region scheduling weighs leaders by it.
 //! - [`LoadDecider`] (pure) turns consecutive windows into split decisions, and
 //!   [`split_key`] (pure) picks the key: the sampled median, strictly inside the region, so
 //!   both halves get part of the sampled load.
@@ -21,10 +23,26 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+/// Whether a request reads or writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// Reads and writes a region served since its flow was last taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionFlow {
+    pub reads: u64,
+    pub writes: u64,
+}
+
 /// The load seen in one window, per region.
 #[derive(Debug, Default)]
 pub struct RegionLoad {
     pub requests: u64,
+    /// Of `requests`, those that wrote.
+    pub writes: u64,
     /// A uniform sample of the requests' keys (at most the recorder's sample size).
     pub samples: Vec<Bytes>,
 }
@@ -35,6 +53,8 @@ pub struct RegionLoad {
 pub struct LoadRecorder {
     samples: usize,
     window: Mutex<HashMap<u64, RegionLoad>>,
+    /// Per region, the reads and writes of the windows ended since its flow was taken.
+    flows: Mutex<HashMap<u64, RegionFlow>>,
 }
 
 impl LoadRecorder {
@@ -43,14 +63,18 @@ impl LoadRecorder {
         LoadRecorder {
             samples: samples.max(1),
             window: Mutex::default(),
+            flows: Mutex::default(),
         }
     }
 
     /// Notes one request to `region_id` touching `key`.
-    pub fn observe(&self, region_id: u64, key: &Bytes) {
+    pub fn observe(&self, region_id: u64, access: Access, key: &Bytes) {
         let mut window = self.window.lock();
         let load = window.entry(region_id).or_default();
         load.requests += 1;
+        if access == Access::Write {
+            load.writes += 1;
+        }
         if load.samples.len() < self.samples {
             load.samples.push(key.clone());
         } else {
@@ -63,9 +87,27 @@ impl LoadRecorder {
         }
     }
 
-    /// Ends the window: its load, and a fresh window.
+    /// Ends the window: its load, and a fresh window. Its reads and writes are added to the
+    /// regions' flows.
     pub fn take(&self) -> HashMap<u64, RegionLoad> {
-        std::mem::take(&mut *self.window.lock())
+        let window = std::mem::take(&mut *self.window.lock());
+        let mut flows = self.flows.lock();
+        for (region_id, load) in &window {
+            let flow = flows.entry(*region_id).or_default();
+            flow.writes += load.writes;
+            flow.reads += load.requests - load.writes;
+        }
+        window
+    }
+
+    /// The reads and writes `region_id` served in the windows ended since the last call.
+    pub fn take_flow(&self, region_id: u64) -> RegionFlow {
+        self.flows.lock().remove(&region_id).unwrap_or_default()
+    }
+
+    /// Forgets the flows of regions for which `keep` is false (e.g. no replica here any more).
+    pub fn retain_flows(&self, keep: impl Fn(u64) -> bool) {
+        self.flows.lock().retain(|id, _| keep(*id));
     }
 }
 
@@ -139,9 +181,9 @@ mod tests {
     fn the_recorder_counts_every_request_and_keeps_a_bounded_sample() {
         let r = LoadRecorder::new(4);
         for i in 0..1000 {
-            r.observe(7, &key(&format!("k{i:04}")));
+            r.observe(7, Access::Read, &key(&format!("k{i:04}")));
         }
-        r.observe(8, &key("x"));
+        r.observe(8, Access::Write, &key("x"));
         let w = r.take();
         assert_eq!(w[&7].requests, 1000);
         assert_eq!(w[&7].samples.len(), 4);
@@ -155,6 +197,31 @@ mod tests {
     }
 
     #[test]
+    fn ended_windows_add_up_to_a_flow_that_is_taken_once() {
+        let r = LoadRecorder::new(4);
+        for access in [Access::Read, Access::Read, Access::Write] {
+            r.observe(7, access, &key("k"));
+        }
+        // Nothing before the window ends.
+        assert_eq!(r.take_flow(7), RegionFlow::default());
+        r.take();
+        r.observe(7, Access::Write, &key("k"));
+        r.take();
+        assert_eq!(
+            r.take_flow(7),
+            RegionFlow {
+                reads: 2,
+                writes: 2
+            }
+        );
+        assert_eq!(r.take_flow(7), RegionFlow::default(), "taken once");
+        r.observe(8, Access::Read, &key("k"));
+        r.take();
+        r.retain_flows(|id| id != 8);
+        assert_eq!(r.take_flow(8), RegionFlow::default());
+    }
+
+    #[test]
     fn a_region_splits_after_enough_hot_windows_in_a_row() {
         let mut d = LoadDecider::default();
         let window = |requests: u64| {
@@ -162,6 +229,7 @@ mod tests {
                 1,
                 RegionLoad {
                     requests,
+                    writes: 0,
                     samples: vec![key("m")],
                 },
             )])

@@ -305,6 +305,7 @@ impl Node {
         }
         // Leadership and region changes wake the region heartbeat task at once.
         let (changes_tx, changes_rx) = futures::channel::mpsc::unbounded::<u64>();
+        let hot_reports = changes_tx.clone();
         rs_cfg.on_region_change = Some(raftstore::RegionChangeObserver(Arc::new(move |id| {
             let _ = changes_tx.unbounded_send(id);
         })));
@@ -414,9 +415,10 @@ impl Node {
         node.tasks
             .push(tokio::spawn(crate::split_checker::load_splits(
                 router.clone(),
-                load,
+                load.clone(),
                 split_ids.clone(),
                 cfg.split.clone(),
+                hot_reports,
                 shutdown_rx.clone(),
             )));
         node.tasks
@@ -434,6 +436,7 @@ impl Node {
         node.tasks.push(tokio::spawn(region_heartbeats(
             pd,
             router,
+            load,
             Duration::from_secs(cfg.region_heartbeat_secs.max(1)),
             changes_rx,
             shutdown_rx,
@@ -664,6 +667,7 @@ pub const UNSAFE_FOLLOWER_READS_ENV: &str = "RANGEKV_UNSAFE_FOLLOWER_READS";
 async fn region_heartbeats(
     pd: PdClient,
     router: StoreRouter,
+    load: Arc<crate::load_split::LoadRecorder>,
     every: Duration,
     mut changes: futures::channel::mpsc::UnboundedReceiver<u64>,
     mut shutdown: watch::Receiver<bool>,
@@ -692,6 +696,8 @@ async fn region_heartbeats(
                 if last_sweep.is_none_or(|t| t.elapsed() >= every) {
                     regions = router.region_ids();
                     last_sweep = Some(Instant::now());
+                    // Flows of replicas that are gone are never reported.
+                    load.retain_flows(|id| regions.binary_search(&id).is_ok());
                 }
             }
             _ = shutdown.wait_for(|v| *v) => return,
@@ -699,12 +705,17 @@ async fn region_heartbeats(
         regions.sort_unstable();
         regions.dedup();
         for region_id in regions {
-            heartbeat_if_leader(&pd, &router, region_id).await;
+            heartbeat_if_leader(&pd, &router, &load, region_id).await;
         }
     }
 }
 
-async fn heartbeat_if_leader(pd: &PdClient, router: &StoreRouter, region_id: u64) {
+async fn heartbeat_if_leader(
+    pd: &PdClient,
+    router: &StoreRouter,
+    load: &crate::load_split::LoadRecorder,
+    region_id: u64,
+) {
     let Ok(Ok(status)) =
         tokio::time::timeout(Duration::from_secs(2), router.peer_status(region_id)).await
     else {
@@ -720,9 +731,13 @@ async fn heartbeat_if_leader(pd: &PdClient, router: &StoreRouter, region_id: u64
         .filter(|p| status.pending_peers.contains(&p.id))
         .copied()
         .collect();
+    // Requests served since the last report (raw point requests count one key each).
+    let flow = load.take_flow(region_id);
     let stat = RegionStat {
         term: status.term,
         pending_peers,
+        keys_read: flow.reads,
+        keys_written: flow.writes,
         ..Default::default()
     };
     if let Err(e) = pd.region_heartbeat(status.region, leader, stat).await {

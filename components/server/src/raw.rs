@@ -14,6 +14,7 @@
 //!   in flight) is a message beginning with [`UNDETERMINED_PREFIX`], never a region error:
 //!   clients retry region errors such as ServerIsBusy, and this write may still apply.
 
+use crate::load_split::Access;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -147,9 +148,9 @@ impl RawStorage {
     }
 
     /// Notes a request to the region of `ctx` touching `key`, in stored form.
-    fn observe(&self, ctx: &RawCtx, key: &Bytes) {
+    fn observe(&self, ctx: &RawCtx, access: Access, key: &Bytes) {
         if let Ok(k) = storage::raw::stored_key(ctx.api, key) {
-            self.load.observe(ctx.region.region_id, &k);
+            self.load.observe(ctx.region.region_id, access, &k);
         }
     }
 
@@ -206,7 +207,7 @@ impl RawStorage {
     pub async fn raw_get(&self, req: kvrpcpb::RawGetRequest) -> RawResult<kvrpcpb::RawGetResponse> {
         self.check_key(&req.key)?;
         let ctx = raw_ctx(req.context.as_ref())?;
-        self.observe(&ctx, &req.key);
+        self.observe(&ctx, Access::Read, &req.key);
         let value = self.raw.get(&ctx, &req.cf, req.key).await?;
         Ok(kvrpcpb::RawGetResponse {
             not_found: value.is_none(),
@@ -222,7 +223,7 @@ impl RawStorage {
         req.keys.iter().try_for_each(|k| self.check_key(k))?;
         let ctx = raw_ctx(req.context.as_ref())?;
         if let Some(k) = req.keys.first() {
-            self.observe(&ctx, k);
+            self.observe(&ctx, Access::Read, k);
         }
         let pairs = self.raw.batch_get(&ctx, &req.cf, req.keys).await?;
         Ok(kvrpcpb::RawBatchGetResponse {
@@ -235,7 +236,7 @@ impl RawStorage {
         self.check_key(&req.key)?;
         self.check_value(&req.value)?;
         let ctx = raw_ctx(req.context.as_ref())?;
-        self.observe(&ctx, &req.key);
+        self.observe(&ctx, Access::Write, &req.key);
         let put = RawPut {
             key: req.key,
             value: req.value,
@@ -263,7 +264,7 @@ impl RawStorage {
         }
         let ctx = raw_ctx(req.context.as_ref())?;
         if let Some(p) = req.pairs.first() {
-            self.observe(&ctx, &p.key);
+            self.observe(&ctx, Access::Write, &p.key);
         }
         let puts = req
             .pairs
@@ -285,7 +286,7 @@ impl RawStorage {
     ) -> RawResult<kvrpcpb::RawDeleteResponse> {
         self.check_key(&req.key)?;
         let ctx = raw_ctx(req.context.as_ref())?;
-        self.observe(&ctx, &req.key);
+        self.observe(&ctx, Access::Write, &req.key);
         self.raw.delete(&ctx, &req.cf, vec![req.key]).await?;
         Ok(Default::default())
     }
@@ -321,7 +322,7 @@ impl RawStorage {
         self.check_key(&req.key)?;
         self.check_value(&req.value)?;
         let ctx = raw_ctx(req.context.as_ref())?;
-        self.observe(&ctx, &req.key);
+        self.observe(&ctx, Access::Write, &req.key);
         let expected = (!req.previous_not_exist).then_some(req.previous_value);
         let put = RawPut {
             key: req.key,
@@ -349,7 +350,7 @@ impl RawStorage {
         self.check_bound(&req.end_key)?;
         let ctx = raw_ctx(req.context.as_ref())?;
         if !req.start_key.is_empty() {
-            self.observe(&ctx, &req.start_key);
+            self.observe(&ctx, Access::Read, &req.start_key);
         }
         let range = [(req.start_key, req.end_key)];
         let kvs = self

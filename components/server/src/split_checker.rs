@@ -14,19 +14,24 @@ use raftstore::StoreRouter;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+/// A region serving at least this many requests a second is reported to PD every second
+/// (instead of every region heartbeat interval), so that PD's hot-region scheduling sees its
+/// flow while it matters.
+pub(crate) const HOT_REPORT_QPS: u64 = 100;
+
 /// Splits the regions this store leads that stay hot (see [`crate::load_split`]): once a
 /// second, the window's load is judged and a region hot for `detect_windows` windows in a row
-/// is split at its sampled median key.
+/// is split at its sampled median key (`qps_threshold` 0: never). Every window also ends in
+/// the regions' flows, and regions serving [`HOT_REPORT_QPS`] or more are sent on
+/// `report_now` for a region heartbeat.
 pub(crate) async fn load_splits(
     router: StoreRouter,
     load: Arc<crate::load_split::LoadRecorder>,
     ids: Arc<dyn crate::split::SplitIdAllocator>,
     cfg: crate::config::SplitConfig,
+    report_now: futures::channel::mpsc::UnboundedSender<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    if cfg.qps_threshold == 0 {
-        return;
-    }
     let mut decider = crate::load_split::LoadDecider::default();
     let mut window_start = Instant::now();
     load.take();
@@ -37,7 +42,16 @@ pub(crate) async fn load_splits(
         }
         let secs = window_start.elapsed().as_secs_f64();
         window_start = Instant::now();
-        let hot = decider.decide(load.take(), secs, cfg.qps_threshold, cfg.detect_windows);
+        let window = load.take();
+        for (region_id, region_load) in &window {
+            if region_load.requests as f64 >= HOT_REPORT_QPS as f64 * secs {
+                let _ = report_now.unbounded_send(*region_id);
+            }
+        }
+        if cfg.qps_threshold == 0 {
+            continue;
+        }
+        let hot = decider.decide(window, secs, cfg.qps_threshold, cfg.detect_windows);
         for (region_id, samples) in hot {
             let Ok(Ok(status)) =
                 tokio::time::timeout(Duration::from_secs(2), router.peer_status(region_id)).await

@@ -42,9 +42,11 @@ fn writes_are_refused_while_the_apply_backlog_passes_its_limit() {
                 .await
         }));
         // One at a time: each is committed (so in the backlog) before the next is sent, until
-        // the limit refuses one.
+        // the limit is passed. Each write holds more than 1 KiB, so `i + 1` KiB means write
+        // `i` itself is counted (`i` KiB would already hold with the writes before it, and the
+        // next write could then be sent over the limit and refused).
         wait_until("the write is committed or refused", TIMEOUT, || {
-            backlog() > i * 1024 || waiting.last().is_some_and(|h| h.is_finished())
+            backlog() >= (i + 1) * 1024 || waiting.last().is_some_and(|h| h.is_finished())
         });
         if backlog() > 8 * 1024 {
             break;

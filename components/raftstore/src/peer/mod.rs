@@ -125,7 +125,7 @@ pub enum PeerMsg {
     /// Start a consistency check (leader only); answered once this replica hashed the region.
     CheckConsistency { cb: WriteCallback },
     /// Drives Raft's clock.
-    Tick,
+    Tick(crate::hibernate::TickToken),
     /// Apply progress.
     ApplyRes(ApplyRes),
     /// Change the region's membership (see [`crate::conf_change`]), if it still has `epoch`.
@@ -191,7 +191,7 @@ impl PeerFsm {
                 // and `Wake` only asks for a round.
                 PeerMsg::Raft(m) if m.extra_msg.is_none() => self.peer.wake_for(ctx, m),
                 PeerMsg::Raft(_)
-                | PeerMsg::Tick
+                | PeerMsg::Tick(_)
                 | PeerMsg::Query(_)
                 | PeerMsg::ApplyRes(_)
                 | PeerMsg::Wake
@@ -210,7 +210,10 @@ impl PeerFsm {
                 } => self.peer.on_split(ctx, header, split_keys, ids, cb),
                 PeerMsg::TransferLeader { to, epoch } => self.peer.on_transfer_leader(to, epoch),
                 PeerMsg::CheckConsistency { cb } => self.peer.on_check_consistency(ctx, cb),
-                PeerMsg::Tick => self.peer.on_tick(ctx),
+                PeerMsg::Tick(token) => {
+                    token.handled();
+                    self.peer.on_tick(ctx)
+                }
                 PeerMsg::ApplyRes(res) => self.peer.on_apply_res(ctx, res),
                 PeerMsg::ChangePeer { epoch, changes, cb } => {
                     self.peer.on_change_peer(epoch, changes, cb)
