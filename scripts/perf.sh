@@ -17,6 +17,7 @@
 #   PARTS="ycsb hotspot" scripts/perf.sh     # some of them
 #   WORKLOADS="a c" DURATION=30 scripts/perf.sh
 #   REGIONS=8 scripts/perf.sh                # split rangekv's key space into 8 regions first
+#   SERVER_CONFIG=f.toml scripts/perf.sh     # every store of the playgrounds with this config
 #
 # Raw results (one JSON object per run) go to $OUT (default target/perf/<time>.jsonl).
 set -euo pipefail
@@ -52,7 +53,9 @@ trap cleanup EXIT
 
 # Starts a playground in $1 (a directory), sets pg_pid.
 start_playground() {
-  "$B" playground --data-dir "$1" >"$1.log" 2>&1 &
+  local extra=()
+  [ -n "${SERVER_CONFIG:-}" ] && extra=(--server-config "$SERVER_CONFIG")
+  "$B" playground --data-dir "$1" "${extra[@]}" >"$1.log" 2>&1 &
   pg_pid=$!
   for _ in $(seq 1 300); do
     grep -q "press Ctrl-C" "$1.log" && return 0

@@ -47,6 +47,10 @@ pub struct PlaygroundArgs {
     /// `<data-dir>/certs` (kept there for clients: the printed hints use them).
     #[arg(long)]
     tls: bool,
+    /// A configuration file for every store (as `rangekv server --config`), e.g. to tune
+    /// `[split]` or `[raftstore]`.
+    #[arg(long)]
+    server_config: Option<PathBuf>,
 }
 
 pub fn run(args: PlaygroundArgs) -> Result<()> {
@@ -76,7 +80,14 @@ pub fn run(args: PlaygroundArgs) -> Result<()> {
         status_port: Some(args.status_port.unwrap_or(args.store_port + 20)),
         pds: args.pd,
         stores: args.stores,
-        server_args: vec![],
+        server_args: match &args.server_config {
+            Some(path) => {
+                let path = std::fs::canonicalize(path)
+                    .with_context(|| format!("server config {}", path.display()))?;
+                vec!["--config".into(), path.display().to_string()]
+            }
+            None => vec![],
+        },
         pd_args: vec!["--max-replicas".into(), args.stores.min(3).to_string()],
         store_env: vec![],
         tls: None,

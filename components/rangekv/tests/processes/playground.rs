@@ -158,3 +158,27 @@ fn a_running_playground_scales_out_and_in() {
     drop(pg);
     assert!(!Path::new(&data).join("control.sock").exists());
 }
+
+#[test]
+fn a_missing_server_config_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cluster");
+    let missing = dir.path().join("no-such.toml");
+    let (ok, out) = rangekv(&[
+        "playground",
+        "--pd",
+        "1",
+        "--stores",
+        "1",
+        "--data-dir",
+        &data.display().to_string(),
+        "--server-config",
+        &missing.display().to_string(),
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("server config") && out.contains("no-such.toml"),
+        "{out}"
+    );
+    assert!(!data.join("store1").exists(), "a store was started: {out}");
+}
