@@ -24,8 +24,8 @@
 //! the register clients read from every replica (`--replica-read`), so the register checker
 //! must find the stale reads the cluster itself made.
 //!
-//! Caveats (see the README's "Verifying a cluster"): partitions cut nodes from each other,
-//! never clients from nodes; membership changes are single replica moves; the seed fixes the
+//! Caveats (see the README's "Verifying a cluster"): partitions cut nodes from each other, or
+//! the clients from one node; membership changes are single replica moves; the seed fixes the
 //! nemesis schedule and the clients' choices, not the interleavings.
 
 mod bank;

@@ -22,8 +22,8 @@
 //!   membership changes and snapshots happen under the workload and the other faults; needs
 //!   more stores than replicas; instantaneous (PD carries it out over the next seconds).
 //! - `partition`: cuts the network between the nodes (PD members and stores) in a shape drawn
-//!   from the seed — halves, one isolated, a majorities ring, a bridge, one-way — with
-//!   iptables; healed by letting everything through again (see [`super::partition`]). Needs
+//!   from the seed — halves, one isolated, a majorities ring, a bridge, one-way — or the
+//!   clients from one node, with iptables; healed by letting everything through again (see [`super::partition`]). Needs
 //!   root and iptables.
 //!
 //! Names accepted on the command line: the faults above, `kill` (kill-store, kill-pd-leader),
@@ -210,7 +210,7 @@ fn partition(
 ) -> Option<Target> {
     use super::partition::{plan, Shape};
     let fw = firewall?;
-    let nodes: Vec<(&str, &str)> = c
+    let mut nodes: Vec<(&str, &str)> = c
         .pds
         .iter()
         .chain(c.stores.iter())
@@ -221,6 +221,8 @@ fn partition(
         .collect();
     let shape = Shape::pick(pick);
     let cut = plan(shape, nodes.len(), pick / 7);
+    // Node `n` of the plan: the clients, which connect from 127.0.0.1.
+    nodes.push(("clients", "127.0.0.1"));
     let pairs: Vec<(String, String)> = cut
         .iter()
         .map(|&(a, b)| (nodes[a].1.to_owned(), nodes[b].1.to_owned()))

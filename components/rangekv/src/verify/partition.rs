@@ -4,15 +4,18 @@
 //! (`LocalClusterConfig::node_ips`), so an iptables rule `-s A -d B -j DROP` drops what node A
 //! sends to node B — on loopback every packet passes the INPUT chain. The rules live in a chain
 //! of this run's own (`RKV<pid>-<n>`), jumped to from INPUT: healing flushes it, and the chain
-//! is removed when the [`Firewall`] is dropped. Clients connect from `127.0.0.1` and are never
-//! cut off (as Jepsen's control node).
+//! is removed when the [`Firewall`] is dropped. Clients connect from `127.0.0.1`: every shape
+//! but `clients` leaves them connected to every node (as Jepsen's control node).
 //!
 //! Shapes, drawn from the seed ([`plan`] is pure):
 //! - `halves`: two halves, no traffic between them (one side has a majority, or neither);
 //! - `isolate`: one node cut off from every other;
 //! - `ring`: a majorities ring — every node sees a majority, no two the same one;
 //! - `bridge`: two halves and one node in both;
-//! - `one-way`: one node's packets to every other are dropped; theirs still reach it.
+//! - `one-way`: one node's packets to every other are dropped; theirs still reach it;
+//! - `clients`: the clients cut off from one node (both ways) while the nodes still reach each
+//!   other, so a leader the clients cannot reach keeps leading: they must find their way
+//!   through its followers' answers, or fail cleanly. In [`plan`] the clients are node `n`.
 //!
 //! Needs root and iptables; `rangekv verify` refuses partition faults without them.
 
@@ -28,15 +31,17 @@ pub enum Shape {
     Ring,
     Bridge,
     OneWay,
+    Clients,
 }
 
 impl Shape {
-    const ALL: [Shape; 5] = [
+    const ALL: [Shape; 6] = [
         Shape::Halves,
         Shape::Isolate,
         Shape::Ring,
         Shape::Bridge,
         Shape::OneWay,
+        Shape::Clients,
     ];
 
     pub fn pick(pick: usize) -> Shape {
@@ -50,6 +55,7 @@ impl Shape {
             Shape::Ring => "ring",
             Shape::Bridge => "bridge",
             Shape::OneWay => "one-way",
+            Shape::Clients => "clients",
         }
     }
 }
@@ -63,7 +69,8 @@ fn order(n: usize, pick: usize) -> Vec<usize> {
     nodes
 }
 
-/// The directed pairs `(from, to)` of nodes `0..n` whose packets `shape` drops.
+/// The directed pairs `(from, to)` of nodes `0..n` whose packets `shape` drops; `n` stands
+/// for the clients (only `clients` cuts them).
 pub fn plan(shape: Shape, n: usize, pick: usize) -> Vec<(usize, usize)> {
     let nodes = order(n, pick);
     let mut cut = Vec::new();
@@ -96,6 +103,7 @@ pub fn plan(shape: Shape, n: usize, pick: usize) -> Vec<(usize, usize)> {
                 cut.push((lone, other));
             }
         }
+        Shape::Clients => both(&mut cut, nodes[0], n),
         Shape::Ring => {
             // In ring order, each node keeps the nodes within `reach` on either side: itself
             // and 2 * reach others make a majority.
@@ -224,6 +232,28 @@ mod tests {
                 assert_eq!(distinct.len(), n, "n={n}: {views:?}");
                 assert!(!cut.is_empty());
             }
+        }
+    }
+
+    #[test]
+    fn clients_lose_one_node_and_the_nodes_lose_nothing() {
+        for pick in 0..6 {
+            let cut = plan(Shape::Clients, 5, pick);
+            assert_eq!(cut.len(), 2, "{cut:?}");
+            let lone = cut.iter().map(|(a, b)| (*a).min(*b)).next().unwrap();
+            assert!(lone < 5);
+            assert!(
+                cut.contains(&(lone, 5)) && cut.contains(&(5, lone)),
+                "{cut:?}"
+            );
+        }
+        // Every other shape leaves the clients (node 5 of 5) alone.
+        for shape in Shape::ALL.into_iter().filter(|s| *s != Shape::Clients) {
+            let cut = plan(shape, 5, 2);
+            assert!(
+                cut.iter().all(|&(a, b)| a < 5 && b < 5),
+                "{shape:?}: {cut:?}"
+            );
         }
     }
 
