@@ -14,6 +14,7 @@
 //!
 //! Run: `cargo bench -p benches --bench engine_efficiency`.
 
+use benches::env_or;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,13 +24,6 @@ use proto::kvrpcpb::RawPutRequest;
 use tests::Cluster;
 
 const REGIONS: u64 = 32;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Synced single-put writes per second from `writers` threads.
 fn engine_writes(writers: u64, value: usize, seconds: u64) -> f64 {

@@ -8,16 +8,10 @@
 //! Run: `cargo bench -p benches --bench idle_regions` (`IDLE_REGIONS=10000` for more;
 //! `IDLE_MODES=on` for hibernation only).
 
+use benches::{env_or, resident_bytes};
 use std::time::{Duration, Instant};
 
 use tests::Cluster;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// CPU seconds this process has used (user + system), from `/proc/self/stat`.
 fn cpu_seconds() -> f64 {
@@ -28,13 +22,6 @@ fn cpu_seconds() -> f64 {
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     // USER_HZ is 100 on every Linux target this project builds for.
     ticks as f64 / 100.0
-}
-
-/// Resident bytes of this process, from `/proc/self/statm`.
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
 }
 
 struct Measured {

@@ -20,27 +20,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use benches::PdGroup;
+use benches::{env_or, resident_bytes, PdGroup};
 use hdrhistogram::Histogram;
 use pd_client::{PdClient, RegionStat};
 use proto::metapb::{self, Peer, Region, RegionEpoch};
 
 const STORES: u64 = 3;
 const TSO_CALLERS: usize = 64;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Resident bytes of this process, from `/proc/self/statm`.
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
 
 fn key(i: u64) -> Vec<u8> {
     format!("k{i:08}").into_bytes()

@@ -1,11 +1,31 @@
-//! Helpers the benchmarks share: starting a PD group in this process. The benchmarks
-//! themselves are in `benches/`; this crate holds no measurement.
+//! Helpers the benchmarks share: starting a PD group in this process, reading settings from
+//! the environment and this process's memory. The benchmarks themselves are in `benches/`;
+//! this crate holds no measurement.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use placement_driver::{PdConfig, PdHandle, SystemClock};
 use tokio::net::TcpListener;
+
+/// The environment variable `name` as a number, `default` if unset or not a number.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Resident bytes of this process, from `/proc/self/statm`.
+pub fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages");
+    pages * 4096
+}
 
 /// A PD group of members in this process, each on a loopback port with RocksDB in a temp dir.
 pub struct PdGroup {

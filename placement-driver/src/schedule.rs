@@ -99,26 +99,8 @@ pub fn pick_leader_target(
     threshold: u64,
 ) -> Option<Peer> {
     let threshold = threshold.max(MIN_LEADER_BALANCE_THRESHOLD);
-    if !region
-        .peers
-        .iter()
-        .any(|p| p.id == leader.id && p.store_id == leader.store_id)
-    {
-        return None;
-    }
-    let source = *counts.get(&leader.store_id)?;
-    let (target_count, target) = region
-        .peers
-        .iter()
-        .filter(|p| {
-            p.store_id != leader.store_id
-                && p.role() == PeerRole::Voter
-                && !p.is_witness
-                && !excluded.contains(&p.id)
-        })
-        .filter_map(|p| counts.get(&p.store_id).map(|&count| (count, p)))
-        .min_by_key(|(count, p)| (*count, p.store_id))?;
-    (source >= target_count.saturating_add(threshold)).then_some(*target)
+    let (source, target_count, target) = least_loaded_target(counts, region, leader, excluded)?;
+    (source >= target_count.saturating_add(threshold)).then_some(target)
 }
 
 /// Picks the peer of the hot `region` (flow `flow`) that `leader` should hand leadership to, if
@@ -131,6 +113,23 @@ pub fn pick_hot_target(
     excluded: &[u64],
     flow: u64,
 ) -> Option<Peer> {
+    let (source, target_flow, target) = least_loaded_target(flows, region, leader, excluded)?;
+    if flows.values().any(|&other| other > source) {
+        return None;
+    }
+    (flow.saturating_mul(2) <= source.saturating_sub(target_flow)).then_some(target)
+}
+
+/// The load of `leader`'s store, and the least-loaded candidate to lead `region` instead with
+/// its load: a voter (not a learner nor a witness) on another store taking part in `loads`,
+/// not `excluded`; ties go to the smallest store id. `None` if `leader` is not a peer of the
+/// region, its store takes no part, or there is no candidate.
+fn least_loaded_target(
+    loads: &BTreeMap<u64, u64>,
+    region: &Region,
+    leader: &Peer,
+    excluded: &[u64],
+) -> Option<(u64, u64, Peer)> {
     if !region
         .peers
         .iter()
@@ -138,11 +137,8 @@ pub fn pick_hot_target(
     {
         return None;
     }
-    let source = *flows.get(&leader.store_id)?;
-    if flows.values().any(|&other| other > source) {
-        return None;
-    }
-    let (target_flow, target) = region
+    let source = *loads.get(&leader.store_id)?;
+    let (target_load, target) = region
         .peers
         .iter()
         .filter(|p| {
@@ -151,9 +147,9 @@ pub fn pick_hot_target(
                 && !p.is_witness
                 && !excluded.contains(&p.id)
         })
-        .filter_map(|p| flows.get(&p.store_id).map(|&f| (f, p)))
-        .min_by_key(|(f, p)| (*f, p.store_id))?;
-    (flow.saturating_mul(2) <= source.saturating_sub(target_flow)).then_some(*target)
+        .filter_map(|p| loads.get(&p.store_id).map(|&load| (load, p)))
+        .min_by_key(|(load, p)| (*load, p.store_id))?;
+    Some((source, target_load, *target))
 }
 
 /// A proposed transfer not yet seen done.
@@ -272,19 +268,7 @@ impl LeaderScheduler {
         recorded: &BTreeMap<u64, u64>,
         stores: &BTreeSet<u64>,
     ) -> BTreeMap<u64, u64> {
-        let mut flows: BTreeMap<u64, u64> = stores
-            .iter()
-            .map(|&id| (id, recorded.get(&id).copied().unwrap_or(0)))
-            .collect();
-        for pending in self.pending.values() {
-            if let Some(flow) = flows.get_mut(&pending.from_store) {
-                *flow = flow.saturating_sub(pending.flow);
-            }
-            if let Some(flow) = flows.get_mut(&pending.to.store_id) {
-                *flow += pending.flow;
-            }
-        }
-        flows
+        self.with_pending(recorded, stores, |p| p.flow)
     }
 
     /// Leader counts of the participating stores with the pending transfers applied.
@@ -293,19 +277,30 @@ impl LeaderScheduler {
         recorded: &BTreeMap<u64, u64>,
         stores: &BTreeSet<u64>,
     ) -> BTreeMap<u64, u64> {
-        let mut counts: BTreeMap<u64, u64> = stores
+        self.with_pending(recorded, stores, |_| 1)
+    }
+
+    /// `recorded` for every participating store (0 if absent), with `amount` of every pending
+    /// transfer moved from its source to its target.
+    fn with_pending(
+        &self,
+        recorded: &BTreeMap<u64, u64>,
+        stores: &BTreeSet<u64>,
+        amount: impl Fn(&PendingTransfer) -> u64,
+    ) -> BTreeMap<u64, u64> {
+        let mut out: BTreeMap<u64, u64> = stores
             .iter()
             .map(|&id| (id, recorded.get(&id).copied().unwrap_or(0)))
             .collect();
         for pending in self.pending.values() {
-            if let Some(count) = counts.get_mut(&pending.from_store) {
-                *count = count.saturating_sub(1);
+            if let Some(v) = out.get_mut(&pending.from_store) {
+                *v = v.saturating_sub(amount(pending));
             }
-            if let Some(count) = counts.get_mut(&pending.to.store_id) {
-                *count += 1;
+            if let Some(v) = out.get_mut(&pending.to.store_id) {
+                *v += amount(pending);
             }
         }
-        counts
+        out
     }
 }
 

@@ -41,6 +41,18 @@ fn setup(cfg: raftstore::Config) -> (Cluster, u64, u64) {
     (cluster, leader, follower)
 }
 
+/// Cuts `store` off from the other stores; returns those.
+fn cut_off(cluster: &Cluster, store: u64) -> Vec<u64> {
+    let others: Vec<u64> = cluster
+        .store_ids()
+        .iter()
+        .copied()
+        .filter(|s| *s != store)
+        .collect();
+    cluster.net.add_filter(Partition::new(&[&[store], &others]));
+    others
+}
+
 #[test]
 fn a_follower_serves_replica_reads_only_after_asking_the_leader() {
     let (cluster, leader, follower) = setup(tests::cluster::test_config());
@@ -56,15 +68,7 @@ fn a_follower_serves_replica_reads_only_after_asking_the_leader() {
     assert!(before.read_index_rounds >= 1, "{before:?}");
 
     // Cut the follower off; the other two commit a newer value.
-    let others: Vec<u64> = cluster
-        .store_ids()
-        .iter()
-        .copied()
-        .filter(|s| *s != follower)
-        .collect();
-    cluster
-        .net
-        .add_filter(Partition::new(&[&[follower], &others]));
+    let others = cut_off(&cluster, follower);
     cluster.must_put(b"k", b"v2");
     assert!(others.contains(&cluster.wait_leader(1, TIMEOUT)));
     // The follower cannot confirm anything with the leader: no answer, and never the stale v1.
@@ -91,15 +95,7 @@ fn with_unsafe_follower_reads_an_isolated_follower_serves_stale_data() {
     wait_until("the follower applied v1", TIMEOUT, || {
         replica_get(&cluster, follower, b"k").is_ok_and(|v| v.as_deref() == Some(&b"v1"[..]))
     });
-    let others: Vec<u64> = cluster
-        .store_ids()
-        .iter()
-        .copied()
-        .filter(|s| *s != follower)
-        .collect();
-    cluster
-        .net
-        .add_filter(Partition::new(&[&[follower], &others]));
+    cut_off(&cluster, follower);
     cluster.must_put(b"k", b"v2");
     // The switch breaks linearizability on purpose: v2 was acknowledged, the follower says v1.
     assert_eq!(

@@ -17,34 +17,36 @@ use super::*;
 impl Peer {
     /// The checks every client request passes, in TiKV's order: store, leader, epoch, keys.
     pub(super) fn check_request(&self, header: &RequestHeader) -> Result<()> {
-        if let Some(p) = &header.peer {
-            if p.store_id != 0 && p.store_id != self.store_id {
-                return Err(Error::StoreNotMatch {
-                    requested: p.store_id,
-                    actual: self.store_id,
-                });
-            }
-        }
+        self.check_store(header)?;
         if !self.is_leader() {
             return Err(Error::NotLeader {
                 region_id: self.region.id,
                 leader: self.leader(),
             });
         }
-        self.check_routing(header)
+        self.check_epoch_and_keys(header)
     }
 
     /// [`Self::check_request`] without the leadership check: the store, the epoch and the
     /// keys (for replica reads, which any replica may serve).
     pub(super) fn check_routing(&self, header: &RequestHeader) -> Result<()> {
-        if let Some(p) = &header.peer {
-            if p.store_id != 0 && p.store_id != self.store_id {
-                return Err(Error::StoreNotMatch {
+        self.check_store(header)?;
+        self.check_epoch_and_keys(header)
+    }
+
+    fn check_store(&self, header: &RequestHeader) -> Result<()> {
+        match &header.peer {
+            Some(p) if p.store_id != 0 && p.store_id != self.store_id => {
+                Err(Error::StoreNotMatch {
                     requested: p.store_id,
                     actual: self.store_id,
-                });
+                })
             }
+            _ => Ok(()),
         }
+    }
+
+    fn check_epoch_and_keys(&self, header: &RequestHeader) -> Result<()> {
         let current = epoch_version(&self.region);
         match &header.epoch {
             Some(e) if e.version == current => {}
