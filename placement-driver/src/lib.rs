@@ -45,8 +45,8 @@
 //!
 //! Deliberately absent for now: membership changes, Raft snapshots (so a member that is down
 //! holds log compaction back, see [`log_gc`]), request forwarding from followers, scheduling
-//! beyond leader balancing (no replica placement or region balance operators), store
-//! tombstoning, region merge, TLS.
+//! by region size or moving hot regions' replicas (replicas are balanced by count, leaders by
+//! count and, for hot regions, by load: see [`replica`] and [`schedule`]), region merge.
 
 pub mod clock;
 pub mod cluster;

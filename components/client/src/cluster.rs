@@ -35,7 +35,7 @@ pub(crate) struct Cluster {
     pub(crate) config: Config,
     pub(crate) regions: RwLock<RegionCache>,
     stores: Stores,
-    /// Turns of replica reads over a region's voters (see [`Cluster::send_to_replica`]).
+    /// Turns of replica reads over a region's voters (see [`Cluster::read_key`]).
     next_replica: std::sync::atomic::AtomicUsize,
 }
 
@@ -191,41 +191,54 @@ impl Cluster {
         req: R,
         bo: &mut Backoff,
     ) -> Result<R::Response> {
-        loop {
-            let route = self.locate(key, bo).await?;
-            if let Some(resp) = self.send(&route, req.clone(), bo).await? {
-                return Ok(resp);
-            }
-        }
+        self.send_to_key_as(key, req, bo, false).await
     }
 
-    /// [`Cluster::send_to_key`] for a read any replica may serve ([`Config::replica_read`]):
-    /// each attempt goes to the next voter of the region in turn, marked as a replica read, so
-    /// that a follower serves it after a ReadIndex round with the leader.
-    pub(crate) async fn send_to_replica<R: RawRpc>(
+    /// [`Cluster::send_to_key`] for a point read. With [`Config::replica_read`] each attempt
+    /// goes to the next voter of the region in turn, marked as a replica read, so that a
+    /// follower serves it after a ReadIndex round with the leader.
+    pub(crate) async fn read_key<R: RawRpc>(
         &self,
         key: &[u8],
         req: R,
         bo: &mut Backoff,
     ) -> Result<R::Response> {
-        use std::sync::atomic::Ordering;
+        self.send_to_key_as(key, req, bo, self.config.replica_read)
+            .await
+    }
+
+    async fn send_to_key_as<R: RawRpc>(
+        &self,
+        key: &[u8],
+        req: R,
+        bo: &mut Backoff,
+        replica_read: bool,
+    ) -> Result<R::Response> {
         loop {
             let mut route = self.locate(key, bo).await?;
-            let voters: Vec<_> = route
-                .region
-                .peers
-                .iter()
-                .filter(|p| p.role() != proto::metapb::PeerRole::Learner)
-                .copied()
-                .collect();
-            if !voters.is_empty() {
-                let turn = self.next_replica.fetch_add(1, Ordering::Relaxed);
-                route.peer = voters[turn % voters.len()];
+            if replica_read {
+                if let Some(peer) = self.next_voter(&route) {
+                    route.peer = peer;
+                }
             }
-            if let Some(resp) = self.send_as(&route, req.clone(), bo, true).await? {
+            if let Some(resp) = self.send_as(&route, req.clone(), bo, replica_read).await? {
                 return Ok(resp);
             }
         }
+    }
+
+    /// The region's next voter in turn (see [`Cluster::read_key`]).
+    fn next_voter(&self, route: &RegionRoute) -> Option<proto::metapb::Peer> {
+        let voters: Vec<_> = route
+            .region
+            .peers
+            .iter()
+            .filter(|p| p.role() != proto::metapb::PeerRole::Learner)
+            .collect();
+        let turn = self
+            .next_replica
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        voters.get(turn % voters.len().max(1)).map(|p| **p)
     }
 
     /// One attempt of `req` at `route`. `Ok(None)`: retryable failure, already applied to the

@@ -101,8 +101,9 @@
 //! - A batch or `delete_range` that fails may have written some of its parts; one whose part
 //!   is undetermined fails with [`Error::Undetermined`] and the other parts in flight are
 //!   abandoned (they too may or may not apply).
-//! - No limit on in-flight parallel requests of one batch; no follower or stale reads; no TLS;
-//!   no batching of concurrent single-key calls into one RPC.
+//! - No limit on in-flight parallel requests of one batch; replica reads (`Config::replica_read`)
+//!   for raw point reads only, no stale reads; no batching of concurrent single-key calls into
+//!   one RPC.
 
 mod backoff;
 mod batch;

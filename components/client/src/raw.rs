@@ -89,11 +89,7 @@ impl RawClient {
             ..Default::default()
         };
         let mut bo = self.cluster.backoff();
-        let resp = if self.cluster.config.replica_read {
-            self.cluster.send_to_replica(&key, req, &mut bo).await?
-        } else {
-            self.cluster.send_to_key(&key, req, &mut bo).await?
-        };
+        let resp = self.cluster.read_key(&key, req, &mut bo).await?;
         Ok((!resp.not_found).then_some(resp.value))
     }
 

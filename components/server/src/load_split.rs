@@ -11,7 +11,8 @@
 //! - [`LoadDecider`] (pure) turns consecutive windows into split decisions, and
 //!   [`split_key`] (pure) picks the key: the sampled median, strictly inside the region, so
 //!   both halves get part of the sampled load.
-//! - The store's load-split task (`node`) runs them once a second for the regions it leads.
+//! - The store's load-split task (`split_checker::load_splits`) runs them once a second for
+//!   the regions it leads.
 //!
 //! Deliberately absent: transactional requests (their keys are encoded differently), byte
 //! rates, and TiKV's choice among several candidate keys by how evenly they divide the

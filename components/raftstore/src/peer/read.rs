@@ -95,17 +95,7 @@ impl Peer {
             }));
             return;
         }
-        let id = self.next_read_id;
-        self.next_read_id += 1;
-        self.read_index_rounds += 1;
-        crate::metrics::READ_INDEX_READS.inc();
-        self.raw.read_index(id.to_be_bytes().to_vec());
-        self.pending_reads.push_back(PendingRead {
-            id,
-            issued_at: self.cfg.clock.now(),
-            read_index: None,
-            callbacks: vec![(header, cb)],
-        });
+        self.start_read_index(vec![(header, cb)]);
     }
 
     /// Notes the end of a leader transfer. One that ended with this peer still leading was
@@ -203,16 +193,23 @@ impl Peer {
         if !self.committed_in_term() {
             return;
         }
+        let reads = std::mem::take(&mut self.reads_to_issue);
+        self.start_read_index(reads);
+    }
+
+    /// Starts one raft-rs ReadIndex round for `callbacks`, answered by request id (on a
+    /// follower, raft-rs forwards it to the leader).
+    fn start_read_index(&mut self, callbacks: Vec<(RequestHeader, ReadCallback)>) {
         let id = self.next_read_id;
         self.next_read_id += 1;
         self.read_index_rounds += 1;
-        crate::metrics::READ_INDEX_READS.inc_by(self.reads_to_issue.len() as u64);
+        crate::metrics::READ_INDEX_READS.inc_by(callbacks.len() as u64);
         self.raw.read_index(id.to_be_bytes().to_vec());
         self.pending_reads.push_back(PendingRead {
             id,
             issued_at: self.cfg.clock.now(),
             read_index: None,
-            callbacks: std::mem::take(&mut self.reads_to_issue),
+            callbacks,
         });
     }
 
