@@ -25,6 +25,14 @@ pub struct EngineOptions {
     pub write_buffer_size: usize,
     /// Background compaction and flush threads.
     pub background_jobs: i32,
+    /// DEVELOPMENT ONLY, LOSES ACKNOWLEDGED WRITES: every write skips RocksDB's write-ahead
+    /// log (and so its fsync) and lives only in memtables until a flush, which persists all
+    /// column families as one consistent cut (atomic flush). A kill -9 then loses what a power
+    /// cut loses on a machine whose store skipped its fsyncs: the negative control of
+    /// `rangekv verify --inject-anomaly no-fsync`. [`Engine::flush`] is the only way to make
+    /// writes durable (the store flushes after bootstrap writes, splits and membership
+    /// changes, so that a crash loses data, not region metadata PD already knows).
+    pub unsafe_volatile: bool,
 }
 
 impl Default for EngineOptions {
@@ -32,6 +40,7 @@ impl Default for EngineOptions {
         EngineOptions {
             write_buffer_size: 32 << 20,
             background_jobs: 2,
+            unsafe_volatile: false,
         }
     }
 }
@@ -40,6 +49,7 @@ impl Default for EngineOptions {
 #[derive(Clone)]
 pub struct Engine {
     db: Arc<DB>,
+    volatile: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -57,6 +67,13 @@ impl Engine {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(opts.background_jobs);
+        // Without the WAL, only a flush persists: it must cut every column family at once.
+        db_opts.set_atomic_flush(opts.unsafe_volatile);
+        if opts.unsafe_volatile {
+            // ... and a clean close does not flush either: closing is crashing, so that a test
+            // can crash an engine by dropping it.
+            db_opts = db_opts.get_options_from_string("avoid_flush_during_shutdown=true")?;
+        }
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf_opts = Options::default();
             cf_opts.set_write_buffer_size(opts.write_buffer_size);
@@ -66,7 +83,10 @@ impl Engine {
             ColumnFamilyDescriptor::new(*name, cf_opts)
         });
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
-        Ok(Engine { db: Arc::new(db) })
+        Ok(Engine {
+            db: Arc::new(db),
+            volatile: opts.unsafe_volatile,
+        })
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
@@ -92,7 +112,11 @@ impl Engine {
             }
         }
         let mut wo = WriteOptions::default();
-        wo.set_sync(sync);
+        if self.volatile {
+            wo.disable_wal(true);
+        } else {
+            wo.set_sync(sync);
+        }
         self.db.write_opt(wb, &wo)?;
         Ok(())
     }
@@ -116,12 +140,21 @@ impl Engine {
         self.snapshot().scan(cf, start, end, false, f)
     }
 
-    /// Flushes memtables of every column family to SST files.
+    /// Flushes memtables of every column family to SST files, as one consistent cut when the
+    /// engine is volatile (see [`EngineOptions::unsafe_volatile`]).
     pub fn flush(&self) -> Result<()> {
-        for name in ALL_CFS {
-            self.db.flush_cf(self.cf(name)?)?;
-        }
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| self.cf(name))
+            .collect::<Result<Vec<_>>>()?;
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
         Ok(())
+    }
+
+    /// Whether writes skip the write-ahead log (development only).
+    pub fn is_volatile(&self) -> bool {
+        self.volatile
     }
 
     /// The database's directory.
@@ -271,6 +304,32 @@ mod tests {
         assert_eq!(engine.get(CF_DEFAULT, b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(engine.get(CF_RAFT, b"r").unwrap(), Some(b"2".to_vec()));
         assert_eq!(engine.get(CF_LOCK, b"a").unwrap(), None);
+    }
+
+    #[test]
+    fn a_volatile_engine_keeps_only_what_was_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let volatile = EngineOptions {
+            unsafe_volatile: true,
+            ..EngineOptions::default()
+        };
+        {
+            let engine = Engine::open(dir.path(), &volatile).unwrap();
+            assert!(engine.is_volatile());
+            let mut wb = WriteBatch::new();
+            wb.put(CF_DEFAULT, b"a", b"1");
+            wb.put(CF_RAFT, b"r", b"1");
+            engine.write(wb, true).unwrap();
+            engine.flush().unwrap();
+            let mut wb = WriteBatch::new();
+            wb.put(CF_DEFAULT, b"a", b"2");
+            wb.put(CF_RAFT, b"r", b"2");
+            engine.write(wb, true).unwrap();
+            assert_eq!(engine.get(CF_DEFAULT, b"a").unwrap(), Some(b"2".to_vec()));
+        }
+        let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
+        assert_eq!(engine.get(CF_DEFAULT, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(engine.get(CF_RAFT, b"r").unwrap(), Some(b"1".to_vec()));
     }
 
     #[test]

@@ -39,8 +39,7 @@ pub fn bootstrap_store(engine: &Engine, cluster_id: u64, store_id: u64) -> Resul
     };
     let mut wb = WriteBatch::new();
     wb.put(CF_RAFT, keys::store_ident_key(), &ident.encode_to_vec());
-    engine.write(wb, true)?;
-    Ok(())
+    write_durably(engine, wb)
 }
 
 /// Writes the initial state of a replica of `region`. Does nothing if it already exists.
@@ -54,7 +53,18 @@ pub fn bootstrap_region(engine: &Engine, region: &metapb::Region) -> Result<()> 
     let mut wb = WriteBatch::new();
     write_region_state(&mut wb, region, PeerState::Normal);
     raft_log::bootstrap_group(region.id, &mut wb);
+    write_durably(engine, wb)
+}
+
+/// A synced write; on a volatile engine (the development-only negative control that skips
+/// fsyncs) also flushed: the control loses Raft logs and applied data, not the store's
+/// identity or the replicas it was bootstrapped with (nor splits and membership changes: the
+/// apply worker flushes after those).
+fn write_durably(engine: &Engine, wb: WriteBatch) -> Result<()> {
     engine.write(wb, true)?;
+    if engine.is_volatile() {
+        engine.flush()?;
+    }
     Ok(())
 }
 

@@ -208,10 +208,19 @@ impl Node {
         let security =
             security::SecurityManager::new(cfg.security.clone())?.with_local_address(listen_ip);
         let data_dir = cfg.data_dir.clone();
+        let mut engine_opts = engine::EngineOptions::default();
+        // A negative control for `rangekv verify`, deliberately not in the config file.
+        if std::env::var_os(UNSAFE_NO_FSYNC_ENV).is_some() {
+            warn!(
+                "{UNSAFE_NO_FSYNC_ENV} is set: writes skip the write-ahead log and fsync; a \
+                 crash LOSES ACKNOWLEDGED WRITES (development only)"
+            );
+            engine_opts.unsafe_volatile = true;
+        }
         let engine = blocking(move || {
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;
-            engine::Engine::open(&data_dir, &engine::EngineOptions::default())
+            engine::Engine::open(&data_dir, &engine_opts)
                 .with_context(|| format!("opening the engine in {}", data_dir.display()))
         })
         .await?;
@@ -659,6 +668,12 @@ async fn store_heartbeats(
 /// their own applied state without a ReadIndex round: stale reads on purpose, so that
 /// `rangekv verify` can show its register checker catches them. Development only.
 pub const UNSAFE_FOLLOWER_READS_ENV: &str = "RANGEKV_UNSAFE_FOLLOWER_READS";
+
+/// Set (to anything) in a store's environment, it makes the store's engine volatile (see
+/// `engine::EngineOptions::unsafe_volatile`): Raft logs and applied data skip the write-ahead
+/// log and its fsync, so kill -9 loses acknowledged writes as a power cut would, and `rangekv
+/// verify` can show its checkers catch that. Development only.
+pub const UNSAFE_NO_FSYNC_ENV: &str = "RANGEKV_UNSAFE_NO_FSYNC";
 
 /// Reports the regions this store leads to PD: a region at once when the raftstore says its
 /// leadership or shape changed, every region when PD's leader changed (region leaders are soft

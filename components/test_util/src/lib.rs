@@ -6,11 +6,13 @@
 //! - [`meta`]: builders of `metapb` test values: [`peer`], [`store`], [`epoch`] and
 //!   [`region`] (a [`RegionBuilder`]).
 //! - [`logging`]: [`init_logging`], `tracing` output for tests, filtered by `RANGEKV_TEST_LOG`.
+//! - [`raft_fuzz`]: proptest strategies for random and malformed Raft messages, shared by the
+//!   fuzz tests of the stores' and PD's Raft services.
 //!
 //! # What belongs here
 //!
-//! Helpers that are small, generic and dependency-light: this crate depends on `proto` and
-//! `tokio` and nothing heavier, so that any crate (down to `batch_system`) can take it as a
+//! Helpers that are small, generic and dependency-light: this crate depends on `proto`,
+//! `tokio`, raft-rs with `raft_group` and proptest, and nothing heavier, so that any crate (down to `batch_system`) can take it as a
 //! dev-dependency without building RocksDB into its unit tests, and so that it can never form
 //! a dependency cycle with the crates it tests.
 //!
@@ -25,6 +27,7 @@
 
 pub mod logging;
 pub mod meta;
+pub mod raft_fuzz;
 pub mod wait;
 
 pub use logging::init_logging;

@@ -329,6 +329,17 @@ impl<S: RaftSender> RaftNode<S> {
                     tracing::debug!(from = m.from, msg_type = ?m.get_msg_type(), "leader transfer message dropped");
                     return true;
                 }
+                // The transport checked the sender against the batch's (`msg.from`).
+                let log = raft_group::validate::LogView {
+                    id: self.status.member_id(),
+                    term: self.raw.raft.term,
+                    is_leader: self.raw.raft.state == StateRole::Leader,
+                    last_index: self.raw.raft.raft_log.last_index(),
+                };
+                if let Err(why) = raft_group::validate::check(&m, 0, &log) {
+                    tracing::warn!(from = m.from, msg_type = ?m.get_msg_type(), %why, "raft message dropped");
+                    return true;
+                }
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(error = %e, "raft message rejected");
                 }

@@ -7,6 +7,7 @@ mod consistency;
 mod failover;
 mod faults;
 mod fuzz;
+mod fuzz_raft;
 mod gc;
 mod hibernate;
 mod keyspace;

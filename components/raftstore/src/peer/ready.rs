@@ -54,6 +54,23 @@ impl Peer {
                 return;
             }
         };
+        let log = raft_group::validate::LogView {
+            id: self.meta.id,
+            term: self.raw.raft.term,
+            is_leader: self.is_leader(),
+            last_index: self.raw.raft.raft_log.last_index(),
+        };
+        let envelope_from = msg.from_peer.as_ref().map_or(0, |p| p.id);
+        if let Err(why) = raft_group::validate::check(&m, envelope_from, &log) {
+            warn!(
+                region_id = self.region.id,
+                from = m.from,
+                msg_type = ?m.get_msg_type(),
+                %why,
+                "raft message dropped"
+            );
+            return;
+        }
         if find_peer(&self.region, m.from).is_none() {
             if self.is_initialized() && msg_conf_ver < our_conf_ver {
                 // From a replica of an older membership that no longer has it.

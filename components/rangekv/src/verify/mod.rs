@@ -22,7 +22,11 @@
 //! One control breaks the cluster instead: `follower-reads` starts the stores with the
 //! development-only switch that lets followers answer reads without asking the leader, and
 //! the register clients read from every replica (`--replica-read`), so the register checker
-//! must find the stale reads the cluster itself made.
+//! must find the stale reads the cluster itself made. Another, `no-fsync`, starts the stores
+//! with volatile engines (no write-ahead log, no fsync): a kill -9 then loses the
+//! acknowledged writes a power cut would lose on a machine that skipped its fsyncs (page-cache
+//! loss simulated by keeping the writes in RocksDB's memtables only), so the kill-all nemesis
+//! must make the set or register checker find them lost.
 //!
 //! Caveats (see the README's "Verifying a cluster"): partitions cut nodes from each other, or
 //! the clients from one node; membership changes are single replica moves; the seed fixes the
@@ -80,14 +84,19 @@ pub enum InjectAnomaly {
     /// the leader (`RANGEKV_UNSAFE_FOLLOWER_READS`), and clients read from every replica:
     /// stale reads made by the cluster itself, not recorded on purpose.
     FollowerReads,
+    /// any workload, with kill-all: the stores skip the write-ahead log and its fsync
+    /// (`RANGEKV_UNSAFE_NO_FSYNC`; kill -9 then loses what a power cut loses when fsync is
+    /// skipped): acknowledged writes vanish, lost by the cluster itself.
+    NoFsync,
 }
 
 #[derive(clap::Args)]
 pub struct VerifyArgs {
     #[arg(long, value_enum)]
     workload: Workload,
-    /// Faults, comma-separated: kill-store, kill-pd-leader, pause-store, pause-pd-leader,
-    /// kill-all, split, shuffle-leaders, move-replica, partition (needs root and iptables);
+    /// Faults, comma-separated: kill-store, kill-leader-stores, kill-pd, kill-pd-leader,
+    /// pause-store, pause-pd-leader, kill-all, split, shuffle-leaders, move-replica,
+    /// partition (needs root and iptables);
     /// `kill` and `pause` name both of their kind, `all` every fault but partition, `none`
     /// none.
     #[arg(long, default_value = "kill,pause")]
@@ -229,11 +238,24 @@ fn start_cluster(
         }
     }
     // Heartbeats every second and 100 ms Raft ticks: failover within a couple of seconds.
-    let server_config = data.join("server.toml");
-    std::fs::write(
-        &server_config,
+    let mut server_toml = String::from(
         "store_heartbeat_secs = 1\nregion_heartbeat_secs = 1\n[raftstore]\nraft_base_tick_ms = 100\n",
-    )?;
+    );
+    if args.inject_anomaly == Some(InjectAnomaly::NoFsync) {
+        println!("injecting anomaly no-fsync: stores skip the write-ahead log and fsync");
+        for store in 0..args.stores {
+            cfg.store_env.push((
+                store,
+                server::node::UNSAFE_NO_FSYNC_ENV.to_owned(),
+                "1".to_owned(),
+            ));
+        }
+        // A store that crashed loses its splits too, while PD remembers them: keep one region,
+        // so that the loss shows as lost writes rather than as a region nobody serves.
+        server_toml.push_str("[split]\nqps_threshold = 0\n");
+    }
+    let server_config = data.join("server.toml");
+    std::fs::write(&server_config, server_toml)?;
     cfg.server_args = vec!["--config".into(), server_config.display().to_string()];
     let started = Instant::now();
     let mut cluster = LocalCluster::start(cfg)?;

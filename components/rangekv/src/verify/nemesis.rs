@@ -48,6 +48,8 @@ use super::history::Recorder;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fault {
     KillStore,
+    KillLeaderStores,
+    KillPd,
     KillPdLeader,
     PauseStore,
     PausePdLeader,
@@ -62,6 +64,8 @@ impl Fault {
     pub fn name(self) -> &'static str {
         match self {
             Fault::KillStore => "kill-store",
+            Fault::KillLeaderStores => "kill-leader-stores",
+            Fault::KillPd => "kill-pd",
             Fault::KillPdLeader => "kill-pd-leader",
             Fault::PauseStore => "pause-store",
             Fault::PausePdLeader => "pause-pd-leader",
@@ -81,10 +85,12 @@ pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match name {
             "none" => {}
-            "kill" => faults.extend([KillStore, KillPdLeader]),
+            "kill" => faults.extend([KillStore, KillLeaderStores, KillPd, KillPdLeader]),
             "pause" => faults.extend([PauseStore, PausePdLeader]),
             "all" => faults.extend([
                 KillStore,
+                KillLeaderStores,
+                KillPd,
                 KillPdLeader,
                 PauseStore,
                 PausePdLeader,
@@ -94,6 +100,8 @@ pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
                 MoveReplica,
             ]),
             "kill-store" => faults.push(KillStore),
+            "kill-leader-stores" => faults.push(KillLeaderStores),
+            "kill-pd" => faults.push(KillPd),
             "kill-pd-leader" => faults.push(KillPdLeader),
             "pause-store" => faults.push(PauseStore),
             "pause-pd-leader" => faults.push(PausePdLeader),
@@ -103,7 +111,8 @@ pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
             "move-replica" => faults.push(MoveReplica),
             "partition" => faults.push(Partition),
             other => bail!(
-                "unknown nemesis {other:?}: use kill-store, kill-pd-leader, pause-store, \
+                "unknown nemesis {other:?}: use kill-store, kill-leader-stores, kill-pd, \
+                 kill-pd-leader, pause-store, \
                  pause-pd-leader, kill-all, split, shuffle-leaders, move-replica, partition, \
                  kill, pause, all or none"
             ),
@@ -117,6 +126,8 @@ pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
 /// Which node a fault hit, to heal it.
 enum Target {
     Store(usize),
+    /// Several stores (those leading the most regions).
+    Stores(Vec<usize>),
     Pd(usize),
     All,
     /// A split, done once injected.
@@ -298,6 +309,34 @@ fn inject(
     }
     let (target, result) = match fault {
         Fault::KillStore => (Target::Store(store), c.kill_store(store)),
+        Fault::KillLeaderStores => {
+            let victims = match leader_stores(c, rt) {
+                Ok(v) if !v.is_empty() => v,
+                Ok(_) => {
+                    log(
+                        recorder,
+                        fault,
+                        "skipped",
+                        "",
+                        Some("no leader known".into()),
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    log(recorder, fault, "skipped", "", Some(format!("{e:#}")));
+                    return None;
+                }
+            };
+            let mut result = Ok(());
+            for &i in &victims {
+                result = result.and(c.kill_store(i));
+            }
+            (Target::Stores(victims), result)
+        }
+        Fault::KillPd => {
+            let member = pick % c.pds.len();
+            (Target::Pd(member), c.kill_pd(member))
+        }
         Fault::PauseStore => (
             Target::Store(store),
             signal(c.stores[store].pid(), Signal::SIGSTOP),
@@ -356,6 +395,39 @@ fn heal(c: &mut LocalCluster, fault: Fault, target: &Target, recorder: &Recorder
     log(recorder, fault, "end", &target_name(c, target), note);
 }
 
+/// The stores (indexes into the cluster's) that lead the most regions, as PD knows them: a
+/// minority of the stores, so that most regions keep a majority while they are down.
+fn leader_stores(c: &LocalCluster, rt: &tokio::runtime::Handle) -> Result<Vec<usize>> {
+    let endpoints = c.pd_endpoints();
+    let (regions, stores) = rt.block_on(async move {
+        tokio::time::timeout(Duration::from_secs(10), async move {
+            let pd = pd_client::PdClient::connect(endpoints).await?;
+            let regions = pd.scan_regions(b"", b"", 10_000).await?;
+            let stores = pd.get_all_stores(true).await?;
+            anyhow::Ok((regions, stores))
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("PD did not answer within 10s"))?
+    })?;
+    let mut led: std::collections::BTreeMap<usize, usize> = Default::default();
+    for leader in regions.iter().filter_map(|r| r.leader.as_ref()) {
+        let Some(store) = stores.iter().find(|s| s.id == leader.store_id) else {
+            continue;
+        };
+        if let Some(i) = c.stores.iter().position(|n| n.addr == store.address) {
+            *led.entry(i).or_default() += 1;
+        }
+    }
+    let mut by_count: Vec<(usize, usize)> = led.into_iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let minority = (c.stores.len() - 1) / 2;
+    Ok(by_count
+        .into_iter()
+        .take(minority.max(1))
+        .map(|(i, _)| i)
+        .collect())
+}
+
 /// Resumes every paused process and starts every one that is not running.
 pub fn heal_all(c: &mut LocalCluster) -> Result<()> {
     for node in c.pds.iter().chain(c.stores.iter()) {
@@ -377,6 +449,11 @@ pub fn heal_all(c: &mut LocalCluster) -> Result<()> {
 fn target_name(c: &LocalCluster, target: &Target) -> String {
     match target {
         Target::Store(i) => c.stores[*i].name.clone(),
+        Target::Stores(is) => is
+            .iter()
+            .map(|i| c.stores[*i].name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         Target::Pd(i) => c.pds[*i].name.clone(),
         Target::All => "all".to_owned(),
         Target::Key(key) | Target::Network(key) => key.clone(),
@@ -541,10 +618,20 @@ mod tests {
     fn nemesis_names_and_groups() {
         assert_eq!(
             parse_faults("kill,pause-store,kill").unwrap(),
-            [Fault::KillStore, Fault::KillPdLeader, Fault::PauseStore]
+            [
+                Fault::KillStore,
+                Fault::KillLeaderStores,
+                Fault::KillPd,
+                Fault::KillPdLeader,
+                Fault::PauseStore
+            ]
+        );
+        assert_eq!(
+            parse_faults("kill-pd,kill-leader-stores").unwrap(),
+            [Fault::KillLeaderStores, Fault::KillPd]
         );
         assert!(parse_faults("none").unwrap().is_empty());
-        assert_eq!(parse_faults("all").unwrap().len(), 8);
+        assert_eq!(parse_faults("all").unwrap().len(), 10);
         assert_eq!(
             parse_faults("shuffle-leaders").unwrap(),
             [Fault::ShuffleLeaders]
