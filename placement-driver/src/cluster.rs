@@ -79,6 +79,9 @@ pub struct Cluster {
     replica_scheduler: Mutex<Option<ReplicaScheduler>>,
     /// Ids ready for new peers (the scheduler decides synchronously; ids come from Raft).
     id_pool: Mutex<Vec<u64>>,
+    /// Region weights per store (see `replica::store_weights`) and when they were summed:
+    /// summed at most once a second, not on every heartbeat.
+    store_weights: Mutex<(Option<u64>, BTreeMap<u64, u64>)>,
     /// TLS of this member's connections (the HTTP API asks the other members for health).
     security: security::SecurityManager,
 }
@@ -105,6 +108,7 @@ impl Cluster {
             keyspace_splits: AtomicBool::new(true),
             replica_scheduler: Mutex::new(None),
             id_pool: Mutex::new(Vec::new()),
+            store_weights: Mutex::new((None, BTreeMap::new())),
             security: security::SecurityManager::plaintext(),
         }
     }
@@ -487,12 +491,17 @@ impl Cluster {
             ..Default::default()
         };
         let now_ms = self.clock.now_ms();
+        let size = self
+            .heartbeats
+            .lock()
+            .region(region_id)
+            .map_or(0, |st| st.approximate_size);
         let mut scheduler = self.replica_scheduler.lock();
         let scheduler = scheduler
             .as_mut()
             .ok_or_else(|| Error::InvalidArgument("replica scheduling is off".into()))?;
         scheduler
-            .add_transfer_peer(&region, from, to, now_ms)
+            .add_transfer_peer(&region, size, from, to, now_ms)
             .map_err(Error::InvalidArgument)?;
         tracing::info!(
             region_id,
@@ -640,6 +649,29 @@ impl Cluster {
         Ok(self.schedule_leader(req, region))
     }
 
+    /// Region weights per store, summed again if the last sum is a second old.
+    fn store_weights(&self, now_ms: u64) -> BTreeMap<u64, u64> {
+        let mut cached = self.store_weights.lock();
+        if cached.0.is_some_and(|at| now_ms.saturating_sub(at) < 1000) {
+            return cached.1.clone();
+        }
+        let regions: Vec<(u64, Vec<u64>)> = self.state.read(|s| {
+            s.regions()
+                .iter()
+                .map(|r| (r.id, r.peers.iter().map(|p| p.store_id).collect()))
+                .collect()
+        });
+        let weights = {
+            let heartbeats = self.heartbeats.lock();
+            crate::replica::store_weights(regions.iter().map(|(id, stores)| {
+                let size = heartbeats.region(*id).map_or(0, |st| st.approximate_size);
+                (size, stores.as_slice())
+            }))
+        };
+        *cached = (Some(now_ms), weights.clone());
+        weights
+    }
+
     /// Runs the replica scheduler on a heartbeat from `region`'s leader; returns the step its
     /// operator asks of the leader, if any.
     async fn schedule_replicas(
@@ -651,33 +683,28 @@ impl Cluster {
             return Ok(None);
         }
         let now_ms = self.clock.now_ms();
-        let known: Vec<(u64, metapb::StoreState, u64)> = self.state.read(|s| {
-            let counts = s.regions().store_region_counts();
-            s.stores()
-                .map(|store| {
-                    let count = counts.get(&store.id).copied().unwrap_or(0);
-                    (store.id, store.state(), count)
-                })
-                .collect()
-        });
+        let weights = self.store_weights(now_ms);
+        let known: Vec<(u64, metapb::StoreState)> = self
+            .state
+            .read(|s| s.stores().map(|st| (st.id, st.state())).collect());
         let stores: BTreeMap<u64, StoreInfo> = {
             let heartbeats = self.heartbeats.lock();
             known
                 .into_iter()
-                .map(|(id, state, region_count)| {
+                .map(|(id, state)| {
                     let since_heartbeat_ms = heartbeats
                         .store(id)
                         .map(|h| now_ms.saturating_sub(h.last_heartbeat_ms));
                     let info = StoreInfo {
                         state,
                         since_heartbeat_ms,
-                        region_count,
+                        region_size: weights.get(&id).copied().unwrap_or(0),
                     };
                     (id, info)
                 })
                 .collect()
         };
-        let (leader, down, pending) = {
+        let (leader, down, pending, approximate_size) = {
             let heartbeats = self.heartbeats.lock();
             let leader = heartbeats.leader_of(region);
             let status = heartbeats.region(region.id);
@@ -692,7 +719,8 @@ impl Cluster {
             let pending: Vec<u64> = status
                 .map(|st| st.pending_peers.iter().map(|p| p.id).collect())
                 .unwrap_or_default();
-            (leader, down, pending)
+            let size = status.map_or(0, |st| st.approximate_size);
+            (leader, down, pending, size)
         };
         let Some(leader) = leader.filter(|l| Some(*l) == req.leader) else {
             return Ok(None);
@@ -715,6 +743,7 @@ impl Cluster {
                     leader: &leader,
                     down_peers: &down,
                     pending_peers: &pending,
+                    approximate_size,
                 },
                 &stores,
                 now_ms,

@@ -105,7 +105,8 @@ pub struct PdConfig {
     /// A store without a heartbeat for this long is down: its replicas are replaced.
     #[serde(with = "duration")]
     pub max_store_down_time: Duration,
-    /// Region-count gap between stores that makes balance-region move a replica. At least 2.
+    /// Gap between stores, in empty regions (1 MiB each), below which balance-region moves
+    /// nothing (a move also needs a gap of twice the region's size). At least 2.
     pub region_balance_threshold: u64,
     /// Replica operators in flight cluster-wide.
     pub max_replica_operators: usize,

@@ -15,9 +15,13 @@
 //!    an operator that timed out) is promoted if the region lacks voters, else removed. A bad
 //!    peer is replaced by one on the best store; lacking voters, one is added; extra voters are
 //!    removed from the fullest store.
-//! 2. **Balance-region.** The region's peer on the store with the most regions moves to the
-//!    store with the fewest that does not hold one, if their counts differ by at least
-//!    `balance_threshold` (≥ 2: a move narrows the gap by 2, so a smaller gap would move back).
+//! 2. **Balance-region.** Stores are weighed by the sizes of the regions they hold (each
+//!    region's `approximate_size` from its leader's heartbeats, at least [`MIN_REGION_SIZE`],
+//!    so that empty and not yet measured regions count as PD's "empty region" size and a
+//!    cluster of small regions balances by count). The region's peer on the heaviest store
+//!    that holds it moves to the lightest store that does not, if the gap is at least twice
+//!    the region's weight (so that the move cannot make the gap point the other way and move
+//!    it back) and at least `balance_threshold` empty regions.
 //!
 //! Invariants:
 //! - A target store is `Up`, alive, and holds no replica of the region.
@@ -26,7 +30,7 @@
 //! - At most one operator per region, at most `max_operators` cluster-wide, and at most
 //!   `max_store_operators` adding a replica to any one store (a store receiving snapshots for
 //!   many new replicas at once would fall behind on all of them; removals cost a store
-//!   nothing, so draining one is not throttled by it); region counts
+//!   nothing, so draining one is not throttled by it); store weights
 //!   include the effect of pending operators, so a burst of heartbeats does not pile moves onto
 //!   one store.
 //! - Decisions are deterministic: ties go to the smallest store id.
@@ -69,14 +73,34 @@ impl Default for ReplicaConfig {
     }
 }
 
+/// What an empty or not yet measured region weighs (TiKV's PD: 1 MiB as well).
+pub const MIN_REGION_SIZE: u64 = 1 << 20;
+
+/// The weight of a region of `approximate_size` bytes in balance decisions.
+pub fn region_weight(approximate_size: u64) -> u64 {
+    approximate_size.max(MIN_REGION_SIZE)
+}
+
+/// Per store, the weights of the regions with a replica on it, summed; `regions` yields each
+/// region's approximate size and the stores of its peers.
+pub fn store_weights<'a>(regions: impl Iterator<Item = (u64, &'a [u64])>) -> BTreeMap<u64, u64> {
+    let mut weights = BTreeMap::new();
+    for (size, stores) in regions {
+        for store in stores {
+            *weights.entry(*store).or_default() += region_weight(size);
+        }
+    }
+    weights
+}
+
 /// What PD knows of a store for scheduling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreInfo {
     pub state: StoreState,
     /// Milliseconds since its last store heartbeat (`None`: never heard from).
     pub since_heartbeat_ms: Option<u64>,
-    /// Regions with a replica on it.
-    pub region_count: u64,
+    /// The weights ([`region_weight`]) of the regions with a replica on it, summed.
+    pub region_size: u64,
 }
 
 /// One step of an operator.
@@ -103,6 +127,9 @@ pub struct Operator {
     pub steps: Vec<Step>,
     pub current: usize,
     pub started_ms: u64,
+    /// The region's weight when the operator was made: what its steps add to and take from
+    /// their stores.
+    pub weight: u64,
 }
 
 impl Step {
@@ -115,7 +142,6 @@ impl Step {
         }
     }
 
-    /// Store-count effect of a pending step: +1 on a store gaining a replica, -1 losing one.
     /// The store a replica is added to by this step.
     fn added_to(&self) -> Option<u64> {
         match self {
@@ -124,6 +150,7 @@ impl Step {
         }
     }
 
+    /// Effect of a pending step on its store: +1 replica on a store gaining one, -1 losing one.
     fn delta(&self) -> Option<(u64, i64)> {
         match self {
             Step::AddLearner(p) => Some((p.store_id, 1)),
@@ -141,6 +168,8 @@ pub struct RegionView<'a> {
     pub down_peers: &'a [u64],
     /// Peers the leader reports pending (behind its log: catching up from a snapshot).
     pub pending_peers: &'a [u64],
+    /// The region's size as its leader last measured it (0: not yet).
+    pub approximate_size: u64,
 }
 
 /// Soft state of replica scheduling; see the module docs.
@@ -172,6 +201,7 @@ impl ReplicaScheduler {
     pub fn add_transfer_peer(
         &mut self,
         region: &Region,
+        approximate_size: u64,
         from: Peer,
         to: Peer,
         now_ms: u64,
@@ -203,6 +233,7 @@ impl ReplicaScheduler {
                 steps: vec![Step::AddLearner(to), Step::Promote(to), Step::Remove(from)],
                 current: 0,
                 started_ms: now_ms,
+                weight: region_weight(approximate_size),
             },
         );
         Ok(())
@@ -243,14 +274,14 @@ impl ReplicaScheduler {
         if self.operators.len() >= self.config.max_operators {
             return None;
         }
-        let counts = self.effective_counts(stores);
-        let (kind, steps) = check_replicas(&self.config, &view, stores, &counts, now_ms, alloc_id)
+        let sizes = self.effective_sizes(stores);
+        let (kind, steps) = check_replicas(&self.config, &view, stores, &sizes, now_ms, alloc_id)
             .or_else(|| {
-                self.config
-                    .balance_regions
-                    .then(|| balance_region(&self.config, &view, stores, &counts, alloc_id))
-                    .flatten()
-            })?;
+            self.config
+                .balance_regions
+                .then(|| balance_region(&self.config, &view, stores, &sizes, alloc_id))
+                .flatten()
+        })?;
         // The store limit: a store this operator adds a replica to must have room.
         let busy = self.store_operator_counts();
         if steps.iter().filter_map(Step::added_to).any(|store| {
@@ -264,6 +295,7 @@ impl ReplicaScheduler {
             steps,
             current: 0,
             started_ms: now_ms,
+            weight: region_weight(view.approximate_size),
         };
         let cmd = next_command(&op, &view, stores);
         self.operators.insert(region.id, op);
@@ -281,20 +313,20 @@ impl ReplicaScheduler {
         counts
     }
 
-    /// Region counts per store with pending operators' not yet done steps applied.
-    fn effective_counts(&self, stores: &BTreeMap<u64, StoreInfo>) -> BTreeMap<u64, i64> {
-        let mut counts: BTreeMap<u64, i64> = stores
+    /// Region weights per store with pending operators' not yet done steps applied.
+    fn effective_sizes(&self, stores: &BTreeMap<u64, StoreInfo>) -> BTreeMap<u64, i64> {
+        let mut sizes: BTreeMap<u64, i64> = stores
             .iter()
-            .map(|(id, s)| (*id, s.region_count as i64))
+            .map(|(id, s)| (*id, s.region_size as i64))
             .collect();
         for op in self.operators.values() {
             for step in &op.steps[op.current..] {
                 if let Some((store, d)) = step.delta() {
-                    *counts.entry(store).or_default() += d;
+                    *sizes.entry(store).or_default() += d * op.weight as i64;
                 }
             }
         }
-        counts
+        sizes
     }
 }
 
@@ -351,13 +383,13 @@ fn alive(config: &ReplicaConfig, s: &StoreInfo) -> bool {
         .is_some_and(|ms| ms <= config.max_store_down_ms)
 }
 
-/// A store fit to receive a replica of `region`: Up, alive, holding none of it. The one with
-/// the fewest regions, ties to the smallest id.
+/// A store fit to receive a replica of `region`: Up, alive, holding none of it. The lightest
+/// (by region weights), ties to the smallest id.
 fn best_target(
     config: &ReplicaConfig,
     region: &Region,
     stores: &BTreeMap<u64, StoreInfo>,
-    counts: &BTreeMap<u64, i64>,
+    sizes: &BTreeMap<u64, i64>,
 ) -> Option<u64> {
     stores
         .iter()
@@ -366,7 +398,7 @@ fn best_target(
                 && alive(config, s)
                 && !region.peers.iter().any(|p| p.store_id == **id)
         })
-        .min_by_key(|(id, _)| (counts.get(id).copied().unwrap_or(0), **id))
+        .min_by_key(|(id, _)| (sizes.get(id).copied().unwrap_or(0), **id))
         .map(|(id, _)| *id)
 }
 
@@ -386,7 +418,7 @@ fn check_replicas(
     config: &ReplicaConfig,
     view: &RegionView<'_>,
     stores: &BTreeMap<u64, StoreInfo>,
-    counts: &BTreeMap<u64, i64>,
+    sizes: &BTreeMap<u64, i64>,
     now_ms: u64,
     alloc_id: &mut dyn FnMut() -> Option<u64>,
 ) -> Option<Plan> {
@@ -411,7 +443,7 @@ fn check_replicas(
         });
     }
     if let Some(b) = voters.iter().find(|p| bad(p)) {
-        if let Some(target) = best_target(config, region, stores, counts) {
+        if let Some(target) = best_target(config, region, stores, sizes) {
             let p = new_peer(target, alloc_id)?;
             return Some((
                 "replace-bad-replica",
@@ -424,14 +456,14 @@ fn check_replicas(
         return None;
     }
     if voters.len() < config.max_replicas {
-        let target = best_target(config, region, stores, counts)?;
+        let target = best_target(config, region, stores, sizes)?;
         let p = new_peer(target, alloc_id)?;
         return Some(("add-replica", vec![Step::AddLearner(p), Step::Promote(p)]));
     }
     if voters.len() > config.max_replicas {
         let extra = voters
             .iter()
-            .max_by_key(|p| (counts.get(&p.store_id).copied().unwrap_or(0), p.store_id))?;
+            .max_by_key(|p| (sizes.get(&p.store_id).copied().unwrap_or(0), p.store_id))?;
         return Some(("remove-extra-replica", vec![Step::Remove(**extra)]));
     }
     None
@@ -441,22 +473,23 @@ fn balance_region(
     config: &ReplicaConfig,
     view: &RegionView<'_>,
     stores: &BTreeMap<u64, StoreInfo>,
-    counts: &BTreeMap<u64, i64>,
+    sizes: &BTreeMap<u64, i64>,
     alloc_id: &mut dyn FnMut() -> Option<u64>,
 ) -> Option<Plan> {
     let region = view.region;
     if !view.down_peers.is_empty() || !view.pending_peers.is_empty() {
         return None;
     }
-    let count = |store: u64| counts.get(&store).copied().unwrap_or(0);
+    let size = |store: u64| sizes.get(&store).copied().unwrap_or(0);
     let source = region
         .peers
         .iter()
         .filter(|p| p.role() == PeerRole::Voter)
-        .max_by_key(|p| (count(p.store_id), std::cmp::Reverse(p.store_id)))?;
-    let target = best_target(config, region, stores, counts)?;
-    let threshold = config.balance_threshold.max(2) as i64;
-    if count(source.store_id) - count(target) < threshold {
+        .max_by_key(|p| (size(p.store_id), std::cmp::Reverse(p.store_id)))?;
+    let target = best_target(config, region, stores, sizes)?;
+    let weight = region_weight(view.approximate_size) as i64;
+    let threshold = (config.balance_threshold as i64 * MIN_REGION_SIZE as i64).max(2 * weight);
+    if size(source.store_id) - size(target) < threshold {
         return None;
     }
     let p = new_peer(target, alloc_id)?;
@@ -493,16 +526,28 @@ mod tests {
         )
     }
 
+    /// A store holding `region_count` empty regions.
     fn store(region_count: u64) -> StoreInfo {
+        sized(region_count * MIN_REGION_SIZE)
+    }
+
+    fn sized(region_size: u64) -> StoreInfo {
         StoreInfo {
             state: StoreState::Up,
             since_heartbeat_ms: Some(1000),
-            region_count,
+            region_size,
         }
     }
 
     fn stores(counts: &[(u64, u64)]) -> BTreeMap<u64, StoreInfo> {
         counts.iter().map(|(id, c)| (*id, store(*c))).collect()
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    /// Stores weighing the given MiB.
+    fn stores_mib(mib: &[(u64, u64)]) -> BTreeMap<u64, StoreInfo> {
+        mib.iter().map(|(id, m)| (*id, sized(m * MIB))).collect()
     }
 
     fn ids() -> impl FnMut() -> Option<u64> {
@@ -520,6 +565,18 @@ mod tests {
         st: &BTreeMap<u64, StoreInfo>,
         now: u64,
     ) -> Option<Command> {
+        run_sized(s, r, 0, leader, st, now)
+    }
+
+    /// [`run`] for a region of `size` bytes.
+    fn run_sized(
+        s: &mut ReplicaScheduler,
+        r: &Region,
+        size: u64,
+        leader: u64,
+        st: &BTreeMap<u64, StoreInfo>,
+        now: u64,
+    ) -> Option<Command> {
         let leader = *r.peers.iter().find(|p| p.store_id == leader).unwrap();
         s.on_heartbeat(
             RegionView {
@@ -527,6 +584,7 @@ mod tests {
                 leader: &leader,
                 down_peers: &[],
                 pending_peers: &[],
+                approximate_size: size,
             },
             st,
             now,
@@ -547,14 +605,14 @@ mod tests {
         let from = r.peers[1];
         // Refused: a stranger as the source, a store that already holds one as the target.
         assert!(s
-            .add_transfer_peer(&r, peer(77, 4, PeerRole::Voter), to, 0)
+            .add_transfer_peer(&r, 0, peer(77, 4, PeerRole::Voter), to, 0)
             .is_err());
         assert!(s
-            .add_transfer_peer(&r, from, peer(99, 3, PeerRole::Voter), 0)
+            .add_transfer_peer(&r, 0, from, peer(99, 3, PeerRole::Voter), 0)
             .is_err());
-        s.add_transfer_peer(&r, from, to, 0).unwrap();
+        s.add_transfer_peer(&r, 0, from, to, 0).unwrap();
         assert!(
-            s.add_transfer_peer(&r, from, to, 0).is_err(),
+            s.add_transfer_peer(&r, 0, from, to, 0).is_err(),
             "one per region"
         );
         let learner = peer(99, 4, PeerRole::Learner);
@@ -764,5 +822,77 @@ mod tests {
         assert_eq!(run(&mut s, &moved, leader, &st, 0), None);
         assert_eq!(s.operators().len(), 1);
         assert!(run(&mut s, &region(3), 1, &st, 0).is_some());
+    }
+
+    #[test]
+    fn stores_are_weighed_by_the_sizes_of_their_regions() {
+        // Store 4 holds as many regions as the others would (no count says so), but 90 MiB
+        // against their 100: a 4 MiB region moves to it, a 10 MiB one would overshoot.
+        let st = stores_mib(&[(1, 100), (2, 100), (3, 100), (4, 90)]);
+        let r = voters(&[1, 2, 3]);
+        let mut s = ReplicaScheduler::default();
+        assert_eq!(run_sized(&mut s, &r, 10 * MIB, 1, &st, 0), None);
+        let cmd = run_sized(&mut s, &r, 4 * MIB, 1, &st, 0);
+        assert!(
+            matches!(cmd, Some(Command::AddLearner(p)) if p.store_id == 4),
+            "{cmd:?}"
+        );
+        assert_eq!(s.operators()[&1].weight, 4 * MIB);
+        // The source is the heaviest holder, not the one with most regions.
+        let st = stores_mib(&[(1, 50), (2, 300), (3, 100), (4, 10)]);
+        let mut s = ReplicaScheduler::default();
+        run_sized(&mut s, &r, 8 * MIB, 1, &st, 0).expect("a move");
+        assert_eq!(
+            s.operators()[&1].steps[2],
+            Step::Remove(peer(12, 2, PeerRole::Voter))
+        );
+    }
+
+    #[test]
+    fn store_weights_sum_the_regions_each_store_holds() {
+        let regions: [(u64, &[u64]); 3] = [(0, &[1, 2, 3]), (5 * MIB, &[1, 2, 4]), (7, &[4])];
+        let w = store_weights(regions.into_iter());
+        assert_eq!(w[&1], 6 * MIB);
+        assert_eq!(w[&3], MIB);
+        assert_eq!(w[&4], 6 * MIB);
+        assert_eq!(w.get(&5), None);
+    }
+
+    #[test]
+    fn a_region_never_measured_weighs_as_an_empty_one() {
+        assert_eq!(region_weight(0), MIN_REGION_SIZE);
+        assert_eq!(region_weight(5), MIN_REGION_SIZE);
+        assert_eq!(region_weight(3 * MIB), 3 * MIB);
+        // Empty regions everywhere: the count rule (a gap of at least 2 regions).
+        let r = voters(&[1, 2, 3]);
+        let mut s = ReplicaScheduler::default();
+        assert_eq!(
+            run(&mut s, &r, 1, &stores(&[(1, 5), (2, 5), (3, 5), (4, 4)]), 0),
+            None
+        );
+        assert!(run(&mut s, &r, 1, &stores(&[(1, 5), (2, 5), (3, 5), (4, 3)]), 0).is_some());
+    }
+
+    #[test]
+    fn operators_in_flight_weigh_on_their_stores_by_their_region() {
+        let config = ReplicaConfig {
+            max_operators: 10,
+            max_store_operators: 10,
+            ..Default::default()
+        };
+        let mut s = ReplicaScheduler::new(config);
+        let st = stores_mib(&[(1, 200), (2, 200), (3, 200), (4, 150)]);
+        let region = |id: u64| {
+            test_util::region(id)
+                .peers([1, 2, 3].map(|s| peer(id * 10 + s, s, PeerRole::Voter)))
+                .build()
+        };
+        // A 20 MiB region moves from store 1 to store 4 (a gap of 50 ≥ 40; pending, store 4
+        // weighs 170) ...
+        assert!(run_sized(&mut s, &region(1), 20 * MIB, 1, &st, 0).is_some());
+        // ... so another 20 MiB one no longer may (200 on store 2 against 170: 30 < 40), a
+        // 5 MiB one still may.
+        assert_eq!(run_sized(&mut s, &region(2), 20 * MIB, 1, &st, 0), None);
+        assert!(run_sized(&mut s, &region(3), 5 * MIB, 1, &st, 0).is_some());
     }
 }

@@ -25,6 +25,9 @@ pub struct ServerConfig {
     pub store_heartbeat_secs: u64,
     /// Seconds between region heartbeats of each leader to PD.
     pub region_heartbeat_secs: u64,
+    /// A replica its leader has not heard from for this many seconds is reported down to PD
+    /// (TiKV's `max-peer-down-duration`).
+    pub max_peer_down_secs: u64,
     /// Milliseconds between HTTP/2 keepalive pings on gRPC connections, both the Raft
     /// connections this store opens to other stores and every connection it accepts (TiKV's
     /// `grpc-keepalive-time`).
@@ -67,6 +70,7 @@ impl Default for ServerConfig {
             pd_endpoints: vec!["127.0.0.1:2379".into()],
             store_heartbeat_secs: 10,
             region_heartbeat_secs: 10,
+            max_peer_down_secs: 600,
             grpc_keepalive_time_ms: 10_000,
             grpc_keepalive_timeout_ms: 3_000,
             raftstore: RaftstoreConfig::default(),

@@ -20,7 +20,9 @@
 //!   MVCC); [`metrics`]: request metrics.
 //! - accepting connections and TLS live in the `security` crate (shared with PD).
 //! - [`config`]: server configuration (TOML + flags).
-//! - [`node`]: start-up of a store process: engine, PD registration, bootstrap, heartbeats.
+//! - [`node`]: start-up of a store process: engine, PD registration, bootstrap, heartbeats
+//!   (with the regions' sizes from the split checker and their down replicas from
+//!   `down_peers`).
 //! - [`gc_worker`]: MVCC garbage collection of the regions the store leads, driven by PD's GC
 //!   safe point, as batches of deletes through the transaction scheduler.
 //!
@@ -35,6 +37,7 @@
 
 pub mod admission;
 pub mod config;
+mod down_peers;
 pub mod errors;
 pub mod gc_worker;
 pub mod load_split;

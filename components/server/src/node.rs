@@ -430,12 +430,14 @@ impl Node {
                 hot_reports,
                 shutdown_rx.clone(),
             )));
+        let sizes = Arc::new(crate::split_checker::RegionSizes::default());
         node.tasks
             .push(tokio::spawn(crate::split_checker::split_checks(
                 router.clone(),
                 split_engine,
                 split_ids,
                 cfg.split.clone(),
+                sizes.clone(),
                 shutdown_rx.clone(),
             )));
         if cfg.gc.run_interval_secs > 0 {
@@ -445,7 +447,13 @@ impl Node {
         node.tasks.push(tokio::spawn(region_heartbeats(
             pd,
             router,
-            load,
+            Reports {
+                load,
+                sizes,
+                down: crate::down_peers::DownPeers::new(Duration::from_secs(
+                    cfg.max_peer_down_secs,
+                )),
+            },
             Duration::from_secs(cfg.region_heartbeat_secs.max(1)),
             changes_rx,
             shutdown_rx,
@@ -682,7 +690,7 @@ pub const UNSAFE_NO_FSYNC_ENV: &str = "RANGEKV_UNSAFE_NO_FSYNC";
 async fn region_heartbeats(
     pd: PdClient,
     router: StoreRouter,
-    load: Arc<crate::load_split::LoadRecorder>,
+    reports: Reports,
     every: Duration,
     mut changes: futures::channel::mpsc::UnboundedReceiver<u64>,
     mut shutdown: watch::Receiver<bool>,
@@ -712,7 +720,11 @@ async fn region_heartbeats(
                     regions = router.region_ids();
                     last_sweep = Some(Instant::now());
                     // Flows of replicas that are gone are never reported.
-                    load.retain_flows(|id| regions.binary_search(&id).is_ok());
+                    reports.load.retain_flows(|id| regions.binary_search(&id).is_ok());
+                    // Nor are replicas of regions another store leads now.
+                    if let Some(before) = Instant::now().checked_sub(every * 2) {
+                        reports.down.forget_older(before);
+                    }
                 }
             }
             _ = shutdown.wait_for(|v| *v) => return,
@@ -720,15 +732,23 @@ async fn region_heartbeats(
         regions.sort_unstable();
         regions.dedup();
         for region_id in regions {
-            heartbeat_if_leader(&pd, &router, &load, region_id).await;
+            heartbeat_if_leader(&pd, &router, &reports, region_id).await;
         }
     }
+}
+
+/// What a region heartbeat reports besides the region's own state: its flow since the last
+/// report, its last measured size and its down replicas.
+struct Reports {
+    load: Arc<crate::load_split::LoadRecorder>,
+    sizes: Arc<crate::split_checker::RegionSizes>,
+    down: crate::down_peers::DownPeers,
 }
 
 async fn heartbeat_if_leader(
     pd: &PdClient,
     router: &StoreRouter,
-    load: &crate::load_split::LoadRecorder,
+    reports: &Reports,
     region_id: u64,
 ) {
     let Ok(Ok(status)) =
@@ -747,12 +767,22 @@ async fn heartbeat_if_leader(
         .copied()
         .collect();
     // Requests served since the last report (raw point requests count one key each).
-    let flow = load.take_flow(region_id);
+    let flow = reports.load.take_flow(region_id);
+    let (approximate_size, approximate_keys) = reports.sizes.get(region_id);
+    let down_peers = reports.down.report(
+        &status.region,
+        leader.id,
+        &status.active_peers,
+        Instant::now(),
+    );
     let stat = RegionStat {
         term: status.term,
+        down_peers,
         pending_peers,
         keys_read: flow.reads,
         keys_written: flow.writes,
+        approximate_size,
+        approximate_keys,
         ..Default::default()
     };
     if let Err(e) = pd.region_heartbeat(status.region, leader, stat).await {

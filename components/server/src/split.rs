@@ -3,7 +3,8 @@
 //! admin command of the region's leader, and the new layout is reported back to PD.
 //!
 //! [`size_split_key`] decides where a region that outgrew the configured size splits; the
-//! store's split checker (`node`) calls it for the regions it leads.
+//! store's split checker (`split_checker`) calls [`size_check`] for the regions it leads,
+//! which also measures them for the approximate sizes reported to PD.
 //!
 //! [`PdSplits`] runs the splits PD asks for in its region heartbeat answers (`SplitRegion`
 //! with policy `USEKEY`, sent to keep regions inside API V2 keyspace boundaries), one at a time
@@ -206,6 +207,28 @@ pub fn size_split_key(
     max_size: u64,
     split_size: u64,
 ) -> engine::Result<Option<Bytes>> {
+    Ok(size_check(engine, region, max_size, split_size)?.split_key)
+}
+
+/// What one read of a region for [`size_split_key`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SizeCheck {
+    /// Where to split, if the region outgrew `max_size`.
+    pub split_key: Option<Bytes>,
+    /// Bytes of keys and values read: the region's size, or a lower bound past `max_size`
+    /// (the read stops at the split key).
+    pub size: u64,
+    /// User keys read (versions of a transactional key count once), likewise.
+    pub keys: u64,
+}
+
+/// [`size_split_key`] with the size and key count it measured on the way.
+pub fn size_check(
+    engine: &engine::Engine,
+    region: &metapb::Region,
+    max_size: u64,
+    split_size: u64,
+) -> engine::Result<SizeCheck> {
     let start = engine::keys::data_key(&region.start_key);
     let end = engine::keys::data_end_key(&region.end_key);
     let mut has_txn_data = false;
@@ -229,6 +252,7 @@ pub fn size_split_key(
     let mut take_next = false;
     let mut split_key: Option<Bytes> = None;
     let mut last_user_key: Vec<u8> = Vec::new();
+    let mut keys = 0u64;
     engine.scan(cf, &start, Some(&end), |k, v| {
         let key = engine::keys::origin_key(k);
         let key = if strip_ts {
@@ -240,8 +264,9 @@ pub fn size_split_key(
         if take_next && split_key.is_none() && key != last_user_key.as_slice() {
             split_key = Some(Bytes::copy_from_slice(key));
         }
-        if key != last_user_key.as_slice() {
+        if key != last_user_key.as_slice() || keys == 0 {
             last_user_key = key.to_vec();
+            keys += 1;
         }
         size += (k.len() + v.len()) as u64;
         if size >= split_size {
@@ -249,7 +274,11 @@ pub fn size_split_key(
         }
         size <= max_size || split_key.is_none()
     })?;
-    Ok(if size > max_size { split_key } else { None })
+    Ok(SizeCheck {
+        split_key: if size > max_size { split_key } else { None },
+        size,
+        keys,
+    })
 }
 
 #[cfg(test)]
@@ -283,6 +312,9 @@ mod tests {
             id: 1,
             ..Default::default()
         };
+        // Versions of one key count as one key.
+        let whole = size_check(&engine, &region, u64::MAX, u64::MAX).unwrap();
+        assert_eq!((whole.split_key, whole.keys), (None, 3));
         let key = size_split_key(&engine, &region, 1000, 500).unwrap();
         assert_eq!(
             key.as_deref(),
@@ -309,6 +341,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(size_split_key(&engine, &region, 1100, 500).unwrap(), None);
+        // Within the limit the read measures the whole region (and nothing outside it).
+        assert_eq!(
+            size_check(&engine, &region, 1100, 500).unwrap(),
+            SizeCheck {
+                split_key: None,
+                size: 1010,
+                keys: 10
+            }
+        );
         // Over 900 bytes: split after the first 500 (five entries).
         assert_eq!(
             size_split_key(&engine, &region, 900, 500).unwrap(),

@@ -3,6 +3,10 @@
 //! [`crate::split::size_split_key`]) and by load (a region hot for several seconds, cut at its
 //! sampled median, see [`crate::load_split`]). Both split through [`crate::split::split_at`].
 //!
+//! The size checker's reads also measure the regions ([`RegionSizes`]): their sizes go to PD in
+//! region heartbeats (`approximate_size`, `approximate_keys`), where balance-region weighs
+//! stores by them.
+//!
 //! Not here: the split itself (the raftstore's admin command) and PD-driven splits
 //! ([`crate::split::PdSplits`]).
 
@@ -13,6 +17,32 @@ use std::time::{Duration, Instant};
 use raftstore::StoreRouter;
 use tokio::sync::watch;
 use tracing::{info, warn};
+
+/// The last measured size and key count of the regions this store led when it measured
+/// them; a region is measured again once it applied new entries (every `check_secs` at most).
+#[derive(Default)]
+pub(crate) struct RegionSizes(parking_lot::Mutex<HashMap<u64, (u64, u64)>>);
+
+impl RegionSizes {
+    /// `(bytes, keys)` of `region_id` as last measured; `(0, 0)` if never.
+    pub(crate) fn get(&self, region_id: u64) -> (u64, u64) {
+        self.0.lock().get(&region_id).copied().unwrap_or_default()
+    }
+
+    fn set(&self, region_id: u64, size: u64, keys: u64) {
+        self.0.lock().insert(region_id, (size, keys));
+    }
+
+    /// Forgets the regions not in `hosted`.
+    fn retain(&self, hosted: &[u64]) {
+        let hosted: std::collections::HashSet<u64> = hosted.iter().copied().collect();
+        self.0.lock().retain(|id, _| hosted.contains(id));
+    }
+}
+
+/// With automatic split off, a region is read no further than this to measure it (a larger
+/// one is reported at about this size).
+const MEASURE_CAP: u64 = 1 << 30;
 
 /// A region serving at least this many requests a second is reported to PD every second
 /// (instead of every region heartbeat interval), so that PD's hot-region scheduling sees its
@@ -82,25 +112,28 @@ pub(crate) async fn load_splits(
     }
 }
 
-/// Splits the regions this store leads once they outgrow `cfg.region_max_size`. A region is
-/// read again only after it applied new entries.
+/// Splits the regions this store leads once they outgrow `cfg.region_max_size`, and records
+/// their sizes in `sizes`. A region is read again only after it applied new entries. With
+/// automatic split off (`region_max_size` 0) regions are still measured, up to [`MEASURE_CAP`].
 pub(crate) async fn split_checks(
     router: StoreRouter,
     engine: engine::Engine,
     ids: Arc<dyn crate::split::SplitIdAllocator>,
     cfg: crate::config::SplitConfig,
+    sizes: Arc<RegionSizes>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    if cfg.region_max_size == 0 {
-        return;
-    }
+    let split = cfg.region_max_size > 0;
     let mut checked_at: HashMap<u64, u64> = HashMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(cfg.check_secs)) => {}
             _ = shutdown.wait_for(|v| *v) => return,
         }
-        for region_id in router.region_ids() {
+        let hosted = router.region_ids();
+        sizes.retain(&hosted);
+        checked_at.retain(|id, _| hosted.contains(id));
+        for region_id in hosted {
             let Ok(Ok(status)) =
                 tokio::time::timeout(Duration::from_secs(2), router.peer_status(region_id)).await
             else {
@@ -112,14 +145,23 @@ pub(crate) async fn split_checks(
             checked_at.insert(region_id, status.applied_index);
             let region = status.region.clone();
             let scan_engine = engine.clone();
-            let (max, split) = (cfg.region_max_size, cfg.region_split_size);
-            let key = tokio::task::spawn_blocking(move || {
-                crate::split::size_split_key(&scan_engine, &region, max, split)
+            let (max, split_size) = if split {
+                (cfg.region_max_size, cfg.region_split_size)
+            } else {
+                (MEASURE_CAP, MEASURE_CAP)
+            };
+            let check = tokio::task::spawn_blocking(move || {
+                crate::split::size_check(&scan_engine, &region, max, split_size)
             })
             .await;
-            let key = match key {
-                Ok(Ok(Some(key))) => key,
-                Ok(Ok(None)) => continue,
+            let key = match check {
+                Ok(Ok(check)) => {
+                    sizes.set(region_id, check.size, check.keys);
+                    match check.split_key {
+                        Some(key) if split => key,
+                        _ => continue,
+                    }
+                }
                 Ok(Err(e)) => {
                     warn!(region_id, %e, "split check failed");
                     continue;

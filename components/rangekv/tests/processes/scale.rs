@@ -1,6 +1,7 @@
 //! Replicas moving between real processes: PD spreads replicas onto a store that holds none,
 //! replaces the replicas of a store that is down, and drains a store that is removed; data
-//! stays readable and replicas agree throughout.
+//! stays readable and replicas agree throughout. And what PD weighs them by: the sizes and
+//! down replicas region leaders report.
 
 use std::time::Duration;
 
@@ -263,4 +264,59 @@ fn a_store_restarted_on_an_empty_data_directory_joins_as_a_new_store() {
     );
     check_keys(&t, &c, 250);
     check_replicas_agree(&t);
+}
+
+/// PD's view of region `id` (its HTTP API), `Null` if it does not answer.
+fn pd_region(t: &TestCluster, id: u64) -> serde_json::Value {
+    let url = format!("http://{}/pd/api/v1/region/id/{id}", t.cluster.pds[0].addr);
+    t.rt.block_on(async { reqwest::get(&url).await?.json().await })
+        .unwrap_or_default()
+}
+
+#[test]
+fn leaders_report_region_sizes_and_down_replicas_to_pd() {
+    let mut t =
+        TestCluster::start_with_config(1, 3, "max_peer_down_secs = 2\n[split]\ncheck_secs = 1\n");
+    let c = t.client();
+    write_keys(&t, &c, 0, 300);
+    let id = t.rt.block_on(t.pd().get_region(&key(0))).unwrap().region.id;
+    // The leader measured the region (300 small keys) and PD heard of it.
+    wait_until(
+        "PD knows the region's size",
+        Duration::from_secs(30),
+        || {
+            let v = pd_region(&t, id);
+            v["approximate_size"].as_u64() >= Some(1) && v["approximate_keys"].as_u64() >= Some(300)
+        },
+    );
+    // A follower's store goes away: its replica is reported down after two seconds.
+    let leader_store = pd_region(&t, id)["leader"]["store_id"]
+        .as_u64()
+        .expect("a leader");
+    let stores = t.rt.block_on(t.pd().get_all_stores(true)).unwrap();
+    let victim = stores
+        .iter()
+        .find(|s| s.id != leader_store)
+        .unwrap()
+        .clone();
+    let idx = t
+        .cluster
+        .stores
+        .iter()
+        .position(|n| n.addr == victim.address)
+        .unwrap();
+    t.cluster.kill_store(idx).unwrap();
+    // Writes keep the region awake (a hibernating leader does not judge its followers).
+    let mut i = 1000;
+    wait_until("PD lists the down replica", Duration::from_secs(30), || {
+        i += 1;
+        let _ = t.rt.block_on(c.put(key(i), b"awake".to_vec()));
+        let v = pd_region(&t, id);
+        v["down_peers"].as_array().is_some_and(|down| {
+            down.iter().any(|d| {
+                d["peer"]["store_id"].as_u64() == Some(victim.id)
+                    && d["down_seconds"].as_u64() >= Some(2)
+            })
+        })
+    });
 }

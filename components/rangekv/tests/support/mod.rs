@@ -147,13 +147,19 @@ impl TestCluster {
     }
 }
 
-/// Short ticks so that failover happens quickly in tests; `extra` TOML is appended.
+/// Short ticks so that failover happens quickly in tests; `extra` TOML is added: its lines
+/// before the first table header at the top level, the rest after.
 pub fn write_server_config(dir: &std::path::Path, extra: &str) -> String {
     let path = dir.join("server.toml");
+    let (top, tables) = match extra.find("\n[") {
+        _ if extra.starts_with('[') => ("", extra),
+        Some(i) => extra.split_at(i + 1),
+        None => (extra, ""),
+    };
     std::fs::write(
         &path,
         format!(
-            "store_heartbeat_secs = 1\nregion_heartbeat_secs = 1\n[raftstore]\nraft_base_tick_ms = 50\n{extra}"
+            "store_heartbeat_secs = 1\nregion_heartbeat_secs = 1\n{top}[raftstore]\nraft_base_tick_ms = 50\n{tables}"
         ),
     )
     .expect("write config");
