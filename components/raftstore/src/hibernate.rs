@@ -7,8 +7,9 @@
 //!    or membership change under way) for `hibernate_ticks` ticks asks every other peer to
 //!    sleep (`MsgHibernateRequest`, with its term and last index).
 //! 2. A follower sleeps and answers (`MsgHibernateResponse`) only if the request comes from
-//!    the leader it follows, in its term, and its own log ends at, and has committed, the
-//!    same index ([`follower_may_sleep`]).
+//!    the leader it follows, in its term, its own log ends at, and has committed, the same
+//!    index, and it has no replica read waiting (a sleeping peer does not tick, and ticks
+//!    expire the reads whose ReadIndex round got no answer) ([`follower_may_sleep`]).
 //! 3. The leader sleeps once every other peer answered for its current term and index.
 //!    Until then it keeps ticking; its heartbeats wake any follower that slept early.
 //! 4. A sleeping peer does not tick. Any message that means work wakes it (a Raft message,
@@ -74,11 +75,14 @@ pub struct FollowerView {
     pub leader_id: u64,
     pub last_index: u64,
     pub committed: u64,
+    /// Replica reads wait on this follower (for a ReadIndex answer or for apply).
+    pub reads_pending: bool,
 }
 
 /// Whether a follower in `view` may sleep on a request from peer `from` for `(term, index)`.
 pub fn follower_may_sleep(view: FollowerView, from: u64, term: u64, index: u64) -> bool {
-    view.leader_id == from
+    !view.reads_pending
+        && view.leader_id == from
         && view.term == term
         && view.last_index == index
         && view.committed == index
@@ -264,6 +268,7 @@ mod tests {
             leader_id: 1,
             last_index: 10,
             committed: 10,
+            reads_pending: false,
         };
         assert!(follower_may_sleep(v, 1, 3, 10));
         assert!(!follower_may_sleep(v, 2, 3, 10), "not its leader");
@@ -272,6 +277,14 @@ mod tests {
         assert!(!follower_may_sleep(v, 1, 3, 9), "its log is ahead");
         let uncommitted = FollowerView { committed: 9, ..v };
         assert!(!follower_may_sleep(uncommitted, 1, 3, 10), "commit unknown");
+        let reading = FollowerView {
+            reads_pending: true,
+            ..v
+        };
+        assert!(
+            !follower_may_sleep(reading, 1, 3, 10),
+            "replica reads to expire"
+        );
     }
 
     #[test]

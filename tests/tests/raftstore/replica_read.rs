@@ -3,13 +3,17 @@
 //! left behind; an isolated follower cannot serve one. The development-only
 //! `unsafe_follower_reads` skips the round, and then the same isolated follower answers with
 //! stale data: the mechanism `rangekv verify`'s follower-reads negative control relies on.
+//! A replica read whose round gets no answer expires after `read_index_timeout`, even when
+//! the region goes idle meanwhile (a follower with reads waiting does not hibernate).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proto::kvrpcpb;
+use proto::raft_serverpb::RaftMessage;
+use raft::eraftpb::MessageType;
 use tests::network::Partition;
-use tests::{wait_until, Cluster};
+use tests::{msg_type, wait_until, Cluster, FnFilter, Verdict};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -102,4 +106,51 @@ fn with_unsafe_follower_reads_an_isolated_follower_serves_stale_data() {
         replica_get(&cluster, follower, b"k").unwrap().as_deref(),
         Some(&b"v1"[..])
     );
+}
+
+#[test]
+fn a_replica_read_without_an_answer_expires_while_the_region_goes_idle() {
+    // The region goes idle and its leader asks the followers to sleep long before the read
+    // expires; the storage layer would give up on the read only after five minutes.
+    let cfg = raftstore::Config {
+        read_index_timeout: Duration::from_secs(3),
+        hibernate_ticks: 4,
+        ..tests::cluster::test_config()
+    };
+    let limits = server::Limits {
+        request_timeout_ms: 300_000,
+        ..Default::default()
+    };
+    let cluster = Cluster::with_limits(3, &[], cfg, limits);
+    let leader = cluster.wait_leader(1, TIMEOUT);
+    let follower = *cluster
+        .store_ids()
+        .iter()
+        .find(|s| **s != leader)
+        .expect("a follower");
+    cluster.must_put(b"k", b"v1");
+    // The leader's answers to ReadIndex requests are lost.
+    cluster.add_filter(FnFilter(|_: u64, _: u64, m: &RaftMessage| {
+        if msg_type(m) == MessageType::MsgReadIndexResp {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    }));
+    let asked = Instant::now();
+    let answer = replica_get(&cluster, follower, b"k");
+    assert!(answer.is_err(), "answered without the leader: {answer:?}");
+    // Expired by the follower's ticks, not by the storage layer's timeout.
+    assert!(
+        asked.elapsed() < Duration::from_secs(60),
+        "the read waited {:?}",
+        asked.elapsed()
+    );
+    // With the read gone the region may sleep, and does.
+    wait_until("the idle region hibernates", TIMEOUT, || {
+        cluster
+            .store_ids()
+            .iter()
+            .all(|s| cluster.peer_status(*s, 1).is_some_and(|p| p.asleep))
+    });
 }

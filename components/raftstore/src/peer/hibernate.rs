@@ -113,6 +113,7 @@ impl Peer {
                     leader_id: raft.leader_id,
                     last_index: raft.raft_log.last_index(),
                     committed: raft.raft_log.committed,
+                    reads_pending: self.reads_waiting() > 0,
                 };
                 if !self.is_leader()
                     && ctx.cfg.hibernate_regions
