@@ -80,6 +80,10 @@ pub struct PdConfig {
     /// The leader compacts the Raft log once more than this many entries that every member has
     /// (and it has applied) are above the truncated index.
     pub raft_log_gc_threshold: u64,
+    /// Once the Raft log holds more than this many applied entries the leader compacts it to
+    /// what it applied even if a member lags (or is down): that member catches up from a
+    /// snapshot of PD's state (see [`crate::log_gc`]).
+    pub raft_log_gc_count_limit: u64,
     /// Whether the serving leader answers region heartbeats with leader transfers that even out
     /// the number of leaders per store (see [`crate::schedule`]).
     pub schedule_leader_balance: bool,
@@ -135,6 +139,7 @@ impl Default for PdConfig {
             raft_heartbeat_ticks: 2,
             raft_log_gc_ticks: 50,
             raft_log_gc_threshold: 256,
+            raft_log_gc_count_limit: 10_000,
             schedule_leader_balance: true,
             split_keyspace_regions: true,
             leader_balance_threshold: 2,
@@ -201,6 +206,12 @@ impl PdConfig {
         }
         if self.raft_log_gc_ticks == 0 {
             out.push("raft_log_gc_ticks must be positive".to_owned());
+        }
+        if self.raft_log_gc_count_limit <= self.raft_log_gc_threshold {
+            out.push(format!(
+                "raft_log_gc_count_limit ({}) must exceed raft_log_gc_threshold ({})",
+                self.raft_log_gc_count_limit, self.raft_log_gc_threshold
+            ));
         }
         if self.leader_balance_threshold < 2 {
             out.push(format!(

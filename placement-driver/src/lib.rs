@@ -18,7 +18,8 @@
 //! - [`raft_node`]: the Raft thread (raft-rs over `raft_log` on PD's engine): Ready handling,
 //!   apply, leadership, the leader barrier and lease. [`transport`]: PD-to-PD Raft messages over
 //!   gRPC (`pdraftpb.PdRaft`, on the client port), with a fault-injection switch for tests.
-//!   [`log_gc`]: compaction of that Raft log (leader-proposed `CompactLog` commands).
+//!   [`log_gc`]: compaction of that Raft log (leader-proposed `CompactLog` commands);
+//!   `snapshot`: Raft snapshots of the state, for members behind the log's start.
 //!   [`lease`]: the leader lease rule (counted from when a round was sent).
 //! - [`tso`], [`id`]: timestamp oracle and id allocator, handing out from memory within bounds
 //!   persisted through the state machine.
@@ -43,10 +44,9 @@
 //! - Only `GetMembers` (and, over HTTP, members, leader, health and ping) is served by
 //!   followers; everything else answers "not leader" there, naming the leader.
 //!
-//! Deliberately absent for now: membership changes, Raft snapshots (so a member that is down
-//! holds log compaction back, see [`log_gc`]), request forwarding from followers, scheduling
-//! by region size or moving hot regions' replicas (replicas are balanced by count, leaders by
-//! count and, for hot regions, by load: see [`replica`] and [`schedule`]), region merge.
+//! Deliberately absent for now: membership changes, request forwarding from followers, moving
+//! hot regions' replicas (replicas are balanced by region size, leaders by count and, for hot
+//! regions, by load: see [`replica`] and [`schedule`]), region merge.
 
 pub mod clock;
 pub mod cluster;
@@ -68,6 +68,7 @@ pub mod replica;
 pub mod schedule;
 pub mod server;
 pub mod service;
+mod snapshot;
 pub mod state;
 pub mod transport;
 pub mod tso;

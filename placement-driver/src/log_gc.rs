@@ -1,13 +1,16 @@
 //! Raft log GC (compaction) of PD's Raft group: the same protocol as the raftstore's.
 //!
 //! Without compaction PD's log grows forever: the leader replicates a TSO bound extension about
-//! every second and a command for every store / region change. PD has no Raft snapshots, so a
-//! member can only ever catch up from the log; compaction therefore never removes an entry that
-//! some member may still need.
+//! every second and a command for every store / region change. A member that is behind the
+//! log's start catches up from a snapshot of PD's state ([`crate::snapshot`]); compaction
+//! still waits for every member while the log is short, since replaying entries is cheaper
+//! than a whole state.
 //!
 //! Protocol:
 //! 1. **Decide (leader only).** Every [`LogGcConfig::ticks`] Raft ticks a *ready* leader computes
-//!    `compact_to = min(matched of every voter, its own applied index)` ([`compact_target`]). If
+//!    `compact_to` with the policy the raftstore uses too (`raft_group::log_gc::gc_target`):
+//!    `min(matched of every voter, its own applied index)`, or its applied index once the log
+//!    holds more than [`LogGcConfig::count_limit`] applied entries ([`compact_target`]). If
 //!    `compact_to` is more than [`LogGcConfig::threshold`] entries beyond the current truncated
 //!    index (and beyond what it already proposed in this term), it proposes
 //!    [`PdCommand::CompactLog`](crate::PdCommand::CompactLog) with `compact_to` and the term of
@@ -27,13 +30,10 @@
 //!    never below the truncated index, so every entry it hands out again is still there.
 //!
 //! Invariants:
-//! - Never past any voter's matched index: the leader only knows a follower has entries up to
-//!   its `matched`, and with no snapshots a follower whose next entry was compacted away could
-//!   never catch up. A voter the current leader has not heard from since it was elected has
-//!   `matched == 0`, which holds compaction back entirely. **A member that is down holds
-//!   compaction back for as long as it is down** (its matched index stays where it was): that is
-//!   the price of having no snapshots, exactly as in the raftstore. A member whose data is lost
-//!   cannot rejoin without snapshots either way.
+//! - Past a voter's matched index only beyond `count_limit`: below it a member that is down
+//!   (or not heard from in this term: `matched == 0`) holds compaction back, so that a short
+//!   absence is caught up from the log; beyond it the member gets a snapshot when it is back.
+//!   A member whose data is lost cannot rejoin (that needs membership changes).
 //! - Never past the local applied index (hence never past the commit index): compacted entries
 //!   are committed, so no later leader can overwrite them, every member's log agrees on their
 //!   terms, and a member's log never drops below them. A committed `CompactLog` therefore stays
@@ -42,8 +42,9 @@
 //!   everything below it, so `compact_to` only deletes applied, persisted entries.
 //! - The truncated index only grows, and only by applying a committed `CompactLog`.
 //!
-//! Cost: the log keeps at least the entries above `min(matched)`; with every member up that is
-//! about `threshold` entries plus what accumulates in `ticks` ticks.
+//! Cost: the log keeps at least the entries above `min(matched)`, and never much more than
+//! `count_limit`; with every member up that is about `threshold` entries plus what accumulates
+//! in `ticks` ticks.
 
 /// When the leader considers compaction, from [`crate::PdConfig`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,21 +53,30 @@ pub(crate) struct LogGcConfig {
     pub ticks: usize,
     /// Compact only when this many applied entries (or more) are beyond the truncated index.
     pub threshold: u64,
+    /// Past this many applied entries in the log, compact to the applied index even if a
+    /// member lags: it catches up from a snapshot.
+    pub count_limit: u64,
 }
 
-/// The index the leader may compact to now, if compacting is worth it: `min(matched of every
-/// voter, applied)` when that is more than `threshold` beyond `truncated` and beyond
-/// `already_proposed` (a compaction to at least that index is in flight in this term).
+/// The index the leader may compact to now, if compacting is worth it (`gc_target` of
+/// `raft_group::log_gc` over the voters' matched indexes) and beyond `already_proposed` (a
+/// compaction to at least that index is in flight in this term).
 pub(crate) fn compact_target(
     matched: impl IntoIterator<Item = u64>,
     applied: u64,
     truncated: u64,
-    threshold: u64,
+    config: LogGcConfig,
     already_proposed: u64,
 ) -> Option<u64> {
     let min_matched = matched.into_iter().min()?;
-    let target = min_matched.min(applied);
-    (target > truncated.saturating_add(threshold) && target > already_proposed).then_some(target)
+    raft_group::log_gc::gc_target(
+        applied,
+        truncated,
+        min_matched,
+        config.threshold,
+        config.count_limit,
+    )
+    .filter(|target| *target > already_proposed)
 }
 
 /// Whether a `CompactLog` to `compact_index` in the entry at `entry_index` moves the truncated
@@ -79,26 +89,43 @@ pub(crate) fn accepts(compact_index: u64, truncated: u64, entry_index: u64) -> b
 mod tests {
     use super::*;
 
+    fn gc(threshold: u64) -> LogGcConfig {
+        LogGcConfig {
+            ticks: 1,
+            threshold,
+            count_limit: 1000,
+        }
+    }
+
     #[test]
     fn target_is_min_of_matched_and_applied_beyond_threshold() {
         // Everyone has 100, applied 90: compact to 90 once it is more than 10 beyond 5.
-        assert_eq!(compact_target([100, 100, 100], 90, 5, 10, 0), Some(90));
+        assert_eq!(compact_target([100, 100, 100], 90, 5, gc(10), 0), Some(90));
         // A lagging (or down) voter holds it back.
-        assert_eq!(compact_target([100, 40, 100], 90, 5, 10, 0), Some(40));
-        assert_eq!(compact_target([100, 15, 100], 90, 5, 10, 0), None);
+        assert_eq!(compact_target([100, 40, 100], 90, 5, gc(10), 0), Some(40));
+        assert_eq!(compact_target([100, 15, 100], 90, 5, gc(10), 0), None);
         // A voter not heard from in this term (matched 0) stops compaction entirely.
-        assert_eq!(compact_target([100, 0, 100], 90, 5, 10, 0), None);
+        assert_eq!(compact_target([100, 0, 100], 90, 5, gc(10), 0), None);
         // Exactly at the threshold: not yet.
-        assert_eq!(compact_target([100, 100, 100], 15, 5, 10, 0), None);
-        assert_eq!(compact_target([100, 100, 100], 16, 5, 10, 0), Some(16));
+        assert_eq!(compact_target([100, 100, 100], 15, 5, gc(10), 0), None);
+        assert_eq!(compact_target([100, 100, 100], 16, 5, gc(10), 0), Some(16));
         // Already proposed that far in this term.
-        assert_eq!(compact_target([100, 100, 100], 90, 5, 10, 90), None);
-        assert_eq!(compact_target([100, 100, 100], 91, 5, 10, 90), Some(91));
+        assert_eq!(compact_target([100, 100, 100], 90, 5, gc(10), 90), None);
+        assert_eq!(compact_target([100, 100, 100], 91, 5, gc(10), 90), Some(91));
         // Threshold 0 compacts whenever anything is applied beyond the truncated index.
-        assert_eq!(compact_target([7], 6, 5, 0, 0), Some(6));
-        assert_eq!(compact_target([7], 5, 5, 0, 0), None);
-        assert_eq!(compact_target([], 90, 5, 0, 0), None);
-        assert_eq!(compact_target([u64::MAX], 90, u64::MAX - 1, 10, 0), None);
+        assert_eq!(compact_target([7], 6, 5, gc(0), 0), Some(6));
+        assert_eq!(compact_target([7], 5, 5, gc(0), 0), None);
+        assert_eq!(compact_target([], 90, 5, gc(0), 0), None);
+        assert_eq!(
+            compact_target([u64::MAX], 90, u64::MAX - 1, gc(10), 0),
+            None
+        );
+        // A member down for long: past the count limit it no longer holds the log back.
+        assert_eq!(
+            compact_target([2000, 40, 2000], 1500, 5, gc(10), 0),
+            Some(1500)
+        );
+        assert_eq!(compact_target([2000, 0, 2000], 1500, 5, gc(10), 1500), None);
     }
 
     #[test]

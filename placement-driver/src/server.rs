@@ -48,6 +48,9 @@ use crate::command::{InitCluster, PdCommand};
 use crate::config::{strip_scheme, PdConfig};
 use crate::id::Ids;
 use crate::log_gc::LogGcConfig;
+
+/// The largest message a PD member accepts from another over `pdraftpb.PdRaft`.
+const MAX_RAFT_MESSAGE_SIZE: usize = 1 << 30;
 use crate::membership::{self, MemberRecord, StartAction};
 use crate::proposer::{Opened, StateHandle};
 use crate::raft_node::{
@@ -223,6 +226,7 @@ pub async fn start_with_listener(
         log_gc: LogGcConfig {
             ticks: config.raft_log_gc_ticks,
             threshold: config.raft_log_gc_threshold,
+            count_limit: config.raft_log_gc_count_limit,
         },
     };
     let voters = members.iter().map(|m| m.id).collect();
@@ -286,7 +290,11 @@ pub async fn start_with_listener(
             .accept_http1(true)
             .add_routes(crate::http_api::routes(Arc::clone(&cluster)))
             .add_service(PdServer::new(service))
-            .add_service(PdRaftServer::new(raft_service))
+            // A Raft snapshot of the whole state travels as one message (about 200 bytes a
+            // region: 20 MiB for 100,000 regions).
+            .add_service(
+                PdRaftServer::new(raft_service).max_decoding_message_size(MAX_RAFT_MESSAGE_SIZE),
+            )
             .add_service(crate::keyspace::server(&cluster))
             .serve_with_incoming_shutdown(incoming, shutdown.clone().wait()),
     );

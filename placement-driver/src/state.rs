@@ -133,6 +133,18 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     end
 }
 
+/// The key ranges (`[start, end)` in column family `default`) of the replicated state: what a
+/// Raft snapshot carries ([`crate::snapshot`]). The member's own records are outside them.
+pub(crate) fn replicated_ranges() -> [(Vec<u8>, Vec<u8>); 3] {
+    let mut meta_end = META_KEY.to_vec();
+    meta_end.push(0);
+    [
+        (META_KEY.to_vec(), meta_end),
+        (STORE_PREFIX.to_vec(), prefix_end(STORE_PREFIX)),
+        (REGION_PREFIX.to_vec(), prefix_end(REGION_PREFIX)),
+    ]
+}
+
 /// The replicated state of PD. See the module docs.
 #[derive(Clone, Debug, Default)]
 pub struct PdState {

@@ -1,5 +1,6 @@
 //! Raft log GC of a 3-member PD group: compaction on every member, restarts on a compacted log,
-//! and a stopped member holding compaction back (there are no snapshots).
+//! a stopped member holding compaction back while the log is short, and one left behind once
+//! the log passes the count limit catching up from a snapshot of PD's state.
 
 mod support;
 
@@ -25,6 +26,12 @@ fn low_gc(config: &mut PdConfig) {
     config.raft_log_gc_threshold = THRESHOLD;
     config.raft_log_gc_ticks = 3;
     config.id_alloc_step = 1;
+}
+
+/// [`low_gc`], and a member that lags by more than 40 entries no longer holds the log back.
+fn low_gc_with_limit(config: &mut PdConfig) {
+    low_gc(config);
+    config.raft_log_gc_count_limit = 40;
 }
 
 async fn grpc(url: &str) -> Client {
@@ -298,5 +305,59 @@ async fn a_stopped_member_holds_compaction_back_and_catches_up_from_the_log() {
     // …and compaction resumes past where it was held back, on every member.
     alloc_ids(&group, 20).await;
     wait_compacted_past(&group, stopped_last, "compaction to resume").await;
+    group.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_left_behind_past_the_count_limit_catches_up_from_a_snapshot() {
+    let mut group = PdGroup::start_with(3, low_gc_with_limit).await;
+    let leader = group.wait_leader().await;
+    let mut client = grpc(&group.members[leader].url()).await;
+    // State beyond the bounds: a store and a region.
+    bootstrap(&mut client).await;
+    alloc_ids(&group, 10).await;
+
+    let leader = group.wait_leader().await;
+    let stopped = (0..3).find(|&i| i != leader).unwrap();
+    group.stop(stopped).await;
+    let (_, stopped_last) = disk_log(&group.members[stopped].dir);
+    // Far past the count limit: the others compact past everything the stopped member has.
+    let last_id = alloc_ids(&group, 150).await;
+    wait_compacted_past(&group, stopped_last, "compaction past the stopped member").await;
+
+    group.restart(stopped).await;
+    let leader = group.wait_leader().await;
+    let target = log_state(&group, leader).applied_index;
+    wait_until_async("the restarted member to catch up", DEADLINE, || {
+        let ok = log_state(&group, stopped).applied_index >= target;
+        async move { ok }
+    })
+    .await;
+    let s = log_state(&group, stopped);
+    assert!(
+        s.first_index > stopped_last + 1,
+        "caught up from a snapshot, not from entries it had: {s:?}"
+    );
+    // What it holds is the group's state: read it from its disk.
+    group.stop(stopped).await;
+    {
+        let engine =
+            engine::Engine::open(&group.members[stopped].dir, &Default::default()).unwrap();
+        let state = placement_driver::PdState::load(&engine).unwrap();
+        assert!(state.is_bootstrapped());
+        assert!(state.meta().id_bound >= last_id, "{:?}", state.meta());
+        assert!(state.store(1).is_some());
+        assert!(state.regions().get(2).is_some());
+    }
+    let (first, _) = disk_log(&group.members[stopped].dir);
+    assert!(first > stopped_last + 1);
+    // And it serves in the group again.
+    group.restart(stopped).await;
+    alloc_ids(&group, 5).await;
+    wait_until_async("the member applying new entries", DEADLINE, || {
+        let ok = log_state(&group, stopped).applied_index > target;
+        async move { ok }
+    })
+    .await;
     group.shutdown().await;
 }

@@ -1,9 +1,14 @@
 //! Raft plumbing shared by the raftstore's region peers and PD's Raft node.
 //!
 //! Owns what both drivers must do the same way around raft-rs and what does not depend on
-//! either one's storage or threads. Today that is the screen of inbound messages
-//! ([`validate`]): both step messages that came off the network, and raft-rs panics on some
-//! that no correct member sends. It does not (yet) own the Ready cycle, proposal queues,
-//! leases or log GC, which each driver still has its own copy of; those are meant to move here.
+//! either one's storage or threads. Today that is:
+//! - [`validate`], the screen of inbound messages: both step messages that came off the
+//!   network, and raft-rs panics on some that no correct member sends;
+//! - [`log_gc`], the log compaction policy (how far a leader compacts, and when a lagging
+//!   member is left to a snapshot).
+//!
+//! It does not (yet) own the Ready cycle, proposal queues or leases, which each driver still
+//! has its own copy of; those are meant to move here.
 
+pub mod log_gc;
 pub mod validate;

@@ -22,8 +22,11 @@
 //!    and deletes the dead log entries, in one batch with the applied index.
 //!
 //! Every `raft_log_gc_ticks` ticks a ready leader considers proposing `CompactLog`, up to
-//! `min(matched of every voter, applied)`; the protocol and its invariants (never past a voter's
-//! matched index, so a member that is down holds compaction back) are in [`crate::log_gc`].
+//! `min(matched of every voter, applied)`, or to `applied` once the log passes
+//! `raft_log_gc_count_limit` entries; the protocol and its invariants are in [`crate::log_gc`].
+//! A member behind the log's start gets a snapshot of the state (`crate::snapshot`): the
+//! leader's raft-rs asks the storage's snapshot source for one; the follower writes it, synced,
+//! with the log reset, before anything of its Ready is acknowledged, and loads the state again.
 //!
 //! Applied state is written unsynced: after a crash, raft-rs hands the entries above the
 //! persisted applied index out again and they are re-applied (every command is idempotent on
@@ -54,8 +57,7 @@
 //! - A storage failure while persisting or applying stops the node (the thread ends and every
 //!   proposal fails); it is never answered as a command result.
 //!
-//! Implementation caveats: there are no Raft snapshots (so log GC waits for every voter, see
-//! [`crate::log_gc`]) and no membership changes; proposals are not forwarded from followers
+//! Implementation caveats: no membership changes; proposals are not forwarded from followers
 //! (clients go to the leader).
 
 use std::collections::VecDeque;
@@ -181,8 +183,12 @@ impl<S: RaftSender> RaftNode<S> {
             voters: voters.clone(),
             ..Default::default()
         };
-        let storage =
-            RaftLogStorage::load(engine, PD_RAFT_GROUP_ID, conf_state).map_err(log_error)?;
+        let mut storage = RaftLogStorage::load(engine.clone(), PD_RAFT_GROUP_ID, conf_state)
+            .map_err(log_error)?;
+        storage.set_snapshot_source(Box::new(crate::snapshot::PdSnapshotSource {
+            engine,
+            voters: voters.clone(),
+        }));
         let config = raft::Config {
             id: status.member_id(),
             election_tick: timing.election_ticks,
@@ -410,7 +416,7 @@ impl<S: RaftSender> RaftNode<S> {
             matched,
             self.applied.applied_index,
             self.applied.truncated_index,
-            self.timing.log_gc.threshold,
+            self.timing.log_gc,
             already,
         ) else {
             self.publish_log_state();
@@ -466,9 +472,11 @@ impl<S: RaftSender> RaftNode<S> {
             self.became_leader_at = Some((self.raw.raft.term, started));
         }
         self.send_all(rd.take_messages());
-        if !rd.snapshot().is_empty() {
-            tracing::warn!("raft snapshots are not supported by PD; ignored");
-        }
+        let restored = if rd.snapshot().is_empty() {
+            None
+        } else {
+            Some(self.restore_snapshot(rd.snapshot())?)
+        };
         let committed = rd.take_committed_entries();
         let mut wb = WriteBatch::new();
         if !rd.entries().is_empty() {
@@ -483,6 +491,10 @@ impl<S: RaftSender> RaftNode<S> {
         self.send_all(rd.take_persisted_messages());
         let read_states = rd.take_read_states();
         let mut light = self.raw.advance_append(rd);
+        if let Some(index) = restored {
+            self.raw.advance_apply_to(index);
+            self.raw.mut_store().set_applied(index);
+        }
         // Role and term after this Ready (soft state changes are visible on the raft struct).
         self.publish_role();
         for rs in read_states {
@@ -500,6 +512,32 @@ impl<S: RaftSender> RaftNode<S> {
         self.apply(light.take_committed_entries())?;
         self.publish_log_state();
         Ok(())
+    }
+
+    /// Replaces the state by a leader's snapshot: the snapshot's records and the log reset in
+    /// one synced batch, then the state in memory loaded again. Returns its index.
+    fn restore_snapshot(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<u64> {
+        let meta = snap.get_metadata();
+        let mut wb = WriteBatch::new();
+        crate::snapshot::stage(&snap.data, &mut wb)?;
+        self.raw.mut_store().apply_snapshot(meta, &mut wb);
+        self.cell.engine.write(wb, true)?;
+        self.applied = ApplyState {
+            applied_index: meta.index,
+            applied_term: meta.term,
+            truncated_index: meta.index,
+            truncated_term: meta.term,
+        };
+        let state = PdState::load(&self.cell.engine)?;
+        let cluster_id = state.cluster_id();
+        *self.cell.state.write() = state;
+        self.status.set_cluster_id(cluster_id);
+        tracing::info!(
+            index = meta.index,
+            term = meta.term,
+            "PD state restored from the leader's snapshot"
+        );
+        Ok(meta.index)
     }
 
     fn publish_role(&mut self) {

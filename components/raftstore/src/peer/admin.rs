@@ -81,7 +81,7 @@ impl Peer {
             .map(|(_, pr)| pr.matched)
             .min()
             .unwrap_or(0);
-        let Some(compact_to) = gc_target(
+        let Some(compact_to) = raft_group::log_gc::gc_target(
             self.applied.applied_index,
             self.raw.store().truncated_index(),
             min_match,
@@ -173,55 +173,6 @@ impl Peer {
             if let Err(e) = ctx.create_peer(region.clone(), campaign) {
                 warn!(region_id = region.id, %e, "cannot create the peer of a split region");
             }
-        }
-    }
-}
-
-/// Where the leader compacts its log to (TiKV's policy): up to what every replica has, once
-/// that frees at least `threshold` entries; or, once the log holds more than `count_limit`
-/// entries, up to what the leader applied, leaving replicas that are that far behind to catch
-/// up from a snapshot. Never past the applied index (the entries are still needed here).
-pub(super) fn gc_target(
-    applied: u64,
-    truncated: u64,
-    min_match: u64,
-    threshold: u64,
-    count_limit: u64,
-) -> Option<u64> {
-    let target = if applied.saturating_sub(truncated) > count_limit {
-        applied
-    } else {
-        min_match.min(applied)
-    };
-    (target > truncated + threshold).then_some(target)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::gc_target;
-
-    #[test]
-    fn gc_waits_for_every_replica_until_the_log_is_too_long() {
-        // (applied, truncated, min_match, threshold, limit) -> target
-        let cases = [
-            // Everyone has everything: compact to applied.
-            ((100, 5, 100, 16, 1000), Some(100)),
-            // Not enough to free yet.
-            ((20, 5, 20, 16, 1000), None),
-            // A lagging replica holds GC back ...
-            ((500, 5, 50, 16, 1000), Some(50)),
-            ((500, 5, 10, 16, 1000), None),
-            // ... until the log is longer than the limit: it gets a snapshot instead.
-            ((1100, 5, 10, 16, 1000), Some(1100)),
-            // Never past the applied index.
-            ((100, 5, 300, 16, 1000), Some(100)),
-        ];
-        for ((applied, truncated, min_match, threshold, limit), want) in cases {
-            assert_eq!(
-                gc_target(applied, truncated, min_match, threshold, limit),
-                want,
-                "applied {applied} truncated {truncated} min_match {min_match}"
-            );
         }
     }
 }
