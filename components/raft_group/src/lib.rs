@@ -5,10 +5,13 @@
 //! - [`validate`], the screen of inbound messages: both step messages that came off the
 //!   network, and raft-rs panics on some that no correct member sends;
 //! - [`log_gc`], the log compaction policy (how far a leader compacts, and when a lagging
-//!   member is left to a snapshot).
+//!   member is left to a snapshot);
+//! - [`proposal`], the queue of proposals waiting for their entries to commit, and how a
+//!   commit settles them (committed, or stale).
 //!
-//! It does not (yet) own the Ready cycle, proposal queues or leases, which each driver still
-//! has its own copy of; those are meant to move here.
+//! It does not (yet) own the Ready cycle or leases, which each driver still has its own copy
+//! of; those are meant to move here.
 
 pub mod log_gc;
+pub mod proposal;
 pub mod validate;

@@ -4,7 +4,8 @@
 //! Code map:
 //! - [`store`]: start-up (load regions from the engine, spawn pollers, apply workers and the
 //!   ticker), the poll handler that group-commits all peers' Raft writes once per round, and the
-//!   [`StoreRouter`] through which the server talks to peers.
+//!   [`StoreRouter`] through which the server talks to peers; [`store_meta`]: the ranges of
+//!   the replicas a store hosts and the tombstones of those it destroyed.
 //! - [`peer`]: one region replica: Raft state machine, proposals, context checks, reads
 //!   (lease and ReadIndex), Raft log GC, split proposals and creating the split-off replicas.
 //! - [`apply`]: apply workers: execute committed commands on the engine in write batches and
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod peer;
 pub mod snap;
 pub mod store;
+pub mod store_meta;
 mod ticker;
 pub mod transport;
 mod util;

@@ -37,6 +37,7 @@ use crate::apply::{ApplyNotifier, ApplyPool, ApplyRouter};
 use crate::bootstrap::load_region_states;
 use crate::cmd::{WriteOp, WriteResponse};
 use crate::peer::{Peer, PeerFsm, PeerMsg, PeerStatus};
+use crate::store_meta::StoreMeta;
 use crate::util::find_peer_on_store;
 use crate::{Config, Error, Result, Transport};
 
@@ -61,35 +62,6 @@ pub struct RequestHeader {
 #[derive(Clone, Debug)]
 pub struct ReadGrant {
     pub region: metapb::Region,
-}
-
-/// What the store knows about its regions as a whole: the ranges of the replicas it hosts (to
-/// refuse a new replica or a snapshot that would overlap one) and the regions whose replica
-/// it destroyed (so that stale messages do not bring them back).
-#[derive(Default)]
-pub struct StoreMeta {
-    /// The regions of initialized replicas (and of split-off regions about to be created).
-    pub regions: HashMap<u64, metapb::Region>,
-    /// The newest epoch each destroyed region was known to have here.
-    pub tombstones: HashMap<u64, metapb::RegionEpoch>,
-}
-
-impl StoreMeta {
-    /// Another region this store hosts whose range overlaps `region`'s.
-    pub fn overlapping(&self, region: &metapb::Region) -> Option<u64> {
-        self.regions
-            .values()
-            .find(|r| {
-                r.id != region.id
-                    && ranges_overlap(&r.start_key, &r.end_key, &region.start_key, &region.end_key)
-            })
-            .map(|r| r.id)
-    }
-}
-
-/// Whether `[s1, e1)` and `[s2, e2)` overlap (an empty end is unbounded).
-fn ranges_overlap(s1: &[u8], e1: &[u8], s2: &[u8], e2: &[u8]) -> bool {
-    (e2.is_empty() || s1 < e2) && (e1.is_empty() || s2 < e1)
 }
 
 /// What it takes to build a replica, shared by the pollers and the router.

@@ -14,7 +14,7 @@ use proto::raft_serverpb::RaftMessage;
 use tracing::warn;
 
 use crate::peer::{PeerFsm, PeerMsg};
-use crate::store::StoreMeta;
+use crate::store_meta::StoreMeta;
 use crate::{Config, Transport};
 
 /// The store's clock thread: ticks the regions that are awake, and (with hibernation) sends

@@ -20,9 +20,9 @@
 //!   MVCC); [`metrics`]: request metrics.
 //! - accepting connections and TLS live in the `security` crate (shared with PD).
 //! - [`config`]: server configuration (TOML + flags).
-//! - [`node`]: start-up of a store process: engine, PD registration, bootstrap, heartbeats
-//!   (with the regions' sizes from the split checker and their down replicas from
-//!   `down_peers`).
+//! - [`node`]: start-up of a store process: engine, PD registration, bootstrap; `heartbeats`:
+//!   its heartbeats to PD (with the regions' sizes from the split checker and their down
+//!   replicas from `down_peers`).
 //! - [`gc_worker`]: MVCC garbage collection of the regions the store leads, driven by PD's GC
 //!   safe point, as batches of deletes through the transaction scheduler.
 //!
@@ -40,6 +40,7 @@ pub mod config;
 mod down_peers;
 pub mod errors;
 pub mod gc_worker;
+mod heartbeats;
 pub mod load_split;
 pub mod metrics;
 pub mod node;

@@ -26,7 +26,9 @@
 //! the [`ReadPool`]. gRPC connections, accepted and opened, send HTTP/2 keepalive pings
 //! (`grpc_keepalive_time_ms` / `grpc_keepalive_timeout_ms`).
 //!
-//! Deliberately absent: PD's other operators (conf change), TLS.
+//! Heartbeats to PD are in [`crate::heartbeats`].
+//!
+//! Deliberately absent: region merge.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,10 +38,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use pd_client::{PdClient, RegionStat};
+use pd_client::PdClient;
 use proto::metapb;
 use proto::tikvpb::tikv_server::TikvServer;
-use raftstore::{Store, StoreRouter};
+use raftstore::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -282,7 +284,7 @@ impl Node {
                 address: advertise.clone(),
                 status_address,
                 version: env!("CARGO_PKG_VERSION").into(),
-                start_timestamp: unix_secs() as i64,
+                start_timestamp: crate::heartbeats::unix_secs() as i64,
                 ..Default::default()
             },
         )
@@ -373,14 +375,15 @@ impl Node {
             shutdown_rx.clone(),
         )));
         let health = crate::status::Health::default();
-        node.tasks.push(tokio::spawn(store_heartbeats(
-            pd.clone(),
-            router.clone(),
-            health.clone(),
-            store_id,
-            Duration::from_secs(cfg.store_heartbeat_secs.max(1)),
-            shutdown_rx.clone(),
-        )));
+        node.tasks
+            .push(tokio::spawn(crate::heartbeats::store_heartbeats(
+                pd.clone(),
+                router.clone(),
+                health.clone(),
+                store_id,
+                Duration::from_secs(cfg.store_heartbeat_secs.max(1)),
+                shutdown_rx.clone(),
+            )));
         // PD's scheduling answers: leader transfers, and splits at keyspace boundaries.
         let schedule_router = router.clone();
         let pd_splits = crate::split::PdSplits::new(
@@ -444,20 +447,21 @@ impl Node {
             node.tasks
                 .push(tokio::spawn(gc.run(pd.clone(), shutdown_rx.clone())));
         }
-        node.tasks.push(tokio::spawn(region_heartbeats(
-            pd,
-            router,
-            Reports {
-                load,
-                sizes,
-                down: crate::down_peers::DownPeers::new(Duration::from_secs(
-                    cfg.max_peer_down_secs,
-                )),
-            },
-            Duration::from_secs(cfg.region_heartbeat_secs.max(1)),
-            changes_rx,
-            shutdown_rx,
-        )));
+        node.tasks
+            .push(tokio::spawn(crate::heartbeats::region_heartbeats(
+                pd,
+                router,
+                crate::heartbeats::Reports {
+                    load,
+                    sizes,
+                    down: crate::down_peers::DownPeers::new(Duration::from_secs(
+                        cfg.max_peer_down_secs,
+                    )),
+                },
+                Duration::from_secs(cfg.region_heartbeat_secs.max(1)),
+                changes_rx,
+                shutdown_rx,
+            )));
         info!(store_id, %addr, "store started");
         Ok(node)
     }
@@ -515,13 +519,6 @@ impl Node {
         .await;
         info!(store_id = self.store_id, "store stopped");
     }
-}
-
-fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Waits for the cluster to be bootstrapped (bootstrapping it when this store is the one to)
@@ -644,34 +641,6 @@ fn bootstrap_region(first: &metapb::Region) -> metapb::Region {
 /// The epoch of the cluster's first region when it is bootstrapped.
 const INITIAL_EPOCH: u64 = 1;
 
-async fn store_heartbeats(
-    pd: PdClient,
-    router: StoreRouter,
-    health: crate::status::Health,
-    store_id: u64,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let start_time = unix_secs() as u32;
-    loop {
-        let stats = proto::pdpb::StoreStats {
-            store_id,
-            region_count: router.region_ids().len() as u32,
-            start_time,
-            ..Default::default()
-        };
-        let sent = pd.store_heartbeat(stats).await;
-        health.set_pd_reachable(sent.is_ok());
-        if let Err(e) = sent {
-            warn!(%e, "store heartbeat failed");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.wait_for(|v| *v) => return,
-        }
-    }
-}
-
 /// Set (to anything) in a store's environment, it makes followers answer replica reads from
 /// their own applied state without a ReadIndex round: stale reads on purpose, so that
 /// `rangekv verify` can show its register checker catches them. Development only.
@@ -682,113 +651,6 @@ pub const UNSAFE_FOLLOWER_READS_ENV: &str = "RANGEKV_UNSAFE_FOLLOWER_READS";
 /// log and its fsync, so kill -9 loses acknowledged writes as a power cut would, and `rangekv
 /// verify` can show its checkers catch that. Development only.
 pub const UNSAFE_NO_FSYNC_ENV: &str = "RANGEKV_UNSAFE_NO_FSYNC";
-
-/// Reports the regions this store leads to PD: a region at once when the raftstore says its
-/// leadership or shape changed, every region when PD's leader changed (region leaders are soft
-/// state a new PD leader lacks), and every region every `every` otherwise. Idle regions cost
-/// nothing between the periodic sweeps.
-async fn region_heartbeats(
-    pd: PdClient,
-    router: StoreRouter,
-    reports: Reports,
-    every: Duration,
-    mut changes: futures::channel::mpsc::UnboundedReceiver<u64>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    use futures::StreamExt;
-
-    let mut pd_leader = pd.leader_url();
-    let mut last_sweep: Option<Instant> = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(1).min(every));
-    loop {
-        let mut regions = Vec::new();
-        tokio::select! {
-            Some(id) = changes.next() => {
-                regions.push(id);
-                while let Ok(id) = changes.try_recv() {
-                    regions.push(id);
-                }
-            }
-            _ = tick.tick() => {
-                let now_leader = pd.leader_url();
-                if now_leader != pd_leader {
-                    info!(pd_leader = %now_leader, "PD leader changed, re-reporting region leaders");
-                    pd_leader = now_leader;
-                    last_sweep = None;
-                }
-                if last_sweep.is_none_or(|t| t.elapsed() >= every) {
-                    regions = router.region_ids();
-                    last_sweep = Some(Instant::now());
-                    // Flows of replicas that are gone are never reported.
-                    reports.load.retain_flows(|id| regions.binary_search(&id).is_ok());
-                    // Nor are replicas of regions another store leads now.
-                    if let Some(before) = Instant::now().checked_sub(every * 2) {
-                        reports.down.forget_older(before);
-                    }
-                }
-            }
-            _ = shutdown.wait_for(|v| *v) => return,
-        }
-        regions.sort_unstable();
-        regions.dedup();
-        for region_id in regions {
-            heartbeat_if_leader(&pd, &router, &reports, region_id).await;
-        }
-    }
-}
-
-/// What a region heartbeat reports besides the region's own state: its flow since the last
-/// report, its last measured size and its down replicas.
-struct Reports {
-    load: Arc<crate::load_split::LoadRecorder>,
-    sizes: Arc<crate::split_checker::RegionSizes>,
-    down: crate::down_peers::DownPeers,
-}
-
-async fn heartbeat_if_leader(
-    pd: &PdClient,
-    router: &StoreRouter,
-    reports: &Reports,
-    region_id: u64,
-) {
-    let Ok(Ok(status)) =
-        tokio::time::timeout(Duration::from_secs(2), router.peer_status(region_id)).await
-    else {
-        return;
-    };
-    let (Some(leader), true) = (status.leader, status.is_leader) else {
-        return;
-    };
-    let pending_peers = status
-        .region
-        .peers
-        .iter()
-        .filter(|p| status.pending_peers.contains(&p.id))
-        .copied()
-        .collect();
-    // Requests served since the last report (raw point requests count one key each).
-    let flow = reports.load.take_flow(region_id);
-    let (approximate_size, approximate_keys) = reports.sizes.get(region_id);
-    let down_peers = reports.down.report(
-        &status.region,
-        leader.id,
-        &status.active_peers,
-        Instant::now(),
-    );
-    let stat = RegionStat {
-        term: status.term,
-        down_peers,
-        pending_peers,
-        keys_read: flow.reads,
-        keys_written: flow.writes,
-        approximate_size,
-        approximate_keys,
-        ..Default::default()
-    };
-    if let Err(e) = pd.region_heartbeat(status.region, leader, stat).await {
-        warn!(%e, region_id, "region heartbeat failed");
-    }
-}
 
 #[cfg(test)]
 mod tests {

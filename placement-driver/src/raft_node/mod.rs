@@ -60,7 +60,6 @@
 //! Implementation caveats: no membership changes; proposals are not forwarded from followers
 //! (clients go to the leader).
 
-use std::collections::VecDeque;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +68,7 @@ use engine::{Engine, WriteBatch};
 use parking_lot::RwLock;
 use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
 use raft::{RawNode, StateRole, Storage};
+use raft_group::proposal::{Proposal, ProposalQueue, Settled};
 use raft_log::{ApplyState, RaftLogStorage};
 use tokio::sync::oneshot;
 
@@ -133,13 +133,8 @@ pub(crate) fn log_error(e: raft_log::Error) -> Error {
     }
 }
 
-struct Proposal {
-    index: u64,
-    term: u64,
-    /// Before its entry left: a quorum committing it renews the lease from here.
-    proposed_at: Instant,
-    reply: oneshot::Sender<Result<ApplyResult>>,
-}
+/// What a proposer waits on.
+type Reply = oneshot::Sender<Result<ApplyResult>>;
 
 /// The Raft thread's state; see the module docs.
 pub(crate) struct RaftNode<S: RaftSender> {
@@ -150,7 +145,7 @@ pub(crate) struct RaftNode<S: RaftSender> {
     inbox: std_mpsc::Receiver<RaftMsg>,
     timing: RaftTiming,
     applied: ApplyState,
-    proposals: VecDeque<Proposal>,
+    proposals: ProposalQueue<Reply>,
     /// `(term, time)`: the start of the Ready that made this node leader of `term`, before its
     /// first appends of the term left; the barrier renews the lease from here.
     became_leader_at: Option<(u64, Instant)>,
@@ -220,7 +215,7 @@ impl<S: RaftSender> RaftNode<S> {
             inbox,
             timing,
             applied,
-            proposals: VecDeque::new(),
+            proposals: ProposalQueue::default(),
             became_leader_at: None,
             transferring: false,
             epoch: Instant::now(),
@@ -241,8 +236,8 @@ impl<S: RaftSender> RaftNode<S> {
             tracing::error!(error = %e, "PD raft node stopped on a storage failure");
         }
         self.status.set_stopped();
-        for p in self.proposals.drain(..) {
-            let _ = p.reply.send(Err(Error::ShuttingDown));
+        for p in self.proposals.drain() {
+            let _ = p.payload.send(Err(Error::ShuttingDown));
         }
         // Release the engine held by the log storage before the state cell, so that the
         // cell's `closed` signal (fired when the last cell reference drops) means "engine closed".
@@ -373,11 +368,11 @@ impl<S: RaftSender> RaftNode<S> {
                     let _ = reply.send(Err(self.not_leader()));
                     return;
                 }
-                self.proposals.push_back(Proposal {
+                self.proposals.push(Proposal {
                     index,
                     term: self.raw.raft.term,
                     proposed_at: Instant::now(),
-                    reply,
+                    payload: reply,
                 });
             }
             Err(e) => {
@@ -569,8 +564,9 @@ impl<S: RaftSender> RaftNode<S> {
         }
         self.status.set_leadership(leadership);
         if !is_leader {
-            for p in self.proposals.drain(..) {
-                let _ = p.reply.send(Err(self.status.not_leader()));
+            let status = &self.status;
+            for p in self.proposals.drain() {
+                let _ = p.payload.send(Err(status.not_leader()));
             }
         }
     }
@@ -731,31 +727,22 @@ impl<S: RaftSender> RaftNode<S> {
     }
 
     fn answer(&mut self, entry: &Entry, result: Result<ApplyResult>) {
-        while self
-            .proposals
-            .front()
-            .is_some_and(|p| p.index < entry.index)
-        {
-            let p = self.proposals.pop_front().expect("front exists");
-            let _ = p.reply.send(Err(Error::NotLeader { leader: None }));
-        }
-        if self
-            .proposals
-            .front()
-            .is_some_and(|p| p.index == entry.index)
-        {
-            let p = self.proposals.pop_front().expect("front exists");
-            if p.term == entry.term {
-                // Committed: a quorum has the entry, sent after it was proposed.
-                self.status
-                    .renew_lease(p.term, p.proposed_at, self.timing.lease);
+        let mut result = Some(result);
+        let (status, lease) = (&self.status, self.timing.lease);
+        let proposed_here = self.proposals.settle(entry.index, entry.term, |settled| {
+            match settled {
+                Settled::Committed(p) => {
+                    // Committed: a quorum has the entry, sent after it was proposed.
+                    status.renew_lease(p.term, p.proposed_at, lease);
+                    let result = result.take().expect("one proposal at one index");
+                    let _ = p.payload.send(result);
+                }
+                Settled::Stale(p) => {
+                    let _ = p.payload.send(Err(Error::NotLeader { leader: None }));
+                }
             }
-            let _ = p.reply.send(if p.term == entry.term {
-                result
-            } else {
-                Err(Error::NotLeader { leader: None })
-            });
-        } else if let Err(e) = &result {
+        });
+        if let (false, Some(Err(e))) = (proposed_here, &result) {
             tracing::debug!(index = entry.index, error = %e, "replicated command rejected");
         }
     }

@@ -33,6 +33,7 @@ use proto::metapb;
 use proto::raft_serverpb::RaftMessage;
 use raft::eraftpb::Entry;
 use raft::{RawNode, Ready, StateRole, Storage as _};
+use raft_group::proposal::{Proposal, ProposalQueue};
 use raft_log::{ApplyState, RaftLogStorage};
 use tracing::{debug, info};
 
@@ -238,13 +239,6 @@ impl PeerFsm {
     }
 }
 
-struct Proposal {
-    index: u64,
-    term: u64,
-    proposed_at: Instant,
-    cb: WriteCallback,
-}
-
 /// The index of the newest split among committed `entries`, if any.
 fn newest_split(entries: &[Entry]) -> Option<u64> {
     entries
@@ -262,7 +256,7 @@ pub struct Peer {
     raw: RawNode<RaftLogStorage>,
     cfg: Arc<Config>,
     apply: ApplyRouter,
-    proposals: VecDeque<Proposal>,
+    proposals: ProposalQueue<WriteCallback>,
     /// Reads that arrived this round and still need a ReadIndex.
     reads_to_issue: Vec<(RequestHeader, ReadCallback)>,
     pending_reads: VecDeque<PendingRead>,
@@ -412,7 +406,7 @@ impl Peer {
             raw,
             cfg,
             apply,
-            proposals: VecDeque::new(),
+            proposals: ProposalQueue::default(),
             reads_to_issue: Vec::new(),
             pending_reads: VecDeque::new(),
             next_read_id: 1,
@@ -560,8 +554,8 @@ impl Peer {
 
     /// Fails every outstanding request; the peer is going away.
     pub fn fail_all(&mut self) {
-        for p in self.proposals.drain(..) {
-            (p.cb)(Err(Error::Shutdown));
+        for p in self.proposals.drain() {
+            (p.payload)(Err(Error::Shutdown));
         }
         for r in self.pending_reads.drain(..) {
             for (_, cb) in r.callbacks {

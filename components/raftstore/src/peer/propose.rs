@@ -196,11 +196,11 @@ impl Peer {
             cb(Err(Error::StaleCommand));
             return;
         }
-        self.proposals.push_back(Proposal {
+        self.proposals.push(Proposal {
             index,
             term: self.raw.raft.term,
             proposed_at: self.cfg.clock.now(),
-            cb,
+            payload: cb,
         });
     }
 

@@ -11,6 +11,8 @@ use raft::eraftpb::{self, MessageType};
 use raft::StateRole;
 use tracing::{debug, info, warn};
 
+use raft_group::proposal::Settled;
+
 use crate::apply::{ApplyMsg, ApplyTask};
 use crate::store::PollContext;
 use crate::util::find_peer;
@@ -199,21 +201,18 @@ impl Peer {
         let leader = self.is_leader();
         let mut renew_from = None;
         for e in &entries {
-            while self.proposals.front().is_some_and(|p| p.index < e.index) {
-                let p = self.proposals.pop_front().expect("front exists");
-                (p.cb)(Err(Error::StaleCommand));
-            }
-            if self.proposals.front().is_some_and(|p| p.index == e.index) {
-                let p = self.proposals.pop_front().expect("front exists");
-                if p.term == e.term {
-                    if leader && p.term == term {
-                        renew_from = Some(p.proposed_at);
+            let proposed_here = self
+                .proposals
+                .settle(e.index, e.term, |settled| match settled {
+                    Settled::Committed(p) => {
+                        if leader && p.term == term {
+                            renew_from = Some(p.proposed_at);
+                        }
+                        callbacks.push((p.index, p.term, p.payload));
                     }
-                    callbacks.push((p.index, p.term, p.cb));
-                } else {
-                    (p.cb)(Err(Error::StaleCommand));
-                }
-            } else if leader && e.term == term && e.data.is_empty() {
+                    Settled::Stale(p) => (p.payload)(Err(Error::StaleCommand)),
+                });
+            if !proposed_here && leader && e.term == term && e.data.is_empty() {
                 // The empty entry of our election: a quorum has it, so the lease may start.
                 renew_from = Some(self.became_leader_at);
             }
