@@ -1,4 +1,5 @@
-//! Regions split by `rangekv ctl` and by size, and PD spreading their leaders over the stores.
+//! Regions split by `rangekv ctl` and by size, and PD spreading their leaders over the stores:
+//! by count, and for hot regions by the load their leaders report.
 
 use std::time::Duration;
 
@@ -195,5 +196,89 @@ fn pd_spreads_region_leaders_over_the_stores() {
     assert_eq!(
         t.rt.block_on(c.scan(key(0), key(200), 1000)).unwrap().len(),
         200
+    );
+}
+
+#[test]
+fn pd_moves_a_hot_region_s_leader_off_the_store_leading_all_the_load() {
+    // Leader counts never move anything here (a threshold far above any gap): only the flows
+    // the stores report can.
+    let t = TestCluster::start_customized(1, 3, "[split]\nqps_threshold = 0\n", |cfg| {
+        let pd_toml = cfg.data_dir.join("pd.toml");
+        std::fs::write(
+            &pd_toml,
+            "leader_balance_threshold = 1000\nhot_region_min_flow = 20\n",
+        )
+        .expect("write PD config");
+        cfg.pd_args
+            .extend(["--config".into(), pd_toml.display().to_string()]);
+    });
+    let c = t.client();
+    t.rt.block_on(async {
+        for i in 0..100 {
+            c.put(key(i), b"v".to_vec()).await.unwrap();
+        }
+    });
+    let endpoints = t.cluster.pd_endpoints().join(",");
+    let out = std::process::Command::new(bin())
+        .args(["ctl", "--pd", &endpoints, "region", "split"])
+        .arg(String::from_utf8(key(50)).unwrap())
+        .output()
+        .expect("run rangekv ctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pd = t.pd();
+    // The two regions of the test's keys (those before the API V2 keyspaces), each with a
+    // leader PD knows.
+    let data_regions = || {
+        let regions = t.rt.block_on(pd.scan_regions(b"", b"r", 10)).unwrap();
+        (regions.len() == 2 && regions.iter().all(|r| r.leader.is_some())).then_some(regions)
+    };
+    let mut regions = None;
+    wait_until(
+        "PD to know both regions and their leaders",
+        Duration::from_secs(30),
+        || {
+            regions = data_regions();
+            regions.is_some()
+        },
+    );
+    let regions = regions.unwrap();
+    // Both led by one store.
+    let store = regions[0].leader.unwrap().store_id;
+    let moved = &regions[1];
+    if moved.leader.unwrap().store_id != store {
+        let from =
+            t.rt.block_on(pd.get_store(moved.leader.unwrap().store_id))
+                .unwrap();
+        let url = format!(
+            "http://{}/regions/{}/transfer-leader/{store}",
+            from.status_address, moved.region.id
+        );
+        let resp =
+            t.rt.block_on(reqwest::Client::new().post(&url).send())
+                .unwrap();
+        assert_eq!(resp.status().as_u16(), 202, "transfer refused");
+        wait_until("both leaders on one store", Duration::from_secs(30), || {
+            data_regions().is_some_and(|r| r.iter().all(|r| r.leader.unwrap().store_id == store))
+        });
+    }
+    // Reads on both regions: the store leads all of the load, so PD moves one hot leader.
+    let mut i = 0u32;
+    wait_until(
+        "a hot region's leader moved",
+        Duration::from_secs(60),
+        || {
+            t.rt.block_on(async {
+                for _ in 0..200 {
+                    i = (i + 37) % 100;
+                    let _ = c.get(key(i)).await;
+                }
+            });
+            data_regions().is_some_and(|r| r.iter().any(|r| r.leader.unwrap().store_id != store))
+        },
     );
 }
