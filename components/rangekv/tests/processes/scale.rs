@@ -289,6 +289,12 @@ fn leaders_report_region_sizes_and_down_replicas_to_pd() {
             v["approximate_size"].as_u64() >= Some(1) && v["approximate_keys"].as_u64() >= Some(300)
         },
     );
+    // `ctl region list` shows it too.
+    let listed = ctl_region(&t, id);
+    assert!(
+        listed["approximate_size_mib"].as_u64() >= Some(1),
+        "{listed}"
+    );
     // A follower's store goes away: its replica is reported down after two seconds.
     let leader_store = pd_region(&t, id)["leader"]["store_id"]
         .as_u64()
@@ -319,4 +325,30 @@ fn leaders_report_region_sizes_and_down_replicas_to_pd() {
             })
         })
     });
+    let listed = ctl_region(&t, id);
+    assert_eq!(
+        listed["down_store_ids"],
+        serde_json::json!([victim.id]),
+        "{listed}"
+    );
+}
+
+/// Region `id` as `rangekv ctl --json region list` shows it.
+fn ctl_region(t: &TestCluster, id: u64) -> serde_json::Value {
+    let endpoints = t.cluster.pd_endpoints().join(",");
+    let out = std::process::Command::new(bin())
+        .args(["ctl", "--pd", &endpoints, "--json", "region", "list"])
+        .output()
+        .expect("run rangekv ctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let regions: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    regions
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["id"].as_u64() == Some(id)))
+        .cloned()
+        .unwrap_or_else(|| panic!("region {id} not listed: {regions}"))
 }

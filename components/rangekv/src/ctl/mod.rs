@@ -1,12 +1,17 @@
 //! `rangekv ctl`: look at a cluster and run raw KV commands. Tables for people, `--json` for
 //! scripts.
 
+mod pd_http;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use pd_client::PdClient;
 use serde_json::json;
+
+pub(crate) use pd_http::{pd_http, pd_operators};
+use pd_http::{pd_request, region_stats};
 
 #[derive(clap::Args)]
 pub struct CtlArgs {
@@ -344,18 +349,45 @@ async fn run_async(args: CtlArgs) -> Result<()> {
             cmd: RegionCmd::List { limit },
         } => {
             let regions = pd.scan_regions(b"", b"", limit).await?;
+            // Sizes and down replicas as the regions' leaders last reported them (PD's HTTP
+            // API); without it the list still shows the regions.
+            let stats = region_stats(&args.pd, &security).await.unwrap_or_default();
             if args.json {
                 let v: Vec<_> = regions
                     .iter()
-                    .map(|r| region_json(&r.region, r.leader.as_ref()))
+                    .map(|r| {
+                        let mut v = region_json(&r.region, r.leader.as_ref());
+                        if let Some(st) = stats.get(&r.region.id) {
+                            v["approximate_size_mib"] = json!(st.size_mib);
+                            v["down_store_ids"] = json!(st.down_stores);
+                        }
+                        v
+                    })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
+                let mut header = REGION_HEADER.to_vec();
+                header.extend(["SIZE(MiB)", "DOWN"]);
                 table(
-                    &REGION_HEADER,
+                    &header,
                     regions
                         .iter()
-                        .map(|r| region_row(&r.region, r.leader.as_ref()))
+                        .map(|r| {
+                            let mut row = region_row(&r.region, r.leader.as_ref());
+                            let st = stats.get(&r.region.id);
+                            row.push(st.map_or("-".into(), |s| s.size_mib.to_string()));
+                            row.push(st.filter(|s| !s.down_stores.is_empty()).map_or(
+                                "-".into(),
+                                |s| {
+                                    s.down_stores
+                                        .iter()
+                                        .map(u64::to_string)
+                                        .collect::<Vec<_>>()
+                                        .join(",")
+                                },
+                            ));
+                            row
+                        })
                         .collect(),
                 );
             }
@@ -597,61 +629,6 @@ async fn remove_store(
     )
     .await
     .with_context(|| format!("removing store {id}"))
-}
-
-/// Sends a request to PD's HTTP API (`/pd/api/v1/<path>`) on whichever member leads.
-pub(crate) async fn pd_http(
-    endpoints: &[String],
-    security: &security::SecurityManager,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> Result<()> {
-    pd_request(endpoints, security, method, path, body)
-        .await
-        .map(|_| ())
-}
-
-/// The replica operators PD's leader has in flight (`GET /pd/api/v1/operators`).
-pub(crate) async fn pd_operators(
-    endpoints: &[String],
-    security: &security::SecurityManager,
-) -> Result<Vec<serde_json::Value>> {
-    let body = pd_request(endpoints, security, reqwest::Method::GET, "operators", None).await?;
-    serde_json::from_str(&body).context("PD's operator list")
-}
-
-/// [`pd_http`], answering the response's body.
-async fn pd_request(
-    endpoints: &[String],
-    security: &security::SecurityManager,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> Result<String> {
-    let client = security.http_client_builder().build()?;
-    let mut last = String::from("no PD endpoint");
-    for ep in endpoints {
-        let url = security.http_url(ep, &format!("/pd/api/v1/{path}"));
-        let mut req = client.request(method.clone(), url);
-        if let Some(body) = &body {
-            req = req
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        match req.send().await {
-            Ok(resp) if resp.status().is_success() => return Ok(resp.text().await?),
-            Ok(resp) => {
-                let status = resp.status();
-                last = format!("{ep}: {status}: {}", resp.text().await.unwrap_or_default());
-                if status.is_client_error() {
-                    break;
-                }
-            }
-            Err(e) => last = format!("{ep}: {e}"),
-        }
-    }
-    bail!("{last}")
 }
 
 pub async fn wait_cluster_ready(
