@@ -81,16 +81,21 @@ pub fn region_weight(approximate_size: u64) -> u64 {
     approximate_size.max(MIN_REGION_SIZE)
 }
 
-/// Per store, the weights of the regions with a replica on it, summed; `regions` yields each
-/// region's approximate size and the stores of its peers.
-pub fn store_weights<'a>(regions: impl Iterator<Item = (u64, &'a [u64])>) -> BTreeMap<u64, u64> {
-    let mut weights = BTreeMap::new();
+/// Per store, what the regions with a replica on it weigh above [`MIN_REGION_SIZE`], summed;
+/// `regions` yields each region's approximate size and the stores of its peers. A store's
+/// weight is this plus its region count times [`MIN_REGION_SIZE`].
+pub fn store_excess<'a>(regions: impl Iterator<Item = (u64, &'a [u64])>) -> BTreeMap<u64, u64> {
+    let mut excess = BTreeMap::new();
     for (size, stores) in regions {
+        let above = region_weight(size) - MIN_REGION_SIZE;
+        if above == 0 {
+            continue;
+        }
         for store in stores {
-            *weights.entry(*store).or_default() += region_weight(size);
+            *excess.entry(*store).or_default() += above;
         }
     }
-    weights
+    excess
 }
 
 /// What PD knows of a store for scheduling.
@@ -177,6 +182,8 @@ pub struct RegionView<'a> {
 pub struct ReplicaScheduler {
     config: ReplicaConfig,
     operators: BTreeMap<u64, Operator>,
+    /// Counts steps seen done and operators ended (see [`ReplicaScheduler::progress`]).
+    progress: u64,
 }
 
 impl ReplicaScheduler {
@@ -184,7 +191,15 @@ impl ReplicaScheduler {
         ReplicaScheduler {
             config,
             operators: BTreeMap::new(),
+            progress: 0,
         }
+    }
+
+    /// Changes whenever an operator's step is seen done or an operator ends: then what the
+    /// region map holds and what is still pending moved between each other, and store weights
+    /// summed before must be summed again.
+    pub fn progress(&self) -> u64 {
+        self.progress
     }
 
     pub fn config(&self) -> &ReplicaConfig {
@@ -241,7 +256,9 @@ impl ReplicaScheduler {
 
     pub fn forget_regions(&mut self, ids: &[u64]) {
         for id in ids {
-            self.operators.remove(id);
+            if self.operators.remove(id).is_some() {
+                self.progress += 1;
+            }
         }
     }
 
@@ -259,9 +276,11 @@ impl ReplicaScheduler {
             if now_ms.saturating_sub(op.started_ms) > self.config.operator_timeout_ms {
                 tracing::info!(region_id = region.id, kind = op.kind, "operator timed out");
                 self.operators.remove(&region.id);
+                self.progress += 1;
             } else {
                 while op.current < op.steps.len() && op.steps[op.current].done(region) {
                     op.current += 1;
+                    self.progress += 1;
                 }
                 if op.current == op.steps.len() {
                     tracing::info!(region_id = region.id, kind = op.kind, "operator finished");
@@ -849,12 +868,16 @@ mod tests {
     }
 
     #[test]
-    fn store_weights_sum_the_regions_each_store_holds() {
+    fn store_excess_sums_what_regions_weigh_above_an_empty_one() {
         let regions: [(u64, &[u64]); 3] = [(0, &[1, 2, 3]), (5 * MIB, &[1, 2, 4]), (7, &[4])];
-        let w = store_weights(regions.into_iter());
-        assert_eq!(w[&1], 6 * MIB);
-        assert_eq!(w[&3], MIB);
-        assert_eq!(w[&4], 6 * MIB);
+        let w = store_excess(regions.into_iter());
+        assert_eq!(w[&1], 4 * MIB);
+        assert_eq!(
+            w.get(&3),
+            None,
+            "empty regions add nothing above their count"
+        );
+        assert_eq!(w[&4], 4 * MIB);
         assert_eq!(w.get(&5), None);
     }
 

@@ -220,27 +220,42 @@ impl Cluster {
         Ok(self.schedule_leader(req, region))
     }
 
-    /// Region weights per store, summed again if the last sum is a second old.
-    fn store_weights(&self, now_ms: u64) -> BTreeMap<u64, u64> {
+    /// Region weights per store: the regions each holds (exact: PD's region map keeps the
+    /// counts on every change) at the empty-region weight, plus what their reported sizes add
+    /// above it, summed again when the last sum is a second old or an operator moved since
+    /// (so that a move just made is never missing from both the sum and the pending
+    /// operators). With regions under 1 MiB this is exactly the count rule.
+    fn store_weights(&self, now_ms: u64, progress: u64) -> BTreeMap<u64, u64> {
+        let counts = self
+            .state
+            .read(|s| s.regions().store_region_counts().clone());
         let mut cached = self.store_weights.lock();
-        if cached.0.is_some_and(|at| now_ms.saturating_sub(at) < 1000) {
-            return cached.1.clone();
+        let fresh = cached
+            .0
+            .is_some_and(|(at, p)| p == progress && now_ms.saturating_sub(at) < 1000);
+        if !fresh {
+            *cached = (Some((now_ms, progress)), self.excess_weights());
         }
+        let mut weights = cached.1.clone();
+        for (store, count) in counts {
+            *weights.entry(store).or_default() += count * crate::replica::MIN_REGION_SIZE;
+        }
+        weights
+    }
+
+    /// What the regions' reported sizes add above the empty-region weight, per store.
+    fn excess_weights(&self) -> BTreeMap<u64, u64> {
         let regions: Vec<(u64, Vec<u64>)> = self.state.read(|s| {
             s.regions()
                 .iter()
                 .map(|r| (r.id, r.peers.iter().map(|p| p.store_id).collect()))
                 .collect()
         });
-        let weights = {
-            let heartbeats = self.heartbeats.lock();
-            crate::replica::store_weights(regions.iter().map(|(id, stores)| {
-                let size = heartbeats.region(*id).map_or(0, |st| st.approximate_size);
-                (size, stores.as_slice())
-            }))
-        };
-        *cached = (Some(now_ms), weights.clone());
-        weights
+        let heartbeats = self.heartbeats.lock();
+        crate::replica::store_excess(regions.iter().map(|(id, stores)| {
+            let size = heartbeats.region(*id).map_or(0, |st| st.approximate_size);
+            (size, stores.as_slice())
+        }))
     }
 
     /// Runs the replica scheduler on a heartbeat from `region`'s leader; returns the step its
@@ -254,7 +269,11 @@ impl Cluster {
             return Ok(None);
         }
         let now_ms = self.clock.now_ms();
-        let weights = self.store_weights(now_ms);
+        let progress = match self.replica_scheduler.lock().as_ref() {
+            Some(s) => s.progress(),
+            None => return Ok(None),
+        };
+        let weights = self.store_weights(now_ms, progress);
         let known: Vec<(u64, metapb::StoreState)> = self
             .state
             .read(|s| s.stores().map(|st| (st.id, st.state())).collect());

@@ -64,6 +64,9 @@ const ID_POOL_BATCH: u32 = 16;
 /// The most regions one `AskBatchSplit` may ask for.
 pub const MAX_SPLIT_COUNT: u32 = 1000;
 
+/// `((summed at ms, operator progress), excess weight per store)`.
+type ExcessCache = (Option<(u64, u64)>, BTreeMap<u64, u64>);
+
 /// PD's services over its state; see the module docs.
 #[derive(Debug)]
 pub struct Cluster {
@@ -83,9 +86,10 @@ pub struct Cluster {
     replica_scheduler: Mutex<Option<ReplicaScheduler>>,
     /// Ids ready for new peers (the scheduler decides synchronously; ids come from Raft).
     id_pool: Mutex<Vec<u64>>,
-    /// Region weights per store (see `replica::store_weights`) and when they were summed:
-    /// summed at most once a second, not on every heartbeat.
-    store_weights: Mutex<(Option<u64>, BTreeMap<u64, u64>)>,
+    /// What regions' sizes add to each store's weight above the empty-region weight (see
+    /// `replica::store_excess`), with when and at which operator progress it was summed: summed
+    /// again a second later or once an operator moved, not on every heartbeat.
+    store_weights: Mutex<ExcessCache>,
     /// TLS of this member's connections (the HTTP API asks the other members for health).
     security: security::SecurityManager,
 }
