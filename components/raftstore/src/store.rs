@@ -387,6 +387,13 @@ impl StoreRouter {
         self.store_id
     }
 
+    /// Whether this store has not heard from `store_id` for an election timeout (see
+    /// [`crate::hibernate`]'s store liveness): true of a store that is down, even while the
+    /// regions it shares with this one sleep.
+    pub fn is_store_silent(&self, store_id: u64) -> bool {
+        self.factory.liveness.is_down(store_id)
+    }
+
     /// How far this store's apply lags behind commit, in bytes.
     pub fn apply_backlog(&self) -> &crate::apply::ApplyBacklog {
         &self.apply_backlog

@@ -1,11 +1,12 @@
 //! Which replicas a region's leader reports down to PD (TiKV's down peers): those it has not
-//! heard from for `max_peer_down_secs`, judged at each region heartbeat by raft-rs's
-//! `recent_active` (cleared and refilled every election timeout by check-quorum).
+//! heard from for `max_peer_down_secs`, judged at each region heartbeat: a replica is active
+//! if raft-rs's `recent_active` says so (cleared and refilled every election timeout by
+//! check-quorum) and the store liveness has not found its store silent (which also holds
+//! while the region hibernates and check-quorum does not run).
 //!
 //! PD shows them (`ctl region`, the HTTP API) and does not move a region's replicas while it
 //! has one; replacing a replica is decided by its store being down (`max-store-down-time`),
-//! as in TiKV's PD. Not here: a replica of a hibernating region is not judged until the
-//! region wakes (check-quorum does not run while it sleeps); its store's liveness covers it.
+//! as in TiKV's PD.
 //!
 //! Pure bookkeeping: the caller passes the time.
 

@@ -135,12 +135,18 @@ async fn heartbeat_if_leader(
     // Requests served since the last report (raw point requests count one key each).
     let flow = reports.load.take_flow(region_id);
     let (approximate_size, approximate_keys) = reports.sizes.get(region_id);
-    let down_peers = reports.down.report(
-        &status.region,
-        leader.id,
-        &status.active_peers,
-        Instant::now(),
-    );
+    // Heard from recently by Raft (which does not judge while the region sleeps), and its
+    // store not silent (which store liveness judges, asleep or not).
+    let active: Vec<u64> = status
+        .region
+        .peers
+        .iter()
+        .filter(|p| status.active_peers.contains(&p.id) && !router.is_store_silent(p.store_id))
+        .map(|p| p.id)
+        .collect();
+    let down_peers = reports
+        .down
+        .report(&status.region, leader.id, &active, Instant::now());
     let stat = RegionStat {
         term: status.term,
         down_peers,

@@ -185,6 +185,7 @@ async fn status(State(state): State<AppState>) -> impl IntoResponse {
             "epoch": {"conf_ver": epoch.conf_ver, "version": epoch.version},
             "peer_id": s.peer_id,
             "is_leader": s.is_leader,
+            "asleep": s.asleep,
             "leader_store_id": s.leader.map(|l| l.store_id),
             "term": s.term,
             "commit_index": s.commit_index,

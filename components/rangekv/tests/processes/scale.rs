@@ -311,12 +311,40 @@ fn leaders_report_region_sizes_and_down_replicas_to_pd() {
         .iter()
         .position(|n| n.addr == victim.address)
         .unwrap();
+    // Idle, the region hibernates: its leader no longer ticks, so Raft's own record of whom it
+    // heard from stands still; the stores' liveness must tell.
+    let leader_addr = stores
+        .iter()
+        .find(|s| s.id == leader_store)
+        .unwrap()
+        .address
+        .clone();
+    let leader_idx = t
+        .cluster
+        .stores
+        .iter()
+        .position(|n| n.addr == leader_addr)
+        .unwrap();
+    let status_url = format!(
+        "http://{}/status",
+        t.cluster.status_addr(leader_idx).unwrap()
+    );
+    wait_until(
+        "the region's leader asleep",
+        Duration::from_secs(30),
+        || {
+            let v: serde_json::Value =
+                t.rt.block_on(async { reqwest::get(&status_url).await?.json().await })
+                    .unwrap_or_default();
+            v["regions"].as_array().is_some_and(|rs| {
+                rs.iter().any(|r| {
+                    r["id"].as_u64() == Some(id) && r["is_leader"] == true && r["asleep"] == true
+                })
+            })
+        },
+    );
     t.cluster.kill_store(idx).unwrap();
-    // Writes keep the region awake (a hibernating leader does not judge its followers).
-    let mut i = 1000;
     wait_until("PD lists the down replica", Duration::from_secs(30), || {
-        i += 1;
-        let _ = t.rt.block_on(c.put(key(i), b"awake".to_vec()));
         let v = pd_region(&t, id);
         v["down_peers"].as_array().is_some_and(|down| {
             down.iter().any(|d| {
