@@ -168,15 +168,18 @@ fn a_crash_in_the_middle_of_applying_a_snapshot_leaves_the_old_or_the_new_state(
             t.rt.block_on(t.pd().scan_regions(b"", b"", 10_000))
                 .unwrap();
         for r in regions {
-            let outcome = eventually(&t, "replicas agree", || {
+            // PD may still be balancing (every store holding replicas is not yet an even
+            // spread): a region in the middle of a move has a fourth replica for a while;
+            // its replicas are compared once it is back at three.
+            eventually(&t, "three replicas that agree", || {
                 let o = t.rt.block_on(rangekv::region_check::check_region(
                     &t.pd(),
                     &r.region.start_key,
                 ))?;
                 anyhow::ensure!(o.consistent(), "{failpoint}: {o:?}");
+                anyhow::ensure!(o.replicas.len() == 3, "{failpoint}: {o:?}");
                 Ok(o)
             });
-            assert_eq!(outcome.replicas.len(), 3);
         }
     }
 }
