@@ -10,8 +10,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,7 +24,9 @@ use proto::pdraftpb::RaftBatch;
 use protobuf::Message as _;
 use raft::eraftpb::MessageType;
 use support::{PdGroup, DEADLINE};
-use test_util::raft_fuzz::{bytes, defect, fields, malformed, raft_message, Defect, Fields};
+use test_util::raft_fuzz::{
+    bytes, count_panics, defect, fields, malformed, raft_message, Defect, Fields,
+};
 
 #[derive(Clone, Debug)]
 enum Msg {
@@ -58,17 +59,6 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec(msg(), 1..4),
     )
         .prop_map(|(to, from, msgs)| Case { to, from, msgs })
-}
-
-fn count_panics() -> Arc<AtomicUsize> {
-    let panics = Arc::new(AtomicUsize::new(0));
-    let counter = panics.clone();
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        previous(info);
-    }));
-    panics
 }
 
 async fn alloc_id(client: &mut PdClient<tonic::transport::Channel>) -> Option<u64> {

@@ -3,6 +3,9 @@
 //! one defect no correct member produces ([`defect`], [`malformed`]), which
 //! `raft_group::validate` must drop before raft-rs steps them.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use bytes::Bytes;
 use proptest::prelude::*;
 use protobuf::ProtobufEnum as _;
@@ -227,4 +230,17 @@ pub fn malformed(
             m
         }
     }
+}
+
+/// Counts panics on every thread from now on (a poller's or Raft thread's panic would
+/// otherwise show only in its log), then chains to the hook installed before.
+pub fn count_panics() -> Arc<AtomicUsize> {
+    let panics = Arc::new(AtomicUsize::new(0));
+    let counter = panics.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        previous(info);
+    }));
+    panics
 }

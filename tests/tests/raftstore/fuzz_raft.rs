@@ -14,7 +14,6 @@
 //! elections).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +27,7 @@ use proto::tikvpb::BatchRaftMessage;
 use protobuf::Message as _;
 use raft::eraftpb::{self, MessageType};
 use test_util::raft_fuzz::{
-    bytes, defect, fields, kind_of, malformed, num, raft_message, Defect, Fields,
+    bytes, count_panics, defect, fields, kind_of, malformed, num, raft_message, Defect, Fields,
 };
 use tests::Cluster;
 
@@ -249,18 +248,6 @@ fn envelope(case_store: usize, to: &To, from: &From, body: &Body, r: &Receiver) 
         end_key: Bytes::new(),
         extra_msg,
     }
-}
-
-/// Counts panics on every thread (a poller's panic would otherwise only show in its log).
-fn count_panics() -> Arc<AtomicUsize> {
-    let panics = Arc::new(AtomicUsize::new(0));
-    let counter = panics.clone();
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        previous(info);
-    }));
-    panics
 }
 
 fn key(i: usize) -> Vec<u8> {
