@@ -150,7 +150,7 @@ impl PdCommand {
 }
 
 /// What applying a command did, for the proposer to answer its caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ApplyResult {
     /// Applied (possibly as a no-op, e.g. a bound that was already higher).
     Done,
@@ -158,6 +158,9 @@ pub enum ApplyResult {
     Regions(RegionsApplied),
     /// Result of [`PdCommand::UpdateGcSafePoint`]: the safe point now in effect.
     GcSafePoint(u64),
+    /// Result of a membership change (a Raft conf change, not a command): the new member list
+    /// (see [`crate::members`]).
+    Members(crate::members::MemberList),
 }
 
 /// The effect of a [`PdCommand::PutRegions`], region ids in ascending order.

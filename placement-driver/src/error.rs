@@ -55,13 +55,19 @@ pub enum Error {
     /// [`crate::membership`]).
     #[error(
         "PD member {name:?} refuses to start: its data directory {data_dir} holds no PD data, but \
-         the initial cluster state is \"existing\". A member cannot rejoin a running PD group \
-         without its data: it would have forgotten its votes and its log (PD has no Raft \
-         snapshots or membership changes yet). Restore this member's own data directory, or \
-         leave it down (the other members serve while they are a majority). Only if every \
-         member of the group is new, start them with --initial-cluster-state new"
+         the initial cluster state is \"existing\" and the running group still has {name:?} as \
+         a voter. A voter cannot rejoin a running PD group without its data: it would have \
+         forgotten its votes and its log. Restore this member's own data directory, or replace \
+         it: `rangekv ctl member remove {name}`, then `rangekv ctl member add` a member (this \
+         name may be used again) and start it on an empty data directory with \
+         --initial-cluster-state existing. Only if every member of the group is new, start them \
+         with --initial-cluster-state new"
     )]
     EmptyDataDir { name: String, data_dir: String },
+    /// A member with an empty data directory cannot join the running group (see
+    /// [`crate::membership`]).
+    #[error("PD member {name:?} cannot join the running PD group: {detail}")]
+    CannotJoin { name: String, detail: String },
     /// The data directory belongs to another member, group or cluster (see
     /// [`crate::membership`]).
     #[error(
@@ -120,6 +126,7 @@ impl Error {
             | Error::Tso(_)
             | Error::Config(_)
             | Error::EmptyDataDir { .. }
+            | Error::CannotJoin { .. }
             | Error::ForeignDataDir { .. }
             | Error::PeerMismatch { .. }
             | Error::ShuttingDown

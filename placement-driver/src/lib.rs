@@ -59,6 +59,7 @@ pub mod id;
 pub mod keyspace;
 pub mod lease;
 pub mod log_gc;
+pub mod members;
 pub mod membership;
 pub mod metrics;
 pub mod proposer;

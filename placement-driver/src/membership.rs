@@ -3,9 +3,9 @@
 //! A PD member's Raft state (its log, its term and its vote) is what makes it a safe voter. A
 //! member that comes back with an empty data directory and rejoins as a voter has forgotten its
 //! vote (it can vote twice in one term) and its log (it can help elect a member whose log misses
-//! committed entries, losing committed TSO and id bounds, so timestamps repeat). PD has no Raft
-//! snapshots and no membership changes yet, so such a member cannot be re-added safely either:
-//! it must not start.
+//! committed entries, losing committed TSO and id bounds, so timestamps repeat): it must not
+//! start. Its way back is a membership change ([`crate::members`]): remove it, add it again
+//! (it gets a new member id), and start it on the empty directory to join.
 //!
 //! The rules, modelled on etcd's `--initial-cluster-state`:
 //! - The first start of a member on an empty data directory writes, in one synced batch, the
@@ -14,16 +14,28 @@
 //!   belongs to that group.
 //! - Empty data directory: with [`InitialClusterState::New`] (the default, so that scripts that
 //!   create a group keep working) the member bootstraps as above; with
-//!   [`InitialClusterState::Existing`] it refuses to start ([`Error::EmptyDataDir`]), naming
-//!   what the operator can do.
+//!   [`InitialClusterState::Existing`] it **joins** a running group: it asks the members of
+//!   its `initial_cluster` for the group's member list (`PdRaft/Members`, [`ask_members`]) and
+//!   starts only if the list has it as a learner, i.e. an operator added it
+//!   (`rangekv ctl member add`); it takes the member id the list gives it, writes a record
+//!   marked `joined`, and starts with no Raft state, which the leader's first snapshot brings
+//!   ([`join`]). Still a voter of the list: it is a wiped member, refused
+//!   ([`Error::EmptyDataDir`]); not in the list, or no member answers: refused
+//!   ([`Error::CannotJoin`]). Each error names what the operator can do.
+//! - A directory with a `joined` record and no Raft state is a member that joined and has not
+//!   had its snapshot yet: it joins again. The snapshot's batch clears the mark, so a member
+//!   that once had Raft state and lost it is refused as corrupt, never taken for a new one.
 //! - Data directory with data: it is loaded, never bootstrapped again, whatever the initial
-//!   cluster state says. Its record must name this member and the same members as
-//!   `initial_cluster` (names, not URLs: a member id is derived from its name, and addresses may
-//!   change between restarts); otherwise the member refuses ([`Error::ForeignDataDir`]).
+//!   cluster state says. Its record must name this member and, while the group's membership
+//!   never changed, the same members as `initial_cluster` (names, not URLs: a member id is
+//!   derived from its name, and addresses may change between restarts); otherwise the member
+//!   refuses ([`Error::ForeignDataDir`]). Once membership changed, the replicated member list
+//!   in the directory is the group and `initial_cluster` is not consulted (as etcd).
 //! - The cluster id, once initialized, is persisted by the state machine (`pd/meta`). Before it
 //!   loads or bootstraps anything, a member asks its peers for their cluster id and members
 //!   (`GetMembers`, which followers answer too; [`ask_peers`]) and refuses to start if a peer
-//!   that answers belongs to another cluster or names other members ([`check_peers`]). While
+//!   that answers belongs to another cluster or, for a member about to bootstrap, names other
+//!   members ([`check_peers`]). While
 //!   running, every PD-to-PD Raft stream carries the sender's cluster id, and a member refuses
 //!   the streams of another cluster (see [`crate::transport`]).
 //! - A member that has data but no record was written by a version before records existed; the
@@ -36,8 +48,7 @@
 //!
 //! Implementation caveats: with the default `new`, a member whose data was wiped and that is
 //! restarted while none of its peers can be reached bootstraps again; only `existing` (or a
-//! reachable peer that knows the member's cluster) stops it. Replacing a lost member needs
-//! membership changes, which do not exist yet.
+//! reachable peer that knows the member's cluster) stops it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -47,6 +58,7 @@ use prost::Message;
 use raft_log::ApplyState;
 
 use crate::config::InitialClusterState;
+use crate::members::{MemberList, PdMember};
 use crate::raft_node::PD_RAFT_GROUP_ID;
 use crate::{Error, Result};
 
@@ -62,6 +74,13 @@ pub struct MemberRecord {
     /// Names of every member (voter) of the group, sorted.
     #[prost(string, repeated, tag = "2")]
     pub members: Vec<String>,
+    /// The member id; 0 for [`crate::members::member_id`] of the name (a member of
+    /// `initial_cluster`, or a record from before membership changes).
+    #[prost(uint64, tag = "3")]
+    pub id: u64,
+    /// The member joined a running group and has not had its first snapshot yet.
+    #[prost(bool, tag = "4")]
+    pub joined: bool,
 }
 
 impl MemberRecord {
@@ -77,7 +96,29 @@ impl MemberRecord {
         MemberRecord {
             name: name.to_owned(),
             members,
+            id: 0,
+            joined: false,
         }
+    }
+
+    /// This member's id.
+    pub fn member_id(&self) -> u64 {
+        if self.id != 0 {
+            self.id
+        } else {
+            crate::members::member_id(&self.name)
+        }
+    }
+
+    /// Stages clearing the `joined` mark, if the record has it: the member has Raft state now.
+    pub(crate) fn stage_joined_done(engine: &Engine, wb: &mut WriteBatch) -> Result<()> {
+        if let Some(mut record) = MemberRecord::load(engine)? {
+            if record.joined {
+                record.joined = false;
+                record.write(wb);
+            }
+        }
+        Ok(())
     }
 
     /// Loads the record, if any.
@@ -91,7 +132,7 @@ impl MemberRecord {
             .transpose()
     }
 
-    fn write(&self, wb: &mut WriteBatch) {
+    pub(crate) fn write(&self, wb: &mut WriteBatch) {
         wb.put(CF_DEFAULT, MEMBER_KEY, &self.encode_to_vec());
     }
 }
@@ -105,6 +146,8 @@ pub(crate) struct Found {
     pub raft_data: bool,
     /// Some state machine record exists (`pd/meta`, stores, regions).
     pub state_data: bool,
+    /// The group's membership changed at least once (a replicated member list exists).
+    pub members_changed: bool,
     pub record: Option<MemberRecord>,
 }
 
@@ -120,6 +163,9 @@ impl Found {
 pub(crate) enum StartAction {
     /// Empty directory, new group: write the initial Raft state and the record.
     Bootstrap,
+    /// Empty directory (or one that joined and has no snapshot yet), running group: join it if
+    /// it added this member (see [`join`]); the record is written, no Raft state.
+    Join,
     /// The directory belongs to this member of this group: load it.
     Load,
     /// Data from before member records existed: write the record, then load.
@@ -140,6 +186,7 @@ pub(crate) fn inspect(engine: &Engine) -> Result<Found> {
         raft_group,
         raft_data,
         state_data,
+        members_changed: crate::members::load(engine)?.is_some(),
         record: MemberRecord::load(engine)?,
     })
 }
@@ -165,10 +212,7 @@ pub(crate) fn decide(
     if found.is_empty() {
         return match state {
             InitialClusterState::New => Ok(StartAction::Bootstrap),
-            InitialClusterState::Existing => Err(Error::EmptyDataDir {
-                name: expected.name.clone(),
-                data_dir: dir,
-            }),
+            InitialClusterState::Existing => Ok(StartAction::Join),
         };
     }
     if let Some(record) = &found.record {
@@ -181,7 +225,10 @@ pub(crate) fn decide(
                 ),
             });
         }
-        if record.members != expected.members {
+        if record.joined && !found.raft_data && !found.state_data {
+            return Ok(StartAction::Join);
+        }
+        if record.members != expected.members && !found.members_changed && !record.joined {
             return Err(Error::ForeignDataDir {
                 data_dir: dir,
                 detail: format!(
@@ -235,6 +282,7 @@ pub(crate) fn prepare(
             raft_log::bootstrap_group(PD_RAFT_GROUP_ID, &mut wb);
             expected.write(&mut wb);
         }
+        StartAction::Join => expected.write(&mut wb),
         StartAction::LoadAndRecord => expected.write(&mut wb),
     }
     match action {
@@ -244,6 +292,10 @@ pub(crate) fn prepare(
         StartAction::UpgradeSingleNode => {
             tracing::info!("gave the state of a single-node PD its Raft group")
         }
+        StartAction::Join => tracing::info!(
+            member_id = expected.member_id(),
+            "joining a running PD group; waiting for the leader's snapshot"
+        ),
         _ => tracing::info!(
             members = ?expected.members,
             "recorded the group of a data directory from before member records"
@@ -323,17 +375,19 @@ async fn ask_peer(
     Ok((cluster_id, members))
 }
 
-/// Checks the answers of the reachable peers against this member: same members, and the same
-/// cluster id when both know one (`cluster_id` is this member's, 0 if its data has none). Pure.
+/// Checks the answers of the reachable peers against this member: the same cluster id when
+/// both know one (`cluster_id` is this member's, 0 if its data has none), and, for a member
+/// about to bootstrap (`compare_members`), the same members. Pure.
 pub(crate) fn check_peers(
     expected: &MemberRecord,
     cluster_id: u64,
     answers: &[PeerAnswer],
     data_dir: &Path,
+    compare_members: bool,
 ) -> Result<()> {
     let dir = data_dir.display().to_string();
     for answer in answers {
-        if answer.members != expected.members {
+        if compare_members && answer.members != expected.members {
             return Err(Error::PeerMismatch {
                 detail: format!(
                     "initial_cluster names members {:?}, but the running member {:?} belongs \
@@ -354,6 +408,137 @@ pub(crate) fn check_peers(
         }
     }
     Ok(())
+}
+
+/// What a running member answered to `PdRaft/Members`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct MembersAnswer {
+    /// The name the asking member knows the peer by.
+    pub peer: String,
+    pub cluster_id: u64,
+    pub list: MemberList,
+}
+
+/// Asks every peer `(name, url)` for the group's member list, all at once, each within
+/// `timeout`; peers that do not answer in time are left out.
+pub(crate) async fn ask_members(
+    peers: &[(String, String)],
+    security: &security::SecurityManager,
+    timeout: Duration,
+) -> Vec<MembersAnswer> {
+    use proto::pdraftpb::pd_raft_client::PdRaftClient;
+    use proto::pdraftpb::MembersRequest;
+    let asks = peers.iter().map(|(name, url)| async move {
+        let ask = async {
+            let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+                .map_err(|e| e.to_string())?
+                .connect_timeout(Duration::from_secs(1));
+            let channel = security
+                .connect(endpoint)
+                .await
+                .map_err(|e| e.to_string())?;
+            let resp = PdRaftClient::new(channel)
+                .members(MembersRequest {})
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            Ok::<_, String>(MembersAnswer {
+                peer: name.clone(),
+                cluster_id: resp.cluster_id,
+                list: resp.list.unwrap_or_default(),
+            })
+        };
+        match tokio::time::timeout(timeout, ask).await {
+            Ok(Ok(answer)) => Some(answer),
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %name, %url, error = %e, "PD peer gave no member list");
+                None
+            }
+            Err(_) => None,
+        }
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Refuses to bootstrap member `name` when a running group's list (the `answers`) has it as a
+/// learner: it was added to that group and must join it, not found a group of its own.
+pub(crate) fn check_not_added(name: &str, answers: &[MembersAnswer]) -> Result<()> {
+    if let Some(answer) = answers
+        .iter()
+        .find(|a| a.list.members.iter().any(|m| m.name == name && m.learner))
+    {
+        return Err(Error::Config(format!(
+            "PD member {name:?} was added to the running group (member {:?} lists it as a \
+             learner): start it with --initial-cluster-state existing to join, not new",
+            answer.peer
+        )));
+    }
+    Ok(())
+}
+
+/// Decides whether member `name`, serving at `advertise` (`host:port`), may join the running
+/// group the `answers` describe, and if so, as which member and with which list. Pure; the
+/// rules are in the module docs. The list of a member that knows the cluster id and has the
+/// most members (the newest) is taken.
+pub(crate) fn join(
+    name: &str,
+    advertise: &str,
+    answers: &[MembersAnswer],
+    data_dir: &Path,
+) -> Result<(PdMember, MemberList)> {
+    let cannot = |detail: String| Error::CannotJoin {
+        name: name.to_owned(),
+        detail,
+    };
+    let mut found: Option<(&PdMember, &MembersAnswer)> = None;
+    for answer in answers {
+        let Some(me) = answer.list.members.iter().find(|m| m.name == name) else {
+            continue;
+        };
+        if !me.learner {
+            return Err(Error::EmptyDataDir {
+                name: name.to_owned(),
+                data_dir: data_dir.display().to_string(),
+            });
+        }
+        let better = found.is_none_or(|(_, best)| {
+            (answer.cluster_id != 0, answer.list.members.len())
+                > (best.cluster_id != 0, best.list.members.len())
+        });
+        if better {
+            found = Some((me, answer));
+        }
+    }
+    if answers.is_empty() {
+        return Err(cannot(
+            "no member of its initial_cluster answered; start it once the group runs, with \
+             initial_cluster naming running members"
+                .to_owned(),
+        ));
+    }
+    let Some((me, answer)) = found else {
+        let known: Vec<&str> = answers[0]
+            .list
+            .members
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        return Err(cannot(format!(
+            "it is not a member of the running group (members {known:?}); add it first: \
+             rangekv ctl member add {name} http://{advertise}"
+        )));
+    };
+    if crate::config::strip_scheme(&me.url) != advertise {
+        return Err(cannot(format!(
+            "the group added it at {}, but it serves at {advertise}",
+            me.url
+        )));
+    }
+    Ok((me.clone(), answer.list.clone()))
 }
 
 #[cfg(test)]
@@ -383,6 +568,7 @@ mod tests {
             raft_group: true,
             raft_data: true,
             state_data: true,
+            members_changed: false,
             record: Some(me.clone()),
         };
         let legacy = Found {
@@ -409,11 +595,32 @@ mod tests {
             raft_data: true,
             ..Found::default()
         };
+        let joining = Found {
+            record: Some(MemberRecord {
+                id: 44,
+                joined: true,
+                ..me.clone()
+            }),
+            ..Found::default()
+        };
+        let joined_then_lost_raft = Found {
+            record: Some(MemberRecord {
+                id: 44,
+                ..me.clone()
+            }),
+            state_data: true,
+            members_changed: true,
+            ..Found::default()
+        };
+        let changed_group = Found {
+            members_changed: true,
+            ..other_group.clone()
+        };
 
         type Expect = std::result::Result<StartAction, &'static str>;
         let table: Vec<(&str, &Found, InitialClusterState, Expect)> = vec![
             ("empty, new", &empty, New, Ok(StartAction::Bootstrap)),
-            ("empty, existing", &empty, Existing, Err("holds no PD data")),
+            ("empty, existing", &empty, Existing, Ok(StartAction::Join)),
             ("own data, new", &loaded, New, Ok(StartAction::Load)),
             (
                 "own data, existing",
@@ -450,6 +657,24 @@ mod tests {
                 &record_only,
                 New,
                 Err("no PD Raft state"),
+            ),
+            (
+                "joined, no snapshot yet",
+                &joining,
+                Existing,
+                Ok(StartAction::Join),
+            ),
+            (
+                "joined, had a snapshot, raft state lost",
+                &joined_then_lost_raft,
+                Existing,
+                Err("no PD Raft state"),
+            ),
+            (
+                "membership changed since initial_cluster",
+                &changed_group,
+                New,
+                Ok(StartAction::Load),
             ),
             (
                 "raft without group",
@@ -497,15 +722,66 @@ mod tests {
             members: record("pd2", members).members,
         };
         let same = peer(7, &["pd1", "pd2", "pd3"]);
-        check_peers(&me, 7, std::slice::from_ref(&same), dir).unwrap();
+        check_peers(&me, 7, std::slice::from_ref(&same), dir, true).unwrap();
         // Either side may not know the cluster id yet.
-        check_peers(&me, 0, std::slice::from_ref(&same), dir).unwrap();
-        check_peers(&me, 7, &[peer(0, &["pd1", "pd2", "pd3"])], dir).unwrap();
-        check_peers(&me, 7, &[], dir).unwrap();
-        let err = check_peers(&me, 8, std::slice::from_ref(&same), dir).unwrap_err();
+        check_peers(&me, 0, std::slice::from_ref(&same), dir, true).unwrap();
+        check_peers(&me, 7, &[peer(0, &["pd1", "pd2", "pd3"])], dir, true).unwrap();
+        check_peers(&me, 7, &[], dir, true).unwrap();
+        let err = check_peers(&me, 8, std::slice::from_ref(&same), dir, false).unwrap_err();
         assert!(err.to_string().contains("cluster 8"), "{err}");
         assert!(err.to_string().contains("cluster 7"), "{err}");
-        let err = check_peers(&me, 7, &[peer(7, &["pd1", "pd2"])], dir).unwrap_err();
+        let err = check_peers(&me, 7, &[peer(7, &["pd1", "pd2"])], dir, true).unwrap_err();
         assert!(err.to_string().contains("belongs to a group"), "{err}");
+        // A member loading its own data does not compare members: the group may have changed
+        // them while it was down.
+        check_peers(&me, 7, &[peer(7, &["pd1", "pd2"])], dir, false).unwrap();
+    }
+
+    #[test]
+    fn a_member_joins_only_as_a_learner_the_group_added() {
+        let dir = Path::new("/data/pd4");
+        let m = |id: u64, name: &str, learner: bool| PdMember {
+            id,
+            name: name.to_owned(),
+            url: format!("http://10.0.0.{id}:2379"),
+            learner,
+        };
+        let answer = |peer: &str, cluster_id: u64, members: Vec<PdMember>| MembersAnswer {
+            peer: peer.to_owned(),
+            cluster_id,
+            list: MemberList {
+                members,
+                removed_ids: vec![],
+            },
+        };
+        let old = answer("pd2", 7, vec![m(1, "pd1", false), m(2, "pd2", false)]);
+        let added = answer(
+            "pd1",
+            7,
+            vec![m(1, "pd1", false), m(2, "pd2", false), m(4, "pd4", true)],
+        );
+        let (me, list) = join("pd4", "10.0.0.4:2379", &[old.clone(), added.clone()], dir).unwrap();
+        assert_eq!((me.id, list.members.len()), (4, 3));
+        let err = join("pd4", "10.0.0.9:2379", std::slice::from_ref(&added), dir).unwrap_err();
+        assert!(err.to_string().contains("serves at 10.0.0.9:2379"), "{err}");
+        let err = join("pd4", "10.0.0.4:2379", std::slice::from_ref(&old), dir).unwrap_err();
+        assert!(matches!(err, Error::CannotJoin { .. }), "{err}");
+        assert!(
+            err.to_string().contains("rangekv ctl member add pd4"),
+            "{err}"
+        );
+        let err = join("pd4", "10.0.0.4:2379", &[], dir).unwrap_err();
+        assert!(err.to_string().contains("no member"), "{err}");
+        // A wiped voter may not come back under its old identity.
+        let err = join("pd2", "10.0.0.2:2379", std::slice::from_ref(&added), dir).unwrap_err();
+        assert!(matches!(err, Error::EmptyDataDir { .. }), "{err}");
+        // An added member started as `new` would found a group of its own: refused.
+        let err = check_not_added("pd4", &[old.clone(), added.clone()]).unwrap_err();
+        assert!(
+            err.to_string().contains("--initial-cluster-state existing"),
+            "{err}"
+        );
+        check_not_added("pd4", &[old]).unwrap();
+        check_not_added("pd1", &[added]).unwrap();
     }
 }

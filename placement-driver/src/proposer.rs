@@ -26,7 +26,8 @@ use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 use crate::command::{ApplyResult, PdCommand};
-use crate::raft_node::{Leadership, MemberInfo, NodeStatus, RaftMsg, StateCell};
+use crate::members::{MemberList, MemberRequest};
+use crate::raft_node::{Leadership, NodeStatus, RaftMsg, StateCell};
 use crate::state::PdState;
 use crate::{Error, Result};
 
@@ -53,7 +54,7 @@ impl StateHandle {
     pub(crate) fn open(
         engine: Engine,
         member_id: u64,
-        members: Vec<MemberInfo>,
+        members: MemberList,
         propose_timeout: Duration,
     ) -> Result<Opened> {
         let state = PdState::load(&engine)?;
@@ -108,6 +109,33 @@ impl StateHandle {
     /// The error answering a leader-only request this node may not serve.
     pub fn not_leader(&self) -> Error {
         self.status.not_leader()
+    }
+
+    /// Changes the group's members (see [`crate::members`]) and returns the new list once the
+    /// change is applied here. Like a command, it may still commit after a timeout.
+    pub async fn change_members(&self, request: MemberRequest) -> Result<MemberList> {
+        let (reply, answer) = oneshot::channel();
+        self.inbox
+            .send(RaftMsg::ChangeMembers {
+                request: request.clone(),
+                reply,
+            })
+            .map_err(|_| Error::ShuttingDown)?;
+        let result = match tokio::time::timeout(self.propose_timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(self.status.not_leader()),
+        };
+        match result {
+            Ok(ApplyResult::Members(list)) => Ok(list),
+            Ok(other) => Err(Error::Internal(format!(
+                "a membership change answered {other:?}"
+            ))),
+            Err(e) => {
+                tracing::debug!(?request, error = %e, "membership change not applied");
+                Err(e)
+            }
+        }
     }
 
     /// Replicates `cmd` and returns its result once applied here. See the module docs.

@@ -8,10 +8,12 @@
 //! on the current tokio runtime, which also answers PD's HTTP API over HTTP/1.1 on the same port
 //! ([`crate::http_api`]). It returns a [`PdHandle`].
 //!
-//! The group is `initial_cluster` (one voter per member, Raft peer id = member id); with an empty
-//! or one-entry `initial_cluster` the node is a group of one, elects itself at once, and
+//! The group starts as `initial_cluster` (one voter per member, Raft peer id = member id); with an
+//! empty or one-entry `initial_cluster` the node is a group of one, elects itself at once, and
 //! [`start`] returns only once it serves (leader, cluster id initialized), as the single-node PD
 //! always did. With several members [`start`] returns at once; the node serves when elected.
+//! Members are added and removed while the group runs ([`crate::members`]); a member started
+//! on an empty directory with `initial_cluster_state = existing` joins ([`crate::membership`]).
 //!
 //! Leader duties (one background task): on becoming a serving leader, and then every
 //! `tso_update_interval`, initialize the cluster id if the group has none yet (the first leader
@@ -26,9 +28,8 @@
 //!
 //! Invariants:
 //! - The cluster id never changes once replicated.
-//! - The member id is a stable function of the member name.
-//!
-//! Not yet: TLS, membership changes.
+//! - A member's id never changes: a member of `initial_cluster` has the id of its name, an added
+//!   member the id the group gave it (kept in its member record).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,11 +52,10 @@ use crate::log_gc::LogGcConfig;
 
 /// The largest message a PD member accepts from another over `pdraftpb.PdRaft`.
 const MAX_RAFT_MESSAGE_SIZE: usize = 1 << 30;
+use crate::members::{self, member_id, MemberList};
 use crate::membership::{self, MemberRecord, StartAction};
 use crate::proposer::{Opened, StateHandle};
-use crate::raft_node::{
-    Leadership, MemberInfo, NodeStatus, RaftLogState, RaftMsg, RaftNode, RaftTiming,
-};
+use crate::raft_node::{Leadership, NodeStatus, RaftLogState, RaftMsg, RaftNode, RaftTiming};
 use crate::replica::ReplicaConfig;
 use crate::schedule::{LeaderBalanceConfig, LEADER_TRANSFER_TIMEOUT_MS};
 use crate::service::{PdService, Shutdown};
@@ -115,30 +115,25 @@ pub async fn start_with_listener(
         strip_scheme(&config.advertise_addr).to_owned()
     };
     let client_url = format!("http://{advertise}");
-    let member_id = member_id(&config.name);
     let configured = config.members()?;
-    let single = configured.len() <= 1;
-    let members: Vec<MemberInfo> = if configured.is_empty() {
-        vec![MemberInfo {
-            id: member_id,
-            name: config.name.clone(),
-            url: client_url.clone(),
-        }]
+    let initial_members: MemberList = if configured.is_empty() {
+        members::initial([(
+            member_id(&config.name),
+            config.name.clone(),
+            client_url.clone(),
+        )])
     } else {
-        configured
-            .iter()
-            .map(|(name, url)| MemberInfo {
-                id: crate::server::member_id(name),
-                name: name.clone(),
-                url: url.clone(),
-            })
-            .collect()
+        members::initial(
+            configured
+                .iter()
+                .map(|(name, url)| (member_id(name), name.clone(), url.clone())),
+        )
     };
-    let own_url = members
+    let own_url = configured
         .iter()
-        .find(|m| m.id == member_id)
-        .map_or_else(|| client_url.clone(), |m| m.url.clone());
-    if !single && strip_scheme(&own_url) != advertise {
+        .find(|(name, _)| *name == config.name)
+        .map_or_else(|| client_url.clone(), |(_, url)| url.clone());
+    if configured.len() > 1 && strip_scheme(&own_url) != advertise {
         return Err(Error::Config(format!(
             "initial_cluster places {} at {own_url}, but it serves at {advertise}: a PD member \
              serves clients and its peers on one address, so initial_cluster lists each \
@@ -146,10 +141,102 @@ pub async fn start_with_listener(
             config.name
         )));
     }
+
+    // Which group the data directory belongs to, and whether this member may start on it
+    // (see `crate::membership`): decided before anything is written.
+    let mut expected = MemberRecord::new(&config.name, configured.iter().map(|(n, _)| n.clone()));
+    let data_dir = config.data_dir.clone();
+    let (engine, action, local_cluster_id, found) = {
+        let (expected, state) = (expected.clone(), config.initial_cluster_state);
+        type Opened = (Engine, StartAction, u64, membership::Found);
+        tokio::task::spawn_blocking(move || -> Result<Opened> {
+            std::fs::create_dir_all(&data_dir)?;
+            let engine = Engine::open(&data_dir, &EngineOptions::default())?;
+            let found = membership::inspect(&engine)?;
+            let action = membership::decide(&found, &expected, state, &data_dir)?;
+            let cluster_id = crate::state::load_cluster_id(&engine)?;
+            Ok((engine, action, cluster_id, found))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("engine open task failed: {e}")))??
+    };
+    // The list this member starts with: its own (once membership changed), the group's (when it
+    // joins), or `initial_cluster`.
+    let local_list = {
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || members::load(&engine))
+            .await
+            .map_err(|e| Error::Internal(format!("member list task failed: {e}")))??
+    };
+    let mut peer_urls: Vec<(String, String)> = configured
+        .iter()
+        .filter(|(name, _)| *name != config.name)
+        .cloned()
+        .collect();
+    for m in local_list.iter().flat_map(|l| &l.members) {
+        if m.name != config.name && !peer_urls.iter().any(|(n, _)| *n == m.name) {
+            peer_urls.push((m.name.clone(), m.url.clone()));
+        }
+    }
+    let (member_id, list) = if action == StartAction::Join {
+        if peer_urls.is_empty() {
+            return Err(Error::CannotJoin {
+                name: config.name.clone(),
+                detail: format!(
+                    "its data directory {} holds no PD data and initial_cluster names no other \
+                     member whose group it could join; to create a new PD, start it with \
+                     --initial-cluster-state new",
+                    config.data_dir.display()
+                ),
+            });
+        }
+        let answers = membership::ask_members(&peer_urls, &security, PEER_CHECK_TIMEOUT).await;
+        let (me, list) = membership::join(&config.name, &advertise, &answers, &config.data_dir)?;
+        expected.id = me.id;
+        expected.joined = true;
+        (me.id, list)
+    } else {
+        if !peer_urls.is_empty() {
+            let answers = membership::ask_peers(&peer_urls, &security, PEER_CHECK_TIMEOUT).await;
+            let bootstrapping = action == StartAction::Bootstrap;
+            if bootstrapping {
+                let lists =
+                    membership::ask_members(&peer_urls, &security, PEER_CHECK_TIMEOUT).await;
+                membership::check_not_added(&config.name, &lists)?;
+            }
+            membership::check_peers(
+                &expected,
+                local_cluster_id,
+                &answers,
+                &config.data_dir,
+                bootstrapping,
+            )?;
+        }
+        let id = found
+            .record
+            .as_ref()
+            .map_or_else(|| expected.member_id(), MemberRecord::member_id);
+        (id, local_list.unwrap_or_else(|| initial_members.clone()))
+    };
+    if action == StartAction::Load && !list.members.iter().any(|m| m.id == member_id) {
+        return Err(Error::Config(format!(
+            "PD member {:?} (member id {member_id}) was removed from its group; its data \
+             directory {} no longer serves. To bring it back, delete the directory, add it again \
+             (rangekv ctl member add) and start it with --initial-cluster-state existing",
+            config.name,
+            config.data_dir.display()
+        )));
+    }
+    let single = list.members.len() == 1 && list.members[0].id == member_id;
+    let own_url = list
+        .members
+        .iter()
+        .find(|m| m.id == member_id)
+        .map_or(own_url, |m| m.url.clone());
     let member = Member {
         name: config.name.clone(),
         member_id,
-        client_urls: vec![if single {
+        client_urls: vec![if configured.len() <= 1 && single {
             client_url.clone()
         } else {
             own_url.clone()
@@ -157,33 +244,6 @@ pub async fn start_with_listener(
         peer_urls: vec![own_url],
         ..Default::default()
     };
-
-    // Which group the data directory belongs to, and whether this member may start on it
-    // (see `crate::membership`): decided before anything is written.
-    let expected = MemberRecord::new(&config.name, configured.iter().map(|(n, _)| n.clone()));
-    let data_dir = config.data_dir.clone();
-    let (engine, action, local_cluster_id) = {
-        let (expected, state) = (expected.clone(), config.initial_cluster_state);
-        tokio::task::spawn_blocking(move || -> Result<(Engine, StartAction, u64)> {
-            std::fs::create_dir_all(&data_dir)?;
-            let engine = Engine::open(&data_dir, &EngineOptions::default())?;
-            let found = membership::inspect(&engine)?;
-            let action = membership::decide(&found, &expected, state, &data_dir)?;
-            let cluster_id = crate::state::load_cluster_id(&engine)?;
-            Ok((engine, action, cluster_id))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("engine open task failed: {e}")))??
-    };
-    let peer_urls: Vec<(String, String)> = configured
-        .iter()
-        .filter(|(name, _)| *name != config.name)
-        .cloned()
-        .collect();
-    if !peer_urls.is_empty() {
-        let answers = membership::ask_peers(&peer_urls, &security, PEER_CHECK_TIMEOUT).await;
-        membership::check_peers(&expected, local_cluster_id, &answers, &config.data_dir)?;
-    }
     let engine = tokio::task::spawn_blocking(move || -> Result<Engine> {
         membership::prepare(&engine, &action, &expected)?;
         Ok(engine)
@@ -197,7 +257,7 @@ pub async fn start_with_listener(
     } = StateHandle::open(
         engine,
         member_id,
-        members.clone(),
+        list.clone(),
         config.election_timeout() * 3,
     )?;
     let status = Arc::clone(state.status());
@@ -205,15 +265,10 @@ pub async fn start_with_listener(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown = Shutdown::new(shutdown_rx);
     let filter = Arc::new(NetFilter::default());
-    let peers: Vec<(u64, String)> = members
-        .iter()
-        .filter(|m| m.id != member_id)
-        .map(|m| (m.id, m.url.clone()))
-        .collect();
     let sender = PeerSender::start(
         &tokio::runtime::Handle::current(),
         Arc::clone(&status),
-        peers,
+        &list.members,
         Arc::clone(&filter),
         shutdown.clone(),
         security.clone(),
@@ -229,11 +284,10 @@ pub async fn start_with_listener(
             count_limit: config.raft_log_gc_count_limit,
         },
     };
-    let voters = members.iter().map(|m| m.id).collect();
     let node = RaftNode::new(
         state.cell(),
         Arc::clone(&status),
-        voters,
+        initial_members,
         sender,
         inbox,
         timing,
@@ -321,7 +375,7 @@ pub async fn start_with_listener(
     tracing::info!(
         name = %config.name,
         member_id,
-        members = members.len(),
+        members = list.members.len(),
         addr = %handle.addr,
         client_url = %handle.client_url,
         "PD started"
@@ -417,6 +471,16 @@ impl PdHandle {
         self.status.leadership()
     }
 
+    /// The group's members as this node knows them (see [`crate::members`]).
+    pub fn members(&self) -> Vec<crate::MemberInfo> {
+        self.status.members()
+    }
+
+    /// Whether this member applied its own removal from the group (its Raft node stopped).
+    pub fn is_removed(&self) -> bool {
+        self.status.is_removed()
+    }
+
     /// Where this node's Raft log begins and ends and how far it is applied (introspection for
     /// tests and diagnostics; see [`crate::log_gc`]).
     pub fn raft_log_state(&self) -> RaftLogState {
@@ -505,16 +569,6 @@ fn generate_cluster_id(now_ms: u64) -> u64 {
     let secs = now_ms / 1000;
     let id = (secs << 32) | u64::from(rand::random::<u32>());
     id.max(1)
-}
-
-/// A stable, non-zero member id derived from the member name (64-bit FNV-1a).
-fn member_id(name: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in name.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash.max(1)
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! Raft snapshots of PD's state: how a member that is behind the start of the log (it was
 //! down while the leader compacted past it, see [`crate::log_gc`]) catches up.
 //!
-//! A snapshot carries the replicated state exactly as it is persisted — the `pd/meta` record
-//! and the `pd/store/*` and `pd/region/*` records of column family `default` — taken from one
-//! engine snapshot together with the apply state, so its index and term are those of the last
-//! entry applied into it. The member's own records (`pd/member`) are never in it.
+//! A snapshot carries the replicated state exactly as it is persisted — the `pd/meta` record,
+//! the member list (`pd/members`, once membership changed) and the `pd/store/*` and
+//! `pd/region/*` records of column family `default` — taken from one engine snapshot together
+//! with the apply state, so its index and term are those of the last entry applied into it, and
+//! its Raft configuration is that of the member list in it ([`crate::members`]). The member's
+//! own record (`pd/member`) is never in it.
 //!
 //! - The leader's raft-rs asks for one through [`raft_log::SnapshotSource`]
 //!   ([`PdSnapshotSource`]); it is made on the Raft thread (PD's state is small: about
@@ -14,13 +16,15 @@
 //!   (`RaftLogStorage::apply_snapshot`); then the in-memory state is loaded again from the
 //!   engine. A crash leaves the old or the new state, never a mix.
 //!
-//! Not here: membership (the voters are the configured members, never changed).
+//! A member added to a running group starts with no state at all; its first snapshot is how it
+//! gets everything.
 
 use engine::{keys, Engine, WriteBatch, CF_DEFAULT, CF_RAFT};
 use prost::Message as _;
-use raft::eraftpb::{ConfState, Snapshot};
+use raft::eraftpb::Snapshot;
 use raft::StorageError;
 
+use crate::members::{self, MemberList};
 use crate::raft_node::PD_RAFT_GROUP_ID;
 use crate::{Error, Result};
 
@@ -36,7 +40,8 @@ struct SnapshotData {
 /// Makes the snapshots a leader sends.
 pub(crate) struct PdSnapshotSource {
     pub engine: Engine,
-    pub voters: Vec<u64>,
+    /// The list while membership never changed (no list in the engine).
+    pub initial_members: MemberList,
 }
 
 impl raft_log::SnapshotSource for PdSnapshotSource {
@@ -52,6 +57,11 @@ impl raft_log::SnapshotSource for PdSnapshotSource {
         if apply.applied_index < request_index {
             return Err(unavailable());
         }
+        let list = match snap.get(CF_DEFAULT, members::MEMBER_LIST_KEY) {
+            Ok(Some(v)) => members::decode(&v).map_err(|_| unavailable())?,
+            Ok(None) => self.initial_members.clone(),
+            Err(_) => return Err(unavailable()),
+        };
         let mut data = SnapshotData::default();
         for (start, end) in crate::state::replicated_ranges() {
             snap.scan(CF_DEFAULT, &start, Some(&end), false, |k, v| {
@@ -68,10 +78,7 @@ impl raft_log::SnapshotSource for PdSnapshotSource {
         let meta = s.mut_metadata();
         meta.index = apply.applied_index;
         meta.term = apply.applied_term;
-        meta.set_conf_state(ConfState {
-            voters: self.voters.clone(),
-            ..Default::default()
-        });
+        meta.set_conf_state(members::conf_state(&list));
         tracing::info!(
             index = apply.applied_index,
             records = data.keys.len(),
@@ -164,7 +171,9 @@ mod tests {
         );
         let source = PdSnapshotSource {
             engine: leader.clone(),
-            voters: vec![1, 2, 3],
+            initial_members: members::initial(
+                [1, 2, 3].map(|id| (id, format!("pd{id}"), format!("http://pd{id}:2379"))),
+            ),
         };
         assert!(source.snapshot(43, 2).is_err(), "not applied that far yet");
         let snap = source.snapshot(30, 2).unwrap();
@@ -173,6 +182,19 @@ mod tests {
             (42, 7)
         );
         assert_eq!(snap.get_metadata().get_conf_state().voters, [1, 2, 3]);
+
+        // Once membership changed, the configuration is the list's, which the snapshot carries.
+        let mut changed = source.initial_members.clone();
+        changed.members[2].learner = true;
+        let mut wb = WriteBatch::new();
+        members::write(&changed, &mut wb);
+        leader.write(wb, true).unwrap();
+        let snap = source.snapshot(30, 2).unwrap();
+        let cs = snap.get_metadata().get_conf_state();
+        assert_eq!(
+            (cs.voters.as_slice(), cs.learners.as_slice()),
+            (&[1, 2][..], &[3][..])
+        );
 
         // A follower with older state and its own identity.
         let (_d, follower) = engine();
@@ -188,8 +210,10 @@ mod tests {
         stage(&snap.data, &mut wb).unwrap();
         follower.write(wb, true).unwrap();
         let got = records(&follower);
+        let list = changed.encode_to_vec();
         let want: Vec<(Vec<u8>, Vec<u8>)> = [
             (&b"pd/member"[..], &b"follower's own"[..]),
+            (b"pd/members", list.as_slice()),
             (b"pd/meta", b"m"),
             (b"pd/region/\0\0\0\0\0\0\0\x02", b"r2"),
             (b"pd/store/\0\0\0\0\0\0\0\x01", b"s1"),

@@ -135,11 +135,15 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 /// The key ranges (`[start, end)` in column family `default`) of the replicated state: what a
 /// Raft snapshot carries ([`crate::snapshot`]). The member's own records are outside them.
-pub(crate) fn replicated_ranges() -> [(Vec<u8>, Vec<u8>); 3] {
-    let mut meta_end = META_KEY.to_vec();
-    meta_end.push(0);
+pub(crate) fn replicated_ranges() -> [(Vec<u8>, Vec<u8>); 4] {
+    let just = |key: &[u8]| {
+        let mut end = key.to_vec();
+        end.push(0);
+        (key.to_vec(), end)
+    };
     [
-        (META_KEY.to_vec(), meta_end),
+        just(META_KEY),
+        just(crate::members::MEMBER_LIST_KEY),
         (STORE_PREFIX.to_vec(), prefix_end(STORE_PREFIX)),
         (REGION_PREFIX.to_vec(), prefix_end(REGION_PREFIX)),
     ]

@@ -1,13 +1,19 @@
 //! PD-to-PD Raft transport over gRPC (`pdraftpb.PdRaft`).
 //!
 //! Sending ([`PeerSender`]): the Raft thread hands each outgoing message to the queue of its
-//! destination member without blocking. One tokio task per remote member drains that queue into
+//! destination member without blocking. The members and their addresses follow the group's
+//! member list: when a membership change (or a snapshot) changes it, the Raft thread hands the
+//! new list over ([`RaftSender::set_members`]), a task starts for an added member and the task
+//! of a removed one ends. One tokio task per remote member drains that queue into
 //! [`RaftBatch`]es (everything queued, up to a limit, per batch) on one long-lived client stream
 //! (`PdRaft/Send`). When the connection fails, queued messages are dropped (Raft retransmits)
 //! and the task reconnects with backoff.
 //!
 //! Receiving ([`PdRaftService`]): each incoming batch is checked to be addressed to this member,
 //! decoded, and forwarded to the Raft thread's inbox. Streams end when the server shuts down.
+//! The same service answers `Members`: the member list as this member knows it, with roles,
+//! which a member starting on an empty data directory asks for to join (see
+//! [`crate::membership`]).
 //!
 //! Cluster check: a stream carries the sender's cluster id (as known when the stream opened) in
 //! its request metadata ([`CLUSTER_ID_HEADER`]). A receiver that knows another cluster id
@@ -28,7 +34,7 @@ use std::time::Duration;
 
 use proto::pdraftpb::pd_raft_client::PdRaftClient;
 use proto::pdraftpb::pd_raft_server::PdRaft;
-use proto::pdraftpb::{Done, RaftBatch};
+use proto::pdraftpb::{Done, MembersRequest, MembersResponse, RaftBatch};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use tokio::sync::mpsc;
@@ -36,6 +42,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::members::PdMember;
 use crate::raft_node::{is_local, NodeStatus, RaftMsg, RaftSender};
 use crate::service::Shutdown;
 
@@ -64,49 +71,74 @@ impl NetFilter {
 
 /// The sending side, owned by the Raft thread.
 pub(crate) struct PeerSender {
-    peers: HashMap<u64, mpsc::UnboundedSender<Message>>,
+    /// Queue and URL of each remote member.
+    peers: HashMap<u64, (mpsc::UnboundedSender<Message>, String)>,
     filter: Arc<NetFilter>,
+    runtime: tokio::runtime::Handle,
+    status: Arc<NodeStatus>,
+    shutdown: Shutdown,
+    security: security::SecurityManager,
 }
 
 impl PeerSender {
-    /// Starts one sender task per remote member `(member_id, url)` on `runtime`, sending as the
-    /// member of `status`; the tasks end when the returned sender is dropped or `shutdown`
-    /// resolves.
+    /// Starts one sender task per remote member of `members` on `runtime`, sending as the
+    /// member of `status`; the tasks end when the returned sender is dropped, their member
+    /// leaves the list, or `shutdown` resolves.
     pub fn start(
         runtime: &tokio::runtime::Handle,
         status: Arc<NodeStatus>,
-        peers: Vec<(u64, String)>,
+        members: &[PdMember],
         filter: Arc<NetFilter>,
         shutdown: Shutdown,
         security: security::SecurityManager,
     ) -> PeerSender {
-        let mut senders = HashMap::new();
-        for (to_id, url) in peers {
-            let (tx, rx) = mpsc::unbounded_channel();
-            senders.insert(to_id, tx);
-            runtime.spawn(run_peer(
-                Arc::clone(&status),
-                to_id,
-                url,
-                rx,
-                shutdown.clone(),
-                security.clone(),
-            ));
-        }
-        PeerSender {
-            peers: senders,
+        let mut sender = PeerSender {
+            peers: HashMap::new(),
             filter,
-        }
+            runtime: runtime.clone(),
+            status,
+            shutdown,
+            security,
+        };
+        sender.set_members(members);
+        sender
     }
 }
 
 impl RaftSender for PeerSender {
+    fn set_members(&mut self, members: &[PdMember]) {
+        let me = self.status.member_id();
+        let wanted: HashMap<u64, &str> = members
+            .iter()
+            .filter(|m| m.id != me)
+            .map(|m| (m.id, m.url.as_str()))
+            .collect();
+        // Dropping a queue ends its task.
+        self.peers
+            .retain(|id, (_, url)| wanted.get(id).is_some_and(|u| *u == url.as_str()));
+        for (to_id, url) in wanted {
+            if self.peers.contains_key(&to_id) {
+                continue;
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.peers.insert(to_id, (tx, url.to_owned()));
+            self.runtime.spawn(run_peer(
+                Arc::clone(&self.status),
+                to_id,
+                url.to_owned(),
+                rx,
+                self.shutdown.clone(),
+                self.security.clone(),
+            ));
+        }
+    }
+
     fn send(&self, msg: Message) {
         if self.filter.is_isolated() {
             return;
         }
         match self.peers.get(&msg.to) {
-            Some(queue) => {
+            Some((queue, _)) => {
                 let _ = queue.send(msg);
             }
             None => tracing::debug!(to = msg.to, "raft message to an unknown member dropped"),
@@ -246,6 +278,17 @@ impl PdRaftService {
 
 #[tonic::async_trait]
 impl PdRaft for PdRaftService {
+    async fn members(
+        &self,
+        _request: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        Ok(Response::new(MembersResponse {
+            cluster_id: self.status.cluster_id(),
+            list: Some(self.status.member_list()),
+            leader_id: self.status.leadership().leader_id,
+        }))
+    }
+
     async fn send(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<Done>, Status> {
         let member_id = self.status.member_id();
         let theirs = request

@@ -84,7 +84,8 @@ async fn a_single_node_pd_with_empty_data_refuses_existing() {
     let dir = tempfile::tempdir().unwrap();
     let config = existing(PdConfig::for_test(dir.path().join("pd")));
     let err = placement_driver::start(config.clone()).await.unwrap_err();
-    assert!(matches!(err, Error::EmptyDataDir { .. }), "{err}");
+    assert!(matches!(err, Error::CannotJoin { .. }), "{err}");
+    assert!(err.to_string().contains("holds no PD data"), "{err}");
     // `new` creates it; from then on `existing` loads it.
     let pd = placement_driver::start(PdConfig {
         initial_cluster_state: InitialClusterState::New,

@@ -260,6 +260,53 @@ impl LocalCluster {
         Ok(i)
     }
 
+    /// Lays out one more PD member (the next name, serving at `addr`) that joins the running
+    /// group: an empty data directory, `--initial-cluster` naming the members and itself,
+    /// `--initial-cluster-state existing`. It is not started: add it first
+    /// (`rangekv ctl member add <name> http://<addr>`), then [`LocalCluster::start_pd`].
+    /// Returns its index in [`LocalCluster::pds`].
+    pub fn add_pd(&mut self, addr: String) -> usize {
+        let i = self.pds.len();
+        let name = format!("pd{}", i + 1);
+        let initial_cluster: Vec<String> = self
+            .pds
+            .iter()
+            .chain(std::iter::once(&Node {
+                name: name.clone(),
+                addr: addr.clone(),
+                args: Vec::new(),
+                env: Vec::new(),
+                log: PathBuf::new(),
+                child: None,
+            }))
+            .map(|n| format!("{}=http://{}", n.name, n.addr))
+            .collect();
+        let mut args = vec![
+            "pd".to_string(),
+            "--name".into(),
+            name.clone(),
+            "--addr".into(),
+            addr.clone(),
+            "--data-dir".into(),
+            self.cfg.data_dir.join(&name).display().to_string(),
+            "--initial-cluster".into(),
+            initial_cluster.join(","),
+            "--initial-cluster-state".into(),
+            "existing".into(),
+        ];
+        args.extend(self.cfg.pd_args.iter().cloned());
+        args.extend(self.cfg.tls_args());
+        self.pds.push(Node {
+            log: self.cfg.data_dir.join(format!("{name}.log")),
+            name,
+            addr,
+            args,
+            env: Vec::new(),
+            child: None,
+        });
+        i
+    }
+
     pub fn pd_endpoints(&self) -> Vec<String> {
         self.pds.iter().map(|n| n.addr.clone()).collect()
     }

@@ -124,3 +124,125 @@ fn kill_9_of_the_pd_leader_under_tso_load_keeps_timestamps_unique_and_increasing
     all.dedup();
     assert_eq!(all.len(), n, "a timestamp was handed out twice");
 }
+
+/// Runs `rangekv ctl --pd <endpoints> <args>`; its success and stdout (stderr on failure).
+fn ctl(endpoints: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rangekv"))
+        .args(["ctl", "--pd", endpoints])
+        .args(args)
+        .output()
+        .expect("run ctl");
+    let text = if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    (out.status.success(), text)
+}
+
+/// `(name, role)` of every member `ctl member list --json` shows, sorted by name.
+fn member_roles(endpoints: &str) -> Vec<(String, String)> {
+    let (ok, out) = ctl(endpoints, &["--json", "member", "list"]);
+    if !ok {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let mut roles: Vec<(String, String)> = v["members"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default().to_owned(),
+                m["role"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    roles.sort();
+    roles
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn ctl_member_add_and_remove_replace_pd_members_of_running_processes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = LocalClusterConfig::on_free_ports(
+        PathBuf::from(env!("CARGO_BIN_EXE_rangekv")),
+        dir.path().to_path_buf(),
+        3,
+        0,
+    )
+    .expect("ports");
+    let mut cluster = LocalCluster::start(cfg).expect("start PD");
+    cluster
+        .wait_listening(Duration::from_secs(60))
+        .expect("listening");
+    let endpoints = cluster.pd_endpoints().join(",");
+    let voter = |name: &str| (name.to_owned(), "voter".to_owned());
+    wait_for("three voting PD members", Duration::from_secs(60), || {
+        member_roles(&endpoints) == vec![voter("pd1"), voter("pd2"), voter("pd3")]
+    });
+
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").to_string()
+    };
+    let d = cluster.add_pd(addr.clone());
+    // Started before it is added, it refuses and says how to add it.
+    cluster.start_pd(d).expect("spawn pd4");
+    wait_for("pd4 to refuse", Duration::from_secs(30), || {
+        !cluster.pds[d].is_running()
+    });
+    let log = std::fs::read_to_string(cluster.pds[d].log_path()).unwrap_or_default();
+    assert!(log.contains("rangekv ctl member add pd4"), "{log}");
+
+    let url = format!("http://{addr}");
+    let (ok, out) = ctl(&endpoints, &["member", "add", "pd4", &url]);
+    assert!(ok, "{out}");
+    assert!(out.contains("as a learner"), "{out}");
+    let (ok, out) = ctl(&endpoints, &["member", "add", "pd4", &url]);
+    assert!(!ok && out.contains("already a PD member"), "{out}");
+    cluster.start_pd(d).expect("start pd4");
+    wait_for("pd4 to vote", Duration::from_secs(60), || {
+        member_roles(&endpoints) == vec![voter("pd1"), voter("pd2"), voter("pd3"), voter("pd4")]
+    });
+
+    // Replace pd1 by pd4: remove it; then with pd2 killed, pd3 and pd4 are a majority of three.
+    let (ok, out) = ctl(&endpoints, &["member", "remove", "pd1"]);
+    assert!(ok, "{out}");
+    wait_for("pd1 to leave", Duration::from_secs(60), || {
+        member_roles(&endpoints) == vec![voter("pd2"), voter("pd3"), voter("pd4")]
+    });
+    cluster.kill_pd(1).expect("kill -9 pd2");
+    let endpoints = format!("{endpoints},{addr}");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let served = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let endpoints: Vec<String> = endpoints.split(',').map(str::to_owned).collect();
+        loop {
+            if let Ok(c) = pd_client::PdClient::connect(endpoints.clone()).await {
+                if c.get_ts().await.is_ok() {
+                    return true;
+                }
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    assert!(served, "pd3 and pd4 did not serve timestamps");
+    cluster.shutdown();
+}

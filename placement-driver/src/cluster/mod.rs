@@ -180,6 +180,15 @@ impl Cluster {
         }
     }
 
+    /// Adds or removes a PD member (see [`crate::members`]); on the serving leader only.
+    pub async fn change_members(
+        &self,
+        request: crate::members::MemberRequest,
+    ) -> Result<crate::members::MemberList> {
+        self.require_leader()?;
+        self.state.change_members(request).await
+    }
+
     pub fn member(&self) -> &Member {
         &self.member
     }

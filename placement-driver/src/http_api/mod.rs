@@ -17,7 +17,7 @@
 //! | path | answer | served by |
 //! |---|---|---|
 //! | `/ping` | empty 200 | any member |
-//! | `/members` | `GetMembersResponse` as JSON: `header`, `members`, `leader`, `etcd_leader` | any member |
+//! | `/members` | `GetMembersResponse` as JSON: `header`, `members` (a learner has `"is_learner": true`), `leader`, `etcd_leader` | any member |
 //! | `/leader` | the leader's `Member`, `null` if unknown | any member |
 //! | `/health` | `[{name, member_id, client_urls, health}]`: a member is healthy if it answers `GetMembers` within 1 s | any member |
 //! | `/stores` | `{count, stores: [{store, status}]}`; Up and Offline stores, or those of `?state=<0/1/2>` (repeatable) | leader |
@@ -51,8 +51,13 @@
 //! PD does: it answers 503 with the "not leader" error naming the leader (name and URL), and
 //! `/members` (answered everywhere) names it too.
 //!
-//! Not served (PD has them): anything that writes (store state, labels, weights, operators,
-//! schedulers, config changes, removing members or GC safe points), scan and top-N region
+//! Membership ([`crate::members`]), on the leader: `POST /members` with `{"name", "url"}` adds a
+//! member (a learner until it caught up; answers the member), `DELETE /members/name/{name}`
+//! (PD's path) removes one. Both answer once the change is applied on the leader; a second
+//! change while one is in progress is refused (400).
+//!
+//! Not served (PD has them): anything else that writes (store state, labels, weights,
+//! schedulers, config changes or GC safe points), scan and top-N region
 //! queries, hot-region statistics, placement rules, `/config` and `/version`. Stores' scores
 //! are approximations: `leader_score` is the leader count and `region_score` the region size
 //! (PD weighs them by policy and free space); region sizes come from heartbeats.
@@ -102,7 +107,8 @@ const MIB: u64 = 1 << 20;
 pub fn routes(cluster: Arc<Cluster>) -> tonic::service::Routes {
     let api = Router::new()
         .route("/ping", get(ping))
-        .route("/members", get(members))
+        .route("/members", get(members).post(add_member))
+        .route("/members/name/{name}", axum::routing::delete(remove_member))
         .route("/leader", get(leader))
         .route("/health", get(health))
         .route("/stores", get(stores))
@@ -273,14 +279,79 @@ async fn ping() -> StatusCode {
 
 async fn members(State(cluster): State<Arc<Cluster>>) -> Result<Response> {
     let resp = cluster.on_get_members(GetMembersRequest::default()).await?;
+    let learners: HashSet<u64> = cluster
+        .state()
+        .status()
+        .members()
+        .iter()
+        .filter(|m| m.learner)
+        .map(|m| m.id)
+        .collect();
     ok(&MembersJson {
         header: HeaderJson {
             cluster_id: cluster.cluster_id(),
         },
-        members: resp.members.iter().map(MemberJson::from).collect(),
+        members: resp
+            .members
+            .iter()
+            .map(|m| MemberJson {
+                is_learner: learners.contains(&m.member_id),
+                ..MemberJson::from(m)
+            })
+            .collect(),
         leader: resp.leader.as_ref().map(MemberJson::from),
         etcd_leader: resp.etcd_leader.as_ref().map(MemberJson::from),
     })
+}
+
+/// The body of `POST /members`.
+#[derive(serde::Deserialize)]
+struct AddMemberInput {
+    name: String,
+    url: String,
+}
+
+#[derive(Serialize)]
+struct ChangedMember {
+    name: String,
+    member_id: u64,
+    url: String,
+    is_learner: bool,
+}
+
+async fn add_member(
+    State(cluster): State<Arc<Cluster>>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let input: AddMemberInput = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid member: {e}")))?;
+    let list = cluster
+        .change_members(crate::members::MemberRequest::Add {
+            name: input.name.clone(),
+            url: input.url,
+        })
+        .await?;
+    let m = list
+        .members
+        .iter()
+        .find(|m| m.name == input.name)
+        .ok_or_else(|| ApiError::from(Error::Internal("added member not in the list".into())))?;
+    ok(&ChangedMember {
+        name: m.name.clone(),
+        member_id: m.id,
+        url: m.url.clone(),
+        is_learner: m.learner,
+    })
+}
+
+async fn remove_member(
+    State(cluster): State<Arc<Cluster>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Response> {
+    cluster
+        .change_members(crate::members::MemberRequest::Remove { name: name.clone() })
+        .await?;
+    ok(&format!("removed PD member {name}"))
 }
 
 async fn leader(State(cluster): State<Arc<Cluster>>) -> Result<Response> {

@@ -44,6 +44,9 @@ pub(super) struct MemberJson {
     pub(super) git_hash: String,
     #[serde(skip_serializing_if = "is_zero")]
     pub(super) dc_location: String,
+    /// A learner of PD's Raft group (added, not yet caught up); not in PD's JSON.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(super) is_learner: bool,
 }
 
 impl From<&pdpb::Member> for MemberJson {
@@ -58,6 +61,7 @@ impl From<&pdpb::Member> for MemberJson {
             binary_version: m.binary_version.clone(),
             git_hash: m.git_hash.clone(),
             dc_location: m.dc_location.clone(),
+            is_learner: false,
         }
     }
 }

@@ -3,12 +3,14 @@
 //! of the process (leadership, lease, members, log state) is [`status`]'s [`NodeStatus`].
 //!
 //! Every PD member runs one [`RaftNode`] thread. The group (id [`PD_RAFT_GROUP_ID`] in PD's
-//! engine) has one voter per member of `initial_cluster` (one voter for a single-node PD), with
-//! the member ids as Raft peer ids. Every member bootstraps the same initial state
+//! engine) starts with one voter per member of `initial_cluster` (one voter for a single-node
+//! PD), with the member ids as Raft peer ids. Every member bootstraps the same initial state
 //! (`raft_log::bootstrap_group`: an empty log committed up to `RAFT_INIT_LOG_INDEX`) the first
-//! time it starts on an empty data directory, so no configuration change is ever needed; a
-//! member never bootstraps over existing data nor onto an empty directory of a running group
-//! (see [`crate::membership`]).
+//! time it starts on an empty data directory; a member never bootstraps over existing data nor
+//! onto an empty directory of a running group (see [`crate::membership`]). Members are added
+//! and removed later by Raft conf changes ([`crate::members`] has the protocol, `conf_change`
+//! carries it out): a member added to a running group starts with no Raft state at all and
+//! gets everything from the leader's snapshot; a member that applies its own removal stops.
 //!
 //! The thread's loop: receive from its inbox ([`RaftMsg`]: proposals, messages from peers,
 //! shutdown) with a timeout until the next tick; tick; then handle Ready in raft-rs's order:
@@ -57,8 +59,8 @@
 //! - A storage failure while persisting or applying stops the node (the thread ends and every
 //!   proposal fails); it is never answered as a command result.
 //!
-//! Implementation caveats: no membership changes; proposals are not forwarded from followers
-//! (clients go to the leader).
+//! Implementation caveats: proposals are not forwarded from followers (clients go to the
+//! leader).
 
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -66,7 +68,7 @@ use std::time::{Duration, Instant};
 
 use engine::{Engine, WriteBatch};
 use parking_lot::RwLock;
-use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
+use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 use raft::{RawNode, StateRole, Storage};
 use raft_group::proposal::{Proposal, ProposalQueue, Settled};
 use raft_log::{ApplyState, RaftLogStorage};
@@ -75,9 +77,11 @@ use tokio::sync::oneshot;
 use crate::command::{ApplyResult, CompactLog, PdCommand};
 use crate::lease::Lease;
 use crate::log_gc::{self, LogGcConfig};
+use crate::members::{self, MemberList, MemberRequest, PdMember};
 use crate::state::PdState;
 use crate::{Error, Result};
 
+mod conf_change;
 mod status;
 
 pub use status::{Leadership, MemberInfo, NodeStatus, RaftLogState};
@@ -93,6 +97,11 @@ pub(crate) enum RaftMsg {
     /// Replicate an encoded [`PdCommand`]; answered once applied here (or failed).
     Propose {
         data: Vec<u8>,
+        reply: oneshot::Sender<Result<ApplyResult>>,
+    },
+    /// Change the group's members; answered with the new list once applied here.
+    ChangeMembers {
+        request: MemberRequest,
         reply: oneshot::Sender<Result<ApplyResult>>,
     },
     /// A Raft message from another member.
@@ -114,6 +123,8 @@ pub(crate) struct StateCell {
 /// Where the Raft thread sends messages to other members (never blocks).
 pub(crate) trait RaftSender: Send + 'static {
     fn send(&self, msg: Message);
+    /// The group's members changed: send to these (this member among them or not).
+    fn set_members(&mut self, members: &[PdMember]);
 }
 
 /// Raft timing of the node.
@@ -145,6 +156,10 @@ pub(crate) struct RaftNode<S: RaftSender> {
     inbox: std_mpsc::Receiver<RaftMsg>,
     timing: RaftTiming,
     applied: ApplyState,
+    /// The group's members as of `applied` (see [`crate::members`]).
+    members: MemberList,
+    /// The members of `initial_cluster`: the list until the first membership change.
+    initial_members: MemberList,
     proposals: ProposalQueue<Reply>,
     /// `(term, time)`: the start of the Ready that made this node leader of `term`, before its
     /// first appends of the term left; the barrier renews the lease from here.
@@ -162,28 +177,40 @@ pub(crate) struct RaftNode<S: RaftSender> {
 }
 
 impl<S: RaftSender> RaftNode<S> {
+    /// A node over the engine of `cell`. `initial_members` is the group of `initial_cluster`
+    /// (the list until the first membership change). A member that joined a running group and
+    /// has no Raft state yet (see [`crate::membership`]) starts with an empty log and no
+    /// configuration, and waits for the leader's snapshot.
     pub fn new(
         cell: Arc<StateCell>,
         status: Arc<NodeStatus>,
-        voters: Vec<u64>,
+        initial_members: MemberList,
         sender: S,
         inbox: std_mpsc::Receiver<RaftMsg>,
         timing: RaftTiming,
     ) -> Result<RaftNode<S>> {
         let engine = cell.engine.clone();
-        let applied = ApplyState::load(&engine, PD_RAFT_GROUP_ID)
-            .map_err(log_error)?
-            .ok_or_else(|| Error::Corrupt("PD raft group is not bootstrapped".to_owned()))?;
-        let conf_state = ConfState {
-            voters: voters.clone(),
-            ..Default::default()
+        let loaded = ApplyState::load(&engine, PD_RAFT_GROUP_ID).map_err(log_error)?;
+        let members = members::load(&engine)?.unwrap_or_else(|| initial_members.clone());
+        let (mut storage, applied) = match loaded {
+            Some(applied) => {
+                let conf_state = members::conf_state(&members);
+                let storage = RaftLogStorage::load(engine.clone(), PD_RAFT_GROUP_ID, conf_state)
+                    .map_err(log_error)?;
+                (storage, applied)
+            }
+            None => {
+                tracing::info!("no PD Raft state yet: waiting for the leader's snapshot");
+                let storage = RaftLogStorage::uninitialized(engine.clone(), PD_RAFT_GROUP_ID);
+                (storage, ApplyState::default())
+            }
         };
-        let mut storage = RaftLogStorage::load(engine.clone(), PD_RAFT_GROUP_ID, conf_state)
-            .map_err(log_error)?;
         storage.set_snapshot_source(Box::new(crate::snapshot::PdSnapshotSource {
             engine,
-            voters: voters.clone(),
+            initial_members: initial_members.clone(),
         }));
+        let initialized = loaded.is_some();
+        let alone = members.members.len() == 1 && members.members[0].id == status.member_id();
         let config = raft::Config {
             id: status.member_id(),
             election_tick: timing.election_ticks,
@@ -202,7 +229,7 @@ impl<S: RaftSender> RaftNode<S> {
         );
         let mut raw = RawNode::new(&config, storage, &logger)
             .map_err(|e| Error::Internal(format!("raft init: {e}")))?;
-        if voters == [status.member_id()] {
+        if initialized && alone {
             // A single-node group elects itself at once instead of after an election timeout.
             raw.campaign()
                 .map_err(|e| Error::Internal(format!("raft campaign: {e}")))?;
@@ -215,6 +242,8 @@ impl<S: RaftSender> RaftNode<S> {
             inbox,
             timing,
             applied,
+            members,
+            initial_members,
             proposals: ProposalQueue::default(),
             became_leader_at: None,
             transferring: false,
@@ -234,6 +263,14 @@ impl<S: RaftSender> RaftNode<S> {
         let _span = tracing::info_span!("pd_raft", member_id).entered();
         if let Err(e) = self.run_loop() {
             tracing::error!(error = %e, "PD raft node stopped on a storage failure");
+        }
+        if self.status.is_removed() {
+            // Not a member: never name itself (or anyone) leader to clients any more.
+            self.status.set_leadership(Leadership {
+                term: self.raw.raft.term,
+                leader_id: 0,
+                ready: false,
+            });
         }
         self.status.set_stopped();
         for p in self.proposals.drain() {
@@ -274,6 +311,7 @@ impl<S: RaftSender> RaftNode<S> {
             if now >= next_tick {
                 self.raw.tick();
                 self.renew_lease_request(now);
+                self.maybe_promote_learner();
                 self.ticks_since_gc += 1;
                 if self.ticks_since_gc >= self.timing.log_gc.ticks {
                     self.ticks_since_gc = 0;
@@ -283,6 +321,10 @@ impl<S: RaftSender> RaftNode<S> {
             }
             while self.raw.has_ready() {
                 self.on_ready()?;
+            }
+            if self.status.is_removed() {
+                tracing::warn!("this PD member was removed from the group; its Raft node stops");
+                return Ok(());
             }
             self.check_transfer();
         }
@@ -318,6 +360,7 @@ impl<S: RaftSender> RaftNode<S> {
     fn on_msg(&mut self, msg: RaftMsg) -> bool {
         match msg {
             RaftMsg::Propose { data, reply } => self.on_propose(data, reply),
+            RaftMsg::ChangeMembers { request, reply } => self.on_change_members(request, reply),
             RaftMsg::Step(m) => {
                 if m.to != self.status.member_id() {
                     return true;
@@ -516,6 +559,8 @@ impl<S: RaftSender> RaftNode<S> {
         let mut wb = WriteBatch::new();
         crate::snapshot::stage(&snap.data, &mut wb)?;
         self.raw.mut_store().apply_snapshot(meta, &mut wb);
+        // A member that joined has its Raft state from now on (see `crate::membership`).
+        crate::membership::MemberRecord::stage_joined_done(&self.cell.engine, &mut wb)?;
         self.cell.engine.write(wb, true)?;
         self.applied = ApplyState {
             applied_index: meta.index,
@@ -527,6 +572,9 @@ impl<S: RaftSender> RaftNode<S> {
         let cluster_id = state.cluster_id();
         *self.cell.state.write() = state;
         self.status.set_cluster_id(cluster_id);
+        let list =
+            members::load(&self.cell.engine)?.unwrap_or_else(|| self.initial_members.clone());
+        self.set_members(list);
         tracing::info!(
             index = meta.index,
             term = meta.term,
@@ -606,11 +654,13 @@ impl<S: RaftSender> RaftNode<S> {
         if entry.index <= self.applied.applied_index {
             return Ok(());
         }
-        let command = if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty()
-        {
-            Some(PdCommand::from_bytes(&entry.data)?)
-        } else {
+        if entry.get_entry_type() != EntryType::EntryNormal {
+            return self.apply_conf_change(entry);
+        }
+        let command = if entry.data.is_empty() {
             None
+        } else {
+            Some(PdCommand::from_bytes(&entry.data)?)
         };
         if let Some(PdCommand::CompactLog(compact)) = &command {
             self.apply_compact_log(entry, compact)?;

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::lease::Lease;
+use crate::members::MemberList;
 use crate::Error;
 
 /// What this node knows about the leadership of the PD group.
@@ -42,7 +43,10 @@ struct StatusInner {
     lease: Lease,
     cluster_id: u64,
     stopped: bool,
+    /// This member applied its own removal from the group: its Raft node stopped for good.
+    removed: bool,
     log: RaftLogState,
+    members: MemberList,
 }
 
 /// A member of the PD group.
@@ -52,24 +56,25 @@ pub struct MemberInfo {
     pub name: String,
     /// Client and peer URL (`http://host:port`).
     pub url: String,
+    /// Receives the log but does not vote yet (see [`crate::members`]).
+    pub learner: bool,
 }
 
 /// Leadership, lease and cluster id of this node, published by the Raft thread.
 #[derive(Debug)]
 pub struct NodeStatus {
     member_id: u64,
-    members: Vec<MemberInfo>,
     inner: Mutex<StatusInner>,
     changes: watch::Sender<Leadership>,
 }
 
 impl NodeStatus {
-    pub(crate) fn new(member_id: u64, cluster_id: u64, members: Vec<MemberInfo>) -> NodeStatus {
+    pub(crate) fn new(member_id: u64, cluster_id: u64, members: MemberList) -> NodeStatus {
         NodeStatus {
             member_id,
-            members,
             inner: Mutex::new(StatusInner {
                 cluster_id,
+                members,
                 ..Default::default()
             }),
             changes: watch::channel(Leadership::default()).0,
@@ -85,9 +90,39 @@ impl NodeStatus {
         self.inner.lock().leadership
     }
 
-    /// All members of the group (this node included), in `initial_cluster` order.
-    pub fn members(&self) -> &[MemberInfo] {
-        &self.members
+    /// All members of the group as known here (this node included, unless it was removed), in
+    /// the order they joined.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.inner
+            .lock()
+            .members
+            .members
+            .iter()
+            .map(|m| MemberInfo {
+                id: m.id,
+                name: m.name.clone(),
+                url: m.url.clone(),
+                learner: m.learner,
+            })
+            .collect()
+    }
+
+    /// The member list as known here, with the ids of removed members.
+    pub fn member_list(&self) -> MemberList {
+        self.inner.lock().members.clone()
+    }
+
+    pub(crate) fn set_member_list(&self, list: MemberList) {
+        self.inner.lock().members = list;
+    }
+
+    /// Whether this member applied its own removal from the group.
+    pub fn is_removed(&self) -> bool {
+        self.inner.lock().removed
+    }
+
+    pub(super) fn set_removed(&self) {
+        self.inner.lock().removed = true;
     }
 
     /// The error answering a leader-only request this node may not serve: it names the leader
@@ -95,7 +130,7 @@ impl NodeStatus {
     pub fn not_leader(&self) -> Error {
         let leader_id = self.leadership().leader_id;
         let leader = (leader_id != self.member_id)
-            .then(|| self.members.iter().find(|m| m.id == leader_id))
+            .then(|| self.members().into_iter().find(|m| m.id == leader_id))
             .flatten()
             .map(|m| format!("{} at {}", m.name, m.url));
         Error::NotLeader { leader }

@@ -107,6 +107,33 @@ impl PdGroup {
         config
     }
 
+    /// Adds a member slot `name` (a free port, a data dir; not started, not in
+    /// `initial_cluster`) for a member to be added to the running group; returns its index.
+    pub fn add_slot(&mut self, name: &str) -> usize {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let dir = self.members[0].dir.parent().unwrap().join(name);
+        self.members.push(Member {
+            name: name.to_owned(),
+            dir,
+            addr,
+            handle: None,
+        });
+        self.members.len() - 1
+    }
+
+    /// The config of member `i` joining the running group: `initial_cluster` names the
+    /// initial members and itself, the state is `existing`.
+    pub fn join_config(&self, i: usize) -> PdConfig {
+        let m = &self.members[i];
+        let mut config = self.config(i);
+        config.initial_cluster = format!("{},{}={}", self.initial_cluster, m.name, m.url());
+        config.initial_cluster_state = placement_driver::InitialClusterState::Existing;
+        config
+    }
+
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|m| m.url()).collect()
     }

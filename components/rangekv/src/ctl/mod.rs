@@ -11,7 +11,7 @@ use pd_client::PdClient;
 use serde_json::json;
 
 pub(crate) use pd_http::{pd_http, pd_operators};
-use pd_http::{pd_request, region_stats};
+use pd_http::{pd_learners, pd_request, region_stats};
 
 #[derive(clap::Args)]
 pub struct CtlArgs {
@@ -133,8 +133,21 @@ enum SchedulerCmd {
 
 #[derive(Subcommand)]
 enum MemberCmd {
-    /// PD members and which leads.
+    /// PD members, their roles and which leads.
     List,
+    /// Add a PD member: it joins as a learner and votes once it caught up. Then start it on an
+    /// empty data directory with `--initial-cluster-state existing`.
+    Add {
+        /// The new member's name (its `--name`).
+        name: String,
+        /// Where it serves clients and peers, `http://host:port`.
+        url: String,
+    },
+    /// Remove a PD member (a member that applies its own removal stops).
+    Remove {
+        /// The member's name.
+        name: String,
+    },
 }
 
 pub fn run(args: CtlArgs) -> Result<()> {
@@ -506,15 +519,62 @@ async fn run_async(args: CtlArgs) -> Result<()> {
             }
         }
         CtlCmd::Member {
+            cmd: MemberCmd::Add { name, url },
+        } => {
+            let body = pd_request(
+                &args.pd,
+                &security,
+                reqwest::Method::POST,
+                "members",
+                Some(json!({"name": name, "url": url})),
+            )
+            .await
+            .with_context(|| format!("adding PD member {name}"))?;
+            let added: serde_json::Value =
+                serde_json::from_str(&body).context("PD's answer to adding a member")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&added)?);
+            } else {
+                println!(
+                    "added PD member {name} (member id {}) at {} as a learner; start it with \
+                     --initial-cluster-state existing on an empty data directory: it votes once \
+                     it caught up",
+                    added["member_id"], added["url"]
+                );
+            }
+        }
+        CtlCmd::Member {
+            cmd: MemberCmd::Remove { name },
+        } => {
+            pd_http(
+                &args.pd,
+                &security,
+                reqwest::Method::DELETE,
+                &format!("members/name/{name}"),
+                None,
+            )
+            .await
+            .with_context(|| format!("removing PD member {name}"))?;
+            println!("removed PD member {name}");
+        }
+        CtlCmd::Member {
             cmd: MemberCmd::List,
         } => {
             let resp = pd.get_members().await?;
             let leader = resp.leader.as_ref().map(|l| l.member_id);
+            let learners = pd_learners(&args.pd, &security).await;
+            let role = |id: u64| {
+                if learners.contains(&id) {
+                    "learner"
+                } else {
+                    "voter"
+                }
+            };
             if args.json {
                 let v: Vec<_> = resp
                     .members
                     .iter()
-                    .map(|m| json!({"name": m.name, "member_id": m.member_id, "client_urls": m.client_urls, "leader": Some(m.member_id) == leader}))
+                    .map(|m| json!({"name": m.name, "member_id": m.member_id, "client_urls": m.client_urls, "role": role(m.member_id), "leader": Some(m.member_id) == leader}))
                     .collect();
                 println!(
                     "{}",
@@ -525,7 +585,7 @@ async fn run_async(args: CtlArgs) -> Result<()> {
             } else {
                 println!("cluster id: {}", pd.cluster_id());
                 table(
-                    &["NAME", "MEMBER ID", "CLIENT URLS", "LEADER"],
+                    &["NAME", "MEMBER ID", "CLIENT URLS", "ROLE", "LEADER"],
                     resp.members
                         .iter()
                         .map(|m| {
@@ -533,6 +593,7 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                                 m.name.clone(),
                                 m.member_id.to_string(),
                                 m.client_urls.join(","),
+                                role(m.member_id).to_owned(),
                                 if Some(m.member_id) == leader {
                                     "yes".into()
                                 } else {

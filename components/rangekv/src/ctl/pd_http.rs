@@ -26,6 +26,27 @@ pub(crate) async fn pd_operators(
     serde_json::from_str(&body).context("PD's operator list")
 }
 
+/// Member ids of the PD members that are learners (`GET /pd/api/v1/members`); empty if no
+/// member answers.
+pub(crate) async fn pd_learners(
+    endpoints: &[String],
+    security: &security::SecurityManager,
+) -> std::collections::HashSet<u64> {
+    let Ok(body) = pd_request(endpoints, security, reqwest::Method::GET, "members", None).await
+    else {
+        return Default::default();
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["members"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| m["is_learner"].as_bool() == Some(true))
+        .filter_map(|m| m["member_id"].as_u64())
+        .collect()
+}
+
 /// What a region's leader last reported of it, as PD's HTTP API shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RegionStats {
