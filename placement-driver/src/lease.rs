@@ -1,5 +1,7 @@
 //! The PD leader's lease: while it holds, no other member can be leader, so the leader may hand
-//! out timestamps and ids and answer reads without a quorum round per request.
+//! out timestamps and ids and answer reads without a quorum round per request. The type and its
+//! rules are shared with region leaders ([`raft_group::lease::Lease`]); this module is the
+//! argument that PD's timing makes them hold.
 //!
 //! Protocol:
 //! - Followers run raft-rs with `check_quorum` and `pre_vote`: a follower that received a
@@ -28,64 +30,14 @@
 //! fsync of the entries it already sent, moves the lease's end later by that delay while the
 //! followers' windows started when they received the round; a slow fsync would then outlast the
 //! margin, and a deposed leader would serve while a new one already does.
-//!
-//! The rule is pure: callers pass the times ([`std::time::Instant`]s), tests use synthetic ones.
 
-use std::time::{Duration, Instant};
-
-/// A leader's lease within one term. See the module docs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Lease {
-    /// The lease holds before this instant.
-    until: Option<Instant>,
-    /// A leader transfer is in progress.
-    transferring: bool,
-    /// Rounds sent before this instant do not renew the lease (an aborted transfer).
-    suspended_until: Option<Instant>,
-}
-
-impl Lease {
-    /// A quorum acknowledged a round sent at `sent_at`: the lease holds until
-    /// `sent_at + duration`, unless it already holds longer or renewal is suspended.
-    pub fn renew(&mut self, sent_at: Instant, duration: Duration) {
-        if self.transferring || self.suspended_until.is_some_and(|s| sent_at < s) {
-            return;
-        }
-        let until = sent_at + duration;
-        self.until = Some(self.until.map_or(until, |u| u.max(until)));
-    }
-
-    /// The node stopped being a ready leader of this term: no lease.
-    pub fn expire(&mut self) {
-        self.until = None;
-        self.transferring = false;
-    }
-
-    /// A leader transfer started: no lease until it ends.
-    pub fn begin_transfer(&mut self) {
-        self.until = None;
-        self.transferring = true;
-    }
-
-    /// A leader transfer ended at `now` without this node losing leadership: no lease from
-    /// rounds sent within `election_timeout` of now.
-    pub fn abort_transfer(&mut self, now: Instant, election_timeout: Duration) {
-        self.until = None;
-        self.transferring = false;
-        let until = now + election_timeout;
-        self.suspended_until = Some(self.suspended_until.map_or(until, |s| s.max(until)));
-    }
-
-    /// Whether the lease holds at `now`.
-    pub fn holds(&self, now: Instant) -> bool {
-        !self.transferring && self.until.is_some_and(|until| now < until)
-    }
-}
+pub use raft_group::lease::Lease;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::PdConfig;
+    use std::time::{Duration, Instant};
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -162,46 +114,5 @@ mod tests {
                 assert!(old_end > follower_may_vote_at(received, &config), "{what}");
             }
         }
-    }
-
-    #[test]
-    fn renewals_only_extend_and_expire_ends_the_lease() {
-        let t0 = Instant::now();
-        let d = Duration::from_millis(700);
-        let mut lease = Lease::default();
-        assert!(!lease.holds(t0));
-        lease.renew(t0 + 100 * MS, d);
-        assert!(lease.holds(t0 + 799 * MS));
-        assert!(!lease.holds(t0 + 800 * MS));
-        // An older round acknowledged late does not shorten it.
-        lease.renew(t0, d);
-        assert!(lease.holds(t0 + 799 * MS));
-        lease.renew(t0 + 200 * MS, d);
-        assert!(lease.holds(t0 + 899 * MS));
-        lease.expire();
-        assert!(!lease.holds(t0 + 300 * MS));
-    }
-
-    #[test]
-    fn no_lease_during_a_transfer_nor_for_an_election_timeout_after_it_aborts() {
-        let t0 = Instant::now();
-        let d = Duration::from_millis(700);
-        let election = Duration::from_millis(1000);
-        let mut lease = Lease::default();
-        lease.renew(t0, d);
-        lease.begin_transfer();
-        assert!(!lease.holds(t0 + MS));
-        lease.renew(t0 + 10 * MS, d);
-        assert!(!lease.holds(t0 + 20 * MS), "renewed while transferring");
-
-        lease.abort_transfer(t0 + 100 * MS, election);
-        assert!(!lease.holds(t0 + 101 * MS));
-        // Rounds sent before abort + election timeout do not count, later ones do.
-        lease.renew(t0 + 500 * MS, d);
-        assert!(!lease.holds(t0 + 600 * MS));
-        lease.renew(t0 + 1099 * MS, d);
-        assert!(!lease.holds(t0 + 1200 * MS));
-        lease.renew(t0 + 1100 * MS, d);
-        assert!(lease.holds(t0 + 1200 * MS));
     }
 }

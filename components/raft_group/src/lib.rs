@@ -7,11 +7,14 @@
 //! - [`log_gc`], the log compaction policy (how far a leader compacts, and when a lagging
 //!   member is left to a snapshot);
 //! - [`proposal`], the queue of proposals waiting for their entries to commit, and how a
-//!   commit settles them (committed, or stale).
+//!   commit settles them (committed, or stale);
+//! - [`lease`], the leader lease: when a quorum's acknowledgement renews it, and how a leader
+//!   transfer (started, or aborted) suspends it.
 //!
-//! It does not (yet) own the Ready cycle or leases, which each driver still has its own copy
-//! of; those are meant to move here.
+//! It does not (yet) own the Ready cycle, which each driver still has its own copy of (the
+//! raftstore's batches the Readies of many regions into one synced write).
 
+pub mod lease;
 pub mod log_gc;
 pub mod proposal;
 pub mod validate;

@@ -261,9 +261,9 @@ pub struct Peer {
     reads_to_issue: Vec<(RequestHeader, ReadCallback)>,
     pending_reads: VecDeque<PendingRead>,
     next_read_id: u64,
-    lease_expire: Option<Instant>,
-    /// See [`Peer::observe_transfer`].
-    lease_suspended_until: Option<Instant>,
+    /// The leader lease (see `raft_group::lease`); transfers suspend it, see
+    /// [`Peer::observe_transfer`].
+    lease: raft_group::lease::Lease,
     /// A leader transfer was under way when last looked at.
     transfer_seen: bool,
     became_leader_at: Instant,
@@ -410,8 +410,7 @@ impl Peer {
             reads_to_issue: Vec::new(),
             pending_reads: VecDeque::new(),
             next_read_id: 1,
-            lease_expire: None,
-            lease_suspended_until: None,
+            lease: Default::default(),
             transfer_seen: false,
             became_leader_at: now,
             applied,

@@ -240,7 +240,7 @@ impl Peer {
                 "became leader"
             );
             self.became_leader_at = self.cfg.clock.now();
-            self.lease_expire = None;
+            self.lease.expire();
             return;
         }
         debug!(
@@ -250,7 +250,7 @@ impl Peer {
             leader_id,
             "not leader"
         );
-        self.lease_expire = None;
+        self.lease.expire();
         let leader = self.peer_by_id(leader_id);
         // Reads whose leadership was never confirmed cannot be served here any more.
         let mut keep = VecDeque::new();
