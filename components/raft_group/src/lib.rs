@@ -9,12 +9,14 @@
 //! - [`proposal`], the queue of proposals waiting for their entries to commit, and how a
 //!   commit settles them (committed, or stale);
 //! - [`lease`], the leader lease: when a quorum's acknowledgement renews it, and how a leader
-//!   transfer (started, or aborted) suspends it.
+//!   transfer (started, or aborted) suspends it;
+//! - [`ready`], raft-rs's Ready cycle in two phases around the driver's synced write.
 //!
-//! It does not (yet) own the Ready cycle, which each driver still has its own copy of (the
-//! raftstore's batches the Readies of many regions into one synced write).
+//! Not here: each driver's threads and storage layout (a store batches the Readies of many
+//! regions into one group commit; PD has one group), and what it does with committed entries.
 
 pub mod lease;
 pub mod log_gc;
 pub mod proposal;
+pub mod ready;
 pub mod validate;

@@ -13,12 +13,13 @@
 //! gets everything from the leader's snapshot; a member that applies its own removal stops.
 //!
 //! The thread's loop: receive from its inbox ([`RaftMsg`]: proposals, messages from peers,
-//! shutdown) with a timeout until the next tick; tick; then handle Ready in raft-rs's order:
-//! 1. send `messages()` at once (a leader's appends may go out before its own fsync);
-//! 2. stage the new entries and hard state and write them **synced**;
-//! 3. send `persisted_messages()` (votes, append responses) — only now, after the sync;
-//! 4. `advance_append`, persist a moved commit index (unsynced), send the light ready's messages;
-//! 5. apply committed entries, one by one: the state changes of a command and the new applied
+//! shutdown) with a timeout until the next tick; tick; then handle Ready in the two phases of
+//! [`raft_group::ready`]:
+//! 1. send the Ready's `messages` at once (a leader's appends may go out before its own fsync);
+//! 2. stage a snapshot (if any), then the new entries and hard state, and write them **synced**;
+//! 3. advance: send the persisted messages (votes, append responses) — only now, after the
+//!    sync — and the light ready's, and persist a moved commit index (unsynced);
+//! 4. apply committed entries, one by one: the state changes of a command and the new applied
 //!    index go into one (unsynced) write batch, then into memory; a proposer waiting for that
 //!    entry is answered with the result. A `CompactLog` entry instead moves the truncated state
 //!    and deletes the dead log entries, in one batch with the applied index.
@@ -27,8 +28,9 @@
 //! `min(matched of every voter, applied)`, or to `applied` once the log passes
 //! `raft_log_gc_count_limit` entries; the protocol and its invariants are in [`crate::log_gc`].
 //! A member behind the log's start gets a snapshot of the state (`crate::snapshot`): the
-//! leader's raft-rs asks the storage's snapshot source for one; the follower writes it, synced,
-//! with the log reset, before anything of its Ready is acknowledged, and loads the state again.
+//! leader's raft-rs asks the storage's snapshot source for one; the follower writes it with the
+//! log reset and the rest of its Ready in one synced batch, before anything of that Ready is
+//! acknowledged, and loads the state again.
 //!
 //! Applied state is written unsynced: after a crash, raft-rs hands the entries above the
 //! persisted applied index out again and they are re-applied (every command is idempotent on
@@ -505,63 +507,64 @@ impl<S: RaftSender> RaftNode<S> {
     fn on_ready(&mut self) -> Result<()> {
         // Before anything of this Ready is sent (see `crate::lease`).
         let started = Instant::now();
-        let mut rd = self.raw.ready();
-        if rd.ss().is_some_and(|ss| ss.raft_state == StateRole::Leader) {
+        let Some((taken, pending)) = raft_group::ready::take(&mut self.raw) else {
+            return Ok(());
+        };
+        if taken
+            .soft_state
+            .as_ref()
+            .is_some_and(|ss| ss.raft_state == StateRole::Leader)
+        {
             self.became_leader_at = Some((self.raw.raft.term, started));
         }
-        self.send_all(rd.take_messages());
-        let restored = if rd.snapshot().is_empty() {
-            None
-        } else {
-            Some(self.restore_snapshot(rd.snapshot())?)
-        };
-        let committed = rd.take_committed_entries();
+        self.send_all(taken.messages);
         let mut wb = WriteBatch::new();
-        if !rd.entries().is_empty() {
-            self.raw.mut_store().append(rd.entries(), &mut wb);
-        }
-        if let Some(hs) = rd.hs() {
-            self.raw.mut_store().set_hard_state(hs.clone(), &mut wb);
-        }
+        let restored = match &taken.snapshot {
+            Some(snap) => Some(self.stage_snapshot(snap, &mut wb)?),
+            None => None,
+        };
+        raft_group::ready::stage_log(&mut self.raw, &pending, &mut wb);
         if !wb.is_empty() {
             self.cell.engine.write(wb, true)?;
         }
-        self.send_all(rd.take_persisted_messages());
-        let read_states = rd.take_read_states();
-        let mut light = self.raw.advance_append(rd);
-        if let Some(index) = restored {
-            self.raw.advance_apply_to(index);
-            self.raw.mut_store().set_applied(index);
+        if let Some(meta) = &restored {
+            self.load_snapshot(meta)?;
         }
+        let mut wb = WriteBatch::new();
+        let snapshot_index = restored.as_ref().map(|meta| meta.index);
+        let advanced = raft_group::ready::advance(&mut self.raw, pending, snapshot_index, &mut wb);
         // Role and term after this Ready (soft state changes are visible on the raft struct).
         self.publish_role();
-        for rs in read_states {
+        for rs in taken.read_states {
             self.on_read_state(&rs.request_ctx);
         }
-        if let Some(commit) = light.commit_index() {
-            let mut wb = WriteBatch::new();
-            self.raw.mut_store().set_commit(commit, &mut wb);
-            if !wb.is_empty() {
-                self.cell.engine.write(wb, false)?;
-            }
+        if !wb.is_empty() {
+            self.cell.engine.write(wb, false)?;
         }
-        self.send_all(light.take_messages());
-        self.apply(committed)?;
-        self.apply(light.take_committed_entries())?;
+        self.send_all(advanced.messages);
+        self.apply(taken.committed)?;
+        self.apply(advanced.committed)?;
         self.publish_log_state();
         Ok(())
     }
 
-    /// Replaces the state by a leader's snapshot: the snapshot's records and the log reset in
-    /// one synced batch, then the state in memory loaded again. Returns its index.
-    fn restore_snapshot(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<u64> {
-        let meta = snap.get_metadata();
-        let mut wb = WriteBatch::new();
-        crate::snapshot::stage(&snap.data, &mut wb)?;
-        self.raw.mut_store().apply_snapshot(meta, &mut wb);
-        // A member that joined has its Raft state from now on (see `crate::membership`).
-        crate::membership::MemberRecord::stage_joined_done(&self.cell.engine, &mut wb)?;
-        self.cell.engine.write(wb, true)?;
+    /// Stages the replacement of the state by a leader's snapshot into `wb` (with the Ready's
+    /// log, one synced batch): the snapshot's records, the log reset and, for a member that
+    /// joined, the end of its `joined` mark (see `crate::membership`). Returns its metadata.
+    fn stage_snapshot(
+        &mut self,
+        snap: &raft::eraftpb::Snapshot,
+        wb: &mut WriteBatch,
+    ) -> Result<raft::eraftpb::SnapshotMetadata> {
+        let meta = snap.get_metadata().clone();
+        crate::snapshot::stage(&snap.data, wb)?;
+        self.raw.mut_store().apply_snapshot(&meta, wb);
+        crate::membership::MemberRecord::stage_joined_done(&self.cell.engine, wb)?;
+        Ok(meta)
+    }
+
+    /// Once the snapshot's batch is written: loads the state (and the members) again from it.
+    fn load_snapshot(&mut self, meta: &raft::eraftpb::SnapshotMetadata) -> Result<()> {
         self.applied = ApplyState {
             applied_index: meta.index,
             applied_term: meta.term,
@@ -580,7 +583,7 @@ impl<S: RaftSender> RaftNode<S> {
             term = meta.term,
             "PD state restored from the leader's snapshot"
         );
-        Ok(meta.index)
+        Ok(())
     }
 
     fn publish_role(&mut self) {

@@ -32,7 +32,7 @@ use engine::Engine;
 use proto::metapb;
 use proto::raft_serverpb::RaftMessage;
 use raft::eraftpb::Entry;
-use raft::{RawNode, Ready, StateRole, Storage as _};
+use raft::{RawNode, StateRole, Storage as _};
 use raft_group::proposal::{Proposal, ProposalQueue};
 use raft_log::{ApplyState, RaftLogStorage};
 use tracing::{debug, info};
@@ -269,7 +269,7 @@ pub struct Peer {
     became_leader_at: Instant,
     applied: ApplyState,
     /// The Ready staged in this round, advanced after the group commit.
-    ready: Option<Ready>,
+    ready: Option<raft_group::ready::Pending>,
     /// Committed entries waiting to be sent to the apply worker.
     to_apply: Vec<Entry>,
     ticks_since_gc: usize,

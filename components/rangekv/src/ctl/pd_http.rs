@@ -26,17 +26,31 @@ pub(crate) async fn pd_operators(
     serde_json::from_str(&body).context("PD's operator list")
 }
 
-/// Member ids of the PD members that are learners (`GET /pd/api/v1/members`); empty if no
+/// Member ids of the PD members that are learners (`GET /pd/api/v1/members`), as the leader
+/// knows them (any member answers, a member that was down may know an older list); empty if no
 /// member answers.
 pub(crate) async fn pd_learners(
     endpoints: &[String],
     security: &security::SecurityManager,
 ) -> std::collections::HashSet<u64> {
-    let Ok(body) = pd_request(endpoints, security, reqwest::Method::GET, "members", None).await
-    else {
+    let members = |endpoints: Vec<String>| async move {
+        let body = pd_request(&endpoints, security, reqwest::Method::GET, "members", None)
+            .await
+            .ok()?;
+        serde_json::from_str::<serde_json::Value>(&body).ok()
+    };
+    let Some(mut v) = members(endpoints.to_vec()).await else {
         return Default::default();
     };
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if let Some(leader_url) = v["leader"]["client_urls"][0].as_str() {
+        let leader = leader_url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned();
+        if let Some(from_leader) = members(vec![leader]).await {
+            v = from_leader;
+        }
+    }
     v["members"]
         .as_array()
         .map(Vec::as_slice)
