@@ -146,6 +146,8 @@ pub struct Node {
     env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
+    /// Removed from its group for good (a replaced PD member): never started again.
+    retired: bool,
 }
 
 impl Node {
@@ -230,6 +232,7 @@ impl LocalCluster {
                     args,
                     env: Vec::new(),
                     child: None,
+                    retired: false,
                 }
             })
             .collect();
@@ -271,6 +274,7 @@ impl LocalCluster {
         let initial_cluster: Vec<String> = self
             .pds
             .iter()
+            .filter(|n| !n.retired)
             .chain(std::iter::once(&Node {
                 name: name.clone(),
                 addr: addr.clone(),
@@ -278,6 +282,7 @@ impl LocalCluster {
                 env: Vec::new(),
                 log: PathBuf::new(),
                 child: None,
+                retired: false,
             }))
             .map(|n| format!("{}=http://{}", n.name, n.addr))
             .collect();
@@ -303,12 +308,47 @@ impl LocalCluster {
             args,
             env: Vec::new(),
             child: None,
+            retired: false,
         });
         i
     }
 
+    /// The client addresses of the PD members (retired ones left out).
     pub fn pd_endpoints(&self) -> Vec<String> {
-        self.pds.iter().map(|n| n.addr.clone()).collect()
+        self.pds
+            .iter()
+            .filter(|n| !n.retired)
+            .map(|n| n.addr.clone())
+            .collect()
+    }
+
+    /// Kills PD member `i` and deletes its data directory, for good: it was (or is about to
+    /// be) removed from the group (`rangekv ctl member remove`). Its slot stays, retired.
+    pub fn retire_pd(&mut self, i: usize) -> Result<()> {
+        if self.pds[i].is_running() {
+            self.kill_pd(i)?;
+        }
+        let dir = self.cfg.data_dir.join(&self.pds[i].name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        self.pds[i].retired = true;
+        Ok(())
+    }
+
+    /// Whether PD member `i` was retired ([`LocalCluster::retire_pd`]).
+    pub fn is_retired_pd(&self, i: usize) -> bool {
+        self.pds[i].retired
+    }
+
+    /// A free address for the next PD member ([`LocalCluster::add_pd`]) on its host.
+    pub fn free_pd_addr(&self) -> Result<String> {
+        let host = self.cfg.pd_host(self.pds.len());
+        let port = TcpListener::bind((host.as_str(), 0))
+            .with_context(|| format!("finding a free port on {host}"))?
+            .local_addr()?
+            .port();
+        Ok(format!("{host}:{port}"))
     }
 
     pub fn store_addrs(&self) -> Vec<String> {
@@ -344,6 +384,12 @@ impl LocalCluster {
     }
 
     pub fn start_pd(&mut self, i: usize) -> Result<()> {
+        if self.pds[i].retired {
+            bail!(
+                "{} was removed from PD's group; it is not started again",
+                self.pds[i].name
+            );
+        }
         Self::spawn(&self.cfg.bin, &mut self.pds[i])
     }
 
@@ -452,6 +498,7 @@ fn store_node(cfg: &LocalClusterConfig, pd_addrs: &[String], i: usize) -> Node {
             .map(|(_, k, v)| (k.clone(), v.clone()))
             .collect(),
         child: None,
+        retired: false,
     }
 }
 

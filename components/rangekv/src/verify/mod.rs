@@ -96,7 +96,7 @@ pub struct VerifyArgs {
     workload: Workload,
     /// Faults, comma-separated: kill-store, kill-leader-stores, kill-pd, kill-pd-leader,
     /// pause-store, pause-pd-leader, kill-all, split, shuffle-leaders, move-replica,
-    /// partition (needs root and iptables);
+    /// replace-pd (needs three PD members), partition (needs root and iptables);
     /// `kill` and `pause` name both of their kind, `all` every fault but partition, `none`
     /// none.
     #[arg(long, default_value = "kill,pause")]

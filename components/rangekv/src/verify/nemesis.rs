@@ -8,6 +8,12 @@
 //! Faults:
 //! - `kill-store`: SIGKILL of a random store; healed by restarting it on its data directory.
 //! - `kill-pd-leader`: SIGKILL of the PD leader (with one PD member, of that member).
+//! - `replace-pd`: a PD member's disk is lost and the member replaced, as an operator does:
+//!   SIGKILL of a random member, `member remove` of it through PD's HTTP API (its data
+//!   directory is then deleted, the member retired); healed by `member add` of a new member
+//!   (the next name, a new port) that joins on an empty data directory, gets PD's state by
+//!   snapshot and is promoted to voter. Needs at least three running PD members; the workload's
+//!   clients learn the new member from `GetMembers`.
 //! - `pause-store`: SIGSTOP of a random store, SIGCONT to heal. Its connections stay open
 //!   and silent, as with a long GC pause or a hung disk.
 //! - `pause-pd-leader`: SIGSTOP of the PD leader; a deposed leader wakes up believing it leads.
@@ -57,6 +63,7 @@ pub enum Fault {
     Split,
     ShuffleLeaders,
     MoveReplica,
+    ReplacePd,
     Partition,
 }
 
@@ -73,6 +80,7 @@ impl Fault {
             Fault::Split => "split",
             Fault::ShuffleLeaders => "shuffle-leaders",
             Fault::MoveReplica => "move-replica",
+            Fault::ReplacePd => "replace-pd",
             Fault::Partition => "partition",
         }
     }
@@ -98,6 +106,7 @@ pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
                 Split,
                 ShuffleLeaders,
                 MoveReplica,
+                ReplacePd,
             ]),
             "kill-store" => faults.push(KillStore),
             "kill-leader-stores" => faults.push(KillLeaderStores),
@@ -109,11 +118,13 @@ pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
             "split" => faults.push(Split),
             "shuffle-leaders" => faults.push(ShuffleLeaders),
             "move-replica" => faults.push(MoveReplica),
+            "replace-pd" => faults.push(ReplacePd),
             "partition" => faults.push(Partition),
             other => bail!(
                 "unknown nemesis {other:?}: use kill-store, kill-leader-stores, kill-pd, \
                  kill-pd-leader, pause-store, \
-                 pause-pd-leader, kill-all, split, shuffle-leaders, move-replica, partition, \
+                 pause-pd-leader, kill-all, split, shuffle-leaders, move-replica, replace-pd, \
+                 partition, \
                  kill, pause, all or none"
             ),
         }
@@ -204,7 +215,7 @@ pub fn run(
             log(&recorder, fault, "end", name, note);
         } else {
             let mut c = cluster.lock().expect("cluster lock");
-            heal(&mut c, fault, &target, &recorder);
+            heal(&mut c, fault, &target, &rt, &recorder);
         }
         if stopping {
             return;
@@ -307,6 +318,9 @@ fn inject(
         };
         return instant(recorder, fault, name, rt, split);
     }
+    if fault == Fault::ReplacePd {
+        return remove_pd_member(c, pick, rt, recorder);
+    }
     let (target, result) = match fault {
         Fault::KillStore => (Target::Store(store), c.kill_store(store)),
         Fault::KillLeaderStores => {
@@ -356,7 +370,11 @@ fn inject(
             };
             (Target::Pd(leader), result)
         }
-        Fault::Split | Fault::ShuffleLeaders | Fault::MoveReplica | Fault::Partition => {
+        Fault::Split
+        | Fault::ShuffleLeaders
+        | Fault::MoveReplica
+        | Fault::ReplacePd
+        | Fault::Partition => {
             unreachable!("handled above or by the caller")
         }
         Fault::KillAll => {
@@ -379,20 +397,132 @@ fn inject(
         Err(e) => {
             log(recorder, fault, "failed", &name, Some(format!("{e:#}")));
             // Whatever happened, heal it.
-            heal(c, fault, &target, recorder);
+            heal(c, fault, &target, rt, recorder);
             None
         }
     }
 }
 
-fn heal(c: &mut LocalCluster, fault: Fault, target: &Target, recorder: &Recorder) {
+fn heal(
+    c: &mut LocalCluster,
+    fault: Fault,
+    target: &Target,
+    rt: &tokio::runtime::Handle,
+    recorder: &Recorder,
+) {
     let result = match (fault, target) {
-        (Fault::PauseStore, Target::Store(i)) => signal(c.stores[*i].pid(), Signal::SIGCONT),
-        (Fault::PausePdLeader, Target::Pd(i)) => signal(c.pds[*i].pid(), Signal::SIGCONT),
-        _ => heal_all(c),
+        (Fault::PauseStore, Target::Store(i)) => {
+            signal(c.stores[*i].pid(), Signal::SIGCONT).map(|()| String::new())
+        }
+        (Fault::PausePdLeader, Target::Pd(i)) => {
+            signal(c.pds[*i].pid(), Signal::SIGCONT).map(|()| String::new())
+        }
+        (Fault::ReplacePd, Target::Pd(_)) => add_pd_member(c, rt).and_then(|name| {
+            heal_all(c)?;
+            Ok(name)
+        }),
+        _ => heal_all(c).map(|()| String::new()),
     };
-    let note = result.err().map(|e| format!("{e:#}"));
+    let note = match result {
+        Ok(note) if note.is_empty() => None,
+        Ok(note) => Some(note),
+        Err(e) => Some(format!("{e:#}")),
+    };
     log(recorder, fault, "end", &target_name(c, target), note);
+}
+
+/// How long a membership change through PD's HTTP API is retried (PD may be electing).
+const MEMBER_CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Sends a membership change to PD's leader until it is done or [`MEMBER_CHANGE_TIMEOUT`].
+fn change_members(
+    endpoints: Vec<String>,
+    method: reqwest::Method,
+    path: String,
+    body: Option<serde_json::Value>,
+    rt: &tokio::runtime::Handle,
+) -> Result<()> {
+    rt.block_on(async move {
+        let plaintext = security::SecurityManager::plaintext();
+        let deadline = tokio::time::Instant::now() + MEMBER_CHANGE_TIMEOUT;
+        loop {
+            let sent =
+                crate::ctl::pd_http(&endpoints, &plaintext, method.clone(), &path, body.clone())
+                    .await;
+            match sent {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+    })
+}
+
+/// `replace-pd`, first half: kills a running PD member, removes it from the group and retires
+/// it (its data directory goes). If PD does not remove it, the member is restarted on its data.
+fn remove_pd_member(
+    c: &mut LocalCluster,
+    pick: usize,
+    rt: &tokio::runtime::Handle,
+    recorder: &Recorder,
+) -> Option<Target> {
+    let fault = Fault::ReplacePd;
+    let active: Vec<usize> = (0..c.pds.len())
+        .filter(|&i| !c.is_retired_pd(i) && c.pds[i].is_running())
+        .collect();
+    if active.len() < 3 {
+        let note = format!("{} running PD members; needs three", active.len());
+        log(recorder, fault, "skipped", "", Some(note));
+        return None;
+    }
+    let victim = active[pick % active.len()];
+    let name = c.pds[victim].name.clone();
+    if let Err(e) = c.kill_pd(victim) {
+        log(recorder, fault, "failed", &name, Some(format!("{e:#}")));
+        let _ = heal_all(c);
+        return None;
+    }
+    let others: Vec<String> = active
+        .iter()
+        .filter(|&&i| i != victim)
+        .map(|&i| c.pds[i].addr.clone())
+        .collect();
+    let removed = change_members(
+        others,
+        reqwest::Method::DELETE,
+        format!("members/name/{name}"),
+        None,
+        rt,
+    );
+    if let Err(e) = removed.and_then(|()| c.retire_pd(victim)) {
+        log(recorder, fault, "failed", &name, Some(format!("{e:#}")));
+        let _ = heal_all(c);
+        return None;
+    }
+    log(recorder, fault, "start", &name, Some("removed".into()));
+    Some(Target::Pd(victim))
+}
+
+/// `replace-pd`, second half: adds a new member and starts it; its name, for the log.
+fn add_pd_member(c: &mut LocalCluster, rt: &tokio::runtime::Handle) -> Result<String> {
+    let addr = c.free_pd_addr()?;
+    let endpoints = c.pd_endpoints();
+    let i = c.add_pd(addr.clone());
+    let name = c.pds[i].name.clone();
+    let body = json!({"name": name, "url": format!("http://{addr}")});
+    if let Err(e) = change_members(
+        endpoints,
+        reqwest::Method::POST,
+        "members".into(),
+        Some(body),
+        rt,
+    ) {
+        // Never added: never to be started.
+        let _ = c.retire_pd(i);
+        return Err(e);
+    }
+    c.start_pd(i)?;
+    Ok(format!("replaced by {name} at {addr}"))
 }
 
 /// The stores (indexes into the cluster's) that lead the most regions, as PD knows them: a
@@ -434,7 +564,7 @@ pub fn heal_all(c: &mut LocalCluster) -> Result<()> {
         signal(node.pid(), Signal::SIGCONT)?;
     }
     for i in 0..c.pds.len() {
-        if !c.pds[i].is_running() {
+        if !c.pds[i].is_running() && !c.is_retired_pd(i) {
             c.start_pd(i)?;
         }
     }
