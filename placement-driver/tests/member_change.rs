@@ -233,3 +233,36 @@ async fn a_leader_that_removes_itself_stops_and_the_others_elect() {
     assert!(body.to_string().contains("only voting PD member"), "{body}");
     group.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_proposed_by_a_cut_off_leader_never_takes_effect() {
+    let mut group = PdGroup::start(3).await;
+    let leader = group.wait_leader().await;
+    let d = group.add_slot("pd4");
+    // The leader is cut off from the others: it may still accept the request while its lease
+    // lasts, but the change cannot commit without a quorum.
+    group.members[leader].handle().set_isolated(true);
+    let (code, body) = add_member(&group, leader, d).await;
+    assert_eq!(code, 503, "{body}");
+    let new_leader = group.wait_leader_except(Some(leader)).await;
+    group.members[leader].handle().set_isolated(false);
+    // Once healed, every member follows the new leader and none has the member: the cut-off
+    // leader's entry was never applied, and the new leader's log replaced it.
+    for i in 0..3 {
+        wait_voters(&group, i, &["pd1", "pd2", "pd3"]).await;
+        let h = group.members[i].handle();
+        assert!(h.members().iter().all(|m| m.name != "pd4"));
+    }
+    wait_until_async("the old leader to follow", DEADLINE, || {
+        let h = group.members[leader].handle();
+        let ok = h.leadership().leader_id == group.members[new_leader].handle().member_id();
+        async move { ok }
+    })
+    .await;
+    // Through the new leader, the same change goes through.
+    let (code, body) = add_member(&group, new_leader, d).await;
+    assert_eq!(code, 200, "{body}");
+    group.try_start(d, group.join_config(d)).await.unwrap();
+    wait_voters(&group, d, &["pd1", "pd2", "pd3", "pd4"]).await;
+    group.shutdown().await;
+}
