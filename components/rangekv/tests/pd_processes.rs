@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use rangekv::local_cluster::{LocalCluster, LocalClusterConfig};
 
+mod support;
+use support::ctl;
+
 #[test]
 fn kill_9_of_the_pd_leader_under_tso_load_keeps_timestamps_unique_and_increasing() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -125,28 +128,13 @@ fn kill_9_of_the_pd_leader_under_tso_load_keeps_timestamps_unique_and_increasing
     assert_eq!(all.len(), n, "a timestamp was handed out twice");
 }
 
-/// Runs `rangekv ctl --pd <endpoints> <args>`; its success and stdout (stderr on failure).
-fn ctl(endpoints: &str, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rangekv"))
-        .args(["ctl", "--pd", endpoints])
-        .args(args)
-        .output()
-        .expect("run ctl");
-    let text = if out.status.success() {
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    } else {
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
-    (out.status.success(), text)
-}
-
 /// `(name, role)` of every member `ctl member list --json` shows, sorted by name.
 fn member_roles(endpoints: &str) -> Vec<(String, String)> {
-    let (ok, out) = ctl(endpoints, &["--json", "member", "list"]);
-    if !ok {
+    let out = ctl(endpoints, &["--json", "member", "list"]);
+    if !out.ok {
         return Vec::new();
     }
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
     let mut roles: Vec<(String, String)> = v["members"]
         .as_array()
         .map(Vec::as_slice)
@@ -205,19 +193,23 @@ fn ctl_member_add_and_remove_replace_pd_members_of_running_processes() {
     assert!(log.contains("rangekv ctl member add pd4"), "{log}");
 
     let url = format!("http://{addr}");
-    let (ok, out) = ctl(&endpoints, &["member", "add", "pd4", &url]);
-    assert!(ok, "{out}");
-    assert!(out.contains("as a learner"), "{out}");
-    let (ok, out) = ctl(&endpoints, &["member", "add", "pd4", &url]);
-    assert!(!ok && out.contains("already a PD member"), "{out}");
+    let out = ctl(&endpoints, &["member", "add", "pd4", &url]);
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("as a learner"), "{}", out.stdout);
+    let out = ctl(&endpoints, &["member", "add", "pd4", &url]);
+    assert!(
+        !out.ok && out.stderr.contains("already a PD member"),
+        "{}",
+        out.stderr
+    );
     cluster.start_pd(d).expect("start pd4");
     wait_for("pd4 to vote", Duration::from_secs(60), || {
         member_roles(&endpoints) == vec![voter("pd1"), voter("pd2"), voter("pd3"), voter("pd4")]
     });
 
     // Replace pd1 by pd4: remove it; then with pd2 killed, pd3 and pd4 are a majority of three.
-    let (ok, out) = ctl(&endpoints, &["member", "remove", "pd1"]);
-    assert!(ok, "{out}");
+    let out = ctl(&endpoints, &["member", "remove", "pd1"]);
+    assert!(out.ok, "{}", out.stderr);
     wait_for("pd1 to leave", Duration::from_secs(60), || {
         member_roles(&endpoints) == vec![voter("pd2"), voter("pd3"), voter("pd4")]
     });

@@ -34,8 +34,8 @@ fn replica_get(cluster: &Cluster, store: u64, key: &[u8]) -> Result<Option<Vec<u
 }
 
 /// A 3-store cluster, its leader, and one follower.
-fn setup(cfg: raftstore::Config) -> (Cluster, u64, u64) {
-    let cluster = Cluster::with_config(3, &[], cfg);
+fn setup(cfg: raftstore::Config, limits: server::Limits) -> (Cluster, u64, u64) {
+    let cluster = Cluster::with_limits(3, &[], cfg, limits);
     let leader = cluster.wait_leader(1, TIMEOUT);
     let follower = *cluster
         .store_ids()
@@ -59,7 +59,7 @@ fn cut_off(cluster: &Cluster, store: u64) -> Vec<u64> {
 
 #[test]
 fn a_follower_serves_replica_reads_only_after_asking_the_leader() {
-    let (cluster, leader, follower) = setup(tests::cluster::test_config());
+    let (cluster, leader, follower) = setup(tests::cluster::test_config(), Default::default());
     cluster.must_put(b"k", b"v1");
     // Acknowledged before the read was sent: the follower's ReadIndex round covers it,
     // whether or not it had applied it when the read arrived.
@@ -94,7 +94,7 @@ fn with_unsafe_follower_reads_an_isolated_follower_serves_stale_data() {
         unsafe_follower_reads: true,
         ..tests::cluster::test_config()
     };
-    let (cluster, _leader, follower) = setup(cfg);
+    let (cluster, _leader, follower) = setup(cfg, Default::default());
     cluster.must_put(b"k", b"v1");
     wait_until("the follower applied v1", TIMEOUT, || {
         replica_get(&cluster, follower, b"k").is_ok_and(|v| v.as_deref() == Some(&b"v1"[..]))
@@ -121,13 +121,7 @@ fn a_replica_read_without_an_answer_expires_while_the_region_goes_idle() {
         request_timeout_ms: 300_000,
         ..Default::default()
     };
-    let cluster = Cluster::with_limits(3, &[], cfg, limits);
-    let leader = cluster.wait_leader(1, TIMEOUT);
-    let follower = *cluster
-        .store_ids()
-        .iter()
-        .find(|s| **s != leader)
-        .expect("a follower");
+    let (cluster, _leader, follower) = setup(cfg, limits);
     cluster.must_put(b"k", b"v1");
     // The leader's answers to ReadIndex requests are lost.
     cluster.add_filter(FnFilter(|_: u64, _: u64, m: &RaftMessage| {

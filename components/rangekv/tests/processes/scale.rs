@@ -364,16 +364,7 @@ fn leaders_report_region_sizes_and_down_replicas_to_pd() {
 /// Region `id` as `rangekv ctl --json region list` shows it.
 fn ctl_region(t: &TestCluster, id: u64) -> serde_json::Value {
     let endpoints = t.cluster.pd_endpoints().join(",");
-    let out = std::process::Command::new(bin())
-        .args(["ctl", "--pd", &endpoints, "--json", "region", "list"])
-        .output()
-        .expect("run rangekv ctl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let regions: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let regions = ctl(&endpoints, &["--json", "region", "list"]).json();
     regions
         .as_array()
         .and_then(|a| a.iter().find(|r| r["id"].as_u64() == Some(id)))

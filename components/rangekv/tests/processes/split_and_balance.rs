@@ -17,17 +17,8 @@ fn ctl_splits_a_region_and_clients_follow_the_new_layout() {
         }
     });
     let endpoints = t.cluster.pd_endpoints().join(",");
-    let out = std::process::Command::new(bin())
-        .args(["ctl", "--pd", &endpoints, "--json", "region", "split"])
-        .arg(String::from_utf8(key(50)).unwrap())
-        .output()
-        .expect("run rangekv ctl");
-    assert!(
-        out.status.success(),
-        "ctl region split failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let regions: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let split_at = String::from_utf8(key(50)).unwrap();
+    let regions = ctl(&endpoints, &["--json", "region", "split", &split_at]).json();
     assert_eq!(regions.as_array().map(|a| a.len()), Some(2), "{regions}");
     // The client that cached the old region learns the new layout from the stores' errors.
     t.rt.block_on(async {
@@ -220,16 +211,9 @@ fn pd_moves_a_hot_region_s_leader_off_the_store_leading_all_the_load() {
         }
     });
     let endpoints = t.cluster.pd_endpoints().join(",");
-    let out = std::process::Command::new(bin())
-        .args(["ctl", "--pd", &endpoints, "region", "split"])
-        .arg(String::from_utf8(key(50)).unwrap())
-        .output()
-        .expect("run rangekv ctl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let split_at = String::from_utf8(key(50)).unwrap();
+    let out = ctl(&endpoints, &["region", "split", &split_at]);
+    assert!(out.ok, "{}", out.stderr);
     let pd = t.pd();
     // The two regions of the test's keys (those before the API V2 keyspaces), each with a
     // leader PD knows.

@@ -10,6 +10,36 @@ use anyhow::Result;
 use rangekv::local_cluster::{LocalCluster, LocalClusterConfig};
 use test_util::{retry_async, wait_until};
 
+/// What a `rangekv ctl` run printed, and whether it succeeded.
+pub struct CtlOutput {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CtlOutput {
+    /// The JSON on stdout of a run that must have succeeded (`--json`).
+    pub fn json(&self) -> serde_json::Value {
+        assert!(self.ok, "rangekv ctl failed: {}", self.stderr);
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("rangekv ctl printed no JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `rangekv ctl --pd <pd> <args>` (`pd`: comma-separated endpoints).
+pub fn ctl(pd: &str, args: &[&str]) -> CtlOutput {
+    let out = std::process::Command::new(bin())
+        .args(["ctl", "--pd", pd])
+        .args(args)
+        .output()
+        .expect("run rangekv ctl");
+    CtlOutput {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rangekv"))
 }
