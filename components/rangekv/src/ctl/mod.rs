@@ -10,8 +10,8 @@ use clap::Subcommand;
 use pd_client::PdClient;
 use serde_json::json;
 
-pub(crate) use pd_http::{pd_http, pd_operators};
-use pd_http::{pd_learners, pd_request, region_stats};
+pub(crate) use pd_http::{pd_http, pd_learners, pd_operators};
+use pd_http::{pd_request, region_stats};
 
 #[derive(clap::Args)]
 pub struct CtlArgs {

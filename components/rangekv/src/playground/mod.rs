@@ -1,6 +1,7 @@
 //! `rangekv playground`: a local cluster, each node its own child process, until Ctrl-C;
 //! `rangekv playground scale-out` / `scale-in` grow and shrink a running one ([`scale`]).
 
+mod pd_scale;
 mod scale;
 
 use std::path::PathBuf;

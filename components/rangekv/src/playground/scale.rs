@@ -2,8 +2,8 @@
 //!
 //! A running playground keeps two things in its data directory: `playground.json` (how to
 //! reach it: PD endpoints and TLS certificates) and `control.sock`, a Unix socket on which it
-//! takes one command a connection (`add-stores N`, `stop-store ADDR`) and answers with one JSON
-//! line. It also records its data directory in `<tmp>/rangekv-playground.current`, so the scale
+//! takes one command a connection (`add-stores N`, `stop-store ADDR`, and for PD members
+//! `add-pd`, `start-pd NAME`, `retire-pd NAME`) and answers with one JSON line. It also records its data directory in `<tmp>/rangekv-playground.current`, so the scale
 //! commands find the newest playground without `--data-dir`.
 //!
 //! - `scale-out --stores N`: the playground starts N more stores (its own children, stopped
@@ -11,8 +11,8 @@
 //!   and leaders per store, operators in flight), until the counts settle.
 //! - `scale-in --store ID`: asks PD to remove the store (Offline: PD moves its replicas away),
 //!   follows the drain to Tombstone, then has the playground stop the store's process.
-//!
-//! Deliberately absent: removing PD members (PD membership changes are not built yet).
+//! - `scale-out --pd N` / `scale-in --pd NAME`: PD members join or leave PD's Raft group (see
+//!   [`super::pd_scale`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -35,7 +35,7 @@ pub struct Handle {
     pub tls: Option<[PathBuf; 3]>,
 }
 
-const HANDLE_FILE: &str = "playground.json";
+pub(super) const HANDLE_FILE: &str = "playground.json";
 /// Seconds without a change after which a scale-out counts as settled though not balanced
 /// (longer than PD's region heartbeat interval in a playground).
 const SETTLED_AFTER_QUIET_SECS: u32 = 30;
@@ -49,9 +49,13 @@ fn current_file() -> PathBuf {
 pub enum ScaleCmd {
     /// Add stores to a running playground and follow PD spreading replicas onto them.
     ScaleOut {
-        /// How many stores to add.
-        #[arg(long, default_value_t = 1)]
-        stores: usize,
+        /// How many stores to add (default 1, or 0 with `--pd`).
+        #[arg(long)]
+        stores: Option<usize>,
+        /// How many PD members to add: each joins PD's group as a learner and votes once it
+        /// caught up.
+        #[arg(long, default_value_t = 0)]
+        pd: usize,
         /// The playground's data directory (default: the newest running playground's).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -59,11 +63,15 @@ pub enum ScaleCmd {
         #[arg(long, default_value_t = 120)]
         wait_secs: u64,
     },
-    /// Remove a store from a running playground: PD drains it, then its process stops.
+    /// Remove a store from a running playground: PD drains it, then its process stops. Or
+    /// remove a PD member (`--pd`): it leaves PD's group, its process stops, its data goes.
     ScaleIn {
         /// The store's id (`rangekv ctl store list`).
+        #[arg(long, required_unless_present = "pd", conflicts_with = "pd")]
+        store: Option<u64>,
+        /// The PD member's name (`rangekv ctl member list`).
         #[arg(long)]
-        store: u64,
+        pd: Option<String>,
         /// The playground's data directory (default: the newest running playground's).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -157,6 +165,37 @@ fn run_command(line: &str, cluster: &Mutex<LocalCluster>) -> Result<serde_json::
             c.wait_listening(Duration::from_secs(60))?;
             Ok(json!({ "added": added }))
         }
+        (Some("add-pd"), None) => {
+            let mut c = cluster.lock().expect("cluster lock");
+            let addr = c.free_pd_addr()?;
+            let i = c.add_pd(addr);
+            let node = &c.pds[i];
+            Ok(json!({
+                "name": node.name,
+                "addr": node.addr,
+                "log": node.log_path().display().to_string(),
+            }))
+        }
+        (Some(verb @ ("start-pd" | "retire-pd")), Some(name)) => {
+            let mut c = cluster.lock().expect("cluster lock");
+            let i = c
+                .pds
+                .iter()
+                .position(|n| n.name == name)
+                .with_context(|| format!("no PD member {name} in this playground"))?;
+            if verb == "start-pd" {
+                c.start_pd(i)?;
+                c.wait_listening(Duration::from_secs(60))?;
+            } else {
+                c.retire_pd(i)?;
+            }
+            // Whoever reads the handle next reaches PD through the members it has now.
+            let file = c.config().data_dir.join(HANDLE_FILE);
+            let mut handle: Handle = serde_json::from_slice(&std::fs::read(&file)?)?;
+            handle.pd = c.pd_endpoints();
+            std::fs::write(&file, serde_json::to_vec_pretty(&handle)?)?;
+            Ok(json!({ "done": verb, "name": name, "pid": c.pds[i].pid() }))
+        }
         (Some("stop-store"), Some(addr)) => {
             let mut c = cluster.lock().expect("cluster lock");
             let i = c
@@ -172,7 +211,7 @@ fn run_command(line: &str, cluster: &Mutex<LocalCluster>) -> Result<serde_json::
 }
 
 /// Sends one command to the playground in `data_dir` and returns its answer.
-fn send(data_dir: &Path, command: &str) -> Result<serde_json::Value> {
+pub(super) fn send(data_dir: &Path, command: &str) -> Result<serde_json::Value> {
     let socket = data_dir.join(SOCKET_FILE);
     let mut stream = UnixStream::connect(&socket).with_context(|| {
         format!(
@@ -190,7 +229,7 @@ fn send(data_dir: &Path, command: &str) -> Result<serde_json::Value> {
     Ok(v)
 }
 
-fn locate(data_dir: Option<PathBuf>) -> Result<PathBuf> {
+pub(super) fn locate(data_dir: Option<PathBuf>) -> Result<PathBuf> {
     match data_dir {
         Some(d) => Ok(d),
         None => {
@@ -201,13 +240,13 @@ fn locate(data_dir: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
-struct Target {
-    pd: pd_client::PdClient,
-    endpoints: Vec<String>,
-    security: security::SecurityManager,
+pub(super) struct Target {
+    pub(super) pd: pd_client::PdClient,
+    pub(super) endpoints: Vec<String>,
+    pub(super) security: security::SecurityManager,
 }
 
-async fn connect(data_dir: &Path) -> Result<Target> {
+pub(super) async fn connect(data_dir: &Path) -> Result<Target> {
     let text = std::fs::read_to_string(data_dir.join(HANDLE_FILE))
         .with_context(|| format!("no playground in {}", data_dir.display()))?;
     let handle: Handle = serde_json::from_str(&text)?;
@@ -297,11 +336,20 @@ pub fn run(cmd: ScaleCmd) -> Result<()> {
     match cmd {
         ScaleCmd::ScaleOut {
             stores,
+            pd,
             data_dir,
             wait_secs,
         } => {
             let dir = locate(data_dir)?;
             let t = rt.block_on(connect(&dir))?;
+            let wait = Duration::from_secs(wait_secs);
+            if pd > 0 {
+                rt.block_on(super::pd_scale::scale_out(&dir, &t, pd, wait))?;
+            }
+            let stores = stores.unwrap_or(if pd > 0 { 0 } else { 1 });
+            if stores == 0 {
+                return Ok(());
+            }
             let before = rt.block_on(placement(&t))?.stores.len();
             let answer = send(&dir, &format!("add-stores {stores}"))?;
             for s in answer["added"].as_array().into_iter().flatten() {
@@ -323,11 +371,16 @@ pub fn run(cmd: ScaleCmd) -> Result<()> {
         }
         ScaleCmd::ScaleIn {
             store,
+            pd,
             data_dir,
             wait_secs,
         } => {
             let dir = locate(data_dir)?;
             let t = rt.block_on(connect(&dir))?;
+            let Some(store) = store else {
+                let name = pd.expect("clap requires --store or --pd");
+                return rt.block_on(super::pd_scale::scale_in(&dir, &t, &name));
+            };
             let addr = rt.block_on(t.pd.get_store(store))?.address;
             rt.block_on(crate::ctl::pd_http(
                 &t.endpoints,

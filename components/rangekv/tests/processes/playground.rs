@@ -182,3 +182,103 @@ fn a_missing_server_config_is_refused_before_anything_starts() {
     );
     assert!(!data.join("store1").exists(), "a store was started: {out}");
 }
+
+/// `(name, role)` of the PD members `ctl member list --json` shows, sorted.
+fn pd_members(pd: &str) -> Vec<(String, String)> {
+    let out = support::ctl(pd, &["--json", "member", "list"]);
+    let mut members: Vec<(String, String)> = out.json()["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default().to_owned(),
+                m["role"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    members.sort();
+    members
+}
+
+#[test]
+fn a_running_playground_replaces_its_pd_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cluster");
+    let ports = LocalClusterConfig::on_free_ports(support::bin(), data.clone(), 1, 3).unwrap();
+    let output = dir.path().join("playground.out");
+    let out = std::fs::File::create(&output).unwrap();
+    let child = Command::new(support::bin())
+        .args(["playground", "--pd", "1", "--stores", "3"])
+        .args(["--pd-port", &ports.pd_port.to_string()])
+        .args(["--store-port", &ports.store_port.to_string()])
+        .args(["--status-port", &ports.status_port.unwrap().to_string()])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("start the playground");
+    let pg = Playground { child, output };
+    wait_until("the playground is ready", Duration::from_secs(120), || {
+        pg.output().contains("press Ctrl-C to stop")
+    });
+    let pd1 = format!("127.0.0.1:{}", ports.pd_port);
+    let data_dir = data.display().to_string();
+    let (ok, out) = rangekv(&["ctl", "--pd", &pd1, "put", "before", "1"]);
+    assert!(ok, "{out}");
+
+    // The single PD member becomes a group of three.
+    let (ok, out) = rangekv(&[
+        "playground",
+        "scale-out",
+        "--pd",
+        "2",
+        "--data-dir",
+        &data_dir,
+    ]);
+    assert!(ok, "scale-out failed: {out}\n{}", pg.output());
+    assert!(out.contains("added PD member pd2"), "{out}");
+    assert!(out.contains("every new PD member votes"), "{out}");
+    let voter = |n: &str| (n.to_owned(), "voter".to_owned());
+    assert_eq!(
+        pd_members(&pd1),
+        vec![voter("pd1"), voter("pd2"), voter("pd3")]
+    );
+
+    // The original member leaves; the new ones carry PD on.
+    let (ok, out) = rangekv(&[
+        "playground",
+        "scale-in",
+        "--pd",
+        "pd1",
+        "--data-dir",
+        &data_dir,
+    ]);
+    assert!(ok, "scale-in failed: {out}\n{}", pg.output());
+    assert!(out.contains("removed PD member pd1"), "{out}");
+    assert!(
+        std::net::TcpStream::connect(&pd1).is_err(),
+        "the removed member still listens at {pd1}"
+    );
+    let handle: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("playground.json")).unwrap()).unwrap();
+    let endpoints: Vec<String> = handle["pd"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(endpoints.len(), 2, "{handle}");
+    let pd = endpoints.join(",");
+    wait_until("pd2 and pd3 serve", Duration::from_secs(60), || {
+        support::ctl(&pd, &["--json", "member", "list"]).ok
+    });
+    assert_eq!(pd_members(&pd), vec![voter("pd2"), voter("pd3")]);
+    let (ok, out) = rangekv(&["ctl", "--pd", &pd, "get", "before"]);
+    assert!(ok && out.contains('1'), "{out}");
+    let (ok, out) = rangekv(&["ctl", "--pd", &pd, "put", "after", "2"]);
+    assert!(ok, "{out}");
+}
