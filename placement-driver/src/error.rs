@@ -47,6 +47,10 @@ pub enum Error {
     },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// Another membership change of PD's group is proposed and not applied yet (see
+    /// [`crate::members`]): one change at a time.
+    #[error("another PD membership change is in progress; try again once it is done")]
+    MembershipChangeInProgress,
     #[error("timestamp oracle: {0}")]
     Tso(String),
     #[error("invalid config: {0}")]
@@ -114,7 +118,9 @@ impl Error {
             Error::AlreadyBootstrapped { .. } => ErrorType::AlreadyBootstrapped,
             Error::StoreTombstone { .. } => ErrorType::StoreTombstone,
             Error::RegionNotFound { .. } => ErrorType::RegionNotFound,
-            Error::InvalidArgument(_) => ErrorType::InvalidValue,
+            Error::InvalidArgument(_) | Error::MembershipChangeInProgress => {
+                ErrorType::InvalidValue
+            }
             // kvproto has no dedicated types for a cluster id mismatch or for "not leader"; PD
             // answers them with a message, so clients match on the texts "mismatch cluster id"
             // and "not leader".

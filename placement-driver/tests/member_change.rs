@@ -266,3 +266,20 @@ async fn a_change_proposed_by_a_cut_off_leader_never_takes_effect() {
     wait_voters(&group, d, &["pd1", "pd2", "pd3", "pd4"]).await;
     group.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_asked_at_once_are_made_one_after_the_other() {
+    let mut group = PdGroup::start(3).await;
+    let leader = group.wait_leader().await;
+    let d = group.add_slot("pd4");
+    let e = group.add_slot("pd5");
+    // Raft takes one conf change at a time; the second request waits for the first.
+    let ((code_d, body_d), (code_e, body_e)) =
+        tokio::join!(add_member(&group, leader, d), add_member(&group, leader, e));
+    assert_eq!(code_d, 200, "{body_d}");
+    assert_eq!(code_e, 200, "{body_e}");
+    group.try_start(d, group.join_config(d)).await.unwrap();
+    group.try_start(e, group.join_config(e)).await.unwrap();
+    wait_voters(&group, leader, &["pd1", "pd2", "pd3", "pd4", "pd5"]).await;
+    group.shutdown().await;
+}

@@ -61,6 +61,9 @@ mod heartbeats;
 /// Ids the replica scheduler takes from the allocator at a time.
 const ID_POOL_BATCH: u32 = 16;
 
+/// How long a membership change waits for one in progress (see [`Cluster::change_members`]).
+const MEMBER_CHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The most regions one `AskBatchSplit` may ask for.
 pub const MAX_SPLIT_COUNT: u32 = 1000;
 
@@ -180,13 +183,25 @@ impl Cluster {
         }
     }
 
-    /// Adds or removes a PD member (see [`crate::members`]); on the serving leader only.
+    /// Adds or removes a PD member (see [`crate::members`]); on the serving leader only. While
+    /// another change is in progress (the leader's own promotion of a learner, say) it waits
+    /// for it, up to [`MEMBER_CHANGE_WAIT`].
     pub async fn change_members(
         &self,
         request: crate::members::MemberRequest,
     ) -> Result<crate::members::MemberList> {
-        self.require_leader()?;
-        self.state.change_members(request).await
+        let deadline = tokio::time::Instant::now() + MEMBER_CHANGE_WAIT;
+        loop {
+            self.require_leader()?;
+            match self.state.change_members(request.clone()).await {
+                Err(Error::MembershipChangeInProgress)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                result => return result,
+            }
+        }
     }
 
     pub fn member(&self) -> &Member {

@@ -177,6 +177,7 @@ impl From<Error> for ApiError {
                 format!("[PD:region:ErrRegionNotFound]region {region_id} not found"),
             ),
             Error::InvalidArgument(_) => (StatusCode::BAD_REQUEST, e.to_string()),
+            Error::MembershipChangeInProgress => (StatusCode::CONFLICT, e.to_string()),
             // PD answers 500 here too.
             Error::NotBootstrapped => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -33,9 +33,7 @@ impl<S: RaftSender> RaftNode<S> {
             return;
         }
         if self.conf_change_pending() {
-            let _ = reply.send(Err(Error::InvalidArgument(
-                "another PD membership change is in progress; try again once it is done".to_owned(),
-            )));
+            let _ = reply.send(Err(Error::MembershipChangeInProgress));
             return;
         }
         let before = self.raw.raft.raft_log.last_index();
