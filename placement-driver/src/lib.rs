@@ -8,7 +8,8 @@
 //! - [`server`]: start-up ([`start`]), the background tasks, shutdown ([`PdHandle`]).
 //! - [`service`]: the gRPC trait implementation, a thin dispatcher onto [`cluster`].
 //! - [`http_api`]: PD's HTTP API (`/pd/api/v1`: members, health, stores, regions, cluster, GC
-//!   safe point; store removal and replica operators) on the client port, JSON shaped as PD's, and the probes
+//!   safe point; store removal, replica operators, adding and removing members) on the client
+//!   port, JSON shaped as PD's, and the probes
 //!   and [`metrics`] (`/health`, `/ready`, `/metrics`) at its root.
 //! - [`cluster`]: one `on_<rpc>` handler per RPC.
 //! - [`state`]: the deterministic state machine [`PdState`], changed only by applying a
@@ -20,7 +21,9 @@
 //!   gRPC (`pdraftpb.PdRaft`, on the client port), with a fault-injection switch for tests.
 //!   [`log_gc`]: compaction of that Raft log (leader-proposed `CompactLog` commands);
 //!   `snapshot`: Raft snapshots of the state, for members behind the log's start.
-//!   [`lease`]: the leader lease rule (counted from when a round was sent).
+//!   [`lease`]: why PD's timing makes the shared leader lease (`raft_group::lease`) hold.
+//! - [`members`]: the group's replicated member list and the rules of membership changes
+//!   (add as a learner, promote once caught up, remove), carried out as Raft conf changes.
 //! - [`tso`], [`id`]: timestamp oracle and id allocator, handing out from memory within bounds
 //!   persisted through the state machine.
 //! - [`heartbeat`]: soft state (leaders, statistics) that is never persisted.
@@ -30,8 +33,9 @@
 //!   transfers that even out the leaders per store.
 //! - [`replica`]: the replica checker and balance-region, answering region heartbeats with the
 //!   steps of replica operators (add learner, promote, remove).
-//! - [`membership`]: which group a data directory belongs to; refuses to start a member on an
-//!   empty directory of an existing group or on another group's directory.
+//! - [`membership`]: which group a data directory belongs to; joins a member the group added
+//!   (empty directory, `existing`); refuses a wiped voter, another group's directory, or a
+//!   removed member's.
 //! - [`clock`]: injectable wall time. [`config`]: [`PdConfig`].
 //!
 //! Architecture invariants:
@@ -44,7 +48,7 @@
 //! - Only `GetMembers` (and, over HTTP, members, leader, health and ping) is served by
 //!   followers; everything else answers "not leader" there, naming the leader.
 //!
-//! Deliberately absent for now: membership changes, request forwarding from followers, moving
+//! Deliberately absent for now: request forwarding from followers, moving
 //! hot regions' replicas (replicas are balanced by region size, leaders by count and, for hot
 //! regions, by load: see [`replica`] and [`schedule`]), region merge.
 

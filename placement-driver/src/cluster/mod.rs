@@ -185,7 +185,7 @@ impl Cluster {
 
     /// Adds or removes a PD member (see [`crate::members`]); on the serving leader only. While
     /// another change is in progress (the leader's own promotion of a learner, say) it waits
-    /// for it, up to [`MEMBER_CHANGE_WAIT`].
+    /// for it, up to 5 s.
     pub async fn change_members(
         &self,
         request: crate::members::MemberRequest,
