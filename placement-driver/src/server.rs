@@ -73,6 +73,8 @@ pub struct PdHandle {
     addr: SocketAddr,
     client_url: String,
     status: Arc<NodeStatus>,
+    /// Taken (dropped) at shutdown: it holds the state and so the engine.
+    cluster: Option<Arc<Cluster>>,
     filter: Arc<NetFilter>,
     raft_inbox: std::sync::mpsc::Sender<RaftMsg>,
     raft_thread: Option<std::thread::JoinHandle<()>>,
@@ -363,6 +365,7 @@ pub async fn start_with_listener(
         addr,
         client_url,
         status,
+        cluster: Some(Arc::clone(&cluster)),
         filter,
         raft_inbox,
         raft_thread: Some(raft_thread),
@@ -476,6 +479,19 @@ impl PdHandle {
         self.status.members()
     }
 
+    /// Adds or removes a PD member (what PD's HTTP API and `rangekv ctl member` ask for); this
+    /// node must be the serving leader. Answers the group's member list once the change is
+    /// applied here.
+    pub async fn change_members(
+        &self,
+        request: crate::members::MemberRequest,
+    ) -> Result<crate::members::MemberList> {
+        match &self.cluster {
+            Some(cluster) => cluster.change_members(request).await,
+            None => Err(Error::ShuttingDown),
+        }
+    }
+
     /// Whether this member applied its own removal from the group (its Raft node stopped).
     pub fn is_removed(&self) -> bool {
         self.status.is_removed()
@@ -517,6 +533,7 @@ impl PdHandle {
     /// Stops the node and waits until its storage is closed. See the module docs.
     pub async fn shutdown(mut self) -> Result<()> {
         let _ = self.shutdown_tx.send(true);
+        self.cluster = None;
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         match tokio::time::timeout_at(deadline, &mut self.server_task).await {
             Ok(Ok(Ok(()))) => {}
@@ -554,6 +571,7 @@ impl PdHandle {
 impl Drop for PdHandle {
     fn drop(&mut self) {
         let _ = self.shutdown_tx.send(true);
+        self.cluster = None;
         let _ = self.raft_inbox.send(RaftMsg::Shutdown);
         // The Raft thread holds the engine: wait until it is gone, so that a dropped handle
         // never leaves RocksDB open behind it (a process exiting with a database still open

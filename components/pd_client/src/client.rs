@@ -141,6 +141,7 @@ impl PdClient {
             Arc::clone(&connector),
             Arc::clone(&tso_counters),
         ));
+        tokio::spawn(refresh_members(Arc::downgrade(&connector)));
         let heartbeat_handler: HandlerSlot = Arc::new(Mutex::new(None));
         let (heartbeat_queue, heartbeat_rx) = mpsc::channel(heartbeat_queue_len);
         tokio::spawn(heartbeat::run_sender(
@@ -163,6 +164,12 @@ impl PdClient {
     /// (stores, status servers) use them too.
     pub fn security(&self) -> &security::SecurityManager {
         self.inner.connector.security()
+    }
+
+    /// The PD endpoints the client tries when it looks for the leader: those it was given,
+    /// then the current members' (kept up to date from PD, see `member_refresh_interval`).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.inner.connector.endpoints()
     }
 
     /// The id of the cluster this client is bound to.
@@ -559,5 +566,23 @@ impl PdClient {
             })
             .await?;
         Ok(resp.new_safe_point)
+    }
+}
+
+/// Refreshes PD's members every `member_refresh_interval` while the client lives (see
+/// [`crate::connection`]).
+async fn refresh_members(connector: std::sync::Weak<Connector>) {
+    loop {
+        let Some(interval) = connector
+            .upgrade()
+            .map(|c| c.config().member_refresh_interval)
+        else {
+            return;
+        };
+        tokio::time::sleep(interval).await;
+        let Some(c) = connector.upgrade() else {
+            return;
+        };
+        c.refresh_members().await;
     }
 }

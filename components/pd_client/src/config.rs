@@ -23,6 +23,9 @@ pub struct PdClientConfig {
     pub keepalive_timeout: Duration,
     /// TLS of the connections to PD (plaintext by default).
     pub security: security::SecurityManager,
+    /// How often the client asks PD's leader for its members, so that it can still find PD
+    /// once every member it knew of was replaced (PD membership changes).
+    pub member_refresh_interval: Duration,
 }
 
 impl Default for PdClientConfig {
@@ -35,6 +38,7 @@ impl Default for PdClientConfig {
             max_backoff: Duration::from_secs(1),
             max_tso_batch: 10_000,
             heartbeat_queue: 1024,
+            member_refresh_interval: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(3),
             security: security::SecurityManager::plaintext(),

@@ -1,7 +1,9 @@
 //! Finding and keeping a connection to the PD leader.
 //!
-//! Discovery: try the known endpoints in order (the configured ones, then every member URL learned
-//! since); ask each for `GetMembers`; connect to the leader's first client URL (reusing the
+//! Discovery: try the known endpoints in order (the configured ones, then the member URLs learned
+//! from PD: at each discovery and, every `member_refresh_interval`, from the leader, so that the
+//! client follows PD's membership changes — a member removed since is dropped, unless
+//! configured); ask each for `GetMembers`; connect to the leader's first client URL (reusing the
 //! channel when the leader is the endpoint itself). The cluster id learned by the first discovery
 //! is fixed for the client's life: a PD answering with another cluster id is refused.
 //!
@@ -46,6 +48,8 @@ pub(crate) struct Leader {
 pub(crate) struct Connector {
     cluster_id: u64,
     config: PdClientConfig,
+    /// The endpoints the client was given (normalized).
+    configured: Vec<String>,
     endpoints: Mutex<Vec<String>>,
     current: RwLock<Arc<Leader>>,
     reconnect_lock: tokio::sync::Mutex<()>,
@@ -87,6 +91,7 @@ impl Connector {
                 Err(e) => return Err(e),
             }
         };
+        let configured = endpoints.clone();
         merge_urls(&mut endpoints, &found.members);
         tracing::info!(
             cluster_id = found.cluster_id,
@@ -96,6 +101,7 @@ impl Connector {
         Ok(Connector {
             cluster_id: found.cluster_id,
             config,
+            configured,
             endpoints: Mutex::new(endpoints),
             current: RwLock::new(Arc::new(Leader {
                 client: found.client,
@@ -127,6 +133,49 @@ impl Connector {
         Arc::clone(&self.current.read())
     }
 
+    /// PD's members are now `members`: discovery tries the configured endpoints, then theirs.
+    pub fn update_members(&self, members: &[Member]) {
+        let mut endpoints = self.configured.clone();
+        merge_urls(&mut endpoints, members);
+        *self.endpoints.lock() = endpoints;
+    }
+
+    /// Learns PD's current members: from the connected leader if it still leads (it answers
+    /// `GetMembers` naming itself), else by a discovery over the known endpoints (which skips
+    /// members that name no leader, such as a removed one). Failures are left to the next
+    /// refresh.
+    pub async fn refresh_members(&self) {
+        let leader = self.leader();
+        let request = GetMembersRequest {
+            header: self.header(),
+        };
+        let asked = tokio::time::timeout(
+            self.config.rpc_timeout,
+            leader.client.clone().get_members(request),
+        )
+        .await;
+        if let Ok(Ok(resp)) = asked {
+            let resp = resp.into_inner();
+            let leads = resp
+                .leader
+                .as_ref()
+                .is_some_and(|l| l.client_urls.iter().any(|u| normalize_url(u) == leader.url));
+            if leads && !resp.members.is_empty() {
+                self.update_members(&resp.members);
+                return;
+            }
+        }
+        let endpoints = self.endpoints();
+        if let Ok(found) = discover(&endpoints, Some(self.cluster_id), &self.config).await {
+            self.update_members(&found.members);
+        }
+    }
+
+    /// The endpoints discovery tries, in order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.endpoints.lock().clone()
+    }
+
     /// How many times the leader connection was replaced.
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
@@ -142,7 +191,7 @@ impl Connector {
         }
         let endpoints = self.endpoints.lock().clone();
         let found = discover(&endpoints, Some(self.cluster_id), &self.config).await?;
-        merge_urls(&mut self.endpoints.lock(), &found.members);
+        self.update_members(&found.members);
         let leader = Arc::new(Leader {
             client: found.client,
             url: found.url,

@@ -337,3 +337,57 @@ async fn whole_group_restart_keeps_state_and_clients_reconnect() {
     assert_eq!(client.get_gc_safe_point().await.unwrap(), 42);
     group.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_follows_pd_through_the_replacement_of_every_member() {
+    use placement_driver::members::MemberRequest;
+    let mut group = PdGroup::start(3).await;
+    group.wait_leader().await;
+    let client = connect(group.endpoints()[..3].to_vec()).await;
+    let first = client.get_ts().await.unwrap();
+    // Every member it was given is replaced, one after the other, as an operator replaces
+    // members whose disks died: removed, then a new one added that joins on an empty directory.
+    for old in 0..3 {
+        // Through the leader, which may be the member itself (it then stops leading).
+        let leader = group.wait_leader().await;
+        let name = group.members[old].name.clone();
+        group.members[leader]
+            .handle()
+            .change_members(MemberRequest::Remove { name })
+            .await
+            .unwrap();
+        group.stop(old).await;
+        let new = group.add_slot(&format!("pd{}", old + 4));
+        let url = group.members[new].url();
+        let new_name = group.members[new].name.clone();
+        let leader = group.wait_leader().await;
+        group.members[leader]
+            .handle()
+            .change_members(MemberRequest::Add {
+                name: new_name,
+                url,
+            })
+            .await
+            .unwrap();
+        group.try_start(new, group.join_config(new)).await.unwrap();
+        wait_until_async("the new member to vote", DEADLINE, || {
+            let h = group.members[new].handle();
+            let ok = h.members().iter().all(|m| !m.learner) && h.cluster_id() != 0;
+            async move { ok }
+        })
+        .await;
+        // The client learns of the new member before the next one goes.
+        let url = group.members[new].url();
+        wait_until_async("the client to know the new member", DEADLINE, || {
+            let ok = client.endpoints().contains(&url);
+            async move { ok }
+        })
+        .await;
+        let ts = client.get_ts().await.unwrap();
+        assert!(ts > first);
+    }
+    // None of the endpoints it was given serves any more; it still finds PD.
+    let last = client.get_ts().await.unwrap();
+    assert!(last > first);
+    group.shutdown().await;
+}

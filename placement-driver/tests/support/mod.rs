@@ -125,11 +125,17 @@ impl PdGroup {
     }
 
     /// The config of member `i` joining the running group: `initial_cluster` names the
-    /// initial members and itself, the state is `existing`.
+    /// running members and itself, the state is `existing`.
     pub fn join_config(&self, i: usize) -> PdConfig {
-        let m = &self.members[i];
         let mut config = self.config(i);
-        config.initial_cluster = format!("{},{}={}", self.initial_cluster, m.name, m.url());
+        config.initial_cluster = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(j, other)| *j == i || other.handle.is_some())
+            .map(|(_, other)| format!("{}={}", other.name, other.url()))
+            .collect::<Vec<_>>()
+            .join(",");
         config.initial_cluster_state = placement_driver::InitialClusterState::Existing;
         config
     }

@@ -354,11 +354,14 @@ fn run_workload(
 
     println!("verify: healing: every process resumed and running");
     let healed = Instant::now();
-    {
+    // PD's members now (a `replace-pd` nemesis may have replaced every one started with).
+    let endpoints = {
         let mut c = cluster.lock().expect("cluster lock");
         nemesis::heal_all(&mut c)?;
         c.wait_listening(Duration::from_secs(60))?;
-    }
+        c.pd_endpoints()
+    };
+    shared.set_endpoints(endpoints.clone());
     rt.block_on(crate::ctl::wait_cluster_ready(
         &endpoints,
         &security::SecurityManager::plaintext(),

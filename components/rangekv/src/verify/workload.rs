@@ -45,7 +45,8 @@ const SET_END: &str = "verify/s0";
 /// What the clients share.
 pub struct Shared {
     pub workload: Workload,
-    pub endpoints: Vec<String>,
+    /// PD's endpoints, updated once the nemesis healed (it may have replaced PD members).
+    endpoints: parking_lot::Mutex<Vec<String>>,
     pub recorder: Arc<Recorder>,
     pub stop: AtomicBool,
     pub inject: Option<InjectAnomaly>,
@@ -64,6 +65,15 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// PD's endpoints, for clients made now.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.endpoints.lock().clone()
+    }
+
+    pub fn set_endpoints(&self, endpoints: Vec<String>) {
+        *self.endpoints.lock() = endpoints;
+    }
+
     pub fn new(
         workload: Workload,
         endpoints: Vec<String>,
@@ -74,7 +84,7 @@ impl Shared {
     ) -> Shared {
         Shared {
             workload,
-            endpoints,
+            endpoints: parking_lot::Mutex::new(endpoints),
             recorder,
             stop: AtomicBool::new(false),
             inject,
@@ -170,7 +180,7 @@ async fn raw_client(shared: &Shared, until: Instant) -> Result<client::RawClient
         ..client_config()
     };
     loop {
-        match client::RawClient::with_config(shared.endpoints.clone(), config.clone()).await {
+        match client::RawClient::with_config(shared.endpoints(), config.clone()).await {
             Ok(c) => return Ok(c),
             Err(e) if Instant::now() > until => bail!("cannot connect a client: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -217,7 +227,7 @@ pub async fn client(shared: Arc<Shared>, worker: u64, concurrency: u64, seed: u6
             }
         }
         Workload::Bank => {
-            let c = bank::txn_client(&shared.endpoints, connect_until).await?;
+            let c = bank::txn_client(&shared.endpoints(), connect_until).await?;
             while !shared.stop.load(Ordering::Relaxed) {
                 let r = &shared.recorder;
                 // Any client may inject: one of them may be stuck behind locks for long.
@@ -235,7 +245,7 @@ pub async fn client(shared: Arc<Shared>, worker: u64, concurrency: u64, seed: u6
             }
         }
         Workload::ListAppend => {
-            let c = bank::txn_client(&shared.endpoints, connect_until).await?;
+            let c = bank::txn_client(&shared.endpoints(), connect_until).await?;
             while !shared.stop.load(Ordering::Relaxed) {
                 let next = || shared.next_element.fetch_add(1, Ordering::Relaxed);
                 let r = &shared.recorder;
@@ -258,7 +268,7 @@ pub async fn client(shared: Arc<Shared>, worker: u64, concurrency: u64, seed: u6
         }
         Workload::Tso => {
             let pd = loop {
-                match pd_client::PdClient::connect(shared.endpoints.clone()).await {
+                match pd_client::PdClient::connect(shared.endpoints()).await {
                     Ok(pd) => break pd,
                     Err(e) if Instant::now() > connect_until => {
                         bail!("cannot connect to PD: {e}")
@@ -482,7 +492,7 @@ async fn add(shared: &Shared, c: &client::RawClient, process: u64, e: u64) -> Do
 pub async fn final_reads(shared: &Shared, process: u64, deadline: Instant) -> Result<()> {
     let r = &shared.recorder;
     if shared.workload == Workload::Bank {
-        let c = bank::txn_client(&shared.endpoints, deadline).await?;
+        let c = bank::txn_client(&shared.endpoints(), deadline).await?;
         while bank::read(r, &c, process, 0).await != Done::Ok {
             if Instant::now() > deadline {
                 bail!("the final read failed until the deadline");
@@ -492,7 +502,7 @@ pub async fn final_reads(shared: &Shared, process: u64, deadline: Instant) -> Re
         return Ok(());
     }
     if shared.workload == Workload::ListAppend {
-        let c = bank::txn_client(&shared.endpoints, deadline).await?;
+        let c = bank::txn_client(&shared.endpoints(), deadline).await?;
         while list_append::final_read(r, &c, process).await? != Done::Ok {
             if Instant::now() > deadline {
                 bail!("the final read failed until the deadline");
