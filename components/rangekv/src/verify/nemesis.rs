@@ -761,7 +761,9 @@ mod tests {
             [Fault::KillLeaderStores, Fault::KillPd]
         );
         assert!(parse_faults("none").unwrap().is_empty());
-        assert_eq!(parse_faults("all").unwrap().len(), 10);
+        assert_eq!(parse_faults("all").unwrap().len(), 11);
+        assert!(parse_faults("all").unwrap().contains(&Fault::ReplacePd));
+        assert_eq!(parse_faults("replace-pd").unwrap(), [Fault::ReplacePd]);
         assert_eq!(
             parse_faults("shuffle-leaders").unwrap(),
             [Fault::ShuffleLeaders]
