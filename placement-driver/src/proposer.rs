@@ -114,18 +114,12 @@ impl StateHandle {
     /// Changes the group's members (see [`crate::members`]) and returns the new list once the
     /// change is applied here. Like a command, it may still commit after a timeout.
     pub async fn change_members(&self, request: MemberRequest) -> Result<MemberList> {
-        let (reply, answer) = oneshot::channel();
-        self.inbox
-            .send(RaftMsg::ChangeMembers {
+        let result = self
+            .ask(|reply| RaftMsg::ChangeMembers {
                 request: request.clone(),
                 reply,
             })
-            .map_err(|_| Error::ShuttingDown)?;
-        let result = match tokio::time::timeout(self.propose_timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::ShuttingDown),
-            Err(_) => Err(self.status.not_leader()),
-        };
+            .await;
         match result {
             Ok(ApplyResult::Members(list)) => Ok(list),
             Ok(other) => Err(Error::Internal(format!(
@@ -148,18 +142,12 @@ impl StateHandle {
                 "log compaction is proposed by the Raft thread only".to_owned(),
             ));
         }
-        let (reply, answer) = oneshot::channel();
-        self.inbox
-            .send(RaftMsg::Propose {
+        let result = self
+            .ask(|reply| RaftMsg::Propose {
                 data: cmd.to_bytes(),
                 reply,
             })
-            .map_err(|_| Error::ShuttingDown)?;
-        let result = match tokio::time::timeout(self.propose_timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::ShuttingDown),
-            Err(_) => Err(self.status.not_leader()),
-        };
+            .await;
         match &result {
             Ok(_) => tracing::trace!(command = name, "applied"),
             Err(e) if e.is_storage_failure() => {
@@ -168,5 +156,22 @@ impl StateHandle {
             Err(e) => tracing::debug!(command = name, error = %e, "command not applied"),
         }
         result
+    }
+
+    /// Hands the Raft thread the message `make` builds around a reply, and waits for the
+    /// answer up to the propose timeout (then [`Error::NotLeader`]: it may still commit).
+    async fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<ApplyResult>>) -> RaftMsg,
+    ) -> Result<ApplyResult> {
+        let (reply, answer) = oneshot::channel();
+        self.inbox
+            .send(make(reply))
+            .map_err(|_| Error::ShuttingDown)?;
+        match tokio::time::timeout(self.propose_timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(self.status.not_leader()),
+        }
     }
 }

@@ -128,27 +128,8 @@ fn kill_9_of_the_pd_leader_under_tso_load_keeps_timestamps_unique_and_increasing
     assert_eq!(all.len(), n, "a timestamp was handed out twice");
 }
 
-/// `(name, role)` of every member `ctl member list --json` shows, sorted by name.
 fn member_roles(endpoints: &str) -> Vec<(String, String)> {
-    let out = ctl(endpoints, &["--json", "member", "list"]);
-    if !out.ok {
-        return Vec::new();
-    }
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-    let mut roles: Vec<(String, String)> = v["members"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|m| {
-            (
-                m["name"].as_str().unwrap_or_default().to_owned(),
-                m["role"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    roles.sort();
-    roles
+    support::pd_member_roles(endpoints).unwrap_or_default()
 }
 
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {

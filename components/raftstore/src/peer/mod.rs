@@ -260,6 +260,11 @@ pub struct Peer {
     /// Reads that arrived this round and still need a ReadIndex.
     reads_to_issue: Vec<(RequestHeader, ReadCallback)>,
     pending_reads: VecDeque<PendingRead>,
+    /// Id of the next ReadIndex round. It starts at a random value so that an answer to a round
+    /// of this replica's previous incarnation (before its store restarted) never matches a
+    /// round of this one: ids restarting at 1 let a late answer give a new read the read index
+    /// of an old one, and a replica read then missed writes acknowledged in between (a
+    /// campaign with store kills and replica reads found it).
     next_read_id: u64,
     /// The leader lease (see `raft_group::lease`); transfers suspend it, see
     /// [`Peer::observe_transfer`].
@@ -409,7 +414,8 @@ impl Peer {
             proposals: ProposalQueue::default(),
             reads_to_issue: Vec::new(),
             pending_reads: VecDeque::new(),
-            next_read_id: 1,
+            // Random, not 1: see the field.
+            next_read_id: rand::random(),
             lease: Default::default(),
             transfer_seen: false,
             became_leader_at: now,

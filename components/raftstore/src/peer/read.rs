@@ -198,7 +198,7 @@ impl Peer {
     /// follower, raft-rs forwards it to the leader).
     fn start_read_index(&mut self, callbacks: Vec<(RequestHeader, ReadCallback)>) {
         let id = self.next_read_id;
-        self.next_read_id += 1;
+        self.next_read_id = self.next_read_id.wrapping_add(1);
         self.read_index_rounds += 1;
         crate::metrics::READ_INDEX_READS.inc_by(callbacks.len() as u64);
         self.raw.read_index(id.to_be_bytes().to_vec());

@@ -2,7 +2,7 @@
 //! store and follows PD spreading replicas onto it; `scale-in` drains a store to Tombstone and
 //! stops its process.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,33 @@ impl Playground {
     }
 }
 
+/// Starts `rangekv playground --pd 1 --stores 3` in `dir/cluster` on free ports (room for
+/// `max_stores` stores) and waits until it is ready.
+fn start_playground(dir: &Path, max_stores: usize) -> (Playground, LocalClusterConfig, PathBuf) {
+    let data = dir.join("cluster");
+    let ports =
+        LocalClusterConfig::on_free_ports(support::bin(), data.clone(), 1, max_stores).unwrap();
+    let output = dir.join("playground.out");
+    let out = std::fs::File::create(&output).unwrap();
+    let child = Command::new(support::bin())
+        .args(["playground", "--pd", "1", "--stores", "3"])
+        .args(["--pd-port", &ports.pd_port.to_string()])
+        .args(["--store-port", &ports.store_port.to_string()])
+        .args(["--status-port", &ports.status_port.unwrap().to_string()])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("start the playground");
+    let pg = Playground { child, output };
+    wait_until("the playground is ready", Duration::from_secs(120), || {
+        pg.output().contains("press Ctrl-C to stop")
+    });
+    (pg, ports, data)
+}
+
 fn rangekv(args: &[&str]) -> (bool, String) {
     let out = Command::new(support::bin())
         .args(args)
@@ -62,27 +89,8 @@ fn stores(pd: &str) -> Vec<serde_json::Value> {
 #[test]
 fn a_running_playground_scales_out_and_in() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("cluster");
-    // Free ports for 1 PD and up to 5 stores with their status servers.
-    let ports = LocalClusterConfig::on_free_ports(support::bin(), data.clone(), 1, 5).unwrap();
-    let output = dir.path().join("playground.out");
-    let out = std::fs::File::create(&output).unwrap();
-    let child = Command::new(support::bin())
-        .args(["playground", "--pd", "1", "--stores", "3"])
-        .args(["--pd-port", &ports.pd_port.to_string()])
-        .args(["--store-port", &ports.store_port.to_string()])
-        .args(["--status-port", &ports.status_port.unwrap().to_string()])
-        .arg("--data-dir")
-        .arg(&data)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("start the playground");
-    let pg = Playground { child, output };
-    wait_until("the playground is ready", Duration::from_secs(120), || {
-        pg.output().contains("press Ctrl-C to stop")
-    });
+    // Free ports for up to 5 stores with their status servers.
+    let (pg, ports, data) = start_playground(dir.path(), 5);
     let pd = format!("127.0.0.1:{}", ports.pd_port);
     let data_dir = data.display().to_string();
 
@@ -183,48 +191,14 @@ fn a_missing_server_config_is_refused_before_anything_starts() {
     assert!(!data.join("store1").exists(), "a store was started: {out}");
 }
 
-/// `(name, role)` of the PD members `ctl member list --json` shows, sorted.
 fn pd_members(pd: &str) -> Vec<(String, String)> {
-    let out = support::ctl(pd, &["--json", "member", "list"]);
-    let mut members: Vec<(String, String)> = out.json()["members"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|m| {
-            (
-                m["name"].as_str().unwrap_or_default().to_owned(),
-                m["role"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    members.sort();
-    members
+    support::pd_member_roles(pd).expect("ctl member list")
 }
 
 #[test]
 fn a_running_playground_replaces_its_pd_members() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("cluster");
-    let ports = LocalClusterConfig::on_free_ports(support::bin(), data.clone(), 1, 3).unwrap();
-    let output = dir.path().join("playground.out");
-    let out = std::fs::File::create(&output).unwrap();
-    let child = Command::new(support::bin())
-        .args(["playground", "--pd", "1", "--stores", "3"])
-        .args(["--pd-port", &ports.pd_port.to_string()])
-        .args(["--store-port", &ports.store_port.to_string()])
-        .args(["--status-port", &ports.status_port.unwrap().to_string()])
-        .arg("--data-dir")
-        .arg(&data)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("start the playground");
-    let pg = Playground { child, output };
-    wait_until("the playground is ready", Duration::from_secs(120), || {
-        pg.output().contains("press Ctrl-C to stop")
-    });
+    let (pg, ports, data) = start_playground(dir.path(), 3);
     let pd1 = format!("127.0.0.1:{}", ports.pd_port);
     let data_dir = data.display().to_string();
     let (ok, out) = rangekv(&["ctl", "--pd", &pd1, "put", "before", "1"]);

@@ -40,6 +40,28 @@ pub fn ctl(pd: &str, args: &[&str]) -> CtlOutput {
     }
 }
 
+/// `(name, role)` of every PD member `ctl member list --json` shows, sorted by name; `None`
+/// if ctl failed.
+pub fn pd_member_roles(pd: &str) -> Option<Vec<(String, String)>> {
+    let out = ctl(pd, &["--json", "member", "list"]);
+    if !out.ok {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+    let mut roles: Vec<(String, String)> = v["members"]
+        .as_array()?
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default().to_owned(),
+                m["role"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    roles.sort();
+    Some(roles)
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rangekv"))
 }
