@@ -225,7 +225,7 @@ impl Peer {
             to_store = to.store_id,
             "transferring leadership"
         );
-        self.lease.begin_transfer();
+        self.lease_expire = None;
         self.raw.transfer_leader(to.id);
     }
 }

@@ -25,7 +25,6 @@
 //!   The development-only `unsafe_follower_reads` skips the round: a negative control.
 
 use super::*;
-use raft_group::lease::Lease;
 
 pub(super) struct PendingRead {
     pub(super) id: u64,
@@ -41,7 +40,9 @@ struct LeaseView {
     transferring: bool,
     applied_index: u64,
     last_committed_split: u64,
-    lease: Lease,
+    lease_expire: Option<Instant>,
+    /// After an aborted leader transfer: no lease reads before this.
+    lease_suspended_until: Option<Instant>,
 }
 
 impl LeaseView {
@@ -49,7 +50,8 @@ impl LeaseView {
         self.is_leader
             && !self.transferring
             && self.applied_index >= self.last_committed_split
-            && self.lease.holds(now)
+            && self.lease_expire.is_some_and(|t| now < t)
+            && self.lease_suspended_until.is_none_or(|t| now >= t)
     }
 }
 
@@ -96,22 +98,18 @@ impl Peer {
         self.start_read_index(vec![(header, cb)]);
     }
 
-    /// Notes the start and end of a leader transfer. One that ended with this peer still
-    /// leading was aborted, yet the transferee may still receive a delayed MsgTimeoutNow and be
-    /// elected at once (it skips the followers' lease check): no round sent for an election
-    /// timeout renews the lease (see `raft_group::lease`).
+    /// Notes the end of a leader transfer. One that ended with this peer still leading was
+    /// aborted, yet the transferee may still receive a delayed MsgTimeoutNow and be elected at
+    /// once (it skips the followers' lease check): no lease reads for an election timeout.
     pub(super) fn observe_transfer(&mut self) {
         let transferring = self.is_leader() && self.raw.raft.lead_transferee.is_some();
-        if transferring && !self.transfer_seen {
-            self.lease.begin_transfer();
-        }
         if self.transfer_seen && !transferring && self.is_leader() {
+            let until = self.cfg.clock.now() + self.cfg.election_timeout();
             info!(
                 region_id = self.region.id,
-                "leader transfer aborted; no lease from rounds sent for an election timeout"
+                "leader transfer aborted; no lease reads for an election timeout"
             );
-            self.lease
-                .abort_transfer(self.cfg.clock.now(), self.cfg.election_timeout());
+            self.lease_suspended_until = Some(until);
         }
         self.transfer_seen = transferring;
     }
@@ -127,7 +125,8 @@ impl Peer {
             transferring: self.raw.raft.lead_transferee.is_some(),
             applied_index: self.applied.applied_index,
             last_committed_split: self.last_committed_split,
-            lease: self.lease,
+            lease_expire: self.lease_expire,
+            lease_suspended_until: self.lease_suspended_until,
         }
         .allows_read(now)
     }
@@ -139,10 +138,11 @@ impl Peer {
             && self.raw.raft.lead_transferee.is_none()
             && self.applied.applied_index >= self.last_committed_split
             && self.applied.applied_term == self.raw.raft.term;
-        let lease = match self.lease.until() {
+        let lease = match self.lease_expire {
             Some(valid_until) if allowed => Some(crate::local_reader::LeaseRef {
                 region: &self.region,
                 term: self.raw.raft.term,
+                valid_from: self.lease_suspended_until,
                 valid_until,
             }),
             _ => None,
@@ -160,7 +160,10 @@ impl Peer {
         if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
             return;
         }
-        self.lease.renew(since, self.cfg.lease_duration());
+        let expire = since + self.cfg.lease_duration();
+        if self.lease_expire.is_none_or(|t| t < expire) {
+            self.lease_expire = Some(expire);
+        }
     }
 
     /// Whether the leader has committed an entry of its current term, without which raft-rs
@@ -278,14 +281,9 @@ mod tests {
             transferring: false,
             applied_index: 10,
             last_committed_split: 0,
-            lease: leased(now, Duration::from_millis(100)),
+            lease_expire: Some(now + Duration::from_millis(100)),
+            lease_suspended_until: None,
         }
-    }
-
-    fn leased(now: Instant, d: Duration) -> Lease {
-        let mut lease = Lease::default();
-        lease.renew(now, d);
-        lease
     }
 
     #[test]
@@ -307,7 +305,7 @@ mod tests {
         }
         .allows_read(now));
         assert!(!LeaseView {
-            lease: Lease::default(),
+            lease_expire: None,
             ..view(now)
         }
         .allows_read(now));
@@ -322,13 +320,17 @@ mod tests {
             ..view(now)
         }
         .allows_read(now));
-        // After an aborted transfer: no lease until a round sent after the gate renews it.
-        let mut lease = leased(now, Duration::from_millis(100));
-        lease.abort_transfer(now, Duration::from_millis(50));
-        lease.renew(now + Duration::from_millis(10), Duration::from_millis(100));
-        let gated = LeaseView { lease, ..view(now) };
-        assert!(!gated.allows_read(now + Duration::from_millis(60)));
-        lease.renew(now + Duration::from_millis(50), Duration::from_millis(100));
-        assert!(LeaseView { lease, ..view(now) }.allows_read(now + Duration::from_millis(60)));
+        // After an aborted transfer: suspended until the given time, whatever the lease says.
+        let later = now + Duration::from_millis(50);
+        assert!(!LeaseView {
+            lease_suspended_until: Some(later),
+            ..view(now)
+        }
+        .allows_read(now));
+        assert!(LeaseView {
+            lease_suspended_until: Some(later),
+            ..view(now)
+        }
+        .allows_read(later));
     }
 }
