@@ -15,7 +15,9 @@
 //! - `leader_balance_threshold` is at least 2 (a transfer moves the difference between two stores
 //!   by 2, so a threshold of 1 would move a leader back and forth), and
 //!   `max_pending_leader_transfers` is positive (set `schedule_leader_balance = false` to stop
-//!   leader balancing instead).
+//!   leader balancing instead);
+//! - with `schedule_merge` on, `max_merge_region_size` and `max_merge_region_keys` are positive
+//!   (0 would merge nothing: set `schedule_merge = false` instead).
 //!
 //! One port per node: the client service (`pdpb.PD`) and the PD-to-PD Raft transport
 //! (`pdraftpb.PdRaft`) are served by the same gRPC server on `listen_addr`, so a member's peer URL
@@ -116,6 +118,20 @@ pub struct PdConfig {
     pub max_replica_operators: usize,
     /// Replica operators in flight that add a replica to any one store.
     pub max_store_operators: usize,
+    /// Whether small adjacent regions are merged (PD's merge checker, see [`crate::merge`]).
+    /// Merge operators are replica operators: they need `schedule_replicas` and count against
+    /// `max_replica_operators`. Merges asked for by hand are taken either way.
+    pub schedule_merge: bool,
+    /// A region merges only if its leader reports at most this many bytes (PD's
+    /// `max-merge-region-size`, 20 MiB); its neighbour must be within the bound too, so a
+    /// merged region is at most twice it: keep that below the stores' `region_max_size`.
+    pub max_merge_region_size: u64,
+    /// ... and at most this many keys (PD's `max-merge-region-keys`).
+    pub max_merge_region_keys: u64,
+    /// A region PD saw split or merge within this long does not merge (PD's
+    /// `split-merge-interval`); nor does anything during a PD leader's first interval.
+    #[serde(with = "duration")]
+    pub split_merge_interval: Duration,
     /// Mutual TLS for every connection (TiKV's `[security]`); off when its paths are empty.
     pub security: security::SecurityConfig,
 }
@@ -151,6 +167,12 @@ impl Default for PdConfig {
             region_balance_threshold: 2,
             max_replica_operators: 4,
             max_store_operators: 2,
+            schedule_merge: true,
+            max_merge_region_size: crate::merge::DEFAULT_MAX_MERGE_REGION_SIZE,
+            max_merge_region_keys: crate::merge::DEFAULT_MAX_MERGE_REGION_KEYS,
+            split_merge_interval: Duration::from_millis(
+                crate::merge::DEFAULT_SPLIT_MERGE_INTERVAL_MS,
+            ),
             security: security::SecurityConfig::default(),
         }
     }
@@ -230,6 +252,15 @@ impl PdConfig {
         }
         if self.max_replica_operators == 0 || self.max_store_operators == 0 {
             out.push("max_replica_operators and max_store_operators must be positive".to_owned());
+        }
+        if self.schedule_merge
+            && (self.max_merge_region_size == 0 || self.max_merge_region_keys == 0)
+        {
+            out.push(format!(
+                "max_merge_region_size ({}) and max_merge_region_keys ({}) must be positive \
+                 (set schedule_merge = false to stop merging instead)",
+                self.max_merge_region_size, self.max_merge_region_keys
+            ));
         }
         match self.members() {
             Err(Error::Config(e)) => out.push(e),
@@ -434,6 +465,43 @@ mod tests {
             ..PdConfig::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn merge_settings_default_to_pd_s_and_are_checked() {
+        let cfg = PdConfig::default();
+        assert!(cfg.schedule_merge);
+        assert_eq!(cfg.max_merge_region_size, 20 << 20);
+        assert_eq!(cfg.max_merge_region_keys, 200_000);
+        assert_eq!(cfg.split_merge_interval, Duration::from_secs(3600));
+        let cfg: PdConfig = toml::from_str(
+            "max_merge_region_size = 1048576\nmax_merge_region_keys = 10\n\
+             split_merge_interval = \"10m\"",
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.split_merge_interval, Duration::from_secs(600));
+        for (size, keys) in [(0, 10), (10, 0)] {
+            let bad = PdConfig {
+                max_merge_region_size: size,
+                max_merge_region_keys: keys,
+                ..PdConfig::default()
+            };
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains("max_merge_region_size"), "{e}");
+            // Off, the bounds do not matter.
+            PdConfig {
+                schedule_merge: false,
+                ..bad
+            }
+            .validate()
+            .unwrap();
+        }
+        let e = toml::from_str::<PdConfig>("split_merge_interval = \"1 fortnight\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("duration"), "{e}");
+        assert!(toml::from_str::<PdConfig>("max_merge_region_size = -1").is_err());
     }
 
     #[test]

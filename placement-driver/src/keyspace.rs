@@ -12,6 +12,8 @@
 //! the region's leader splits there through its ordinary split path. The answer repeats on
 //! every heartbeat until the region map shows the split, so a lost answer or a failed split
 //! is retried; the leader ignores an answer while its split of that region is in flight.
+//! For the same reason two regions on either side of a boundary are never merged
+//! ([`crate::merge`]).
 //!
 //! The boundaries are the memcomparable encodings of `r\0\0\0`, `r\0\0\x01`, `x\0\0\0` and
 //! `x\0\0\x01`: tikv-client in API V2 locates raw and transactional keys alike by their
@@ -70,14 +72,18 @@ pub fn boundaries(id: u32) -> Vec<Vec<u8>> {
     ]
 }
 
-/// The keyspace boundaries strictly inside `region` (where it must be split), sorted.
-pub fn split_keys(region: &Region) -> Vec<Bytes> {
+/// The keyspace boundaries strictly inside `[start, end)` (`end` empty: +inf), sorted.
+pub fn boundaries_inside(start: &[u8], end: &[u8]) -> Vec<Vec<u8>> {
     boundaries(DEFAULT_KEYSPACE_ID)
         .into_iter()
-        .filter(|b| {
-            b[..] > region.start_key[..]
-                && (region.end_key.is_empty() || b[..] < region.end_key[..])
-        })
+        .filter(|b| b[..] > *start && (end.is_empty() || b[..] < *end))
+        .collect()
+}
+
+/// The keyspace boundaries strictly inside `region` (where it must be split), sorted.
+pub fn split_keys(region: &Region) -> Vec<Bytes> {
+    boundaries_inside(&region.start_key, &region.end_key)
+        .into_iter()
         .map(Bytes::from)
         .collect()
 }
@@ -190,6 +196,8 @@ mod tests {
         // Boundaries at the region's own edges need no split.
         assert!(split_keys(&region(&b[0], &b[1])).is_empty());
         assert!(split_keys(&region(b"", &b[0])).is_empty());
+        assert_eq!(boundaries_inside(&b[0], b""), b[1..].to_vec());
+        assert!(boundaries_inside(b"a", b"b").is_empty());
         assert_eq!(
             split_keys(&region(&b[1], b"")),
             vec![Bytes::from(b[2].clone()), Bytes::from(b[3].clone())]

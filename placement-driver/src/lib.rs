@@ -33,6 +33,9 @@
 //!   transfers that even out the leaders per store.
 //! - [`replica`]: the replica checker and balance-region, answering region heartbeats with the
 //!   steps of replica operators (add learner, promote, remove).
+//! - [`merge`]: the merge checker, answering a small region's leader with `merge { target }`
+//!   naming an adjacent small region on the same stores; merge operators live with the
+//!   replica operators.
 //! - [`membership`]: which group a data directory belongs to; joins a member the group added
 //!   (empty directory, `existing`); refuses a wiped voter, another group's directory, or a
 //!   removed member's.
@@ -50,7 +53,8 @@
 //!
 //! Deliberately absent for now: request forwarding from followers, moving
 //! hot regions' replicas (replicas are balanced by region size, leaders by count and, for hot
-//! regions, by load: see [`replica`] and [`schedule`]), region merge.
+//! regions, by load: see [`replica`] and [`schedule`]), moving replicas so that two regions
+//! can merge (see [`merge`]).
 
 pub mod clock;
 pub mod cluster;
@@ -65,6 +69,7 @@ pub mod lease;
 pub mod log_gc;
 pub mod members;
 pub mod membership;
+pub mod merge;
 pub mod metrics;
 pub mod proposer;
 pub mod raft_node;

@@ -306,6 +306,26 @@ mod tests {
     }
 
     #[test]
+    fn a_merged_target_replaces_its_source() {
+        let mut map = RegionMap::new();
+        map.insert(region(1, "a", "b", 2, 2));
+        map.insert(region(2, "b", "c", 2, 2));
+        // The source prepared its merge (version and conf_ver bumped, same range).
+        let prepared = region(1, "a", "b", 3, 3);
+        assert_eq!(map.check(&prepared), RegionVerdict::Changed);
+        assert!(map.insert(prepared.clone()).is_empty());
+        // The target applied CommitMerge: its range covers the source's, its version is
+        // above both. The source goes; its late heartbeat is stale.
+        let merged = region(2, "a", "c", 4, 2);
+        assert_eq!(map.check(&merged), RegionVerdict::Changed);
+        let removed = map.insert(merged);
+        assert_eq!(removed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(ids(map.scan(b"", b"", 0)), vec![2]);
+        assert_eq!(map.find_by_key(b"a").unwrap().id, 2);
+        assert!(matches!(map.check(&prepared), RegionVerdict::Stale { newer } if newer.id == 2));
+    }
+
+    #[test]
     fn insert_moves_start_key_of_same_region() {
         let mut map = RegionMap::new();
         map.insert(region(1, "a", "c", 1, 1));

@@ -54,6 +54,7 @@ use crate::log_gc::LogGcConfig;
 const MAX_RAFT_MESSAGE_SIZE: usize = 1 << 30;
 use crate::members::{self, member_id, MemberList};
 use crate::membership::{self, MemberRecord, StartAction};
+use crate::merge::MergeConfig;
 use crate::proposer::{Opened, StateHandle};
 use crate::raft_node::{Leadership, NodeStatus, RaftLogState, RaftMsg, RaftNode, RaftTiming};
 use crate::replica::ReplicaConfig;
@@ -329,6 +330,12 @@ pub async fn start_with_listener(
         max_operators: config.max_replica_operators,
         max_store_operators: config.max_store_operators,
         balance_regions: config.schedule_region_balance,
+        merge: MergeConfig {
+            enabled: config.schedule_merge,
+            max_region_size: config.max_merge_region_size,
+            max_region_keys: config.max_merge_region_keys,
+            split_merge_interval_ms: config.split_merge_interval.as_millis() as u64,
+        },
         ..ReplicaConfig::default()
     }));
     let service = PdService::new(Arc::clone(&cluster), shutdown.clone());

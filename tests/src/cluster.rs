@@ -310,6 +310,18 @@ impl Cluster {
             return r.clone();
         }
         // A gap left by an update that named only part of an old range: ask the stores.
+        let region = self
+            .hosted_region_for_key(key)
+            .expect("some running store has a region holding the key");
+        self.update_route(std::slice::from_ref(&region));
+        region
+    }
+
+    /// The newest region holding `key` that a running store hosts, if any.
+    pub fn hosted_region_for_key(&self, key: &[u8]) -> Option<metapb::Region> {
+        let contains = |r: &metapb::Region| {
+            key >= &r.start_key[..] && (r.end_key.is_empty() || key < &r.end_key[..])
+        };
         let mut best: Option<metapb::Region> = None;
         for store in self.stores.values() {
             let router = store.router();
@@ -327,9 +339,7 @@ impl Cluster {
                 }
             }
         }
-        let region = best.expect("some running store has a region holding the key");
-        self.update_route(std::slice::from_ref(&region));
-        region
+        best
     }
 
     /// Learns `regions` (newer epochs replace what they overlap).
@@ -351,6 +361,47 @@ impl Cluster {
             route.push(r.clone());
         }
         route.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+    }
+
+    /// Drops `region_id` from the route (it was merged away).
+    pub fn forget_route(&self, region_id: u64) {
+        self.route.write().retain(|r| r.id != region_id);
+    }
+
+    /// Whether some running store hosts a replica of `region_id`.
+    pub fn is_hosted(&self, region_id: u64) -> bool {
+        self.stores
+            .values()
+            .any(|s| s.router().region_ids().contains(&region_id))
+    }
+
+    /// Asks the leader of `source_id` to merge it into `target_id` (retrying while the source
+    /// is busy, has no leader yet, or sees another epoch of the target); returns the source as
+    /// PrepareMerge left it. The merge then completes (or rolls back) on its own.
+    pub fn prepare_merge(&self, source_id: u64, target_id: u64) -> Result<metapb::Region> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let result = match self.leader_store(source_id) {
+                Some(store) if self.storages.contains_key(&store) => {
+                    match self.peer_status(store, target_id) {
+                        Some(target) => {
+                            let router = self.storages[&store].router().clone();
+                            self.block_on(router.prepare_merge(source_id, target.region))
+                        }
+                        None => Err(raftstore::Error::RegionNotFound(target_id)),
+                    }
+                }
+                _ => Err(raftstore::Error::StaleCommand),
+            };
+            match result {
+                Ok(region) => return Ok(region),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(%e, "prepare merge retry");
+                }
+                Err(e) => bail!("merge of {source_id} into {target_id} failed: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Splits the region holding `key` at `key` (ids from a counter of the harness); returns
@@ -465,6 +516,17 @@ impl Cluster {
             let region = self.region_for_key(key);
             let store = match target.take().or_else(|| self.leader_store(region.id)) {
                 Some(s) if self.storages.contains_key(&s) => s,
+                _ if !self.is_hosted(region.id) => {
+                    // Merged away: route by what the stores host now.
+                    if let Some(r) = self.hosted_region_for_key(key) {
+                        self.forget_route(region.id);
+                        self.update_route(std::slice::from_ref(&r));
+                        continue;
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                    continue;
+                }
                 _ => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(100));
@@ -657,8 +719,19 @@ impl Cluster {
 
     /// [`Cluster::check_consistency`] of every region the harness knows; panics on divergence.
     pub fn must_be_consistent(&self) {
+        // Merges in flight end first (merged or rolled back): the regions to compare are known.
+        crate::wait_until("no region is merging", Duration::from_secs(30), || {
+            self.stores.iter().all(|(s, store)| {
+                store
+                    .router()
+                    .region_ids()
+                    .into_iter()
+                    .all(|id| self.peer_status(*s, id).is_none_or(|st| !st.merging))
+            })
+        });
         let ids: Vec<u64> = self.route.read().iter().map(|r| r.id).collect();
-        for id in ids {
+        // A region merged away has nothing left to compare.
+        for id in ids.into_iter().filter(|id| self.is_hosted(*id)) {
             self.check_consistency(id)
                 .unwrap_or_else(|e| panic!("consistency check: {e:#}"));
         }
@@ -693,4 +766,5 @@ pub fn is_retryable(e: &errorpb::Error) -> bool {
         || e.epoch_not_match.is_some()
         || e.server_is_busy.is_some()
         || e.stale_command.is_some()
+        || e.proposal_in_merging_mode.is_some()
 }

@@ -3,7 +3,7 @@
 //!
 //! - [`cluster`]: N stores on real RocksDB in temporary directories, bootstrapped with
 //!   pre-split regions, reachable through the same raw KV layer the gRPC server uses; stores can
-//!   be stopped and restarted.
+//!   be stopped and restarted; waiting for a region merge to complete.
 //! - [`network`]: the in-process transport, with filters that partition (both ways or one
 //!   way), isolate, drop, delay, duplicate and reorder Raft messages.
 //! - [`served`]: the cluster served to real clients: an in-process PD, a gRPC server per
@@ -18,6 +18,7 @@
 
 pub mod cluster;
 pub mod linearizability;
+mod merge;
 pub mod network;
 pub mod proxy;
 pub mod seed;

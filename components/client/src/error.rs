@@ -114,6 +114,8 @@ pub(crate) fn region_error_summary(err: &errorpb::Error) -> String {
         "RaftEntryTooLarge"
     } else if err.max_timestamp_not_synced.is_some() {
         "MaxTimestampNotSynced"
+    } else if err.proposal_in_merging_mode.is_some() {
+        "ProposalInMergingMode"
     } else if err.region_not_initialized.is_some() {
         "RegionNotInitialized"
     } else {

@@ -29,8 +29,9 @@
 //!   nothing (no regions, or only ones not newer than the cache), drop the entry and back off.
 //! - `RegionNotFound`, `KeyNotInRegion`, `StoreNotMatch`, `RegionNotInitialized` and unknown
 //!   errors: drop the entry (the next lookup asks PD) and back off.
-//! - `ServerIsBusy`, `StaleCommand`, `MaxTimestampNotSynced`: back off, cache unchanged (at
-//!   least as long as a busy store's `backoff_ms` hint).
+//! - `ServerIsBusy`, `StaleCommand`, `MaxTimestampNotSynced`, `ProposalInMergingMode`: back
+//!   off, cache unchanged (at least as long as a busy store's `backoff_ms` hint). A merging
+//!   region answers `RegionNotFound` once merged, or `EpochNotMatch` once rolled back.
 //! - `RaftEntryTooLarge`: fail; resending the same request cannot succeed.
 //! - Transport failure: mark the peer's store suspect and target the next non-suspect peer
 //!   (followers redirect to the real leader); when every peer is suspect, drop the entry.
@@ -283,6 +284,7 @@ impl RegionCache {
         if err.server_is_busy.is_some()
             || err.stale_command.is_some()
             || err.max_timestamp_not_synced.is_some()
+            || err.proposal_in_merging_mode.is_some()
         {
             return Recovery::Backoff;
         }

@@ -326,6 +326,18 @@ fn busy_and_stale_back_off_and_too_large_fails() {
 }
 
 #[test]
+fn a_merging_region_backs_off_and_stays_cached() {
+    let mut cache = sample();
+    let r = route(&cache, "c");
+    let merging = errorpb::Error {
+        proposal_in_merging_mode: Some(errorpb::ProposalInMergingMode { region_id: 2 }),
+        ..Default::default()
+    };
+    assert_eq!(cache.on_region_error(&r, &merging), Recovery::Backoff);
+    assert_eq!(route(&cache, "c"), r);
+}
+
+#[test]
 fn send_failures_rotate_peers_then_invalidate() {
     let mut cache = sample();
     let r = route(&cache, "c");

@@ -16,6 +16,9 @@
 //!   command that fails a check (stale epoch, key outside the region) fails on every replica and
 //!   changes nothing; an engine write error is not a command failure and stops the store.
 //!
+//! Merge commands are applied here too (`crate::merge::apply`): a target's CommitMerge reaches
+//! its worker only once the source replica beside it caught up and stopped (`peer::merge`).
+//!
 //! Conf change entries are applied here like any command (the new peer list and `conf_ver`
 //! are persisted with the apply state; see [`crate::conf_change`]); raft-rs learns of them from
 //! the peer. Snapshots of a region are made here, where the applied state is known exactly
@@ -30,7 +33,7 @@ use crossbeam::channel::{self, Receiver, Sender};
 use engine::{keys, Engine, WriteBatch};
 use prost::Message as _;
 use proto::metapb;
-use proto::raft_serverpb::PeerState;
+use proto::raft_serverpb::{MergeState, PeerState};
 use raft::eraftpb::{ConfChangeV2, Entry, EntryType};
 use raft_log::ApplyState;
 use tracing::{error, info, warn};
@@ -95,12 +98,33 @@ pub struct ApplyRes {
     pub consistency: Vec<ConsistencyEvent>,
     /// Conf changes applied in this batch, in order, each with the region after it.
     pub conf_changes: Vec<(ConfChangeV2, metapb::Region)>,
+    /// Merge steps applied in this batch, in order (see [`crate::merge`]).
+    pub merges: Vec<MergeEvent>,
+}
+
+/// A merge step a region applied.
+#[derive(Clone, Debug)]
+pub enum MergeEvent {
+    /// PrepareMerge: the source, with its new epoch, and its merge state.
+    Prepared {
+        region: metapb::Region,
+        state: MergeState,
+    },
+    /// CommitMerge: the target's merged region, and the source it absorbed.
+    Committed {
+        region: metapb::Region,
+        source: metapb::Region,
+    },
+    /// RollbackMerge: the source, writable again.
+    RolledBack { region: metapb::Region },
 }
 
 pub enum ApplyMsg {
     Register {
         region: metapb::Region,
         state: ApplyState,
+        /// Set while the region is the source of a prepared merge.
+        merge_state: Option<MergeState>,
     },
     Apply(ApplyTask),
     /// Make a snapshot of the region as applied so far (see [`crate::snap`]).
@@ -109,11 +133,13 @@ pub enum ApplyMsg {
         gen: crate::snap::SharedGen,
     },
     /// The replica is gone: forget the region and stage its removal from the engine — its
-    /// data (only if `initialized`: an uninitialized replica owns no range), its Raft state —
-    /// leaving a tombstone with `region` so stale messages cannot bring it back.
+    /// data (only if `initialized`: an uninitialized replica owns no range; and not if
+    /// `keep_data`: a merged source's data is its target's now), its Raft state — leaving a
+    /// tombstone with `region` so stale messages cannot bring it back.
     Destroy {
         region: metapb::Region,
         initialized: bool,
+        keep_data: bool,
     },
 }
 
@@ -193,9 +219,10 @@ impl ApplyPool {
     }
 }
 
-struct Delegate {
-    region: metapb::Region,
-    state: ApplyState,
+pub(crate) struct Delegate {
+    pub(crate) region: metapb::Region,
+    pub(crate) state: ApplyState,
+    pub(crate) merge_state: Option<MergeState>,
     /// The last `ComputeHash` applied here: its index and this replica's hash.
     hash: Option<(u64, u32)>,
 }
@@ -208,13 +235,14 @@ struct Worker {
 }
 
 /// One batch in the making: data, callbacks to run and regions to report after the write.
-struct Batch {
-    wb: WriteBatch,
+pub(crate) struct Batch {
+    pub(crate) wb: WriteBatch,
     done: Vec<(WriteCallback, Result<WriteResponse>)>,
     touched: Vec<u64>,
     splits: HashMap<u64, Vec<Vec<metapb::Region>>>,
     consistency: HashMap<u64, Vec<ConsistencyEvent>>,
     conf_changes: HashMap<u64, Vec<(ConfChangeV2, metapb::Region)>>,
+    pub(crate) merges: HashMap<u64, Vec<MergeEvent>>,
     /// Backlog bytes of the tasks in this batch, given back once it is written.
     backlog: usize,
 }
@@ -231,6 +259,7 @@ impl Worker {
                 splits: HashMap::new(),
                 consistency: HashMap::new(),
                 conf_changes: HashMap::new(),
+                merges: HashMap::new(),
                 backlog: 0,
             };
             self.handle(first, &mut batch);
@@ -243,12 +272,17 @@ impl Worker {
 
     fn handle(&mut self, msg: ApplyMsg, batch: &mut Batch) {
         match msg {
-            ApplyMsg::Register { region, state } => {
+            ApplyMsg::Register {
+                region,
+                state,
+                merge_state,
+            } => {
                 self.delegates.insert(
                     region.id,
                     Delegate {
                         region,
                         state,
+                        merge_state,
                         hash: None,
                     },
                 );
@@ -256,9 +290,10 @@ impl Worker {
             ApplyMsg::Destroy {
                 region,
                 initialized,
+                keep_data,
             } => {
                 self.delegates.remove(&region.id);
-                if initialized {
+                if initialized && !keep_data {
                     crate::snap::delete_region_data(&mut batch.wb, &region);
                 }
                 raft_log::clear_group(region.id, &mut batch.wb);
@@ -288,7 +323,8 @@ impl Worker {
         // The development-only volatile engine (a negative control that skips fsyncs) keeps
         // region metadata: a crash loses Raft logs and data written since the last change of
         // a region's shape or membership, never the change itself, which PD already knows.
-        let reshaped = !batch.splits.is_empty() || !batch.conf_changes.is_empty();
+        let reshaped =
+            !batch.splits.is_empty() || !batch.conf_changes.is_empty() || !batch.merges.is_empty();
         if reshaped && self.engine.is_volatile() {
             if let Err(e) = self.engine.flush() {
                 error!(%e, "apply flush failed");
@@ -309,6 +345,7 @@ impl Worker {
                     splits: batch.splits.remove(&region_id).unwrap_or_default(),
                     consistency: batch.consistency.remove(&region_id).unwrap_or_default(),
                     conf_changes: batch.conf_changes.remove(&region_id).unwrap_or_default(),
+                    merges: batch.merges.remove(&region_id).unwrap_or_default(),
                 });
             }
         }
@@ -383,6 +420,9 @@ impl Worker {
                 )));
             };
             return match kind {
+                // Not while merging: a source replica catches up from its own log (see
+                // `crate::merge`), which must keep every entry up to the merge.
+                AdminKind::CompactLog if d.merge_state.is_some() => Ok(WriteResponse::default()),
                 AdminKind::CompactLog => {
                     let s = &mut d.state;
                     if admin.compact_index > s.truncated_index && admin.compact_index <= entry.index
@@ -392,13 +432,27 @@ impl Worker {
                     }
                     Ok(WriteResponse::default())
                 }
-                AdminKind::BatchSplit => apply_split(d, &cmd, admin, batch),
                 AdminKind::ComputeHash => self.compute_hash(d, entry.index, batch),
                 AdminKind::VerifyHash => Ok(verify_hash(d, admin, batch)),
                 AdminKind::ChangePeer => Err(Error::InvalidRequest(
                     "a conf change outside a conf change entry".into(),
                 )),
+                AdminKind::BatchSplit | AdminKind::PrepareMerge | AdminKind::CommitMerge
+                    if d.merge_state.is_some() =>
+                {
+                    Err(Error::ProposalInMergingMode(d.region.id))
+                }
+                AdminKind::BatchSplit => apply_split(d, &cmd, admin, batch),
+                AdminKind::PrepareMerge => {
+                    crate::merge::apply::prepare(d, &cmd, admin, entry.index, batch)
+                }
+                AdminKind::CommitMerge => crate::merge::apply::commit(d, admin, batch),
+                AdminKind::RollbackMerge => crate::merge::apply::rollback(d, admin, batch),
             };
+        }
+        if d.merge_state.is_some() {
+            // Proposed under the old epoch by a leader that had not applied PrepareMerge.
+            return Err(Error::ProposalInMergingMode(d.region.id));
         }
         let version = cmd.epoch.as_ref().map_or(0, |e| e.version);
         if version != epoch_version(&d.region) {
@@ -452,7 +506,7 @@ impl Worker {
             return;
         };
         self.write_out(d, batch);
-        match crate::snap::generate(&self.engine, &d.region, d.state) {
+        match crate::snap::generate(&self.engine, &d.region, d.state, d.merge_state.as_ref()) {
             Ok(s) => {
                 info!(
                     region_id,
@@ -534,6 +588,9 @@ fn apply_conf_change(d: &mut Delegate, entry: &Entry, batch: &mut Batch) -> Resu
     let cmd = RaftCmd::decode(&entry.context[..])
         .map_err(|e| Error::InvalidRequest(format!("undecodable conf change context: {e}")))?;
     let epoch = cmd.epoch.unwrap_or_default();
+    if d.merge_state.is_some() {
+        return Err(Error::ProposalInMergingMode(d.region.id));
+    }
     if epoch.version != epoch_version(&d.region) || epoch.conf_ver != epoch_conf_ver(&d.region) {
         return Err(Error::EpochNotMatch {
             msg: "conf change proposed under another epoch".into(),

@@ -8,7 +8,7 @@
 use engine::{keys, Engine, WriteBatch, CF_RAFT};
 use prost::Message;
 use proto::metapb;
-use proto::raft_serverpb::{PeerState, RegionLocalState, StoreIdent};
+use proto::raft_serverpb::{MergeState, PeerState, RegionLocalState, StoreIdent};
 
 use crate::{Error, Result};
 
@@ -69,9 +69,24 @@ fn write_durably(engine: &Engine, wb: WriteBatch) -> Result<()> {
 }
 
 pub fn write_region_state(wb: &mut WriteBatch, region: &metapb::Region, state: PeerState) {
+    write_local_state(wb, region, state, None);
+}
+
+/// The state of a region between PrepareMerge and CommitMerge or RollbackMerge.
+pub fn write_merging_state(wb: &mut WriteBatch, region: &metapb::Region, merge: &MergeState) {
+    write_local_state(wb, region, PeerState::Merging, Some(merge.clone()));
+}
+
+fn write_local_state(
+    wb: &mut WriteBatch,
+    region: &metapb::Region,
+    state: PeerState,
+    merge_state: Option<MergeState>,
+) {
     let s = RegionLocalState {
         state: state as i32,
         region: Some(region.clone()),
+        merge_state,
     };
     wb.put(
         CF_RAFT,

@@ -103,6 +103,12 @@ pub enum AdminKind {
     VerifyHash = 3,
     /// The context of a conf change entry (see [`crate::conf_change`]).
     ChangePeer = 4,
+    /// The source of a merge stops taking writes (see [`crate::merge`]).
+    PrepareMerge = 5,
+    /// The target of a merge absorbs its source.
+    CommitMerge = 6,
+    /// A prepared merge that can never commit is abandoned; the source takes writes again.
+    RollbackMerge = 7,
 }
 
 /// Region administration replicated through the log.
@@ -131,6 +137,15 @@ pub struct AdminCmd {
     /// ChangePeer: the peers the conf change names, with their stores.
     #[prost(message, repeated, tag = "8")]
     pub peers: Vec<metapb::Peer>,
+    /// PrepareMerge: the target region, as the source's leader saw it.
+    #[prost(message, optional, tag = "9")]
+    pub target: Option<metapb::Region>,
+    /// CommitMerge: the source region (as PrepareMerge left it) ...
+    #[prost(message, optional, tag = "10")]
+    pub source: Option<metapb::Region>,
+    /// ... and its merge state. RollbackMerge: the merge state it abandons.
+    #[prost(message, optional, tag = "11")]
+    pub merge_state: Option<proto::raft_serverpb::MergeState>,
 }
 
 impl AdminCmd {

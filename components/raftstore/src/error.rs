@@ -27,6 +27,8 @@ pub enum Error {
     StoreNotMatch { requested: u64, actual: u64 },
     #[error("raft entry of region {region_id} is too large: {size} bytes")]
     RaftEntryTooLarge { region_id: u64, size: u64 },
+    #[error("region {0} is being merged")]
+    ProposalInMergingMode(u64),
     #[error("stale command")]
     StaleCommand,
     #[error("server is busy: {0}")]

@@ -13,6 +13,8 @@
 //! - [`cmd`]: the replicated command format and the results of applying it.
 //! - [`conf_change`]: membership changes (learners, joint consensus) as pure functions.
 //! - [`snap`]: making and applying Raft snapshots of a region.
+//! - [`merge`]: region merge (PrepareMerge / CommitMerge / RollbackMerge) as pure rules;
+//!   `peer::merge` and the apply workers carry them out.
 //! - [`consistency`]: hashing a region at a log position on every replica and comparing.
 //! - [`bootstrap`]: writing the initial state of a store and of its regions.
 //! - [`clock`]: injectable wall time for leases and timeouts.
@@ -25,7 +27,7 @@
 //! - [`metrics`]: Prometheus metrics (group commit width, log write time, reads by path, ...).
 //!
 //! Deliberately absent (later roadmap steps): deciding when to split or move replicas (the
-//! server and PD do), merge.
+//! server and PD do).
 
 pub mod apply;
 pub mod bootstrap;
@@ -37,6 +39,7 @@ pub mod consistency;
 mod error;
 pub mod hibernate;
 pub mod local_reader;
+pub mod merge;
 pub mod metrics;
 pub mod peer;
 pub mod snap;

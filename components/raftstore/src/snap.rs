@@ -35,7 +35,7 @@ use engine::{keys, Engine, WriteBatch, CF_DEFAULT, CF_LOCK, CF_WRITE};
 use parking_lot::Mutex;
 use prost::Message as _;
 use proto::metapb;
-use proto::raft_serverpb::PeerState;
+use proto::raft_serverpb::{MergeState, PeerState};
 use raft::eraftpb::{Snapshot, SnapshotMetadata};
 use raft::StorageError;
 use raft_log::ApplyState;
@@ -54,6 +54,9 @@ pub struct SnapshotData {
     pub region: Option<metapb::Region>,
     #[prost(message, repeated, tag = "2")]
     pub cfs: Vec<CfData>,
+    /// Set if the region is the source of a prepared merge (see [`crate::merge`]).
+    #[prost(message, optional, tag = "3")]
+    pub merge_state: Option<MergeState>,
 }
 
 /// The pairs of one column family, user keys (without the data prefix), in key order.
@@ -69,7 +72,12 @@ pub struct CfData {
 
 /// Makes the snapshot of `region` at `state` from what `engine` holds now (the caller made
 /// sure that is exactly the state as of `state.applied_index`).
-pub fn generate(engine: &Engine, region: &metapb::Region, state: ApplyState) -> Result<Snapshot> {
+pub fn generate(
+    engine: &Engine,
+    region: &metapb::Region,
+    state: ApplyState,
+    merge_state: Option<&MergeState>,
+) -> Result<Snapshot> {
     let snap = engine.snapshot();
     let (start, end) = (
         keys::data_key(&region.start_key),
@@ -78,6 +86,7 @@ pub fn generate(engine: &Engine, region: &metapb::Region, state: ApplyState) -> 
     let mut data = SnapshotData {
         region: Some(region.clone()),
         cfs: Vec::new(),
+        merge_state: merge_state.cloned(),
     };
     for cf in DATA_CFS {
         let mut out = CfData {
@@ -134,7 +143,10 @@ pub fn stage_apply(wb: &mut WriteBatch, old: Option<&metapb::Region>, data: &Sna
             wb.put(name, &keys::data_key(k), v);
         }
     }
-    crate::bootstrap::write_region_state(wb, region, PeerState::Normal);
+    match &data.merge_state {
+        Some(m) => crate::bootstrap::write_merging_state(wb, region, m),
+        None => crate::bootstrap::write_region_state(wb, region, PeerState::Normal),
+    }
 }
 
 /// Stages the deletion of `region`'s data in every data column family.
@@ -267,7 +279,7 @@ mod tests {
             truncated_index: 40,
             truncated_term: 6,
         };
-        let snap = generate(&src, &r, state).unwrap();
+        let snap = generate(&src, &r, state, None).unwrap();
         assert!(names(&snap, 10) && !names(&snap, 11));
         assert_eq!(snap.get_metadata().index, 42);
         assert_eq!(snap.get_metadata().term, 6);
@@ -316,6 +328,7 @@ mod tests {
                 keys: vec![Bytes::from_static(b"k")],
                 values: vec![Bytes::from_static(b"v")],
             }],
+            merge_state: None,
         };
         s.data = Bytes::from(bad.encode_to_vec());
         assert!(

@@ -195,6 +195,11 @@ impl<T> PollContext<T> {
         self.to_wake.push(region_id);
     }
 
+    /// Sends `msg` to this store's replica of `region_id`; false if it hosts none.
+    pub fn send_peer(&self, region_id: u64, msg: PeerMsg) -> bool {
+        self.router.send(region_id, msg).is_ok()
+    }
+
     /// Removes a destroyed replica from the store's routing.
     pub fn unregister(&self, region_id: u64) {
         self.router.unregister(region_id);
@@ -214,6 +219,7 @@ impl<T> PollContext<T> {
         let mut peer = Peer::create(
             self.store_id,
             region,
+            None,
             self.engine.clone(),
             self.cfg.clone(),
             self.apply.clone(),
@@ -477,6 +483,7 @@ impl StoreRouter {
                 PeerMsg::Read { cb, .. } => cb(Err(err.clone())),
                 PeerMsg::Split { cb, .. } => cb(Err(err.clone())),
                 PeerMsg::ChangePeer { cb, .. } => cb(Err(err.clone())),
+                PeerMsg::PrepareMerge { cb, .. } => cb(Err(err.clone())),
                 _ => {}
             }
             err
@@ -541,6 +548,32 @@ impl StoreRouter {
         );
         let resp = rx.await.unwrap_or(Err(Error::Shutdown))?;
         Ok(resp.regions)
+    }
+
+    /// Asks the leader of `source_id` (on this store) to merge the region into `target`, an
+    /// adjacent region with replicas on the same stores, at the epoch `target` names (see
+    /// [`crate::merge`]). Answers once PrepareMerge applied: the source, now merging, which
+    /// the target then absorbs (or, if the target changed meanwhile, which rolls back).
+    pub async fn prepare_merge(
+        &self,
+        source_id: u64,
+        target: metapb::Region,
+    ) -> Result<metapb::Region> {
+        let (tx, rx) = oneshot::channel();
+        self.send(
+            source_id,
+            PeerMsg::PrepareMerge {
+                target,
+                cb: Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            },
+        )?;
+        let resp = rx.await.unwrap_or(Err(Error::Shutdown))?;
+        resp.regions
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::InvalidRequest("the merge produced no region".into()))
     }
 
     /// Asks the leader of `region_id` to hand leadership to `to`, if the region still has
@@ -672,23 +705,49 @@ impl Store {
             liveness: liveness.clone(),
         });
         let mut loaded = 0;
-        for state in load_region_states(&engine)? {
+        let states = load_region_states(&engine)?;
+        let live: Vec<metapb::Region> = states
+            .iter()
+            .filter(|s| s.state == PeerState::Normal as i32)
+            .filter_map(|s| s.region.clone())
+            .collect();
+        for state in states {
             let Some(region) = state.region else { continue };
-            if state.state == PeerState::Tombstone as i32 {
+            // A merging source whose range another region already covers was absorbed by it
+            // (a crash came between the target's write and the source's own end).
+            let absorbed = state.state == PeerState::Merging as i32
+                && live.iter().any(|r| {
+                    r.id != region.id
+                        && crate::store_meta::ranges_overlap(
+                            &r.start_key,
+                            &r.end_key,
+                            &region.start_key,
+                            &region.end_key,
+                        )
+                });
+            if state.state == PeerState::Tombstone as i32 || absorbed {
                 meta.lock()
                     .tombstones
                     .insert(region.id, region.region_epoch.unwrap_or_default());
                 continue;
             }
-            if state.state != PeerState::Normal as i32
+            let merging = state.state == PeerState::Merging as i32;
+            if !(state.state == PeerState::Normal as i32 || merging)
                 || find_peer_on_store(&region, store_id).is_none()
             {
                 continue;
             }
-            meta.lock().regions.insert(region.id, region.clone());
+            {
+                let mut meta = meta.lock();
+                meta.regions.insert(region.id, region.clone());
+                if let Some(target) = state.merge_state.as_ref().and_then(|m| m.target.as_ref()) {
+                    meta.merging_into.insert(region.id, target.id);
+                }
+            }
             factory.register(Peer::create(
                 store_id,
                 region,
+                state.merge_state.filter(|_| merging),
                 engine.clone(),
                 cfg.clone(),
                 apply.router(),
@@ -777,6 +836,7 @@ impl Store {
         factory.register(Peer::create(
             store_id,
             region.clone(),
+            None,
             self.engine.clone(),
             self.cfg.clone(),
             self.apply.router(),

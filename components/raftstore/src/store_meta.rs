@@ -15,6 +15,8 @@ pub struct StoreMeta {
     pub regions: HashMap<u64, metapb::Region>,
     /// The newest epoch each destroyed region was known to have here.
     pub tombstones: HashMap<u64, metapb::RegionEpoch>,
+    /// The merging sources among the hosted regions, with their targets.
+    pub merging_into: HashMap<u64, u64>,
 }
 
 impl StoreMeta {
@@ -28,10 +30,22 @@ impl StoreMeta {
             })
             .map(|r| r.id)
     }
+
+    /// Every other region this store hosts whose range overlaps `region`'s.
+    pub fn overlapping_all(&self, region: &metapb::Region) -> Vec<u64> {
+        self.regions
+            .values()
+            .filter(|r| {
+                r.id != region.id
+                    && ranges_overlap(&r.start_key, &r.end_key, &region.start_key, &region.end_key)
+            })
+            .map(|r| r.id)
+            .collect()
+    }
 }
 
 /// Whether `[s1, e1)` and `[s2, e2)` overlap (an empty end is unbounded).
-fn ranges_overlap(s1: &[u8], e1: &[u8], s2: &[u8], e2: &[u8]) -> bool {
+pub(crate) fn ranges_overlap(s1: &[u8], e1: &[u8], s2: &[u8], e2: &[u8]) -> bool {
     (e2.is_empty() || s1 < e2) && (e1.is_empty() || s2 < e1)
 }
 
@@ -64,5 +78,10 @@ mod tests {
         assert_eq!(meta.overlapping(&region(1, b"", b"z")), None);
         assert_eq!(meta.overlapping(&region(2, b"k", b"z")), Some(1));
         assert_eq!(meta.overlapping(&region(2, b"m", b"z")), None);
+        meta.regions.insert(3, region(3, b"m", b"p"));
+        let mut all = meta.overlapping_all(&region(4, b"a", b"z"));
+        all.sort_unstable();
+        assert_eq!(all, vec![1, 3]);
+        assert!(meta.overlapping_all(&region(4, b"p", b"z")).is_empty());
     }
 }

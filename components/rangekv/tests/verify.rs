@@ -173,6 +173,29 @@ fn register_under_splits_leader_shuffles_and_store_kills_is_linearizable() {
 }
 
 #[test]
+fn register_while_regions_split_and_merge_is_linearizable() {
+    let mut args = vec![
+        "--workload",
+        "register",
+        "--nemesis",
+        "split,merge,kill-store",
+    ];
+    args.extend(["--time-limit", "20", "--seed", "4"]);
+    args.extend(SMALL);
+    let run = verify(&args);
+    // The stores' logs say whether a merge went through, not only that PD took one.
+    let cluster = run.dir.path().join("run/cluster");
+    let merged = (1..=3).any(|i| {
+        std::fs::read_to_string(cluster.join(format!("store{i}.log")))
+            .is_ok_and(|log| log.contains("merge committed"))
+    });
+    if !merged {
+        run.fail("no merge was committed");
+    }
+    assert_valid(run);
+}
+
+#[test]
 fn register_while_replicas_move_and_stores_die_is_linearizable() {
     let args = [
         "--workload",

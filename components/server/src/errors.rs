@@ -63,6 +63,11 @@ pub fn to_wire(e: &Error) -> WireError {
                 entry_size: *size,
             });
         }
+        Error::ProposalInMergingMode(region_id) => {
+            err.proposal_in_merging_mode = Some(errorpb::ProposalInMergingMode {
+                region_id: *region_id,
+            });
+        }
         Error::StaleCommand => err.stale_command = Some(errorpb::StaleCommand {}),
         Error::ServerIsBusy(reason) => {
             err.server_is_busy = Some(errorpb::ServerIsBusy {

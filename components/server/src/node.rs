@@ -12,7 +12,8 @@
 //!    from the same initial state, so no snapshot or conf change is needed to start.
 //! 5. Heartbeats: store statistics periodically; a led region as soon as the raftstore reports
 //!    a leadership or region change, all led regions after a PD leader change and periodically.
-//! 6. PD's scheduling answers: leader transfers are handed to the region's leader.
+//! 6. PD's scheduling answers: conf changes, merges (PrepareMerge on the source's leader) and
+//!    leader transfers are handed to the region's leader.
 //! 7. Size checks: a region this store leads that outgrew `split.region_max_size` is split.
 //!    MVCC GC: every `gc.run_interval_secs` the store asks PD for the GC safe point and collects
 //!    the regions it leads ([`crate::gc_worker`]).
@@ -384,7 +385,8 @@ impl Node {
                 Duration::from_secs(cfg.store_heartbeat_secs.max(1)),
                 shutdown_rx.clone(),
             )));
-        // PD's scheduling answers: leader transfers, and splits at keyspace boundaries.
+        // PD's scheduling answers: conf changes, merges, leader transfers, and splits at
+        // keyspace boundaries.
         let schedule_router = router.clone();
         let pd_splits = crate::split::PdSplits::new(
             router.clone(),
@@ -401,6 +403,18 @@ impl Node {
                     match router.change_peer(region_id, epoch, vec![change]).await {
                         Ok(region) => debug!(region_id, ?region, "PD's conf change applied"),
                         Err(e) => debug!(region_id, %e, "PD's conf change not done"),
+                    }
+                });
+                return;
+            }
+            if let Some(target) = resp.merge.as_ref().and_then(|m| m.target.clone()) {
+                let router = schedule_router.clone();
+                let source_id = resp.region_id;
+                // PD asks again on the source's next heartbeats if this does not go through.
+                runtime.spawn(async move {
+                    match router.prepare_merge(source_id, target).await {
+                        Ok(region) => debug!(source_id, ?region, "PD's merge prepared"),
+                        Err(e) => debug!(source_id, %e, "PD's merge not prepared"),
                     }
                 });
                 return;

@@ -1,7 +1,7 @@
 //! Region heartbeats and what they drive: recording the region, then answering its leader
-//! with a replica operator's step ([`crate::replica`]) or a leader transfer
-//! ([`crate::schedule`]); store removal (Offline until drained, then Tombstone) and moves
-//! asked by hand.
+//! with a replica operator's step ([`crate::replica`]), a merge (`merge`, [`crate::merge`])
+//! or a leader transfer ([`crate::schedule`]); store removal (Offline until drained, then
+//! Tombstone) and moves asked by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -11,6 +11,7 @@ use proto::pdpb::*;
 
 use super::{Cluster, ID_POOL_BATCH};
 use crate::command::{ApplyResult, PdCommand, PutRegions, SetStoreState};
+use crate::merge::MergeAnswer;
 use crate::region_map::{epoch, RegionVerdict};
 use crate::replica::{Command, RegionView, StoreInfo};
 use crate::schedule::{LeaderView, STORE_ALIVE_MS};
@@ -216,6 +217,14 @@ impl Cluster {
         }
         if let Some(op) = self.schedule_replicas(req, region).await? {
             return Ok(Some(op));
+        }
+        // A region taking part in a merge gets nothing else.
+        match self.schedule_merge(req, region) {
+            Some(MergeAnswer::Merge(target)) => {
+                return Ok(Some(self.merge_response(req, region, target)))
+            }
+            Some(MergeAnswer::Wait) => return Ok(None),
+            None => {}
         }
         Ok(self.schedule_leader(req, region))
     }

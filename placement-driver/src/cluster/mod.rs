@@ -27,6 +27,11 @@
 //!   ahead of removing the leader), when `schedule_replicas` is on. It comes before leader
 //!   balancing.
 //!
+//! - Merge ([`crate::merge`], in `merge`): after the replica checkers, a small region's leader
+//!   may be answered with `merge { target }`, on every heartbeat until the merged target
+//!   replaces it in the region map; neither region gets another operator meanwhile. Merge
+//!   operators live in the replica scheduler, so they need `schedule_replicas` too.
+//!
 //! - Store removal: `remove_store` makes a store Offline; it becomes Tombstone once the
 //!   replica checker moved its last replica away (checked on its heartbeats and whenever a
 //!   region's membership changes).
@@ -34,8 +39,8 @@
 //! The region heartbeat and everything it drives (replica operators, leader balance, store
 //! removal) is in `heartbeats`.
 //!
-//! Not done yet: region merge; `down_peers` reported by region leaders are shown and keep
-//! balance-region off the region (the replica checker judges stores by their heartbeats).
+//! `down_peers` reported by region leaders are shown and keep balance-region (and merges) off
+//! the region; the replica checker judges stores by their heartbeats.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +62,7 @@ use crate::tso::Tso;
 use crate::{Error, Result};
 
 mod heartbeats;
+mod merge;
 
 /// Ids the replica scheduler takes from the allocator at a time.
 const ID_POOL_BATCH: u32 = 16;
@@ -151,6 +157,9 @@ impl Cluster {
             out.push("replica-checker");
             if s.config().balance_regions {
                 out.push("balance-region-scheduler");
+            }
+            if s.config().merge.enabled {
+                out.push("merge-checker");
             }
         }
         out

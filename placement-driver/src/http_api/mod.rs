@@ -1,6 +1,7 @@
 //! PD's HTTP API: the part of TiKV PD's `/pd/api/v1` that pd-ctl and client test harnesses
 //! use, with PD's paths and JSON shapes: reads, plus removing a store (`DELETE /store/{id}`)
-//! and moving a replica by hand (`POST /operators`, `transfer-peer`).
+//! and operators by hand (`POST /operators`: `transfer-peer` moves a replica, `merge-region`
+//! merges two regions).
 //!
 //! It is served on the client port, as PD does: the gRPC server accepts HTTP/1.1 next to HTTP/2
 //! (hyper detects the protocol per connection), and [`routes`] puts these paths in front of the
@@ -50,6 +51,14 @@
 //! the gRPC service, [`Cluster::require_leader`]). A follower does not proxy to the leader as
 //! PD does: it answers 503 with the "not leader" error naming the leader (name and URL), and
 //! `/members` (answered everywhere) names it too.
+//!
+//! Operators, on the leader: `GET /operators` lists the replica operators and merges in flight
+//! (`{region_id, desc, step, steps}`; a merge under its source's id, with `target_region_id`).
+//! `POST /operators` takes PD's bodies: `{"name": "transfer-peer", "region_id", "from_store_id",
+//! "to_store_id"}`, or `{"name": "merge-region", "source_region_id", "target_region_id"}`
+//! (pd-ctl's `operator add merge-region`), which the merge checker's pair and health rules must
+//! allow (adjacent, one keyspace, same stores, healthy, no operator; else 400, 404 for an
+//! unknown region) but not its size and split-merge-interval rules.
 //!
 //! Membership ([`crate::members`]), on the leader: `POST /members` with `{"name", "url"}` adds a
 //! member (a learner until it caught up; answers the member), `DELETE /members/name/{name}`
@@ -437,45 +446,65 @@ async fn store(State(cluster): State<Arc<Cluster>>, uri: Uri) -> Result<Response
     ))
 }
 
-/// The body of `POST /operators` (PD's shape; `transfer-peer` is the one operator taken).
+/// The body of `POST /operators` (PD's shape): the fields of the operator `name`.
 #[derive(serde::Deserialize)]
 struct OperatorInput {
     name: String,
-    region_id: u64,
-    from_store_id: u64,
-    to_store_id: u64,
+    region_id: Option<u64>,
+    from_store_id: Option<u64>,
+    to_store_id: Option<u64>,
+    source_region_id: Option<u64>,
+    target_region_id: Option<u64>,
 }
 
 /// `POST /operators`: `{"name": "transfer-peer", "region_id": …, "from_store_id": …,
-/// "to_store_id": …}` moves a replica by hand.
+/// "to_store_id": …}` moves a replica by hand, `{"name": "merge-region", "source_region_id":
+/// …, "target_region_id": …}` merges two regions.
 async fn add_operator(
     State(cluster): State<Arc<Cluster>>,
     body: axum::body::Bytes,
 ) -> Result<Response> {
     let input: OperatorInput = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid operator: {e}")))?;
-    if input.name != "transfer-peer" {
-        return Err(ApiError::bad_request(format!(
-            "unknown operator {:?} (only transfer-peer)",
-            input.name
-        )));
+    match input.name.as_str() {
+        "transfer-peer" => {
+            let (Some(region_id), Some(from), Some(to)) =
+                (input.region_id, input.from_store_id, input.to_store_id)
+            else {
+                return Err(ApiError::bad_request(
+                    "transfer-peer needs region_id, from_store_id and to_store_id",
+                ));
+            };
+            cluster.transfer_peer(region_id, from, to).await?;
+        }
+        "merge-region" => {
+            let (Some(source), Some(target)) = (input.source_region_id, input.target_region_id)
+            else {
+                return Err(ApiError::bad_request(
+                    "merge-region needs source_region_id and target_region_id",
+                ));
+            };
+            cluster.merge_regions(source, target).await?;
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown operator {other:?} (transfer-peer or merge-region)"
+            )))
+        }
     }
-    cluster
-        .transfer_peer(input.region_id, input.from_store_id, input.to_store_id)
-        .await?;
     ok(&"The operator is created.")
 }
 
-/// `GET /operators`: the replica operators in flight.
 /// `GET /schedulers`: the names of the checkers and schedulers running (PD's names).
 async fn schedulers(State(cluster): State<Arc<Cluster>>) -> Result<Response> {
     cluster.require_leader()?;
     ok(&cluster.schedulers())
 }
 
+/// `GET /operators`: the replica operators and merges in flight.
 async fn operators(State(cluster): State<Arc<Cluster>>) -> Result<Response> {
     cluster.require_leader()?;
-    let ops: Vec<serde_json::Value> = cluster
+    let mut ops: Vec<serde_json::Value> = cluster
         .replica_operators()
         .into_iter()
         .map(|(region_id, op)| {
@@ -487,6 +516,15 @@ async fn operators(State(cluster): State<Arc<Cluster>>) -> Result<Response> {
             })
         })
         .collect();
+    ops.extend(cluster.merge_operators().into_iter().map(|op| {
+        serde_json::json!({
+            "region_id": op.source.id,
+            "desc": op.kind,
+            "step": 0,
+            "steps": [format!("MergeRegion {{ source: {}, target: {} }}", op.source.id, op.target.id)],
+            "target_region_id": op.target.id,
+        })
+    }));
     ok(&ops)
 }
 

@@ -6,6 +6,7 @@ mod bootstrap;
 mod config;
 mod fuzz;
 mod id_allocation;
+mod merge;
 mod region_heartbeats;
 mod rpc;
 mod stores;

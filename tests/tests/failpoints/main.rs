@@ -7,3 +7,4 @@
 mod apply_backlog;
 mod cas;
 mod local_read;
+mod merge;

@@ -38,9 +38,15 @@ enum Attempt<T> {
     Unknown,
 }
 
-fn classify<T>(r: Result<T, Failure>) -> Attempt<T> {
+fn classify<T>(cluster: &Cluster, r: Result<T, Failure>) -> Attempt<T> {
     match r {
         Ok(v) => Attempt::Done(v),
+        Err(Failure::Region(e)) if e.epoch_not_match.is_some() => {
+            // The region changed shape: route by what the store says it is now.
+            let current = &e.epoch_not_match.as_ref().expect("checked").current_regions;
+            cluster.update_route(current);
+            Attempt::Retry
+        }
         // NotLeader, EpochNotMatch, StaleCommand, RegionNotFound, ServerIsBusy: the store
         // promises nothing was proposed (or the entry was replaced), so a retry is safe. A
         // store that broke that promise would show up as a non-linearizable history.
@@ -84,6 +90,43 @@ fn register_histories_while_replicas_move_are_linearizable() {
     check_histories(cluster, seed, |cluster, rng| {
         move_replica(cluster, rng, &next_peer_id)
     });
+}
+
+/// Regions split and merge, in both directions, while a store is cut off now and then during a
+/// merge's commit: every history stays linearizable across each change of shape (a merging
+/// region serves nothing; its target serves the range only once it absorbed the data), and the
+/// replicas stay equal.
+#[test]
+fn register_histories_while_regions_split_and_merge_are_linearizable() {
+    let seed = test_seed("register_histories_while_regions_split_and_merge_are_linearizable");
+    let cluster = Cluster::with_limits(3, &[b"k2"], tests::cluster::test_config(), limits());
+    check_histories(cluster, seed, split_or_merge);
+}
+
+/// One step of the shape nemesis: split at `k2` or `k4` where no region starts, else merge the
+/// region starting there with its left neighbour (either into the other), cutting a store off
+/// for part of the commit now and then.
+fn split_or_merge(cluster: &Cluster, rng: &mut StdRng) {
+    cluster.clear_filters();
+    let key: &[u8] = if rng.random_bool(0.5) { b"k2" } else { b"k4" };
+    let region = cluster.region_for_key(key);
+    if region.start_key[..] != *key {
+        let _ = cluster.split(key);
+    } else {
+        let mut before = key.to_vec();
+        *before.last_mut().expect("non-empty") -= 1;
+        before.push(0xff);
+        let left = cluster.region_for_key(&before);
+        let (source, target) = if rng.random_bool(0.5) {
+            (left, region)
+        } else {
+            (region, left)
+        };
+        if cluster.prepare_merge(source.id, target.id).is_ok() && rng.random_bool(0.5) {
+            cluster.add_filter(Isolate(rng.random_range(1..=3)));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));
 }
 
 fn limits() -> Limits {
@@ -289,9 +332,10 @@ fn check_histories(cluster: Cluster, seed: u64, nemesis: impl Fn(&Cluster, &mut 
 /// became unknown. Returns the op with its observed outcome (`None`: a read that never
 /// completed, which has no effect) and whether the outcome is known.
 fn run(cluster: &Cluster, rng: &mut StdRng, key: &[u8], op: Op) -> (Option<Op>, bool) {
-    let region = cluster.region_for_key(key);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
+        // Afresh each time: the region may have split or merged.
+        let region = cluster.region_for_key(key);
         // Any store that believes it leads, not only the newest leader: a deposed leader that
         // still serves would be caught here.
         let claimants: Vec<u64> = cluster
@@ -305,6 +349,12 @@ fn run(cluster: &Cluster, rng: &mut StdRng, key: &[u8], op: Op) -> (Option<Op>, 
             })
             .collect();
         if claimants.is_empty() {
+            if !cluster.is_hosted(region.id) {
+                if let Some(r) = cluster.hosted_region_for_key(key) {
+                    cluster.forget_route(region.id);
+                    cluster.update_route(std::slice::from_ref(&r));
+                }
+            }
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
@@ -318,7 +368,7 @@ fn run(cluster: &Cluster, rng: &mut StdRng, key: &[u8], op: Op) -> (Option<Op>, 
                     key: Bytes::copy_from_slice(key),
                     ..Default::default()
                 };
-                match classify(cluster.block_on(storage.raw_get(req))) {
+                match classify(cluster, cluster.block_on(storage.raw_get(req))) {
                     Attempt::Done(r) => {
                         Attempt::Done(Op::Read((!r.not_found).then(|| value(&r.value))))
                     }
@@ -334,7 +384,7 @@ fn run(cluster: &Cluster, rng: &mut StdRng, key: &[u8], op: Op) -> (Option<Op>, 
                     value: Bytes::from(v.to_string()),
                     ..Default::default()
                 };
-                match classify(cluster.block_on(storage.raw_put(req))) {
+                match classify(cluster, cluster.block_on(storage.raw_put(req))) {
                     Attempt::Done(_) => Attempt::Done(Op::Write(*v)),
                     Attempt::Retry => Attempt::Retry,
                     Attempt::Unknown => Attempt::Unknown,
@@ -351,7 +401,7 @@ fn run(cluster: &Cluster, rng: &mut StdRng, key: &[u8], op: Op) -> (Option<Op>, 
                         .unwrap_or_default(),
                     ..Default::default()
                 };
-                match classify(cluster.block_on(storage.raw_compare_and_swap(req))) {
+                match classify(cluster, cluster.block_on(storage.raw_compare_and_swap(req))) {
                     Attempt::Done(r) => Attempt::Done(Op::Cas {
                         expect: *expect,
                         new: *new,

@@ -16,6 +16,7 @@ mod linearizable;
 mod linearizable_client;
 mod log_gc;
 mod many_regions;
+mod merge;
 mod new_leader_reads;
 mod overload;
 mod partition;

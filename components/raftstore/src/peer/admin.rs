@@ -70,7 +70,8 @@ impl Peer {
     }
 
     pub(super) fn maybe_compact_log(&mut self, ctx: &PollContext<impl crate::Transport>) {
-        if !self.is_leader() {
+        // A merging source keeps its log: its replicas catch up from it (see `crate::merge`).
+        if !self.is_leader() || self.merge_busy() {
             return;
         }
         let min_match = self
@@ -144,6 +145,13 @@ impl Peer {
         for event in res.consistency {
             self.on_consistency_event(ctx, event);
         }
+        for event in res.merges {
+            self.on_merge_applied(ctx, event);
+        }
+        self.settle_merge_proposals();
+        self.maybe_propose_prepare_merge(ctx);
+        self.check_held_commit(ctx);
+        self.check_caught_up(ctx);
         self.answer_ready_reads();
     }
 

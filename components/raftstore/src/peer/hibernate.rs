@@ -21,7 +21,7 @@ impl Peer {
         self.asleep
     }
 
-    fn idle_view(&self) -> LeaderIdleView {
+    pub(super) fn idle_view(&self) -> LeaderIdleView {
         let raft = &self.raw.raft;
         LeaderIdleView {
             proposals_pending: !self.proposals.is_empty(),
@@ -54,7 +54,11 @@ impl Peer {
         &mut self,
         ctx: &mut PollContext<impl crate::Transport>,
     ) -> bool {
-        if !ctx.cfg.hibernate_regions || !self.is_leader() || !self.idle_view().is_idle() {
+        if !ctx.cfg.hibernate_regions
+            || !self.is_leader()
+            || !self.idle_view().is_idle()
+            || self.merge_pending()
+        {
             self.idle_ticks = 0;
             self.sleep_request = None;
             return false;
@@ -115,8 +119,10 @@ impl Peer {
                     committed: raft.raft_log.committed,
                     reads_pending: self.reads_waiting() > 0,
                 };
+                // A merge in progress needs this replica's ticks.
                 if !self.is_leader()
                     && ctx.cfg.hibernate_regions
+                    && !self.merge_pending()
                     && follower_may_sleep(view, from.id, extra.term, extra.index)
                 {
                     self.send_extra(
@@ -131,7 +137,10 @@ impl Peer {
             ExtraMessageType::MsgHibernateResponse => {
                 if self.is_leader() && self.sleep_request == Some((extra.term, extra.index)) {
                     self.sleep_acks.insert(from.id);
-                    if self.all_agreed_to_sleep() && self.idle_view().is_idle() {
+                    if self.all_agreed_to_sleep()
+                        && self.idle_view().is_idle()
+                        && !self.merge_pending()
+                    {
                         self.sleep(ctx);
                     }
                 }

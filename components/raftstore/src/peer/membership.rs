@@ -13,6 +13,7 @@ use crate::conf_change::{self, ChangeKind, PeerChange};
 use crate::store::PollContext;
 use crate::util::epoch_conf_ver;
 use crate::Error;
+use proto::raft_serverpb::PeerState;
 
 use super::*;
 
@@ -29,6 +30,10 @@ impl Peer {
                 region_id: self.region.id,
                 leader: self.leader(),
             }));
+            return;
+        }
+        if self.merge_busy() {
+            cb(Err(Error::ProposalInMergingMode(self.region.id)));
             return;
         }
         if epoch_conf_ver(&self.region) != epoch.map_or(0, |e| e.conf_ver) {
@@ -156,6 +161,14 @@ impl Peer {
         ctx: &PollContext<impl crate::Transport>,
         snap: &Snapshot,
     ) -> bool {
+        if self.merge.frozen {
+            // Its target absorbs (or absorbed) this range and may have written to it since.
+            debug!(
+                region_id = self.region.id,
+                "snapshot for a frozen merge source dropped"
+            );
+            return false;
+        }
         let data = match crate::snap::decode(snap) {
             Ok(d) => d,
             Err(e) => {
@@ -180,7 +193,14 @@ impl Peer {
             );
             return false;
         }
-        if let Some(other) = ctx.meta.lock().overlapping(&region) {
+        // A region this replica absorbed by a merge it has not applied yet (its leader's log
+        // no longer has the CommitMerge) does not count: the snapshot replaces it.
+        let meta = ctx.meta.lock();
+        if let Some(other) = meta
+            .overlapping_all(&region)
+            .into_iter()
+            .find(|id| meta.merging_into.get(id) != Some(&self.region.id))
+        {
             info!(
                 region_id = self.region.id,
                 other, "snapshot overlaps another region of this store; dropped"
@@ -205,14 +225,40 @@ impl Peer {
         let old = self.is_initialized().then(|| self.region.clone());
         crate::snap::stage_apply(&mut ctx.wb, old.as_ref(), &data);
         self.raw.mut_store().apply_snapshot(meta, &mut ctx.wb);
-        self.region = data.region.expect("decode checked");
+        let new_region = data.region.clone().expect("decode checked");
+        // Sources this region absorbed by merges the snapshot covers: gone in the same batch.
+        let absorbed: Vec<metapb::Region> = {
+            let mut store_meta = ctx.meta.lock();
+            let ids = store_meta.overlapping_all(&new_region);
+            let absorbed: Vec<metapb::Region> = ids
+                .iter()
+                .filter_map(|id| store_meta.regions.remove(id))
+                .collect();
+            for r in &absorbed {
+                store_meta.merging_into.remove(&r.id);
+                store_meta
+                    .tombstones
+                    .insert(r.id, r.region_epoch.unwrap_or_default());
+            }
+            store_meta.regions.insert(new_region.id, new_region.clone());
+            absorbed
+        };
+        for r in &absorbed {
+            crate::bootstrap::write_region_state(&mut ctx.wb, r, PeerState::Tombstone);
+            ctx.send_peer(
+                r.id,
+                PeerMsg::MergedInto {
+                    target_id: new_region.id,
+                },
+            );
+        }
+        self.region = new_region;
         if let Some(me) = find_peer(&self.region, self.meta.id) {
             self.meta = *me;
         }
-        ctx.meta
-            .lock()
-            .regions
-            .insert(self.region.id, self.region.clone());
+        self.merge.state = data.merge_state.clone();
+        self.merge.held = None;
+        self.to_apply.retain(|e| e.index > meta.index);
         self.applied = ApplyState {
             applied_index: meta.index,
             applied_term: meta.term,
@@ -225,6 +271,7 @@ impl Peer {
             ApplyMsg::Register {
                 region: self.region.clone(),
                 state: self.applied,
+                merge_state: self.merge.state.clone(),
             },
         );
         self.applied_snapshot = Some(meta.index);
@@ -385,6 +432,24 @@ impl Peer {
     /// Ends this replica: fails what waits on it, leaves the store's routing, and has the
     /// apply worker remove its data and Raft state and leave a tombstone.
     pub(super) fn destroy(&mut self, ctx: &mut PollContext<impl crate::Transport>, why: &str) {
+        self.destroy_with(ctx, why, false)
+    }
+
+    /// Ends a source replica its target absorbed: as [`Self::destroy`], keeping the data.
+    pub(super) fn destroy_merged(
+        &mut self,
+        ctx: &mut PollContext<impl crate::Transport>,
+        why: &str,
+    ) {
+        self.destroy_with(ctx, why, true)
+    }
+
+    fn destroy_with(
+        &mut self,
+        ctx: &mut PollContext<impl crate::Transport>,
+        why: &str,
+        keep_data: bool,
+    ) {
         if self.destroyed {
             return;
         }
@@ -408,6 +473,7 @@ impl Peer {
         {
             let mut meta = ctx.meta.lock();
             meta.regions.remove(&self.region.id);
+            meta.merging_into.remove(&self.region.id);
             let epoch = self.region.region_epoch.unwrap_or_default();
             let t = meta.tombstones.entry(self.region.id).or_default();
             t.conf_ver = t.conf_ver.max(epoch.conf_ver);
@@ -419,6 +485,7 @@ impl Peer {
             ApplyMsg::Destroy {
                 region: self.region.clone(),
                 initialized,
+                keep_data,
             },
         );
         self.notify_region_change();

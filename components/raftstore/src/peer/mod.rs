@@ -10,7 +10,7 @@
 //! life cycle and the dispatch; [`ready`] the Ready cycle, [`propose`] request checks and
 //! proposals, [`read`] reads (lease and ReadIndex, and what a new leader does with them), and
 //! [`admin`] consistency checks, log GC and apply results, [`membership`] conf changes, snapshots
-//! and the replica's end.
+//! and the replica's end, [`merge`] region merge (source and target sides).
 //!
 //! Raft log GC: every few ticks the leader proposes compacting the log up to the lowest index
 //! its recently active replicas have (and it has applied); once the log grows past
@@ -20,7 +20,8 @@
 //! Life cycle: a replica is created at bootstrap, by a split, or by the store when a message
 //! arrives for a region it does not host (then *uninitialized*: no range, no data, no
 //! persisted state, until a snapshot brings them). It is destroyed when it applies its own
-//! removal or learns of it from a newer replica, leaving a tombstone.
+//! removal or learns of it from a newer replica, leaving a tombstone, or, keeping its data,
+//! when its target absorbed it in a merge (see [`crate::merge`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ use crate::{Config, Error, Result};
 mod admin;
 mod hibernate;
 mod membership;
+mod merge;
 mod propose;
 mod read;
 mod ready;
@@ -94,6 +96,8 @@ pub struct PeerStatus {
     pub hash: Option<(u64, u32)>,
     /// The outcome of the last `VerifyHash` this replica applied: `(index, verdict)`.
     pub last_verified: Option<(u64, crate::consistency::Verdict)>,
+    /// The region is the source of a prepared merge (state `Merging`).
+    pub merging: bool,
 }
 
 /// Messages to a peer.
@@ -144,6 +148,24 @@ pub enum PeerMsg {
     /// The store has not heard from store `0` for an election timeout (see
     /// [`crate::hibernate`]).
     StoreUnreachable(u64),
+    /// Merge this region into `target` (see [`crate::merge`]); answered once PrepareMerge
+    /// applied (or failed).
+    PrepareMerge {
+        target: metapb::Region,
+        cb: WriteCallback,
+    },
+    /// A merging source replica on this store asks this target replica to commit the merge.
+    AskCommitMerge {
+        source: metapb::Region,
+        state: proto::raft_serverpb::MergeState,
+    },
+    /// The target replica `target_id` on this store waits for this source replica to apply
+    /// up to `commit` and stop.
+    CatchUpForMerge { target_id: u64, commit: u64 },
+    /// The source replica `source_id` on this store caught up and stopped.
+    SourceCaughtUp { source_id: u64 },
+    /// The target replica `target_id` on this store absorbed this source replica.
+    MergedInto { target_id: u64 },
 }
 
 /// The batch-system wrapper of a [`Peer`].
@@ -227,11 +249,26 @@ impl PeerFsm {
                 PeerMsg::StoreUnreachable(store_id) => {
                     self.peer.on_store_unreachable(ctx, store_id)
                 }
+                PeerMsg::PrepareMerge { target, cb } => self.peer.on_prepare_merge(ctx, target, cb),
+                PeerMsg::AskCommitMerge { source, state } => {
+                    self.peer.on_ask_commit_merge(ctx, source, state)
+                }
+                PeerMsg::CatchUpForMerge { target_id, commit } => {
+                    self.peer.on_catch_up_for_merge(ctx, target_id, commit)
+                }
+                PeerMsg::SourceCaughtUp { source_id } => {
+                    self.peer.on_source_caught_up(ctx, source_id)
+                }
+                PeerMsg::MergedInto { target_id } => {
+                    let why = format!("merged into region {target_id}");
+                    self.peer.destroy_merged(ctx, &why)
+                }
             }
         }
         if self.peer.destroyed {
             return;
         }
+        self.peer.maybe_propose_prepare_merge(ctx);
         self.peer.issue_read_index();
         self.peer.collect_ready(ctx);
         // Before the round's messages leave (the transport sends at the round's end).
@@ -307,6 +344,8 @@ pub struct Peer {
     sleep_request: Option<(u64, u64)>,
     /// The peers that agreed to hibernate at `sleep_request`.
     sleep_acks: std::collections::HashSet<u64>,
+    /// Region merge bookkeeping (see [`merge`]).
+    merge: merge::MergeCtx,
 }
 
 impl Peer {
@@ -315,6 +354,7 @@ impl Peer {
     pub fn create(
         store_id: u64,
         region: metapb::Region,
+        merge_state: Option<proto::raft_serverpb::MergeState>,
         engine: Engine,
         cfg: Arc<Config>,
         apply: ApplyRouter,
@@ -326,7 +366,19 @@ impl Peer {
         let applied =
             ApplyState::load(&engine, region.id)?.ok_or(Error::RegionNotFound(region.id))?;
         let storage = RaftLogStorage::load(engine, region.id, conf_state_of(&region))?;
-        Self::build(store_id, meta, region, storage, applied, cfg, apply, logger)
+        let mut peer = Self::build(
+            store_id,
+            meta,
+            region,
+            merge_state.clone(),
+            storage,
+            applied,
+            cfg,
+            apply,
+            logger,
+        )?;
+        peer.merge.state = merge_state;
+        Ok(peer)
     }
 
     /// A replica of `region_id` made because a message for `meta` arrived before this store
@@ -349,6 +401,7 @@ impl Peer {
             store_id,
             meta,
             region,
+            None,
             storage,
             ApplyState::default(),
             cfg,
@@ -362,6 +415,7 @@ impl Peer {
         store_id: u64,
         meta: metapb::Peer,
         region: metapb::Region,
+        merge_state: Option<proto::raft_serverpb::MergeState>,
         mut storage: RaftLogStorage,
         applied: ApplyState,
         cfg: Arc<Config>,
@@ -396,6 +450,7 @@ impl Peer {
                 ApplyMsg::Register {
                     region: region.clone(),
                     state: applied,
+                    merge_state,
                 },
             );
         }
@@ -437,6 +492,7 @@ impl Peer {
             idle_ticks: 0,
             sleep_request: None,
             sleep_acks: Default::default(),
+            merge: Default::default(),
         })
     }
 
@@ -492,6 +548,7 @@ impl Peer {
             transferring: self.is_leader() && self.raw.raft.lead_transferee.is_some(),
             hash: self.hash,
             last_verified: self.last_verified,
+            merging: self.merge.state.is_some(),
             pending_peers: if self.is_leader() {
                 let truncated = store.truncated_index();
                 self.raw
@@ -535,6 +592,7 @@ impl Peer {
         self.check_snapshots_sent(ctx.cfg.snapshot_timeout);
         self.maybe_leave_joint();
         self.check_leader_missing(ctx);
+        self.on_merge_tick(ctx);
         self.ticks_since_gc += 1;
         if self.ticks_since_gc >= ctx.cfg.raft_log_gc_ticks {
             self.ticks_since_gc = 0;

@@ -47,6 +47,9 @@ impl Peer {
     }
 
     fn check_epoch_and_keys(&self, header: &RequestHeader) -> Result<()> {
+        if self.merge_busy() {
+            return Err(Error::ProposalInMergingMode(self.region.id));
+        }
         let current = epoch_version(&self.region);
         match &header.epoch {
             Some(e) if e.version == current => {}
@@ -156,16 +159,20 @@ impl Peer {
             Some(Some(AdminKind::CompactLog)) => "compact_log",
             Some(Some(AdminKind::BatchSplit)) => "split",
             Some(Some(AdminKind::ComputeHash | AdminKind::VerifyHash)) => "consistency",
+            Some(Some(AdminKind::PrepareMerge)) => "prepare_merge",
+            Some(Some(AdminKind::CommitMerge)) => "commit_merge",
+            Some(Some(AdminKind::RollbackMerge)) => "rollback_merge",
             // Conf changes are proposed as conf change entries, never here.
             Some(Some(AdminKind::ChangePeer) | None) => "unknown",
         };
         let before = self.raw.raft.raft_log.last_index();
         // Splits are marked in the entry's context, so that the leader can tell them apart
         // when they commit without decoding every entry.
-        let context = if kind == "split" {
-            SPLIT_ENTRY_CONTEXT.to_vec()
-        } else {
-            vec![]
+        // CommitMerge too: a target replica holds it back until its source caught up.
+        let context = match kind {
+            "split" => SPLIT_ENTRY_CONTEXT.to_vec(),
+            "commit_merge" => crate::merge::COMMIT_MERGE_CONTEXT.to_vec(),
+            _ => vec![],
         };
         if let Err(e) = self.raw.propose(context, data) {
             debug!(region_id = self.region.id, %e, "proposal dropped");
@@ -180,7 +187,9 @@ impl Peer {
         match kind {
             "split" => crate::metrics::SPLIT_PROPOSALS.inc(),
             "compact_log" => crate::metrics::COMPACT_LOG_PROPOSALS.inc(),
-            "consistency" | "unknown" => crate::metrics::PROPOSALS.with_label_values(&[kind]).inc(),
+            "consistency" | "unknown" | "prepare_merge" | "commit_merge" | "rollback_merge" => {
+                crate::metrics::PROPOSALS.with_label_values(&[kind]).inc()
+            }
             _ => crate::metrics::WRITE_PROPOSALS.inc(),
         }
         if let Some(cb) = cb {

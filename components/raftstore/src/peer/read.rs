@@ -43,12 +43,15 @@ struct LeaseView {
     lease_expire: Option<Instant>,
     /// After an aborted leader transfer: no lease reads before this.
     lease_suspended_until: Option<Instant>,
+    /// The region is merging into another (see [`crate::merge`]), which will serve its range.
+    merging: bool,
 }
 
 impl LeaseView {
     fn allows_read(&self, now: Instant) -> bool {
         self.is_leader
             && !self.transferring
+            && !self.merging
             && self.applied_index >= self.last_committed_split
             && self.lease_expire.is_some_and(|t| now < t)
             && self.lease_suspended_until.is_none_or(|t| now >= t)
@@ -127,6 +130,7 @@ impl Peer {
             last_committed_split: self.last_committed_split,
             lease_expire: self.lease_expire,
             lease_suspended_until: self.lease_suspended_until,
+            merging: self.merge_busy(),
         }
         .allows_read(now)
     }
@@ -135,6 +139,7 @@ impl Peer {
     /// its invariants: call it before the round's messages leave).
     pub(super) fn publish_lease(&mut self, ctx: &PollContext<impl crate::Transport>) {
         let allowed = self.is_leader()
+            && !self.merge_busy()
             && self.raw.raft.lead_transferee.is_none()
             && self.applied.applied_index >= self.last_committed_split
             && self.applied.applied_term == self.raw.raft.term;
@@ -257,7 +262,10 @@ impl Peer {
     /// Leadership is not re-checked: the lease or the ReadIndex round confirmed it.
     fn grant(&self, header: &RequestHeader, cb: ReadCallback) {
         let current = epoch_version(&self.region);
-        if header.epoch.as_ref().map(|e| e.version) != Some(current) {
+        if self.merge_busy() {
+            // It applied PrepareMerge while the read waited: its target may serve the range.
+            cb(Err(Error::ProposalInMergingMode(self.region.id)));
+        } else if header.epoch.as_ref().map(|e| e.version) != Some(current) {
             cb(Err(Error::EpochNotMatch {
                 msg: "region changed while reading".into(),
                 current_regions: vec![self.region.clone()],
@@ -283,6 +291,7 @@ mod tests {
             last_committed_split: 0,
             lease_expire: Some(now + Duration::from_millis(100)),
             lease_suspended_until: None,
+            merging: false,
         }
     }
 
@@ -306,6 +315,11 @@ mod tests {
         .allows_read(now));
         assert!(!LeaseView {
             lease_expire: None,
+            ..view(now)
+        }
+        .allows_read(now));
+        assert!(!LeaseView {
+            merging: true,
             ..view(now)
         }
         .allows_read(now));

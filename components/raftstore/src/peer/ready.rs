@@ -170,6 +170,8 @@ impl Peer {
         if !self.to_apply.is_empty() {
             self.dispatch_apply();
         }
+        self.check_held_commit(ctx);
+        self.check_caught_up(ctx);
         // A new leader's held reads go out as soon as its first entry commits.
         self.issue_read_index();
         self.answer_ready_reads();
@@ -192,7 +194,10 @@ impl Peer {
     }
 
     pub(super) fn dispatch_apply(&mut self) {
-        let entries = std::mem::take(&mut self.to_apply);
+        let entries = self.entries_to_dispatch();
+        if entries.is_empty() {
+            return;
+        }
         if let Some(last) = entries.last() {
             self.dispatched_index = self.dispatched_index.max(last.index);
         }
@@ -251,6 +256,7 @@ impl Peer {
             "not leader"
         );
         self.lease_expire = None;
+        self.forget_merge_proposals();
         let leader = self.peer_by_id(leader_id);
         // Reads whose leadership was never confirmed cannot be served here any more.
         let mut keep = VecDeque::new();
@@ -289,6 +295,16 @@ impl Peer {
             return;
         };
         let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+        if is_snapshot && self.merge.frozen {
+            // Its target may already write into this range here: the engine no longer holds
+            // the source as of any index of its log.
+            debug!(
+                region_id = self.region.id,
+                to = m.to,
+                "no snapshot from a frozen merge source"
+            );
+            return;
+        }
         if is_snapshot {
             crate::metrics::SNAPSHOTS_SENT.inc();
             info!(

@@ -1,6 +1,7 @@
 //! `rangekv ctl`: look at a cluster and run raw KV commands. Tables for people, `--json` for
 //! scripts.
 
+mod operator;
 mod pd_http;
 
 use std::time::{Duration, Instant};
@@ -49,10 +50,10 @@ enum CtlCmd {
         #[command(subcommand)]
         cmd: MemberCmd,
     },
-    /// PD's replica operators.
+    /// PD's operators: replica moves and merges.
     Operator {
         #[command(subcommand)]
-        cmd: OperatorCmd,
+        cmd: operator::OperatorCmd,
     },
     /// PD's checkers and schedulers.
     Scheduler {
@@ -111,18 +112,6 @@ enum TxnCmd {
     /// The lock, commit records and stored values of a transactional key, as the leader of its
     /// region holds them.
     Mvcc { key: String },
-}
-
-#[derive(Subcommand)]
-enum OperatorCmd {
-    /// The replica operators PD has in flight.
-    List,
-    /// Move the replica of a region on one store to another store.
-    TransferPeer {
-        region_id: u64,
-        from_store_id: u64,
-        to_store_id: u64,
-    },
 }
 
 #[derive(Subcommand)]
@@ -258,60 +247,7 @@ async fn run_async(args: CtlArgs) -> Result<()> {
                 }
             }
         }
-        CtlCmd::Operator {
-            cmd: OperatorCmd::List,
-        } => {
-            let ops = pd_operators(&args.pd, &security).await?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&ops)?);
-            } else {
-                table(
-                    &["REGION", "OPERATOR", "STEP", "STEPS"],
-                    ops.iter()
-                        .map(|o| {
-                            let steps: Vec<String> = o["steps"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .filter_map(|s| s.as_str().map(str::to_owned))
-                                .collect();
-                            vec![
-                                o["region_id"].to_string(),
-                                o["desc"].as_str().unwrap_or_default().to_owned(),
-                                o["step"].to_string(),
-                                steps.join(" -> "),
-                            ]
-                        })
-                        .collect(),
-                );
-            }
-        }
-        CtlCmd::Operator {
-            cmd:
-                OperatorCmd::TransferPeer {
-                    region_id,
-                    from_store_id,
-                    to_store_id,
-                },
-        } => {
-            let body = json!({
-                "name": "transfer-peer",
-                "region_id": region_id,
-                "from_store_id": from_store_id,
-                "to_store_id": to_store_id,
-            });
-            pd_http(
-                &args.pd,
-                &security,
-                reqwest::Method::POST,
-                "operators",
-                Some(body),
-            )
-            .await?;
-            println!(
-                "moving region {region_id}'s replica from store {from_store_id} to store {to_store_id}"
-            );
-        }
+        CtlCmd::Operator { cmd } => operator::run(cmd, &args.pd, &security, args.json).await?,
         CtlCmd::Store {
             cmd: StoreCmd::Remove { id },
         } => {

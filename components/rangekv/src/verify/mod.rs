@@ -36,6 +36,7 @@ mod bank;
 mod history;
 mod list_append;
 mod nemesis;
+mod operations;
 mod partition;
 mod workload;
 

@@ -21,6 +21,10 @@
 //! - `split`: splits the region holding a key of the workload's key space at that key
 //!   (`SplitRegion` to its leader), so that clients meet stale epochs and operations cross
 //!   regions; instantaneous, nothing to heal.
+//! - `merge`: asks PD to merge two adjacent regions drawn from the seed (a `merge-region`
+//!   operator: the source's leader prepares, the target absorbs it), so that clients meet
+//!   merging regions and vanished ones; PD refuses a pair that is not healthy or not on the
+//!   same stores (logged as failed); instantaneous.
 //! - `shuffle-leaders`: asks the leader of every region to hand its leadership to a random
 //!   other replica (its store's `POST /regions/{id}/transfer-leader/{store}`); instantaneous.
 //! - `move-replica`: asks PD to move a random region's replica from one store to a store
@@ -61,6 +65,7 @@ pub enum Fault {
     PausePdLeader,
     KillAll,
     Split,
+    Merge,
     ShuffleLeaders,
     MoveReplica,
     ReplacePd,
@@ -78,6 +83,7 @@ impl Fault {
             Fault::PausePdLeader => "pause-pd-leader",
             Fault::KillAll => "kill-all",
             Fault::Split => "split",
+            Fault::Merge => "merge",
             Fault::ShuffleLeaders => "shuffle-leaders",
             Fault::MoveReplica => "move-replica",
             Fault::ReplacePd => "replace-pd",
@@ -104,6 +110,7 @@ pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
                 PausePdLeader,
                 KillAll,
                 Split,
+                Merge,
                 ShuffleLeaders,
                 MoveReplica,
                 ReplacePd,
@@ -116,6 +123,7 @@ pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
             "pause-pd-leader" => faults.push(PausePdLeader),
             "kill-all" => faults.push(KillAll),
             "split" => faults.push(Split),
+            "merge" => faults.push(Merge),
             "shuffle-leaders" => faults.push(ShuffleLeaders),
             "move-replica" => faults.push(MoveReplica),
             "replace-pd" => faults.push(ReplacePd),
@@ -123,7 +131,8 @@ pub fn parse_faults(list: &str) -> Result<Vec<Fault>> {
             other => bail!(
                 "unknown nemesis {other:?}: use kill-store, kill-leader-stores, kill-pd, \
                  kill-pd-leader, pause-store, \
-                 pause-pd-leader, kill-all, split, shuffle-leaders, move-replica, replace-pd, \
+                 pause-pd-leader, kill-all, split, merge, shuffle-leaders, move-replica, \
+                 replace-pd, \
                  partition, \
                  kill, pause, all or none"
             ),
@@ -297,14 +306,27 @@ fn inject(
     if fault == Fault::ShuffleLeaders {
         let endpoints = c.pd_endpoints();
         let shuffle = async move {
-            let n = shuffle_leaders(endpoints, pick).await?;
+            let n = super::operations::shuffle_leaders(endpoints, pick).await?;
             Ok(Some(format!("{n} transfers asked")))
         };
         return instant(recorder, fault, "regions".into(), rt, shuffle);
     }
     if fault == Fault::MoveReplica {
         let endpoints = c.pd_endpoints();
-        let work = async move { move_replica(endpoints, pick).await.map(Some) };
+        let work = async move {
+            super::operations::move_replica(endpoints, pick)
+                .await
+                .map(Some)
+        };
+        return instant(recorder, fault, "regions".into(), rt, work);
+    }
+    if fault == Fault::Merge {
+        let endpoints = c.pd_endpoints();
+        let work = async move {
+            super::operations::merge_regions(endpoints, pick)
+                .await
+                .map(Some)
+        };
         return instant(recorder, fault, "regions".into(), rt, work);
     }
     if fault == Fault::Split {
@@ -371,6 +393,7 @@ fn inject(
             (Target::Pd(leader), result)
         }
         Fault::Split
+        | Fault::Merge
         | Fault::ShuffleLeaders
         | Fault::MoveReplica
         | Fault::ReplacePd
@@ -629,86 +652,6 @@ fn instant(
     }
 }
 
-/// Asks PD to move one replica of a region drawn from `pick` to a store without one; returns
-/// what it asked for.
-async fn move_replica(endpoints: Vec<String>, pick: usize) -> Result<String> {
-    let pd = pd_client::PdClient::connect(endpoints.clone()).await?;
-    let regions = pd.scan_regions(b"", b"", 10_000).await?;
-    let stores: Vec<u64> = pd
-        .get_all_stores(true)
-        .await?
-        .iter()
-        .map(|s| s.id)
-        .collect();
-    if regions.is_empty() {
-        bail!("no region known");
-    }
-    let region = &regions[pick % regions.len()].region;
-    let holders: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
-    let free: Vec<u64> = stores
-        .iter()
-        .copied()
-        .filter(|s| !holders.contains(s))
-        .collect();
-    if free.is_empty() || holders.is_empty() {
-        bail!("every store holds region {}", region.id);
-    }
-    let from = holders[(pick / 7) % holders.len()];
-    let to = free[(pick / 11) % free.len()];
-    let body = json!({
-        "name": "transfer-peer",
-        "region_id": region.id,
-        "from_store_id": from,
-        "to_store_id": to,
-    });
-    let plaintext = security::SecurityManager::plaintext();
-    crate::ctl::pd_http(
-        &endpoints,
-        &plaintext,
-        reqwest::Method::POST,
-        "operators",
-        Some(body),
-    )
-    .await?;
-    Ok(format!("region {}: store {from} -> store {to}", region.id))
-}
-
-/// Asks each region's leader to hand its leadership to another replica, drawn from `pick`;
-/// returns how many transfers were accepted.
-async fn shuffle_leaders(endpoints: Vec<String>, pick: usize) -> Result<usize> {
-    let pd = pd_client::PdClient::connect(endpoints).await?;
-    let regions = pd.scan_regions(b"", b"", 10_000).await?;
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(3))
-        .build()?;
-    let mut accepted = 0;
-    for (i, info) in regions.iter().enumerate() {
-        let Some(leader) = info.leader else { continue };
-        let others: Vec<u64> = (info.region.peers.iter())
-            .map(|p| p.store_id)
-            .filter(|s| *s != leader.store_id)
-            .collect();
-        if others.is_empty() {
-            continue;
-        }
-        let to = others[(pick.wrapping_add(i)) % others.len()];
-        let store = pd.get_store(leader.store_id).await?;
-        if store.status_address.is_empty() {
-            continue;
-        }
-        let url = format!(
-            "http://{}/regions/{}/transfer-leader/{to}",
-            store.status_address, info.region.id
-        );
-        // A leader that moved meanwhile answers 409: fine, the shuffle is best effort.
-        if let Ok(resp) = http.post(&url).send().await {
-            accepted += usize::from(resp.status().as_u16() == 202);
-        }
-    }
-    Ok(accepted)
-}
-
 /// The index of the PD leader, as the running members see it.
 fn pd_leader(c: &LocalCluster, rt: &tokio::runtime::Handle) -> Result<usize> {
     if c.pds.len() == 1 {
@@ -761,7 +704,8 @@ mod tests {
             [Fault::KillLeaderStores, Fault::KillPd]
         );
         assert!(parse_faults("none").unwrap().is_empty());
-        assert_eq!(parse_faults("all").unwrap().len(), 11);
+        assert_eq!(parse_faults("all").unwrap().len(), 12);
+        assert_eq!(parse_faults("merge").unwrap(), [Fault::Merge]);
         assert!(parse_faults("all").unwrap().contains(&Fault::ReplacePd));
         assert_eq!(parse_faults("replace-pd").unwrap(), [Fault::ReplacePd]);
         assert_eq!(

@@ -33,33 +33,6 @@ fn check_keys(t: &TestCluster, c: &client::RawClient, to: u32) {
     });
 }
 
-/// Every region's replicas hold the same data (what `rangekv ctl region check` runs). A check
-/// that could not hear from every replica (the region's membership moved meanwhile) is run
-/// again; a replica whose hash differs fails the test at once.
-fn check_replicas_agree(t: &TestCluster) {
-    let pd = t.pd();
-    let regions = t.rt.block_on(pd.scan_regions(b"", b"", 10_000)).unwrap();
-    for r in regions {
-        let outcome =
-            t.rt.block_on(test_util::retry_async(Duration::from_secs(60), || async {
-                let outcome = rangekv::region_check::check_region(&pd, &r.region.start_key).await?;
-                let diverged = outcome.replicas.iter().any(|v| v.verdict == "mismatch");
-                anyhow::ensure!(
-                    diverged || (outcome.replicas.len() == 3 && outcome.consistent()),
-                    "region {} not checked everywhere: {outcome:?}",
-                    r.region.id,
-                );
-                Ok(outcome)
-            }))
-            .unwrap_or_else(|e| panic!("region {} check: {e:#}\n{}", r.region.id, t.logs()));
-        assert!(
-            outcome.consistent(),
-            "region {} diverged: {outcome:?}",
-            r.region.id
-        );
-    }
-}
-
 #[test]
 fn pd_spreads_replicas_onto_an_empty_store_and_drains_a_removed_one() {
     // Four stores, three replicas: the cluster starts on the first three; the fourth is empty.

@@ -266,3 +266,47 @@ fn pd_moves_a_hot_region_s_leader_off_the_store_leading_all_the_load() {
         },
     );
 }
+
+/// Small regions merge back on their own: PD's merge checker finds adjacent small regions on
+/// the same stores once `split_merge_interval` has passed since their split, and the stores
+/// merge them; clients follow the new layout and every key is still there.
+#[test]
+fn small_regions_merge_back_on_their_own() {
+    let t = TestCluster::start_with_pd_config(3, "split_merge_interval = \"1s\"\n");
+    let c = t.client();
+    t.rt.block_on(async {
+        for i in 0..100 {
+            c.put(key(i), format!("v{i}").into_bytes()).await.unwrap();
+        }
+    });
+    let endpoints = t.cluster.pd_endpoints().join(",");
+    for i in [25, 50, 75] {
+        let at = String::from_utf8(key(i)).unwrap();
+        let out = ctl(&endpoints, &["region", "split", &at]);
+        assert!(out.ok, "{}", out.stderr);
+    }
+    // Below the default keyspace's boundaries (PD keeps those apart).
+    let pd = t.pd();
+    let below_keyspaces = || {
+        t.rt.block_on(pd.scan_regions(b"", b"r", 100))
+            .unwrap()
+            .len()
+    };
+    wait_until("PD to know the splits", Duration::from_secs(20), || {
+        below_keyspaces() >= 4
+    });
+    wait_until("the regions merged back", Duration::from_secs(90), || {
+        below_keyspaces() == 1
+    });
+    t.rt.block_on(async {
+        for i in 0..100 {
+            assert_eq!(
+                c.get(key(i)).await.unwrap().map(|v| v.to_vec()),
+                Some(format!("v{i}").into_bytes()),
+                "key {i}"
+            );
+        }
+        c.put(key(10), b"after the merges".to_vec()).await.unwrap();
+    });
+    check_replicas_agree(&t);
+}
