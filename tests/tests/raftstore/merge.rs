@@ -239,3 +239,62 @@ fn a_source_replica_that_missed_the_commit_catches_up_from_its_own_log() {
     );
     cluster.must_be_consistent();
 }
+
+/// A store cut off for the whole merge, while the merged region's log grows past its limit:
+/// the leader keeps the log from the CommitMerge on, so the cut-off target replica catches up
+/// by log and its source replica (which never saw PrepareMerge) by its own — a snapshot of
+/// the merged range would overlap that source replica and be refused for good.
+#[test]
+fn a_store_cut_off_during_a_merge_catches_up_by_log() {
+    let cfg = raftstore::Config {
+        raft_log_gc_count_limit: 20,
+        ..tests::cluster::test_config()
+    };
+    let cluster = Cluster::with_config(3, &[], cfg);
+    cluster.wait_leader(1, TIMEOUT);
+    let regions = cluster.split(b"m").expect("split");
+    let (left, right) = (regions[0].clone(), regions[1].clone());
+    cluster.must_put(b"x", b"before the merge");
+    cluster.wait_replicated(b"x", Some(b"before the merge"), TIMEOUT);
+    let leaders = [
+        cluster.wait_leader(left.id, TIMEOUT),
+        cluster.wait_leader(right.id, TIMEOUT),
+    ];
+    let cut = *cluster
+        .store_ids()
+        .iter()
+        .find(|s| !leaders.contains(s))
+        .expect("a store that leads neither region");
+    cluster.add_filter(tests::network::Isolate(cut));
+    cluster.prepare_merge(right.id, left.id).expect("prepare");
+    // The two other stores merge; the cut-off one still hosts the source.
+    tests::wait_until("the others merged", TIMEOUT, || {
+        cluster
+            .store_ids()
+            .iter()
+            .filter(|s| **s != cut)
+            .all(|s| cluster.peer_status(*s, right.id).is_none())
+    });
+    cluster.forget_route(right.id);
+    for i in 0..60 {
+        cluster.must_put(format!("k{i:03}").as_bytes(), b"after the merge");
+    }
+    // The log outgrew its limit: the leader compacts it, up to the CommitMerge and no further.
+    tests::wait_until("the leader compacted its log", TIMEOUT, || {
+        let leader = cluster.wait_leader(left.id, TIMEOUT);
+        let st = cluster.peer_status(leader, left.id).unwrap();
+        st.merge_log_barrier > 0 && st.first_index >= st.merge_log_barrier
+    });
+    let leader = cluster.wait_leader(left.id, TIMEOUT);
+    let st = cluster.peer_status(leader, left.id).unwrap();
+    assert!(st.last_index - st.first_index > 20, "{st:?}");
+    cluster.clear_filters();
+    let merged = cluster.wait_merged(&right, left.id, TIMEOUT);
+    assert!(merged.end_key.is_empty() && merged.start_key.is_empty());
+    assert_eq!(
+        cluster.local_get(cut, b"x").as_deref(),
+        Some(&b"before the merge"[..])
+    );
+    cluster.wait_replicated(b"k059", Some(b"after the merge"), TIMEOUT);
+    cluster.must_be_consistent();
+}

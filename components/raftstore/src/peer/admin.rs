@@ -91,6 +91,15 @@ impl Peer {
         ) else {
             return;
         };
+        // A replica that lacks a CommitMerge this region applied catches up by log: a
+        // snapshot of the merged range would overlap the source replica beside it, which may
+        // never learn of the merge (see `crate::merge`).
+        let barrier = self.merge_log_barrier();
+        let compact_to = if min_match < barrier {
+            compact_to.min(barrier - 1)
+        } else {
+            compact_to
+        };
         if compact_to <= self.compact_proposed_to {
             return;
         }

@@ -45,6 +45,8 @@ pub(super) struct MergeCtx {
     released_through: u64,
     /// Target leader: the index of a CommitMerge proposed and not applied yet.
     commit_proposed: Option<u64>,
+    /// Target: the applied index of the newest CommitMerge applied here (in memory only).
+    last_commit_merge: u64,
     ticks: usize,
 }
 
@@ -469,6 +471,7 @@ impl Peer {
             MergeEvent::Committed { region, source } => {
                 self.region = region;
                 self.merge.commit_proposed = None;
+                self.merge.last_commit_merge = self.applied.applied_index;
                 {
                     let mut meta = ctx.meta.lock();
                     meta.regions.remove(&source.id);
@@ -488,6 +491,12 @@ impl Peer {
             }
         }
         self.notify_region_change();
+    }
+
+    /// The log index below which a leader does not compact while a replica lacks it: the newest
+    /// CommitMerge this replica applied (0: none since it started).
+    pub(super) fn merge_log_barrier(&self) -> u64 {
+        self.merge.last_commit_merge
     }
 
     /// After apply progress: a PrepareMerge that failed at apply is no longer pending.

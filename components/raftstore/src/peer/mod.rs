@@ -98,6 +98,9 @@ pub struct PeerStatus {
     pub last_verified: Option<(u64, crate::consistency::Verdict)>,
     /// The region is the source of a prepared merge (state `Merging`).
     pub merging: bool,
+    /// A leader keeps its log from this index on while a replica lacks it (the newest
+    /// CommitMerge applied here; 0: none).
+    pub merge_log_barrier: u64,
 }
 
 /// Messages to a peer.
@@ -549,6 +552,7 @@ impl Peer {
             hash: self.hash,
             last_verified: self.last_verified,
             merging: self.merge.state.is_some(),
+            merge_log_barrier: self.merge_log_barrier(),
             pending_peers: if self.is_leader() {
                 let truncated = store.truncated_index();
                 self.raw
