@@ -34,8 +34,9 @@
 //! - [`replica`]: the replica checker and balance-region, answering region heartbeats with the
 //!   steps of replica operators (add learner, promote, remove).
 //! - [`merge`]: the merge checker, answering a small region's leader with `merge { target }`
-//!   naming an adjacent small region on the same stores; merge operators live with the
-//!   replica operators.
+//!   naming an adjacent small region on the same stores, after moving the source's replicas
+//!   onto the target's stores (replica operators, one move at a time); merge operators live
+//!   with the replica operators.
 //! - [`membership`]: which group a data directory belongs to; joins a member the group added
 //!   (empty directory, `existing`); refuses a wiped voter, another group's directory, or a
 //!   removed member's.

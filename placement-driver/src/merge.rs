@@ -1,5 +1,5 @@
-//! Region merge, PD's side: which two adjacent regions to merge, and telling the source
-//! region's leader, as TiKV's PD does.
+//! Region merge, PD's side: which two adjacent regions to merge, moving the source's replicas
+//! onto the target's stores first, and telling the source region's leader, as TiKV's PD does.
 //!
 //! The stores merge: the source region's leader proposes PrepareMerge naming the target (after
 //! which the source takes no writes), the target applies CommitMerge, which extends its range
@@ -22,15 +22,30 @@
 //!    - [`check_healthy`], for source and target: a known leader, every peer a voter, exactly
 //!      `max_replicas` peers, no down or pending peer, no operator (a replica operator, a
 //!      leader transfer in flight, another merge).
-//!    - [`check_pair`]: the target ends where the source starts or starts where it ends, the
-//!      merged range holds no keyspace boundary ([`crate::keyspace`]: regions in different
-//!      keyspaces never merge), and both have their replicas on the same stores.
+//!    - [`check_pair`]: the target ends where the source starts or starts where it ends, and
+//!      the merged range holds no keyspace boundary ([`crate::keyspace`]: regions in
+//!      different keyspaces never merge).
 //!    - [`check_target_size`]: the target is small too (within the same two bounds), so the
 //!      merged region is at most twice the bounds and the store does not split it again.
 //!
-//!    Of the neighbours that pass, the smaller one (by size, then keys) is the target; ties go
+//!    Of the neighbours that pass, one with its replicas on the source's stores is preferred
+//!    (it merges without moving a replica), then the smaller one (by size, then keys); ties go
 //!    to the previous region.
-//! 2. **Operate.** A [`MergeOperator`] names the source and the target as they were when it
+//! 2. **Move.** The stores merge only regions with voters on the same stores. If the chosen
+//!    target's replicas are elsewhere, [`plan_move`] plans one replica move of the *source*
+//!    (the target stays where it is): a new replica on the smallest-id store of the target's
+//!    that the source lacks, in place of the source's replica on a store the target does not
+//!    use (a follower before the leader, then the smallest store id). The new replica's store
+//!    must be Up, alive and below `max_store_operators` (the replica scheduler's tests for a
+//!    store receiving a replica), else nothing moves. The move is a replica operator
+//!    (`merge-transfer-peer`: add learner, promote, move leadership off the leaving replica
+//!    if it leads, remove it) that the replica scheduler carries out like its own, and that
+//!    counts against `max_operators`; the heartbeat is answered with its first step. One move
+//!    at a time: while it runs the source is busy; when it ends, the next heartbeat checks the
+//!    pair afresh (every rule again) and moves another replica or, once the stores match,
+//!    merges. A region that would not merge (too large, just split, unhealthy, ...) is never
+//!    moved for merging.
+//! 3. **Operate.** A [`MergeOperator`] names the source and the target as they were when it
 //!    was made. Each heartbeat of the source's leader is answered with `merge { target }`
 //!    (kvproto's `pdpb.RegionHeartbeatResponse.merge`); the leader proposes PrepareMerge, or
 //!    ignores the answer while its merge is under way. The operator ends when the source
@@ -41,26 +56,32 @@
 //!    the source's range changed (it split), when the target's epoch or range is no longer the
 //!    one the operator names (the store would roll the merge back), and dropped after
 //!    `operator_timeout`.
-//! 3. **Exclusion.** While the operator lives, the target's heartbeats are answered with
+//! 4. **Exclusion.** While the operator lives, the target's heartbeats are answered with
 //!    nothing and neither region gets another operator (replica checker, balance-region,
 //!    balance-leader). A merge counts against `max_operators` like a replica operator.
-//! 4. **By hand** ([`Merges::add`], PD's `operator add merge-region`): the pair and health
-//!    rules hold, the size and interval rules do not; merging may even be off.
+//! 5. **By hand** ([`Merges::add`], PD's `operator add merge-region`): the pair and health
+//!    rules hold, and the replicas must already be on the same stores ([`check_same_stores`]:
+//!    nothing is moved for a merge by hand); the size and interval rules do not; merging may
+//!    even be off.
 //!
 //! Invariants:
 //! - At most one operator per region: a region is the source or the target of at most one
 //!   merge and then has no replica operator; a merge is only made when neither region has one.
+//!   A move for merging is a replica operator of the source like any other.
 //! - Every merge asked for names two adjacent regions with voters on the same stores, within
 //!   one keyspace, as PD's region map had them when the operator was made.
+//! - A move for merging only adds a replica on a store of the target's and only removes one on
+//!   a store the target does not use: each one brings the pair a store closer.
 //! - Soft state of the PD leader's term: a new term (or a node that leads again) starts with
 //!   no operator and no region seen, so nothing merges during its first interval.
 //! - Deterministic: the same view and history give the same decision.
 //!
 //! Differences from TiKV's PD:
-//! - Replicas on different stores are not merged: TiKV's PD first moves the source's peers
-//!   onto the target's stores (the merge operator's first steps); here such pairs are skipped
-//!   and only a region whose replicas balance-region or the replica checker happen to align
-//!   merges.
+//! - Aligning the replicas: TiKV's PD puts the source's moves and the merge in one operator;
+//!   here each move is its own replica operator and the merge is decided afresh once the
+//!   stores match (so a target that changed in between is noticed before merging). TiKV's PD
+//!   takes the smaller neighbour whatever its stores; here a neighbour needing no move comes
+//!   first.
 //! - The target bound: TiKV's PD takes targets up to the larger of 500 MiB and 4x the stores'
 //!   `region-max-size`, refusing a merge whose result the store would split again into a
 //!   small remainder (it reads the stores' split size). PD here does not know the stores'
@@ -76,7 +97,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use proto::metapb::{PeerRole, Region};
+use proto::metapb::{Peer, PeerRole, Region};
 
 use crate::region_map::epoch;
 use crate::replica::ReplicaConfig;
@@ -174,6 +195,10 @@ pub enum Refusal {
     KeyspaceBoundary { source_id: u64, target_id: u64 },
     #[error("regions {source_id} and {target_id} have replicas on different stores")]
     DifferentStores { source_id: u64, target_id: u64 },
+    #[error("store {store_id} is not Up and alive")]
+    StoreUnfit { store_id: u64 },
+    #[error("store {store_id} already receives max_store_operators replicas")]
+    StoreBusy { store_id: u64 },
     #[error("region {region_id} has no neighbour")]
     NoNeighbour { region_id: u64 },
     #[error("too many operators in flight")]
@@ -269,7 +294,7 @@ fn stores(region: &Region) -> Vec<u64> {
     stores
 }
 
-/// Rule 4 (the pair): adjacent, in one keyspace, replicas on the same stores.
+/// Rule 4 (the pair): adjacent, in one keyspace.
 pub fn check_pair(source: &Region, target: &Region) -> Result<(), Refusal> {
     let (source_id, target_id) = (source.id, target.id);
     if source_id == target_id {
@@ -285,19 +310,75 @@ pub fn check_pair(source: &Region, target: &Region) -> Result<(), Refusal> {
             target_id,
         });
     }
-    if stores(source) != stores(target) {
+    Ok(())
+}
+
+/// Whether the two regions have their replicas on the same stores (what the stores merge).
+pub fn same_stores(source: &Region, target: &Region) -> bool {
+    stores(source) == stores(target)
+}
+
+/// The pair's replicas are on the same stores (a merge by hand moves none).
+pub fn check_same_stores(source: &Region, target: &Region) -> Result<(), Refusal> {
+    if !same_stores(source, target) {
         return Err(Refusal::DifferentStores {
-            source_id,
-            target_id,
+            source_id: source.id,
+            target_id: target.id,
         });
     }
     Ok(())
 }
 
+/// A replica move of a merge's source: its replica `from` goes, a new one on `to_store` comes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MovePlan {
+    pub from: Peer,
+    pub to_store: u64,
+}
+
+/// Rule 6 (the pair on different stores): the one replica move that brings the source a store
+/// closer to the target's stores, the target staying where it is; `None` if they are on the
+/// same stores already (the pair merges). The new replica goes to the smallest-id store of the
+/// target's that the source lacks, which must be able to take one (`store_ok`: Up, alive,
+/// below `max_store_operators`); it replaces the source's replica on a store the target does
+/// not use, a follower before `leader`, then the smallest store id.
+pub fn plan_move(
+    source: &Region,
+    leader: &Peer,
+    target: &Region,
+    store_ok: &dyn Fn(u64) -> Result<(), Refusal>,
+) -> Result<Option<MovePlan>, Refusal> {
+    if same_stores(source, target) {
+        return Ok(None);
+    }
+    let (source_stores, target_stores) = (stores(source), stores(target));
+    let to_store = target_stores
+        .iter()
+        .copied()
+        .find(|s| !source_stores.contains(s));
+    let from = source
+        .peers
+        .iter()
+        .filter(|p| !target_stores.contains(&p.store_id))
+        .min_by_key(|p| (p.id == leader.id, p.store_id))
+        .copied();
+    let (Some(to_store), Some(from)) = (to_store, from) else {
+        // Not one move apart (a store holding two replicas): nothing the checker fixes.
+        return Err(Refusal::DifferentStores {
+            source_id: source.id,
+            target_id: target.id,
+        });
+    };
+    store_ok(to_store)?;
+    Ok(Some(MovePlan { from, to_store }))
+}
+
 /// The merge checker: the region `source` should merge into, among its neighbours `prev`
 /// (ending where it starts) and `next` (starting where it ends), or why it merges into none
-/// (the previous neighbour's refusal if both refuse). `changed_ms` gives when PD saw a
-/// region's epoch version change (see [`check_settled`]).
+/// (the previous neighbour's refusal if both refuse). A neighbour on the source's stores comes
+/// first, then the smaller; the target may be on other stores ([`plan_move`] then moves the
+/// source's replicas first). `changed_ms` gives when PD saw a region's epoch version change
+/// (see [`check_settled`]).
 pub fn choose_target<'a>(
     config: &MergeConfig,
     max_replicas: usize,
@@ -326,11 +407,11 @@ pub fn choose_target<'a>(
     for t in [prev, next].into_iter().flatten() {
         match fits(t) {
             Ok(()) => {
-                let smaller = |b: &MergeCandidate<'_>| {
-                    (t.approximate_size, t.approximate_keys)
-                        < (b.approximate_size, b.approximate_keys)
+                let key = |c: &MergeCandidate<'_>| {
+                    let moves = !same_stores(source.region, c.region);
+                    (moves, c.approximate_size, c.approximate_keys)
                 };
-                if best.is_none_or(smaller) {
+                if best.is_none_or(|b| key(t) < key(b)) {
                     best = Some(t);
                 }
             }
@@ -411,6 +492,19 @@ pub enum MergeAnswer {
     Merge(Region),
     /// The region is a merge's target: nothing, and no other operator.
     Wait,
+    /// To the source's leader: add the learner `to`, the first step of a replica move that
+    /// brings the source onto its target's stores (the replica scheduler makes it a replica
+    /// operator and carries out the rest).
+    Move(PeerMove),
+}
+
+/// A replica move the merge checker asks of a source (see [`plan_move`]): its replica `from`
+/// is replaced by the new learner `to`, on a store of region `target_id`'s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerMove {
+    pub target_id: u64,
+    pub from: Peer,
+    pub to: Peer,
 }
 
 /// A heartbeat of `source`'s leader with its neighbours, for [`Merges::on_heartbeat`].
@@ -418,6 +512,8 @@ pub enum MergeAnswer {
 pub struct MergeView<'a> {
     /// The PD leader's term.
     pub term: u64,
+    /// The source's leader (whose heartbeat this is).
+    pub leader: Peer,
     pub source: MergeCandidate<'a>,
     pub prev: Option<MergeCandidate<'a>>,
     pub next: Option<MergeCandidate<'a>>,
@@ -430,6 +526,9 @@ pub struct OtherOperators<'a> {
     pub busy: &'a dyn Fn(u64) -> bool,
     /// Whether one more operator may start (`max_operators`).
     pub room: bool,
+    /// Whether a store may receive a new replica now (Up, alive, below
+    /// `max_store_operators`).
+    pub store_ok: &'a dyn Fn(u64) -> Result<(), Refusal>,
 }
 
 /// The merge checker's soft state and the merges in flight; see the module docs.
@@ -505,7 +604,8 @@ impl Merges {
     }
 
     /// On a heartbeat of `view.source`'s leader: the answer of the merge it takes part in, or
-    /// a new merge the checker makes of it. `lookup` finds a region in PD's region map.
+    /// a new merge the checker makes of it, or a replica move toward the target it chose (a
+    /// new peer's id from `alloc_id`). `lookup` finds a region in PD's region map.
     pub fn on_heartbeat(
         &mut self,
         config: &ReplicaConfig,
@@ -513,6 +613,7 @@ impl Merges {
         lookup: &dyn Fn(u64) -> Option<Region>,
         others: OtherOperators<'_>,
         now_ms: u64,
+        alloc_id: &mut dyn FnMut() -> Option<u64>,
     ) -> Option<MergeAnswer> {
         let busy = others.busy;
         self.enter_term(view.term);
@@ -577,6 +678,21 @@ impl Merges {
         )
         .ok()?
         .clone();
+        if let Some(plan) = plan_move(source.region, &view.leader, &target, others.store_ok).ok()? {
+            let to = crate::replica::new_peer(plan.to_store, alloc_id)?;
+            tracing::info!(
+                source_id = id,
+                target_id = target.id,
+                from_store = plan.from.store_id,
+                to_store = plan.to_store,
+                "merge checker: moving a replica onto the target's stores"
+            );
+            return Some(MergeAnswer::Move(PeerMove {
+                target_id: target.id,
+                from: plan.from,
+                to,
+            }));
+        }
         tracing::info!(
             source_id = id,
             target_id = target.id,
@@ -610,6 +726,7 @@ impl Merges {
         let busy = others.busy;
         self.enter_term(term);
         check_pair(source.region, target.region)?;
+        check_same_stores(source.region, target.region)?;
         for c in [&source, &target] {
             let c = MergeCandidate {
                 busy: c.busy || busy(c.region.id) || self.involving(c.region.id).is_some(),

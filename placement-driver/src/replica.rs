@@ -40,13 +40,20 @@
 //!
 //! Merges ([`crate::merge`]) are operators too and live here with the others: a region taking
 //! part in a merge (as source or target) gets no replica operator, a merge is only made of
-//! regions without one, and merges count against `max_operators`.
+//! regions without one, and merges count against `max_operators`. The merge checker's replica
+//! moves (bringing a source onto its target's stores) are replica operators
+//! ([`MERGE_MOVE_KIND`]), limited and carried out like the others.
 
 use std::collections::BTreeMap;
 
 use proto::metapb::{Peer, PeerRole, Region, StoreState};
 
-use crate::merge::{MergeAnswer, MergeCandidate, MergeConfig, MergeView, Merges, OtherOperators};
+use crate::merge::{
+    MergeAnswer, MergeCandidate, MergeConfig, MergeView, Merges, OtherOperators, Refusal,
+};
+
+/// The kind of the replica operators the merge checker makes (a transfer-peer for a merge).
+pub const MERGE_MOVE_KIND: &str = "merge-transfer-peer";
 
 /// Settings of replica scheduling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,20 +299,55 @@ impl ReplicaScheduler {
 
     /// The merge checker on a heartbeat of `view.source`'s leader, after the replica checkers
     /// found nothing to do (see [`Merges::on_heartbeat`]); `transferring` tells a region with
-    /// a leader transfer in flight.
+    /// a leader transfer in flight. A replica move it asks for becomes the source's replica
+    /// operator ([`MERGE_MOVE_KIND`]), new peers' ids from `alloc_id`.
     pub fn on_merge_heartbeat(
         &mut self,
         view: MergeView<'_>,
         lookup: &dyn Fn(u64) -> Option<Region>,
         transferring: &dyn Fn(u64) -> bool,
+        stores: &BTreeMap<u64, StoreInfo>,
         now_ms: u64,
+        alloc_id: &mut dyn FnMut() -> Option<u64>,
     ) -> Option<MergeAnswer> {
         let room = self.has_room();
+        let counts = self.store_operator_counts();
+        let config = self.config;
         let operators = &self.operators;
         let busy = |id: u64| operators.contains_key(&id) || transferring(id);
-        let others = OtherOperators { busy: &busy, room };
-        self.merges
-            .on_heartbeat(&self.config, view, lookup, others, now_ms)
+        let store_ok = |id: u64| can_receive(&config, stores, &counts, id);
+        let others = OtherOperators {
+            busy: &busy,
+            room,
+            store_ok: &store_ok,
+        };
+        let answer =
+            self.merges
+                .on_heartbeat(&self.config, view, lookup, others, now_ms, alloc_id)?;
+        if let MergeAnswer::Move(m) = answer {
+            let steps = vec![
+                Step::AddLearner(m.to),
+                Step::Promote(m.to),
+                Step::Remove(m.from),
+            ];
+            tracing::info!(
+                region_id = view.source.region.id,
+                kind = MERGE_MOVE_KIND,
+                ?steps,
+                "operator created"
+            );
+            self.operators.insert(
+                view.source.region.id,
+                Operator {
+                    kind: MERGE_MOVE_KIND,
+                    steps,
+                    current: 0,
+                    started_ms: now_ms,
+                    weight: region_weight(view.source.approximate_size),
+                },
+            );
+        }
+        Some(answer)
     }
 
     /// Adds a merge asked for by hand (see [`Merges::add`]).
@@ -320,7 +362,12 @@ impl ReplicaScheduler {
         let room = self.has_room();
         let operators = &self.operators;
         let busy = |id: u64| operators.contains_key(&id) || transferring(id);
-        let others = OtherOperators { busy: &busy, room };
+        // A merge by hand moves no replica.
+        let others = OtherOperators {
+            busy: &busy,
+            room,
+            store_ok: &|_| Ok(()),
+        };
         self.merges
             .add(&self.config, term, source, target, others, now_ms)
     }
@@ -469,6 +516,28 @@ fn alive(config: &ReplicaConfig, s: &StoreInfo) -> bool {
         .is_some_and(|ms| ms <= config.max_store_down_ms)
 }
 
+/// A store fit to receive a replica: Up and alive.
+fn fit(config: &ReplicaConfig, s: &StoreInfo) -> bool {
+    s.state == StoreState::Up && alive(config, s)
+}
+
+/// Whether store `id` may receive a new replica now: fit ([`fit`]) and adding replicas in
+/// fewer than `max_store_operators` operators (`counts`).
+fn can_receive(
+    config: &ReplicaConfig,
+    stores: &BTreeMap<u64, StoreInfo>,
+    counts: &BTreeMap<u64, usize>,
+    id: u64,
+) -> Result<(), Refusal> {
+    if !stores.get(&id).is_some_and(|s| fit(config, s)) {
+        return Err(Refusal::StoreUnfit { store_id: id });
+    }
+    if counts.get(&id).copied().unwrap_or(0) >= config.max_store_operators.max(1) {
+        return Err(Refusal::StoreBusy { store_id: id });
+    }
+    Ok(())
+}
+
 /// A store fit to receive a replica of `region`: Up, alive, holding none of it. The lightest
 /// (by region weights), ties to the smallest id.
 fn best_target(
@@ -479,16 +548,13 @@ fn best_target(
 ) -> Option<u64> {
     stores
         .iter()
-        .filter(|(id, s)| {
-            s.state == StoreState::Up
-                && alive(config, s)
-                && !region.peers.iter().any(|p| p.store_id == **id)
-        })
+        .filter(|(id, s)| fit(config, s) && !region.peers.iter().any(|p| p.store_id == **id))
         .min_by_key(|(id, _)| (sizes.get(id).copied().unwrap_or(0), **id))
         .map(|(id, _)| *id)
 }
 
-fn new_peer(store_id: u64, alloc_id: &mut dyn FnMut() -> Option<u64>) -> Option<Peer> {
+/// A new learner on `store_id`.
+pub(crate) fn new_peer(store_id: u64, alloc_id: &mut dyn FnMut() -> Option<u64>) -> Option<Peer> {
     let mut p = Peer {
         id: alloc_id()?,
         store_id,

@@ -215,16 +215,23 @@ impl Cluster {
                 return Ok(Some(split));
             }
         }
-        if let Some(op) = self.schedule_replicas(req, region).await? {
-            return Ok(Some(op));
-        }
-        // A region taking part in a merge gets nothing else.
-        match self.schedule_merge(req, region) {
-            Some(MergeAnswer::Merge(target)) => {
-                return Ok(Some(self.merge_response(req, region, target)))
+        if let Some(stores) = self.scheduling_stores() {
+            if let Some(op) = self.schedule_replicas(req, region, &stores).await? {
+                return Ok(Some(op));
             }
-            Some(MergeAnswer::Wait) => return Ok(None),
-            None => {}
+            // A region taking part in a merge gets nothing else.
+            match self.schedule_merge(req, region, &stores).await? {
+                Some(MergeAnswer::Merge(target)) => {
+                    return Ok(Some(self.merge_response(req, region, target)))
+                }
+                Some(MergeAnswer::Move(m)) => {
+                    // The first step of the move the replica scheduler now carries out.
+                    let cmd = Command::AddLearner(m.to);
+                    return Ok(req.leader.map(|l| self.command_response(region, l, cmd)));
+                }
+                Some(MergeAnswer::Wait) => return Ok(None),
+                None => {}
+            }
         }
         Ok(self.schedule_leader(req, region))
     }
@@ -267,42 +274,52 @@ impl Cluster {
         }))
     }
 
+    /// The stores as replica scheduling sees them (states, liveness, weights); `None` if
+    /// replica scheduling is off.
+    fn scheduling_stores(&self) -> Option<BTreeMap<u64, StoreInfo>> {
+        let now_ms = self.clock.now_ms();
+        let progress = self.replica_scheduler.lock().as_ref()?.progress();
+        let weights = self.store_weights(now_ms, progress);
+        let known: Vec<(u64, metapb::StoreState)> = self
+            .state
+            .read(|s| s.stores().map(|st| (st.id, st.state())).collect());
+        let heartbeats = self.heartbeats.lock();
+        let stores = known
+            .into_iter()
+            .map(|(id, state)| {
+                let since_heartbeat_ms = heartbeats
+                    .store(id)
+                    .map(|h| now_ms.saturating_sub(h.last_heartbeat_ms));
+                let info = StoreInfo {
+                    state,
+                    since_heartbeat_ms,
+                    region_size: weights.get(&id).copied().unwrap_or(0),
+                };
+                (id, info)
+            })
+            .collect();
+        Some(stores)
+    }
+
+    /// Refills the pool of new peer ids the schedulers take from, after one found it empty:
+    /// the next heartbeat finds ids ready.
+    pub(super) async fn refill_id_pool(&self) -> Result<()> {
+        let first = self.ids.alloc(ID_POOL_BATCH, &self.state).await?;
+        self.id_pool
+            .lock()
+            .extend((first..first + ID_POOL_BATCH as u64).rev());
+        Ok(())
+    }
+
     /// Runs the replica scheduler on a heartbeat from `region`'s leader; returns the step its
     /// operator asks of the leader, if any.
     async fn schedule_replicas(
         &self,
         req: &RegionHeartbeatRequest,
         region: &metapb::Region,
+        stores: &BTreeMap<u64, StoreInfo>,
     ) -> Result<Option<RegionHeartbeatResponse>> {
-        if self.replica_scheduler.lock().is_none() {
-            return Ok(None);
-        }
         let now_ms = self.clock.now_ms();
-        let progress = match self.replica_scheduler.lock().as_ref() {
-            Some(s) => s.progress(),
-            None => return Ok(None),
-        };
-        let weights = self.store_weights(now_ms, progress);
-        let known: Vec<(u64, metapb::StoreState)> = self
-            .state
-            .read(|s| s.stores().map(|st| (st.id, st.state())).collect());
-        let stores: BTreeMap<u64, StoreInfo> = {
-            let heartbeats = self.heartbeats.lock();
-            known
-                .into_iter()
-                .map(|(id, state)| {
-                    let since_heartbeat_ms = heartbeats
-                        .store(id)
-                        .map(|h| now_ms.saturating_sub(h.last_heartbeat_ms));
-                    let info = StoreInfo {
-                        state,
-                        since_heartbeat_ms,
-                        region_size: weights.get(&id).copied().unwrap_or(0),
-                    };
-                    (id, info)
-                })
-                .collect()
-        };
         let (leader, down, pending, approximate_size) = {
             let heartbeats = self.heartbeats.lock();
             let leader = heartbeats.leader_of(region);
@@ -344,21 +361,24 @@ impl Cluster {
                     pending_peers: &pending,
                     approximate_size,
                 },
-                &stores,
+                stores,
                 now_ms,
                 &mut alloc,
             )
         };
         if wanted_ids {
-            // The next heartbeat finds ids ready.
-            let first = self.ids.alloc(ID_POOL_BATCH, &self.state).await?;
-            self.id_pool
-                .lock()
-                .extend((first..first + ID_POOL_BATCH as u64).rev());
+            self.refill_id_pool().await?;
         }
-        let Some(cmd) = cmd else {
-            return Ok(None);
-        };
+        Ok(cmd.map(|cmd| self.command_response(region, leader, cmd)))
+    }
+
+    /// The answer asking `region`'s `leader` to carry out a replica operator's step.
+    pub(super) fn command_response(
+        &self,
+        region: &metapb::Region,
+        leader: metapb::Peer,
+        cmd: Command,
+    ) -> RegionHeartbeatResponse {
         let mut resp = RegionHeartbeatResponse {
             header: Some(self.ok_header()),
             region_id: region.id,
@@ -383,7 +403,7 @@ impl Cluster {
                 })
             }
         }
-        Ok(Some(resp))
+        resp
     }
 
     /// Drops the soft state of regions that left the region map.

@@ -1,7 +1,10 @@
 //! Region merge on the serving leader: the merge checker on a region's heartbeats, and merges
 //! asked for by hand. The rules and the operator are in [`crate::merge`]; this gathers what
 //! they look at (the region map's neighbours, the leaders' reports, leader transfers in
-//! flight) and answers the source's leader with kvproto's `merge { target }`.
+//! flight, the stores) and answers the source's leader with kvproto's `merge { target }`, or
+//! with the first step of a replica move onto the target's stores.
+
+use std::collections::BTreeMap;
 
 use proto::metapb;
 use proto::pdpb::{Merge, RegionHeartbeatRequest, RegionHeartbeatResponse};
@@ -10,6 +13,7 @@ use super::Cluster;
 use crate::heartbeat::HeartbeatCache;
 use crate::merge::{MergeAnswer, MergeCandidate, MergeOperator, MergeView};
 use crate::region_map::RegionMap;
+use crate::replica::StoreInfo;
 use crate::{Error, Result};
 
 /// The regions before and after `region` in the map (by start key); whether they touch it is
@@ -51,18 +55,22 @@ impl Cluster {
     }
 
     /// Runs the merge checker on a recorded heartbeat of `region` (after the replica checkers
-    /// found nothing to do): `None` if the region takes part in no merge, else what its leader
-    /// is answered with. Only heartbeats from the recorded leader are considered.
-    pub(super) fn schedule_merge(
+    /// found nothing to do): `None` if the region takes part in no merge and needs no replica
+    /// moved for one, else what its leader is answered with. Only heartbeats from the recorded
+    /// leader are considered. `stores` as replica scheduling sees them.
+    pub(super) async fn schedule_merge(
         &self,
         req: &RegionHeartbeatRequest,
         region: &metapb::Region,
-    ) -> Option<MergeAnswer> {
-        let term = self.state.serving_term()?;
+        stores: &BTreeMap<u64, StoreInfo>,
+    ) -> Result<Option<MergeAnswer>> {
+        let Some(term) = self.state.serving_term() else {
+            return Ok(None);
+        };
         match self.replica_scheduler.lock().as_ref() {
-            None => return None,
+            None => return Ok(None),
             // Nothing to check and no merge to answer for: spare the lookups.
-            Some(s) if !s.config().merge.enabled && s.merges().is_empty() => return None,
+            Some(s) if !s.config().merge.enabled && s.merges().is_empty() => return Ok(None),
             Some(_) => {}
         }
         let now_ms = self.clock.now_ms();
@@ -71,24 +79,43 @@ impl Cluster {
         let view = {
             let heartbeats = self.heartbeats.lock();
             let leader = heartbeats.leader_of(region);
-            if leader.is_none() || leader != req.leader {
-                return None;
-            }
+            let Some(leader) = leader.filter(|l| Some(*l) == req.leader) else {
+                return Ok(None);
+            };
             MergeView {
                 term,
+                leader,
                 source: candidate(&heartbeats, region),
                 prev: prev.as_ref().map(|r| candidate(&heartbeats, r)),
                 next: next.as_ref().map(|r| candidate(&heartbeats, r)),
             }
         };
         let lookup = |id: u64| self.state.read(|s| s.regions().get(id).cloned());
-        let mut scheduler = self.replica_scheduler.lock();
-        scheduler.as_mut()?.on_merge_heartbeat(
-            view,
-            &lookup,
-            &|id| transferring.contains(&id),
-            now_ms,
-        )
+        let mut wanted_ids = false;
+        let answer = {
+            let mut pool = self.id_pool.lock();
+            let mut alloc = || {
+                let id = pool.pop();
+                wanted_ids |= id.is_none();
+                id
+            };
+            let mut scheduler = self.replica_scheduler.lock();
+            let Some(scheduler) = scheduler.as_mut() else {
+                return Ok(None);
+            };
+            scheduler.on_merge_heartbeat(
+                view,
+                &lookup,
+                &|id| transferring.contains(&id),
+                stores,
+                now_ms,
+                &mut alloc,
+            )
+        };
+        if wanted_ids {
+            self.refill_id_pool().await?;
+        }
+        Ok(answer)
     }
 
     /// The answer asking `region`'s leader (who sent `req`) to merge into `target`.

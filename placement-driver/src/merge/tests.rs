@@ -1,10 +1,13 @@
-//! The merge checker's rules, one test per rule, then the operator's life.
+//! The merge checker's rules, one test per rule, then the operator's life; the replica moves
+//! onto the target's stores in [`moves`].
 
-use proto::metapb::PeerRole;
+use proto::metapb::{PeerRole, StoreState};
 use test_util::region as builder;
 
 use super::*;
-use crate::replica::ReplicaScheduler;
+use crate::replica::{ReplicaScheduler, StoreInfo};
+
+mod moves;
 
 const MIB: u64 = 1 << 20;
 
@@ -130,7 +133,7 @@ fn rule_healthy_wants_a_leader_max_replicas_voters_and_no_operator() {
 }
 
 #[test]
-fn rule_pair_wants_adjacent_regions_in_one_keyspace_on_the_same_stores() {
+fn rule_pair_wants_adjacent_regions_in_one_keyspace() {
     let a = region(1, b"a", b"c", &[1, 2, 3]);
     let next = region(2, b"c", b"e", &[3, 2, 1]);
     let prev = region(3, b"", b"a", &[1, 2, 3]);
@@ -152,11 +155,14 @@ fn rule_pair_wants_adjacent_regions_in_one_keyspace_on_the_same_stores() {
         check_pair(&last, &prev),
         Err(Refusal::NotAdjacent { .. })
     ));
-    // Replicas on other stores (or another number of them).
+    // Replicas on other stores (or another number of them): a pair still, but not one the
+    // stores merge as it is (the checker moves replicas first, a merge by hand refuses).
+    assert_eq!(check_same_stores(&a, &next), Ok(()));
     for stores in [&[1, 2, 4][..], &[1, 2][..], &[1, 1, 2][..]] {
         let other = region(2, b"c", b"e", stores);
+        assert_eq!(check_pair(&a, &other), Ok(()));
         assert_eq!(
-            check_pair(&a, &other),
+            check_same_stores(&a, &other),
             Err(Refusal::DifferentStores {
                 source_id: 1,
                 target_id: 2
@@ -306,11 +312,14 @@ fn an_operator_runs_until_the_source_is_gone_unless_something_changed() {
     }
 }
 
-/// Three regions `[a, b)`, `[b, c)`, `[c, d)` (ids 1, 2, 3) on stores 1-3, and a scheduler
-/// merging after `interval_ms`.
+/// Three regions `[a, b)`, `[b, c)`, `[c, d)` (ids 1, 2, 3) on stores 1-3 (of stores 1-5, Up
+/// and alive), and a scheduler merging after `interval_ms`. Leaders are the first peers.
 struct World {
     regions: Vec<Region>,
+    stores: BTreeMap<u64, StoreInfo>,
     scheduler: ReplicaScheduler,
+    /// The last peer id given out.
+    last_id: u64,
 }
 
 impl World {
@@ -320,13 +329,20 @@ impl World {
             merge: config(interval_ms),
             ..ReplicaConfig::default()
         };
+        let store = StoreInfo {
+            state: StoreState::Up,
+            since_heartbeat_ms: Some(1000),
+            region_size: 0,
+        };
         World {
             regions: vec![
                 region(1, b"a", b"b", &[1, 2, 3]),
                 region(2, b"b", b"c", &[1, 2, 3]),
                 region(3, b"c", b"d", &[1, 2, 3]),
             ],
+            stores: (1..=5).map(|id| (id, store)).collect(),
             scheduler: ReplicaScheduler::new(config),
+            last_id: 100,
         }
     }
 
@@ -355,13 +371,19 @@ impl World {
         };
         let view = MergeView {
             term,
+            leader: regions[i].peers[0],
             source: c(i),
             prev: i.checked_sub(1).and_then(touching),
             next: touching(i + 1),
         };
         let lookup = |id: u64| regions.iter().find(|r| r.id == id).cloned();
+        let last_id = &mut self.last_id;
+        let mut alloc = || {
+            *last_id += 1;
+            Some(*last_id)
+        };
         self.scheduler
-            .on_merge_heartbeat(view, &lookup, &|_| false, now)
+            .on_merge_heartbeat(view, &lookup, &|_| false, &self.stores, now, &mut alloc)
     }
 
     fn heartbeat(&mut self, term: u64, id: u64, now: u64) -> Option<MergeAnswer> {

@@ -22,8 +22,8 @@ type Heartbeats = (
 /// A bootstrapped PD (stores 1-4) with `config`, scheduling nothing but merges, and a region
 /// heartbeat stream.
 async fn setup(config: PdConfig) -> (PdHandle, Client, Heartbeats) {
-    // The scripted regions span keyspace boundaries; the stores send no heartbeats (so no
-    // replica moves or leader transfers).
+    // The scripted regions span keyspace boundaries; the stores send no heartbeats unless a
+    // test sends them (so no replica moves or leader transfers).
     let config = PdConfig {
         split_keyspace_regions: false,
         schedule_leader_balance: false,
@@ -204,6 +204,72 @@ async fn small_neighbours_merge_and_the_merged_target_ends_the_operator() {
     assert_eq!(region_by_id(&mut client, 10).await, None);
     assert_eq!(get_region(&mut client, "a").await.region, Some(merged));
     assert!(operators(&pd).await.is_empty());
+
+    drop(hb);
+    pd.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_on_other_stores_than_its_target_gets_a_replica_moved_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = PdConfig {
+        split_merge_interval: Duration::ZERO,
+        ..PdConfig::for_test(dir.path())
+    };
+    let (pd, mut client, mut hb) = setup(config).await;
+    let cluster_id = pd.cluster_id();
+    // The stores are alive: a replica may move onto them.
+    for id in 1..=4 {
+        let resp = client
+            .store_heartbeat(StoreHeartbeatRequest {
+                header: header(cluster_id),
+                stats: Some(StoreStats {
+                    store_id: id,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(error_type(&resp.header), None);
+    }
+    let left = region(10)
+        .range("", "m")
+        .version(2)
+        .conf_ver(2)
+        .voters_on(&[1, 2, 3])
+        .build();
+    let right = region(11)
+        .range("m", "p")
+        .version(2)
+        .conf_ver(2)
+        .voters_on(&[1, 2, 4])
+        .build();
+    hb.0.send(report(cluster_id, &right, 5 << 20))
+        .await
+        .unwrap();
+    // The source's leader asks until answered (the first heartbeat may find no peer id ready).
+    for _ in 0..3 {
+        hb.0.send(report(cluster_id, &left, 1 << 20)).await.unwrap();
+    }
+    let got = answers(&mut hb, cluster_id, &left).await;
+    assert!(!got.is_empty(), "{got:?}");
+    // The first step of moving the replica on store 3 to store 4: a learner on store 4.
+    let first = got[0].change_peer.expect("a change_peer");
+    assert_eq!(first.change_type, ConfChangeType::AddLearnerNode as i32);
+    let learner = first.peer.unwrap();
+    assert_eq!(learner.store_id, 4);
+    assert_eq!(learner.role(), proto::metapb::PeerRole::Learner);
+    for resp in &got {
+        assert_eq!(resp.region_id, 10);
+        assert_eq!(resp.target_peer, Some(left.peers[0]));
+        assert_eq!(resp.change_peer.as_ref(), Some(&first));
+        assert!(resp.merge.is_none() && resp.transfer_leader.is_none());
+    }
+    let ops = operators(&pd).await;
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert_eq!(ops[0]["region_id"], 10);
+    assert_eq!(ops[0]["desc"], "merge-transfer-peer");
 
     drop(hb);
     pd.shutdown().await.unwrap();
