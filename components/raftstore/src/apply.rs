@@ -247,21 +247,42 @@ pub(crate) struct Batch {
     backlog: usize,
 }
 
+impl Delegate {
+    pub(crate) fn new(
+        region: metapb::Region,
+        state: ApplyState,
+        merge_state: Option<MergeState>,
+    ) -> Delegate {
+        Delegate {
+            region,
+            state,
+            merge_state,
+            hash: None,
+        }
+    }
+}
+
+impl Batch {
+    pub(crate) fn new() -> Batch {
+        Batch {
+            wb: WriteBatch::new(),
+            done: Vec::new(),
+            touched: Vec::new(),
+            splits: HashMap::new(),
+            consistency: HashMap::new(),
+            conf_changes: HashMap::new(),
+            merges: HashMap::new(),
+            backlog: 0,
+        }
+    }
+}
+
 const MAX_TASKS_PER_BATCH: usize = 512;
 
 impl Worker {
     fn run(mut self, rx: Receiver<ApplyMsg>) {
         while let Ok(first) = rx.recv() {
-            let mut batch = Batch {
-                wb: WriteBatch::new(),
-                done: Vec::new(),
-                touched: Vec::new(),
-                splits: HashMap::new(),
-                consistency: HashMap::new(),
-                conf_changes: HashMap::new(),
-                merges: HashMap::new(),
-                backlog: 0,
-            };
+            let mut batch = Batch::new();
             self.handle(first, &mut batch);
             for msg in rx.try_iter().take(MAX_TASKS_PER_BATCH) {
                 self.handle(msg, &mut batch);
@@ -277,15 +298,8 @@ impl Worker {
                 state,
                 merge_state,
             } => {
-                self.delegates.insert(
-                    region.id,
-                    Delegate {
-                        region,
-                        state,
-                        merge_state,
-                        hash: None,
-                    },
-                );
+                self.delegates
+                    .insert(region.id, Delegate::new(region, state, merge_state));
             }
             ApplyMsg::Destroy {
                 region,

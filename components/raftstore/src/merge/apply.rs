@@ -127,3 +127,128 @@ pub(crate) fn rollback(
         ..Default::default()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::AdminKind;
+    use proto::metapb::{Peer, Region, RegionEpoch};
+    use raft_log::ApplyState;
+
+    fn region(id: u64, start: &[u8], end: &[u8], version: u64) -> Region {
+        Region {
+            id,
+            start_key: start.to_vec().into(),
+            end_key: end.to_vec().into(),
+            region_epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version,
+            }),
+            peers: (1..=3)
+                .map(|s| Peer {
+                    id: id * 10 + s,
+                    store_id: s,
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn prepare_cmd(source: &Region, target: &Region) -> (RaftCmd, AdminCmd) {
+        let admin = AdminCmd {
+            kind: AdminKind::PrepareMerge as i32,
+            target: Some(target.clone()),
+            ..Default::default()
+        };
+        let cmd = RaftCmd {
+            region_id: source.id,
+            epoch: source.region_epoch,
+            ops: vec![],
+            admin: Some(admin.clone()),
+        };
+        (cmd, admin)
+    }
+
+    #[test]
+    fn prepare_records_the_merge_and_only_under_the_current_epoch() {
+        let (source, target) = (region(2, b"m", b"", 3), region(1, b"", b"m", 5));
+        let mut d = Delegate::new(source.clone(), ApplyState::default(), None);
+        let mut batch = Batch::new();
+        let (mut cmd, admin) = prepare_cmd(&source, &target);
+        cmd.epoch = Some(RegionEpoch {
+            conf_ver: 1,
+            version: 2,
+        });
+        assert!(matches!(
+            prepare(&mut d, &cmd, &admin, 10, &mut batch),
+            Err(Error::EpochNotMatch { .. })
+        ));
+        assert!(batch.wb.is_empty() && d.merge_state.is_none());
+        let (cmd, admin) = prepare_cmd(&source, &target);
+        prepare(&mut d, &cmd, &admin, 10, &mut batch).unwrap();
+        let state = d.merge_state.clone().unwrap();
+        assert_eq!((state.min_index, state.commit), (10, 9));
+        assert_eq!(state.target.as_ref(), Some(&target));
+        assert_eq!(d.region.region_epoch.unwrap().version, 4);
+        assert_eq!(batch.merges[&2].len(), 1);
+        assert!(!batch.wb.is_empty());
+    }
+
+    #[test]
+    fn commit_absorbs_the_source_only_at_the_recorded_epoch() {
+        let (source, target) = (region(2, b"m", b"", 3), region(1, b"", b"m", 5));
+        let state = MergeState {
+            min_index: 10,
+            target: Some(target.clone()),
+            commit: 9,
+        };
+        let admin = AdminCmd {
+            kind: AdminKind::CommitMerge as i32,
+            source: Some(crate::merge::prepared_region(&source)),
+            merge_state: Some(state),
+            ..Default::default()
+        };
+        // The target split meanwhile: refused, nothing written.
+        let mut moved = Delegate::new(region(1, b"", b"g", 6), ApplyState::default(), None);
+        let mut batch = Batch::new();
+        assert!(commit(&mut moved, &admin, &mut batch).is_err());
+        assert!(batch.wb.is_empty() && batch.merges.is_empty());
+        // At the recorded epoch: one region over both ranges.
+        let mut d = Delegate::new(target.clone(), ApplyState::default(), None);
+        commit(&mut d, &admin, &mut batch).unwrap();
+        assert_eq!(
+            (&d.region.start_key[..], &d.region.end_key[..]),
+            (&b""[..], &b""[..])
+        );
+        assert_eq!(d.region.region_epoch.unwrap().version, 6);
+        assert!(!batch.wb.is_empty());
+    }
+
+    #[test]
+    fn rollback_needs_the_same_merge_attempt() {
+        let (source, target) = (region(2, b"m", b"", 3), region(1, b"", b"m", 5));
+        let mut d = Delegate::new(source.clone(), ApplyState::default(), None);
+        let mut batch = Batch::new();
+        let rollback_of = |min_index| AdminCmd {
+            kind: AdminKind::RollbackMerge as i32,
+            merge_state: Some(MergeState {
+                min_index,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(
+            rollback(&mut d, &rollback_of(10), &mut batch).is_err(),
+            "not merging"
+        );
+        let (cmd, admin) = prepare_cmd(&source, &target);
+        prepare(&mut d, &cmd, &admin, 10, &mut batch).unwrap();
+        assert!(
+            rollback(&mut d, &rollback_of(7), &mut batch).is_err(),
+            "another attempt"
+        );
+        rollback(&mut d, &rollback_of(10), &mut batch).unwrap();
+        assert!(d.merge_state.is_none());
+        assert_eq!(d.region.region_epoch.unwrap().version, 5);
+    }
+}
