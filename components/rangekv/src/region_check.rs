@@ -47,8 +47,21 @@ impl CheckOutcome {
     }
 }
 
-/// Runs the check of the region holding `key`.
+/// Runs the check of the region holding `key`. A check that no replica verified (its leader
+/// lost leadership before proposing the verification, so none ever will) is started again,
+/// a few times.
 pub async fn check_region(pd: &PdClient, key: &[u8]) -> Result<CheckOutcome> {
+    let mut outcome = check_region_once(pd, key).await?;
+    for _ in 0..2 {
+        if outcome.replicas.iter().any(|r| r.verdict != "unreachable") {
+            break;
+        }
+        outcome = check_region_once(pd, key).await?;
+    }
+    Ok(outcome)
+}
+
+async fn check_region_once(pd: &PdClient, key: &[u8]) -> Result<CheckOutcome> {
     let security = pd.security();
     let http = security
         .http_client_builder()
