@@ -159,6 +159,20 @@ impl Cluster {
         self.runtime.spawn(f)
     }
 
+    /// The snapshot files (directories, see `raftstore::snap::SnapManager`) on store `id`.
+    pub fn snapshot_files(&self, id: u64) -> Vec<String> {
+        let dir = self.dirs[&id].path().join("snap");
+        let mut out: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
     /// Starts (or restarts) store `id` from its data directory.
     pub fn start_store(&mut self, id: u64) {
         assert!(!self.stores.contains_key(&id), "store {id} is running");
@@ -166,7 +180,11 @@ impl Cluster {
             Engine::open(self.dirs[&id].path(), &EngineOptions::default()).expect("open engine");
         let store = Store::start(id, engine.clone(), self.cfg.clone(), self.net.transport(id))
             .expect("start store");
-        self.net.register(id, store.router());
+        self.net.register(
+            id,
+            store.router(),
+            raftstore::snap::SnapManager::of(&engine),
+        );
         let raw = RawStorage::new(store.router(), engine.clone(), self.limits.clone());
         let sched = storage::scheduler::TxnScheduler::new(raw.kv().clone());
         self.txns

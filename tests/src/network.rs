@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use proto::raft_serverpb::RaftMessage;
+use raftstore::snap::SnapManager;
 use raftstore::StoreRouter;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -227,6 +228,8 @@ impl Ord for Delayed {
 
 struct Inner {
     routers: RwLock<HashMap<u64, StoreRouter>>,
+    /// Every store's snapshot files (kept while a store is down: its files stay on disk).
+    snaps: RwLock<HashMap<u64, SnapManager>>,
     filters: RwLock<Vec<Arc<dyn Filter>>>,
     reorder: AtomicBool,
     rng: Mutex<StdRng>,
@@ -254,6 +257,7 @@ impl SimNetwork {
     pub fn new(seed: u64) -> SimNetwork {
         let inner = Arc::new(Inner {
             routers: RwLock::default(),
+            snaps: RwLock::default(),
             filters: RwLock::default(),
             reorder: AtomicBool::new(false),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
@@ -269,8 +273,30 @@ impl SimNetwork {
         SimNetwork { inner }
     }
 
-    pub fn register(&self, store_id: u64, router: StoreRouter) {
+    pub fn register(&self, store_id: u64, router: StoreRouter, snaps: SnapManager) {
         self.inner.routers.write().insert(store_id, router);
+        self.inner.snaps.write().insert(store_id, snaps);
+    }
+
+    /// Copies the files of the snapshot `msg` carries from store `from`'s snapshot directory
+    /// to the destination store's, as the gRPC transport streams them; false if they could
+    /// not be (the message is then not sent, as a failed stream's is not).
+    fn copy_snapshot(&self, from: u64, msg: &RaftMessage) -> bool {
+        let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
+        let (Some((key, data)), Some(src), Some(dst)) = (
+            raftstore::snap::files_of(msg),
+            self.inner.snaps.read().get(&from).cloned(),
+            self.inner.snaps.read().get(&to).cloned(),
+        ) else {
+            return false;
+        };
+        match raftstore::snap::copy(&src, &dst, key, &data) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(from, to, ?key, %e, "snapshot files not copied");
+                false
+            }
+        }
     }
 
     pub fn unregister(&self, store_id: u64) {
@@ -400,6 +426,14 @@ impl raftstore::Transport for SimTransport {
         if !self.buf.is_empty() {
             let msgs = std::mem::take(&mut self.buf);
             self.net.deliver(self.from_store, msgs);
+        }
+    }
+
+    fn send_snapshot(&mut self, msg: RaftMessage) {
+        // The files move first (even if a filter then drops the message: a dropped stream
+        // may have delivered its files too), then the message as any other.
+        if self.net.copy_snapshot(self.from_store, &msg) {
+            self.buf.push(msg);
         }
     }
 }

@@ -5,6 +5,8 @@ pub enum Error {
     RocksDb(#[from] rocksdb::Error),
     #[error("unknown column family {0:?}")]
     UnknownCf(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
     #[error("corrupt key encoding: {0}")]
     Codec(String),
 }

@@ -5,6 +5,8 @@
 //!   [`CF_WRITE`], [`CF_RAFT`]) and the tuning that goes with them;
 //! - atomic [`WriteBatch`]es, written either synced (Raft log) or unsynced (applied state);
 //! - point-in-time [`Snapshot`]s and ordered, bounded iteration in both directions;
+//! - SST files: a range of a snapshot exported ([`Snapshot::export_sst`]) and files ingested
+//!   ([`Engine::ingest`]), which Raft snapshots travel and apply as;
 //! - key encodings: the memcomparable byte codec ([`codec`]), the data-key prefix that keeps user
 //!   keys apart from local metadata, and the layout of per-region Raft keys ([`keys`]).
 //!

@@ -520,12 +520,20 @@ impl Worker {
             return;
         };
         self.write_out(d, batch);
-        match crate::snap::generate(&self.engine, &d.region, d.state, d.merge_state.as_ref()) {
+        let mgr = crate::snap::SnapManager::of(&self.engine);
+        let made = crate::snap::generate(
+            &mgr,
+            &self.engine,
+            &d.region,
+            d.state,
+            d.merge_state.as_ref(),
+        );
+        match made {
             Ok(s) => {
                 info!(
                     region_id,
                     index = d.state.applied_index,
-                    bytes = s.data.len(),
+                    bytes = crate::snap::decode(&s).map_or(0, |d| d.total_size()),
                     "snapshot generated"
                 );
                 *gen.lock() = crate::snap::GenState::Ready(s);

@@ -77,6 +77,16 @@ pub fn write_merging_state(wb: &mut WriteBatch, region: &metapb::Region, merge: 
     write_local_state(wb, region, PeerState::Merging, Some(merge.clone()));
 }
 
+/// The state of a replica between the synced write of a snapshot's deletion and log reset and
+/// the ingestion of its files (see [`crate::snap`]); the merge state is the snapshot's.
+pub fn write_applying_state(
+    wb: &mut WriteBatch,
+    region: &metapb::Region,
+    merge: Option<&MergeState>,
+) {
+    write_local_state(wb, region, PeerState::Applying, merge.cloned());
+}
+
 fn write_local_state(
     wb: &mut WriteBatch,
     region: &metapb::Region,

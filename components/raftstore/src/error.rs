@@ -47,6 +47,12 @@ impl From<engine::Error> for Error {
     }
 }
 
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Engine(format!("io: {e}"))
+    }
+}
+
 impl From<raft_log::Error> for Error {
     fn from(e: raft_log::Error) -> Self {
         Error::Engine(e.to_string())

@@ -457,22 +457,27 @@ impl StoreRouter {
         epoch: Option<metapb::RegionEpoch>,
         changes: Vec<crate::conf_change::PeerChange>,
     ) -> Result<metapb::Region> {
+        let resp = self
+            .admin(region_id, |cb| PeerMsg::ChangePeer { epoch, changes, cb })
+            .await?;
+        first_region(resp, "the change")
+    }
+
+    /// Sends the admin command `msg` builds around its callback to `region_id`'s peer and
+    /// waits for its answer.
+    async fn admin(
+        &self,
+        region_id: u64,
+        msg: impl FnOnce(crate::apply::WriteCallback) -> PeerMsg,
+    ) -> Result<WriteResponse> {
         let (tx, rx) = oneshot::channel();
         self.send(
             region_id,
-            PeerMsg::ChangePeer {
-                epoch,
-                changes,
-                cb: Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            },
+            msg(Box::new(move |r| {
+                let _ = tx.send(r);
+            })),
         )?;
-        let resp = rx.await.unwrap_or(Err(Error::Shutdown))?;
-        resp.regions
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::InvalidRequest("the change produced no region".into()))
+        rx.await.unwrap_or(Err(Error::Shutdown))
     }
 
     fn send(&self, region_id: u64, msg: PeerMsg) -> Result<()> {
@@ -533,20 +538,15 @@ impl StoreRouter {
         split_keys: Vec<Bytes>,
         ids: Vec<crate::cmd::SplitIds>,
     ) -> Result<Vec<metapb::Region>> {
-        let (tx, rx) = oneshot::channel();
         let region_id = header.region_id;
-        let _ = self.send(
-            region_id,
-            PeerMsg::Split {
+        let resp = self
+            .admin(region_id, |cb| PeerMsg::Split {
                 header,
                 split_keys,
                 ids,
-                cb: Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            },
-        );
-        let resp = rx.await.unwrap_or(Err(Error::Shutdown))?;
+                cb,
+            })
+            .await?;
         Ok(resp.regions)
     }
 
@@ -559,21 +559,10 @@ impl StoreRouter {
         source_id: u64,
         target: metapb::Region,
     ) -> Result<metapb::Region> {
-        let (tx, rx) = oneshot::channel();
-        self.send(
-            source_id,
-            PeerMsg::PrepareMerge {
-                target,
-                cb: Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            },
-        )?;
-        let resp = rx.await.unwrap_or(Err(Error::Shutdown))?;
-        resp.regions
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::InvalidRequest("the merge produced no region".into()))
+        let resp = self
+            .admin(source_id, |cb| PeerMsg::PrepareMerge { target, cb })
+            .await?;
+        first_region(resp, "the merge")
     }
 
     /// Asks the leader of `region_id` to hand leadership to `to`, if the region still has
@@ -591,16 +580,9 @@ impl StoreRouter {
     /// answers with the `ComputeHash` entry's index and the leader's hash once it applied it;
     /// every replica then compares (see [`crate::consistency`]).
     pub async fn check_consistency(&self, region_id: u64) -> Result<(u64, u32)> {
-        let (tx, rx) = oneshot::channel();
-        self.send(
-            region_id,
-            PeerMsg::CheckConsistency {
-                cb: Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            },
-        )?;
-        let resp = rx.await.unwrap_or(Err(Error::Shutdown))?;
+        let resp = self
+            .admin(region_id, |cb| PeerMsg::CheckConsistency { cb })
+            .await?;
         resp.hash
             .ok_or_else(|| Error::InvalidRequest("the check produced no hash".into()))
     }
@@ -655,6 +637,14 @@ impl StoreRouter {
     }
 }
 
+/// The region an admin command answered with (`what` produced it).
+fn first_region(resp: WriteResponse, what: &str) -> Result<metapb::Region> {
+    resp.regions
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::InvalidRequest(format!("{what} produced no region")))
+}
+
 /// A running store: pollers, apply workers and the ticker.
 pub struct Store {
     router: StoreRouter,
@@ -705,7 +695,12 @@ impl Store {
             liveness: liveness.clone(),
         });
         let mut loaded = 0;
-        let states = load_region_states(&engine)?;
+        // A crash may have cut a snapshot apply short: finish it before the region loads.
+        let states = crate::snap::recover_applying(
+            &crate::snap::SnapManager::of(&engine),
+            &engine,
+            load_region_states(&engine)?,
+        )?;
         let live: Vec<metapb::Region> = states
             .iter()
             .filter(|s| s.state == PeerState::Normal as i32)

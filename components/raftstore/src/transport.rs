@@ -14,9 +14,9 @@ pub trait Transport: Send + Clone + 'static {
     /// Hands every queued message to the network.
     fn flush(&mut self);
 
-    /// Sends a message carrying a Raft snapshot (large: a region's data). By default like any
-    /// message; a network transport moves it on its own stream, throttled.
-    fn send_snapshot(&mut self, msg: RaftMessage) {
-        self.send(msg);
-    }
+    /// Sends a message carrying a Raft snapshot. Its data lists the snapshot's files, in this
+    /// store's snapshot directory ([`crate::snap::SnapManager`]): the transport moves them into
+    /// the receiving store's before it delivers the message ([`crate::snap::files_of`] names
+    /// them), since a replica drops a snapshot whose files it does not have.
+    fn send_snapshot(&mut self, msg: RaftMessage);
 }

@@ -112,8 +112,9 @@ fn a_store_that_missed_bootstrap_gets_its_replica_and_the_splits_since() {
     });
 }
 
-/// A store crashes while it applies its first Raft snapshot (before the snapshot's write, or
-/// right after it): restarted, it comes back with the old state or the snapshot's whole, PD's
+/// A store crashes while it applies its first Raft snapshot (before the snapshot's synced
+/// write, or after it and before its files are ingested): restarted, it comes back with the
+/// old state or the snapshot's whole (ingesting the files at start-up), PD's
 /// replica moves complete, nothing acknowledged is lost and every region's replicas agree.
 #[test]
 fn a_crash_in_the_middle_of_applying_a_snapshot_leaves_the_old_or_the_new_state() {
@@ -160,6 +161,14 @@ fn a_crash_in_the_middle_of_applying_a_snapshot_leaves_the_old_or_the_new_state(
             );
             Ok(())
         });
+        if failpoint == "snapshot_apply_after_write" {
+            // The crash left the replica `Applying`: the restart ingested the files again.
+            let log = std::fs::read_to_string(t.cluster.stores[crashed].log_path()).unwrap();
+            assert!(
+                log.contains("interrupted snapshot apply finished"),
+                "{failpoint}: the restart did not finish the apply:\n{log}"
+            );
+        }
         for i in 0..200 {
             let got = eventually(&t, "get", || Ok(t.rt.block_on(c.get(key(i)))?));
             assert_eq!(got.as_deref(), Some(&b"v"[..]), "{failpoint}: key {i}");

@@ -304,6 +304,7 @@ impl Node {
             keepalive,
         )
         .with_snapshot_limits(cfg.snapshot_limits())
+        .with_snap_manager(raftstore::snap::SnapManager::of(&engine))
         .with_security(security.clone());
         let snapshot_reports = transport.clone();
         let mut rs_cfg = cfg.raftstore.to_raftstore();

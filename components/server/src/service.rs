@@ -581,7 +581,10 @@ impl Tikv for TikvService {
             ));
         };
         let mut stream = req.into_inner();
-        let mut assembler = crate::snap::Assembler::new(self.snap_limits.max_bytes);
+        let mut receiver = crate::snap::Receiver::new(
+            raftstore::snap::SnapManager::of(self.storage.engine()),
+            self.snap_limits.max_bytes,
+        );
         let mut shutdown = self.shutdown.clone();
         loop {
             let chunk = tokio::select! {
@@ -591,12 +594,20 @@ impl Tikv for TikvService {
             let Some(chunk) = chunk else {
                 break;
             };
-            assembler
-                .push(chunk?)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let chunk = chunk?;
+            // File writes: off the async threads.
+            let (r, pushed) = tokio::task::spawn_blocking(move || {
+                let pushed = receiver.push(chunk);
+                (receiver, pushed)
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+            receiver = r;
+            pushed.map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
-        let msg = assembler
-            .finish()
+        let msg = tokio::task::spawn_blocking(move || receiver.finish())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let region_id = msg.region_id;
         if let Err(e) = self.storage.router().send_raft_message(msg) {

@@ -1,23 +1,25 @@
-//! Raft snapshots between stores: a snapshot (a region's data) does not travel in the batched
-//! Raft stream, whose messages are bounded by the gRPC message size and which it would hold
-//! up, but over its own `Snapshot` client stream, in chunks.
+//! Raft snapshots between stores: a snapshot (a region's data, as SST files) does not travel
+//! in the batched Raft stream, whose messages are bounded by the gRPC message size and which
+//! it would hold up, but over its own `Snapshot` client stream, in chunks.
 //!
-//! Protocol: the first [`SnapshotChunk`] carries the Raft message with its snapshot's data
-//! left out; every chunk carries the next piece of the data. The receiver puts the data back
-//! and delivers the message as if it had come over the Raft stream.
+//! Protocol: the first [`SnapshotChunk`] carries the Raft message, whose snapshot data lists
+//! the files (`raftstore::snap::SnapshotData`); the chunks after it carry the files' bytes in
+//! listing order. The receiver writes them into its own snapshot directory as they come,
+//! checks every file against the listing (size, checksum), syncs them, and only then delivers
+//! the message as if it had come over the Raft stream: a replica never sees a snapshot whose
+//! files it does not have.
 //!
 //! Limits: a store sends at most `max_sends` and receives at most `max_receives` snapshots at
 //! a time (more are refused with `RESOURCE_EXHAUSTED`; the leader's raftstore sends another
 //! after its snapshot timeout), sends at most `send_bytes_per_sec` (TiKV's
-//! `snap-io-max-bytes-per-sec`), and refuses a snapshot larger than `max_bytes`.
+//! `snap-io-max-bytes-per-sec`), and refuses a snapshot larger than `max_bytes`. Neither side
+//! holds more than a chunk of a snapshot in memory.
 //!
-//! This module holds the pure parts (splitting and reassembly); the transport and the service
-//! do the IO.
+//! This module holds the stream's rules ([`head`], [`Receiver`]); the transport and the
+//! service do the network IO.
 
-use bytes::{Bytes, BytesMut};
 use proto::raft_serverpb::{RaftMessage, SnapshotChunk};
-use protobuf::Message as _;
-use raft::eraftpb::{self, MessageType};
+use raftstore::snap::{SnapManager, SnapWriter};
 
 /// Bytes of snapshot data per chunk.
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -42,33 +44,7 @@ impl Default for SnapshotLimits {
     }
 }
 
-/// Splits a snapshot message into the chunks of one stream. `None` if `msg` holds no
-/// decodable snapshot message.
-pub fn to_chunks(msg: RaftMessage, chunk_bytes: usize) -> Option<Vec<SnapshotChunk>> {
-    let mut m = eraftpb::Message::parse_from_bytes(&msg.message).ok()?;
-    if m.get_msg_type() != MessageType::MsgSnapshot {
-        return None;
-    }
-    let data = std::mem::take(&mut m.mut_snapshot().data);
-    let head = RaftMessage {
-        message: Bytes::from(m.write_to_bytes().ok()?),
-        ..msg
-    };
-    let mut chunks = vec![SnapshotChunk {
-        message: Some(head),
-        data: Bytes::new(),
-    }];
-    let mut offset = 0;
-    while offset < data.len() {
-        let end = (offset + chunk_bytes.max(1)).min(data.len());
-        chunks.push(SnapshotChunk {
-            message: None,
-            data: data.slice(offset..end),
-        });
-        offset = end;
-    }
-    Some(chunks)
-}
+pub use raftstore::snap::files_of as head;
 
 /// Why a received snapshot stream is refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -79,111 +55,193 @@ pub enum ReceiveError {
     TooLarge(usize),
     #[error("the stream carried no snapshot message")]
     NotASnapshot,
+    #[error("snapshot files: {0}")]
+    Files(String),
 }
 
-/// Reassembles one received stream.
-pub struct Assembler {
-    head: Option<RaftMessage>,
-    data: BytesMut,
+/// Receives one stream into the store's snapshot files.
+pub struct Receiver {
+    mgr: SnapManager,
     max_bytes: usize,
+    head: Option<(RaftMessage, SnapWriter)>,
 }
 
-impl Assembler {
-    pub fn new(max_bytes: usize) -> Assembler {
-        Assembler {
-            head: None,
-            data: BytesMut::new(),
+impl Receiver {
+    pub fn new(mgr: SnapManager, max_bytes: usize) -> Receiver {
+        Receiver {
+            mgr,
             max_bytes,
+            head: None,
         }
     }
 
+    /// Takes the next chunk (file writes: call from a thread that may block).
     pub fn push(&mut self, chunk: SnapshotChunk) -> Result<(), ReceiveError> {
-        match (chunk.message, self.head.is_some()) {
-            (Some(m), false) => self.head = Some(m),
-            (None, true) => {}
-            _ => return Err(ReceiveError::Misplaced),
+        match (chunk.message, &mut self.head) {
+            (Some(m), None) => {
+                let (key, data) = head(&m).ok_or(ReceiveError::NotASnapshot)?;
+                if data.total_size() > self.max_bytes as u64 {
+                    return Err(ReceiveError::TooLarge(self.max_bytes));
+                }
+                let writer = self
+                    .mgr
+                    .receiver(key, &data)
+                    .map_err(|e| ReceiveError::Files(e.to_string()))?;
+                self.head = Some((m, writer));
+                if !chunk.data.is_empty() {
+                    return Err(ReceiveError::Misplaced);
+                }
+                Ok(())
+            }
+            (None, Some((_, writer))) => writer
+                .write(&chunk.data)
+                .map_err(|e| ReceiveError::Files(e.to_string())),
+            _ => Err(ReceiveError::Misplaced),
         }
-        if self.data.len() + chunk.data.len() > self.max_bytes {
-            return Err(ReceiveError::TooLarge(self.max_bytes));
-        }
-        self.data.extend_from_slice(&chunk.data);
-        Ok(())
     }
 
-    /// The Raft message with its snapshot's data back in place.
+    /// The Raft message, once every file it lists is in place.
     pub fn finish(self) -> Result<RaftMessage, ReceiveError> {
-        let head = self.head.ok_or(ReceiveError::NotASnapshot)?;
-        let mut m = eraftpb::Message::parse_from_bytes(&head.message)
-            .map_err(|_| ReceiveError::NotASnapshot)?;
-        if m.get_msg_type() != MessageType::MsgSnapshot {
-            return Err(ReceiveError::NotASnapshot);
-        }
-        m.mut_snapshot().data = self.data.freeze();
-        Ok(RaftMessage {
-            message: Bytes::from(m.write_to_bytes().map_err(|_| ReceiveError::NotASnapshot)?),
-            ..head
-        })
+        let (msg, writer) = self.head.ok_or(ReceiveError::NotASnapshot)?;
+        writer
+            .finish()
+            .map_err(|e| ReceiveError::Files(e.to_string()))?;
+        Ok(msg)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use engine::{keys, Engine, EngineOptions, WriteBatch, CF_DEFAULT};
+    use proto::metapb;
+    use protobuf::Message as _;
+    use raft::eraftpb::{self, MessageType};
+    use std::io::Read as _;
 
-    fn snapshot_message(data: &[u8]) -> RaftMessage {
+    /// A store holding 3 KiB-ish of region 9 and the message of its snapshot.
+    fn leader() -> (tempfile::TempDir, SnapManager, RaftMessage) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
+        let mut wb = WriteBatch::new();
+        for i in 0..100u32 {
+            wb.put(
+                CF_DEFAULT,
+                &keys::data_key(&i.to_be_bytes()),
+                &[i as u8; 30],
+            );
+        }
+        engine.write(wb, false).unwrap();
+        let region = metapb::Region {
+            id: 9,
+            peers: vec![metapb::Peer {
+                id: 2,
+                store_id: 2,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mgr = SnapManager::of(&engine);
+        let state = raft_log::ApplyState {
+            applied_index: 77,
+            applied_term: 5,
+            truncated_index: 70,
+            truncated_term: 5,
+        };
+        let snap = raftstore::snap::generate(&mgr, &engine, &region, state, None).unwrap();
         let mut m = eraftpb::Message::default();
         m.set_msg_type(MessageType::MsgSnapshot);
         m.to = 2;
-        m.mut_snapshot().mut_metadata().index = 77;
-        m.mut_snapshot().data = Bytes::copy_from_slice(data);
-        RaftMessage {
+        m.set_snapshot(snap);
+        let msg = RaftMessage {
             region_id: 9,
             message: Bytes::from(m.write_to_bytes().unwrap()),
             ..Default::default()
-        }
+        };
+        (dir, mgr, msg)
     }
 
-    fn reassemble(chunks: Vec<SnapshotChunk>, max: usize) -> Result<RaftMessage, ReceiveError> {
-        let mut a = Assembler::new(max);
+    /// The chunks a sender makes of `msg` with `chunk` bytes a chunk.
+    fn chunks(mgr: &SnapManager, msg: &RaftMessage, chunk: usize) -> Vec<SnapshotChunk> {
+        let (key, data) = head(msg).unwrap();
+        let mut bytes = Vec::new();
+        mgr.reader(key, &data)
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        let mut out = vec![SnapshotChunk {
+            message: Some(msg.clone()),
+            data: Bytes::new(),
+        }];
+        out.extend(bytes.chunks(chunk).map(|c| SnapshotChunk {
+            message: None,
+            data: Bytes::copy_from_slice(c),
+        }));
+        out
+    }
+
+    fn receive(
+        to: &SnapManager,
+        chunks: Vec<SnapshotChunk>,
+        max: usize,
+    ) -> Result<RaftMessage, ReceiveError> {
+        let mut r = Receiver::new(to.clone(), max);
         for c in chunks {
-            a.push(c)?;
+            r.push(c)?;
         }
-        a.finish()
+        r.finish()
     }
 
     #[test]
-    fn chunks_reassemble_into_the_same_message() {
-        let data: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
-        let msg = snapshot_message(&data);
-        let chunks = to_chunks(msg.clone(), 1000).unwrap();
-        // The head, then 1000 + 1000 + 500 bytes.
-        assert_eq!(chunks.len(), 4);
-        assert!(chunks[0].message.is_some() && chunks[1..].iter().all(|c| c.message.is_none()));
-        assert!(chunks[0].message.as_ref().unwrap().message.len() < 100);
-        assert_eq!(reassemble(chunks, 1 << 20).unwrap(), msg);
-        // An empty snapshot is one chunk.
-        let empty = snapshot_message(b"");
-        let chunks = to_chunks(empty.clone(), 1000).unwrap();
-        assert_eq!(chunks.len(), 1);
-        assert_eq!(reassemble(chunks, 10).unwrap(), empty);
+    fn a_streamed_snapshot_arrives_with_its_files() {
+        let (_dir, mgr, msg) = leader();
+        let (key, data) = head(&msg).unwrap();
+        assert!(data.total_size() > 1000);
+        let chunks = chunks(&mgr, &msg, 1000);
+        assert!(chunks.len() > 2);
+        let to_dir = tempfile::tempdir().unwrap();
+        let to = SnapManager::new(to_dir.path());
+        assert!(!to.is_received(key, &data));
+        assert_eq!(receive(&to, chunks, 1 << 20).unwrap(), msg);
+        assert!(to.is_received(key, &data));
     }
 
     #[test]
     fn malformed_streams_are_refused() {
-        let chunks = to_chunks(snapshot_message(&[1; 3000]), 1000).unwrap();
+        let (_dir, mgr, msg) = leader();
+        let (key, data) = head(&msg).unwrap();
+        let all = chunks(&mgr, &msg, 1000);
+        let to_dir = tempfile::tempdir().unwrap();
+        let to = SnapManager::new(to_dir.path());
+        let size = data.total_size() as usize;
         assert_eq!(
-            reassemble(chunks.clone(), 2999),
-            Err(ReceiveError::TooLarge(2999))
+            receive(&to, all.clone(), size - 1),
+            Err(ReceiveError::TooLarge(size - 1))
         );
         // Data before the head, or a second head.
         assert_eq!(
-            reassemble(chunks[1..].to_vec(), 1 << 20),
+            receive(&to, all[1..].to_vec(), 1 << 20),
             Err(ReceiveError::Misplaced)
         );
-        let mut twice = chunks.clone();
-        twice.insert(1, chunks[0].clone());
-        assert_eq!(reassemble(twice, 1 << 20), Err(ReceiveError::Misplaced));
-        assert_eq!(reassemble(vec![], 10), Err(ReceiveError::NotASnapshot));
+        let mut twice = all.clone();
+        twice.insert(1, all[0].clone());
+        assert_eq!(receive(&to, twice, 1 << 20), Err(ReceiveError::Misplaced));
+        assert_eq!(receive(&to, vec![], 10), Err(ReceiveError::NotASnapshot));
+        // Cut short, or a byte changed.
+        assert!(matches!(
+            receive(&to, all[..all.len() - 1].to_vec(), 1 << 20),
+            Err(ReceiveError::Files(_))
+        ));
+        let mut flipped = all.clone();
+        let mut bytes = flipped[1].data.to_vec();
+        bytes[0] ^= 0xff;
+        flipped[1].data = Bytes::from(bytes);
+        assert!(matches!(
+            receive(&to, flipped, 1 << 20),
+            Err(ReceiveError::Files(_))
+        ));
+        assert!(!to.is_received(key, &data), "nothing refused is kept");
         // Not a snapshot message.
         let mut m = eraftpb::Message::default();
         m.set_msg_type(MessageType::MsgAppend);
@@ -191,11 +249,14 @@ mod tests {
             message: Bytes::from(m.write_to_bytes().unwrap()),
             ..Default::default()
         };
-        assert!(to_chunks(append.clone(), 10).is_none());
-        let head = SnapshotChunk {
+        assert!(head(&append).is_none());
+        let chunk = SnapshotChunk {
             message: Some(append),
             data: Bytes::new(),
         };
-        assert_eq!(reassemble(vec![head], 10), Err(ReceiveError::NotASnapshot));
+        assert_eq!(
+            receive(&to, vec![chunk], 10),
+            Err(ReceiveError::NotASnapshot)
+        );
     }
 }

@@ -98,6 +98,8 @@ struct Shared {
     snap_sends: Arc<tokio::sync::Semaphore>,
     /// Told `(region id, peer id, delivered)` of every snapshot sent.
     snap_status: Mutex<Option<SnapshotReport>>,
+    /// Where the store's generated snapshots are (none: snapshots cannot be sent).
+    snap_files: Option<raftstore::snap::SnapManager>,
 }
 
 /// Where a transport reports whether a snapshot was delivered: `(region id, to peer id,
@@ -131,6 +133,7 @@ impl GrpcTransport {
                     crate::snap::SnapshotLimits::default().max_sends,
                 )),
                 snap_status: Mutex::new(None),
+                snap_files: None,
             }),
             pending: HashMap::new(),
         }
@@ -155,6 +158,14 @@ impl GrpcTransport {
         let shared = Arc::get_mut(&mut self.shared).expect("set limits before cloning");
         shared.snap_limits = limits;
         shared.snap_sends = Arc::new(tokio::sync::Semaphore::new(limits.max_sends.max(1)));
+        self
+    }
+
+    /// Sends snapshots from the files of `mgr` (the store's; before the transport is cloned).
+    pub fn with_snap_manager(mut self, mgr: raftstore::snap::SnapManager) -> GrpcTransport {
+        Arc::get_mut(&mut self.shared)
+            .expect("set the snapshot files before cloning")
+            .snap_files = Some(mgr);
         self
     }
 
@@ -303,11 +314,21 @@ async fn connection_loop(
     }
 }
 
-/// Streams one snapshot to `store_id`, at most `send_bytes_per_sec`; returns the bytes sent.
-async fn send_snapshot(shared: &Shared, store_id: u64, msg: RaftMessage) -> Result<usize, String> {
-    let chunks =
-        crate::snap::to_chunks(msg, crate::snap::CHUNK_BYTES).ok_or("not a snapshot message")?;
-    let total: usize = chunks.iter().map(|c| c.data.len()).sum();
+/// Streams one snapshot to `store_id`: the message, then its files' bytes, at most
+/// `send_bytes_per_sec`; returns the bytes sent.
+async fn send_snapshot(shared: &Shared, store_id: u64, msg: RaftMessage) -> Result<u64, String> {
+    use std::io::Read as _;
+    let (key, data) = crate::snap::head(&msg).ok_or("not a snapshot message")?;
+    let mgr = shared
+        .snap_files
+        .clone()
+        .ok_or("this transport has no snapshot files")?;
+    let total = data.total_size();
+    // Opened now: the files may be replaced by a newer snapshot while this one streams.
+    let reader = tokio::task::spawn_blocking(move || mgr.reader(key, &data))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     let addr = shared.resolver.resolve(store_id).await?;
     let url = if addr.starts_with("http") {
         addr
@@ -320,21 +341,37 @@ async fn send_snapshot(shared: &Shared, store_id: u64, msg: RaftMessage) -> Resu
         .max_encoding_message_size(shared.max_message_size.max(2 * crate::snap::CHUNK_BYTES));
     let rate = shared.snap_limits.send_bytes_per_sec.max(1) as f64;
     let started = tokio::time::Instant::now();
-    // Throttle: a chunk leaves no earlier than the bytes up to its end take at the rate.
-    let mut cumulative = 0usize;
-    let timed: Vec<(Duration, proto::raft_serverpb::SnapshotChunk)> = chunks
-        .into_iter()
-        .map(|c| {
-            cumulative += c.data.len();
-            (Duration::from_secs_f64(cumulative as f64 / rate), c)
+    let head = proto::raft_serverpb::SnapshotChunk {
+        message: Some(msg),
+        data: bytes::Bytes::new(),
+    };
+    // Throttle: a chunk leaves no earlier than the bytes up to its end take at the rate. A
+    // read error ends the stream early; the receiver then refuses it as incomplete.
+    let body = futures::stream::unfold((reader, 0u64), move |(reader, sent)| async move {
+        let (reader, buf) = tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            let mut buf = Vec::with_capacity(crate::snap::CHUNK_BYTES);
+            let r = (&mut reader)
+                .take(crate::snap::CHUNK_BYTES as u64)
+                .read_to_end(&mut buf);
+            (reader, r.map(|_| buf))
         })
-        .collect();
-    let stream = futures::stream::iter(timed).then(move |(after, chunk)| async move {
-        tokio::time::sleep_until(started + after).await;
-        chunk
+        .await
+        .ok()?;
+        let buf = buf.ok().filter(|b| !b.is_empty())?;
+        let sent = sent + buf.len() as u64;
+        tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / rate)).await;
+        let chunk = proto::raft_serverpb::SnapshotChunk {
+            message: None,
+            data: bytes::Bytes::from(buf),
+        };
+        Some((chunk, (reader, sent)))
     });
     let mut client = client;
-    client.snapshot(stream).await.map_err(|e| e.to_string())?;
+    client
+        .snapshot(futures::stream::iter([head]).chain(body))
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(total)
 }
 

@@ -265,6 +265,21 @@ fn a_follower_behind_the_compacted_log_catches_up_from_a_snapshot() {
     cluster.restart_store(follower);
     cluster.wait_replicated(b"c0009", Some(b"value"), Duration::from_secs(20));
     cluster.must_be_consistent();
+    // The snapshot's files went with it: the receiver's once applied, the leader's once no
+    // follower waited for it during a snapshot timeout.
+    let left = || -> Vec<(u64, Vec<String>)> {
+        cluster
+            .store_ids()
+            .iter()
+            .map(|s| (*s, cluster.snapshot_files(*s)))
+            .filter(|(_, f)| !f.is_empty())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !left().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(left(), vec![], "snapshot files left");
 }
 
 #[test]

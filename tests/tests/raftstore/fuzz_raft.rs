@@ -328,7 +328,10 @@ fn random_raft_traffic_neither_panics_nor_writes_and_replicas_agree() {
                     }
                 }
                 Case::Snapshot(_, chunks) => {
-                    let mut asm = server::snap::Assembler::new(1 << 20);
+                    let mut asm = server::snap::Receiver::new(
+                        raftstore::snap::SnapManager::of(cluster.engine(store)),
+                        1 << 20,
+                    );
                     let mut ok = true;
                     for (with_head, head, data) in chunks {
                         let message = with_head.then(|| RaftMessage {

@@ -8,7 +8,6 @@ use tracing::{debug, warn};
 use crate::apply::{ApplyRes, WriteCallback};
 use crate::cmd::{AdminCmd, AdminKind, RaftCmd};
 use crate::store::PollContext;
-use crate::Error;
 
 use super::*;
 
@@ -19,10 +18,7 @@ impl Peer {
         cb: WriteCallback,
     ) {
         if !self.is_leader() {
-            cb(Err(Error::NotLeader {
-                region_id: self.region.id,
-                leader: self.leader(),
-            }));
+            cb(Err(self.not_leader()));
             return;
         }
         let cmd = RaftCmd {

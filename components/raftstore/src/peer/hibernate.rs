@@ -170,6 +170,8 @@ impl Peer {
         self.sleep_request = None;
         self.sleep_acks.clear();
         ctx.awake.remove(self.region.id);
+        // Every replica agreed to sleep: none waits for a snapshot.
+        self.drop_made_snapshot(ctx);
         crate::metrics::HIBERNATED_PEERS.inc();
     }
 

@@ -26,10 +26,7 @@ impl Peer {
         cb: WriteCallback,
     ) {
         if !self.is_leader() {
-            cb(Err(Error::NotLeader {
-                region_id: self.region.id,
-                leader: self.leader(),
-            }));
+            cb(Err(self.not_leader()));
             return;
         }
         if self.merge_busy() {
@@ -184,6 +181,17 @@ impl Peer {
             );
             return false;
         }
+        let key = crate::snap::key_of(snap, &data);
+        if !crate::snap::SnapManager::of(&ctx.engine).is_received(key, &data) {
+            // The transport delivers the message only after the files; without them it is a
+            // forgery or a copy whose files were since removed.
+            warn!(
+                region_id = self.region.id,
+                ?key,
+                "snapshot without its files dropped"
+            );
+            return false;
+        }
         let region = data.region.expect("decode checked");
         if region.id != self.region.id {
             warn!(
@@ -211,8 +219,9 @@ impl Peer {
     }
 
     /// Stages a received snapshot (raft-rs accepted it) into the round's write batch, with
-    /// the log reset; the apply worker starts over from it. The caller made sure the apply
-    /// worker has nothing of this region in flight.
+    /// the log reset; its files are ingested once the batch is on disk
+    /// ([`Self::finish_snapshot`]), and the apply worker starts over from it. The caller made
+    /// sure the apply worker has nothing of this region in flight.
     pub(super) fn apply_snapshot(
         &mut self,
         ctx: &mut PollContext<impl crate::Transport>,
@@ -224,6 +233,7 @@ impl Peer {
         let meta = snap.get_metadata();
         let old = self.is_initialized().then(|| self.region.clone());
         crate::snap::stage_apply(&mut ctx.wb, old.as_ref(), &data);
+        self.snapshot_to_ingest = Some(crate::snap::key_of(snap, &data));
         self.raw.mut_store().apply_snapshot(meta, &mut ctx.wb);
         let new_region = data.region.clone().expect("decode checked");
         // Sources this region absorbed by merges the snapshot covers: gone in the same batch.
@@ -275,15 +285,38 @@ impl Peer {
             },
         );
         self.applied_snapshot = Some(meta.index);
+        self.notify_region_change();
+    }
+
+    /// The snapshot staged by [`Self::apply_snapshot`] is on disk: ingests its files and
+    /// marks the region normal again, before any entry after it is applied.
+    pub(super) fn finish_snapshot(&mut self, ctx: &PollContext<impl crate::Transport>) {
+        let Some(key) = self.snapshot_to_ingest.take() else {
+            return;
+        };
+        let mgr = crate::snap::SnapManager::of(&ctx.engine);
+        if let Err(e) = crate::snap::finish_apply(
+            &mgr,
+            &ctx.engine,
+            key,
+            &self.region,
+            self.merge.state.as_ref(),
+        ) {
+            // The log says the snapshot is applied; the data must follow or the replica
+            // would diverge. A restart tries again (the region is still `Applying`).
+            error!(region_id = self.region.id, %e, "snapshot ingestion failed");
+            panic!(
+                "snapshot ingestion failed for region {}: {e}",
+                self.region.id
+            );
+        }
         crate::metrics::SNAPSHOTS_APPLIED.inc();
         info!(
             region_id = self.region.id,
-            index = meta.index,
-            term = meta.term,
-            bytes = snap.data.len(),
+            index = key.index,
+            term = key.term,
             "snapshot applied"
         );
-        self.notify_region_change();
     }
 
     /// Notes a snapshot leaving for `to`.
@@ -317,7 +350,8 @@ impl Peer {
 
     /// A follower still waiting for a snapshot sent longer than `timeout` ago has lost it
     /// (dropped by the network, or refused): raft-rs is told, so it probes and sends another.
-    pub(super) fn check_snapshots_sent(&mut self, timeout: std::time::Duration) {
+    pub(super) fn check_snapshots_sent(&mut self, ctx: &PollContext<impl crate::Transport>) {
+        let timeout = ctx.cfg.snapshot_timeout;
         let now = self.cfg.clock.now();
         let leader = self.is_leader();
         let mut failed = Vec::new();
@@ -342,9 +376,9 @@ impl Peer {
             );
             self.raw.report_snapshot(id, SnapshotStatus::Failure);
         }
-        // A snapshot nobody waited for during a whole timeout is dropped, so that a region's
-        // data is not kept in memory (one that is being sent is held by the message).
-        let mut gen = self.snap_gen.lock();
+        // A snapshot nobody waited for during a whole timeout is dropped with its files (a
+        // transport sending it opened them already).
+        let gen = self.snap_gen.lock();
         let idle = self.snapshots_sent.is_empty()
             && matches!(
                 *gen,
@@ -354,11 +388,26 @@ impl Peer {
             (false, _) => self.snap_idle_since = None,
             (true, None) => self.snap_idle_since = Some(now),
             (true, Some(since)) if now.duration_since(since) >= timeout => {
-                *gen = crate::snap::GenState::Idle;
-                self.snap_idle_since = None;
+                drop(gen);
+                self.drop_made_snapshot(ctx);
             }
             (true, Some(_)) => {}
         }
+    }
+
+    /// Forgets the snapshot this leader made, and removes its files (a transport sending it
+    /// opened them already): no follower waits for it.
+    pub(super) fn drop_made_snapshot(&mut self, ctx: &PollContext<impl crate::Transport>) {
+        let mut gen = self.snap_gen.lock();
+        if matches!(
+            *gen,
+            crate::snap::GenState::Generating | crate::snap::GenState::Idle
+        ) {
+            return;
+        }
+        *gen = crate::snap::GenState::Idle;
+        self.snap_idle_since = None;
+        crate::snap::SnapManager::of(&ctx.engine).remove_generated(self.region.id);
     }
 
     /// A replica that cannot campaign (a learner, or one still waiting for its first
@@ -480,6 +529,9 @@ impl Peer {
             t.version = t.version.max(epoch.version);
             ctx.unregister(self.region.id);
         }
+        let snaps = crate::snap::SnapManager::of(&ctx.engine);
+        snaps.remove_generated(self.region.id);
+        snaps.remove_received(self.region.id, u64::MAX);
         self.apply.send(
             self.region.id,
             ApplyMsg::Destroy {

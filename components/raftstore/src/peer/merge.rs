@@ -88,10 +88,7 @@ impl Peer {
         cb: WriteCallback,
     ) {
         if !self.is_leader() {
-            cb(Err(Error::NotLeader {
-                region_id: self.region.id,
-                leader: self.leader(),
-            }));
+            cb(Err(self.not_leader()));
             return;
         }
         if self.merge_busy() {
@@ -138,10 +135,7 @@ impl Peer {
         };
         if !self.is_leader() {
             let fence = self.merge.fence.take().expect("checked");
-            (fence.cb)(Err(Error::NotLeader {
-                region_id: self.region.id,
-                leader: self.leader(),
-            }));
+            (fence.cb)(Err(self.not_leader()));
             return;
         }
         // The fence's own proposals are none, and nothing else is proposed meanwhile.

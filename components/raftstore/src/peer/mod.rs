@@ -335,6 +335,8 @@ pub struct Peer {
     snap_idle_since: Option<Instant>,
     /// A snapshot was applied in this round: raft-rs learns it is applied after the write.
     applied_snapshot: Option<u64>,
+    /// The files of the snapshot staged this round, ingested once the round is on disk.
+    snapshot_to_ingest: Option<crate::snap::SnapKey>,
     /// The replica is gone (removed from the region); the poller drops it.
     pub(crate) destroyed: bool,
     /// Ticks since a leader's message last arrived (see [`Peer::check_leader_missing`]).
@@ -489,6 +491,7 @@ impl Peer {
             snapshots_sent: Default::default(),
             snap_idle_since: None,
             applied_snapshot: None,
+            snapshot_to_ingest: None,
             destroyed: false,
             ticks_without_leader: 0,
             asleep: false,
@@ -521,6 +524,14 @@ impl Peer {
 
     fn leader(&self) -> Option<metapb::Peer> {
         self.peer_by_id(self.raw.raft.leader_id)
+    }
+
+    /// The answer to a request only a leader serves, naming the leader if known.
+    fn not_leader(&self) -> Error {
+        Error::NotLeader {
+            region_id: self.region.id,
+            leader: self.leader(),
+        }
     }
 
     /// A peer of the region, or one met in a message.
@@ -593,7 +604,7 @@ impl Peer {
             self.raw.tick();
         }
         self.observe_transfer();
-        self.check_snapshots_sent(ctx.cfg.snapshot_timeout);
+        self.check_snapshots_sent(ctx);
         self.maybe_leave_joint();
         self.check_leader_missing(ctx);
         self.on_merge_tick(ctx);

@@ -19,10 +19,7 @@ impl Peer {
     pub(super) fn check_request(&self, header: &RequestHeader) -> Result<()> {
         self.check_store(header)?;
         if !self.is_leader() {
-            return Err(Error::NotLeader {
-                region_id: self.region.id,
-                leader: self.leader(),
-            });
+            return Err(self.not_leader());
         }
         self.check_epoch_and_keys(header)
     }
@@ -177,10 +174,7 @@ impl Peer {
         if let Err(e) = self.raw.propose(context, data) {
             debug!(region_id = self.region.id, %e, "proposal dropped");
             if let Some(cb) = cb {
-                cb(Err(Error::NotLeader {
-                    region_id: self.region.id,
-                    leader: self.leader(),
-                }));
+                cb(Err(self.not_leader()));
             }
             return;
         }

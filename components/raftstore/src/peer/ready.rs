@@ -155,8 +155,10 @@ impl Peer {
             }
             let mut light = self.raw.advance_append(rd);
             if let Some(index) = self.applied_snapshot.take() {
-                // Tests crash the store here: the snapshot is on disk, nothing after it.
+                // Tests crash the store here: the snapshot's batch is on disk, its files are
+                // not ingested yet.
                 fail::fail_point!("snapshot_apply_after_write");
+                self.finish_snapshot(ctx);
                 self.raw.advance_apply_to(index);
             }
             if let Some(commit) = light.commit_index() {

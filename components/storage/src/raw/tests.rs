@@ -31,6 +31,7 @@ struct NoNetwork;
 impl raftstore::Transport for NoNetwork {
     fn send(&mut self, _: RaftMessage) {}
     fn flush(&mut self) {}
+    fn send_snapshot(&mut self, _: RaftMessage) {}
 }
 
 fn one_store(pool: ReadPool) -> OneStore {
