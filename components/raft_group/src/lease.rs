@@ -1,7 +1,6 @@
 //! A Raft leader's lease: while it holds, no other replica of the group can be leader, so the
 //! leader may answer reads (and PD may hand out timestamps and ids) without a quorum round per
-//! request. PD's leader uses it; region leaders still have the raftstore's own lease (same
-//! protocol, but after an aborted transfer it gates reads instead of renewals).
+//! request. Region leaders and the PD leader use this one type.
 //!
 //! Protocol:
 //! - Followers run raft-rs with `check_quorum`: a follower that received a message of the

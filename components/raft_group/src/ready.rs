@@ -1,6 +1,5 @@
-//! raft-rs's Ready cycle in the two phases a driver follows around its synced write. PD's Raft
-//! node uses it; the raftstore's region peers follow the same phases in their own code
-//! (`peer/ready.rs`) for now.
+//! raft-rs's Ready cycle in the two phases both drivers (a store's region peers, PD's Raft
+//! node) follow around their synced write.
 //!
 //! Protocol:
 //! 1. [`take`] the Ready. What it returns in [`Taken`] the driver handles before its write:

@@ -11,7 +11,8 @@
 //! Invariants:
 //! - A lease is published only while the peer itself would grant a lease read: it leads, no
 //!   transfer is under way, every committed split is applied, it applied an entry of its term,
-//!   and `now` lies in `[valid_from, valid_until)`.
+//!   and `now` is before `valid_until` (a lease suspended after an aborted transfer is not
+//!   published at all: `raft_group::lease`).
 //! - Whatever would end those conditions (stepping down, starting a transfer, a split
 //!   committing, the region changing) is published before any message of the same poll round
 //!   leaves the store: the peer publishes at the end of its `handle` and of its `post_persist`,
@@ -39,8 +40,6 @@ use crate::util::{epoch_version, key_in_range};
 pub struct LocalLease {
     pub region: metapb::Region,
     pub term: u64,
-    /// No lease reads before this (after an aborted transfer).
-    pub valid_from: Option<Instant>,
     pub valid_until: Instant,
 }
 
@@ -48,7 +47,7 @@ impl LocalLease {
     /// The grant for `header` at `now`, or `None` when the peer must decide (it then also
     /// produces the precise error).
     pub fn grant(&self, store_id: u64, header: &RequestHeader, now: Instant) -> Option<ReadGrant> {
-        if now >= self.valid_until || self.valid_from.is_some_and(|t| now < t) {
+        if now >= self.valid_until {
             return None;
         }
         if header
@@ -78,7 +77,6 @@ impl LocalLease {
     fn worth_replacing(&self, next: &LeaseRef<'_>, slack: Duration) -> bool {
         self.region != *next.region
             || self.term != next.term
-            || self.valid_from != next.valid_from
             || next.valid_until < self.valid_until
             || next.valid_until >= self.valid_until + slack
     }
@@ -90,7 +88,6 @@ impl LocalLease {
 pub struct LeaseRef<'a> {
     pub region: &'a metapb::Region,
     pub term: u64,
-    pub valid_from: Option<Instant>,
     pub valid_until: Instant,
 }
 
@@ -99,7 +96,6 @@ impl LeaseRef<'_> {
         LocalLease {
             region: self.region.clone(),
             term: self.term,
-            valid_from: self.valid_from,
             valid_until: self.valid_until,
         }
     }
@@ -193,7 +189,6 @@ mod tests {
         LocalLease {
             region: region(),
             term: 5,
-            valid_from: None,
             valid_until: now + Duration::from_millis(100),
         }
     }
@@ -236,19 +231,6 @@ mod tests {
     }
 
     #[test]
-    fn no_read_before_valid_from() {
-        let now = Instant::now();
-        let l = LocalLease {
-            valid_from: Some(now + Duration::from_millis(10)),
-            ..lease(now)
-        };
-        assert!(l.grant(STORE, &header(&[b"c"]), now).is_none());
-        assert!(l
-            .grant(STORE, &header(&[b"c"]), now + Duration::from_millis(10))
-            .is_some());
-    }
-
-    #[test]
     fn another_store_an_old_epoch_or_a_key_outside_go_to_the_peer() {
         let now = Instant::now();
         let l = lease(now);
@@ -281,7 +263,6 @@ mod tests {
         let same = LeaseRef {
             region: &r,
             term: cur.term,
-            valid_from: cur.valid_from,
             valid_until: cur.valid_until,
         };
         assert!(!cur.worth_replacing(&same, slack));
@@ -297,11 +278,6 @@ mod tests {
         };
         assert!(cur.worth_replacing(&shorter, slack));
         assert!(cur.worth_replacing(&LeaseRef { term: 6, ..same }, slack));
-        let suspended = LeaseRef {
-            valid_from: Some(now),
-            ..same
-        };
-        assert!(cur.worth_replacing(&suspended, slack));
         let mut split = region();
         split.end_key = Bytes::from_static(b"f");
         assert!(cur.worth_replacing(
@@ -324,7 +300,6 @@ mod tests {
         let l = LeaseRef {
             region: &r,
             term: 5,
-            valid_from: None,
             valid_until: now + Duration::from_millis(100),
         };
         slot.publish(Some(l), Duration::from_millis(20));

@@ -164,7 +164,7 @@ fn leadership_and_region_changes_are_reported_to_the_observer() {
 }
 
 #[test]
-fn after_an_aborted_transfer_the_leader_reads_by_quorum_for_an_election_timeout() {
+fn after_an_aborted_transfer_no_round_sent_for_an_election_timeout_gives_a_lease() {
     use raftstore::clock::ManualClock;
     let clock = std::sync::Arc::new(ManualClock::new());
     let mut cfg = tests::cluster::test_config();
@@ -209,8 +209,17 @@ fn after_an_aborted_transfer_the_leader_reads_by_quorum_for_an_election_timeout(
     let after = status();
     assert_eq!(after.lease_reads, before.lease_reads, "{after:?}");
     assert_eq!(after.read_index_rounds, before.read_index_rounds + 2);
-    clock.advance(election + Duration::from_millis(1));
-    read(); // renews the lease from now
+    // Nor does a round sent inside that window give a lease that outlives it: acknowledged
+    // just before the quorum voted for a late-elected transferee, it would let this leader
+    // serve lease reads after the window while the transferee already leads.
+    clock.advance(election - Duration::from_millis(1));
+    read(); // a quorum round sent 1 ms before the window ends
+    clock.advance(Duration::from_millis(2));
+    let before = status();
+    read(); // 1 ms after the window: still by quorum, and this round renews the lease
+    let after = status();
+    assert_eq!(after.lease_reads, before.lease_reads, "{after:?}");
+    assert_eq!(after.read_index_rounds, before.read_index_rounds + 1);
     let renewed = status();
     read();
     assert_eq!(status().lease_reads, renewed.lease_reads + 1);

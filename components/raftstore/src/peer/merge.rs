@@ -123,7 +123,7 @@ impl Peer {
             cb,
             until,
         });
-        self.lease_expire = None;
+        self.lease.expire();
         self.maybe_propose_prepare_merge(ctx);
     }
 
@@ -174,7 +174,7 @@ impl Peer {
             );
             self.merge.prepare_proposed = Some(before + 1);
             // No lease reads from now on: once the target absorbs this range, it serves it.
-            self.lease_expire = None;
+            self.lease.expire();
         }
     }
 
@@ -414,7 +414,7 @@ impl Peer {
         );
         self.merge.frozen = true;
         self.merge.catch_up = None;
-        self.lease_expire = None;
+        self.lease.expire();
         self.fail_waiting_requests();
         ctx.send_peer(
             target_id,
@@ -448,7 +448,7 @@ impl Peer {
                 let target_id = state.target.as_ref().map_or(0, |t| t.id);
                 self.merge.state = Some(state);
                 self.merge.prepare_proposed = None;
-                self.lease_expire = None;
+                self.lease.expire();
                 self.fail_waiting_requests();
                 let mut meta = ctx.meta.lock();
                 meta.regions.insert(self.region.id, self.region.clone());

@@ -33,7 +33,7 @@ use engine::Engine;
 use proto::metapb;
 use proto::raft_serverpb::RaftMessage;
 use raft::eraftpb::Entry;
-use raft::{RawNode, Ready, StateRole, Storage as _};
+use raft::{RawNode, StateRole, Storage as _};
 use raft_group::proposal::{Proposal, ProposalQueue};
 use raft_log::{ApplyState, RaftLogStorage};
 use tracing::{debug, info};
@@ -300,16 +300,21 @@ pub struct Peer {
     /// Reads that arrived this round and still need a ReadIndex.
     reads_to_issue: Vec<(RequestHeader, ReadCallback)>,
     pending_reads: VecDeque<PendingRead>,
+    /// Id of the next ReadIndex round. It starts at a random value so that an answer to a round
+    /// of this replica's previous incarnation (before its store restarted) never matches a
+    /// round of this one: ids restarting at 1 let a late answer give a new read the read index
+    /// of an old one, and a replica read then missed writes acknowledged in between (a
+    /// campaign with store kills and replica reads found it).
     next_read_id: u64,
-    lease_expire: Option<Instant>,
-    /// See [`Peer::observe_transfer`].
-    lease_suspended_until: Option<Instant>,
+    /// The leader lease (see `raft_group::lease`); transfers suspend it, see
+    /// [`Peer::observe_transfer`].
+    lease: raft_group::lease::Lease,
     /// A leader transfer was under way when last looked at.
     transfer_seen: bool,
     became_leader_at: Instant,
     applied: ApplyState,
     /// The Ready staged in this round, advanced after the group commit.
-    ready: Option<Ready>,
+    ready: Option<raft_group::ready::Pending>,
     /// Committed entries waiting to be sent to the apply worker.
     to_apply: Vec<Entry>,
     ticks_since_gc: usize,
@@ -469,9 +474,9 @@ impl Peer {
             proposals: ProposalQueue::default(),
             reads_to_issue: Vec::new(),
             pending_reads: VecDeque::new(),
+            // Random, not 1: see the field.
             next_read_id: rand::random(),
-            lease_expire: None,
-            lease_suspended_until: None,
+            lease: Default::default(),
             transfer_seen: false,
             became_leader_at: now,
             applied,

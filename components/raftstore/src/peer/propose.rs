@@ -228,7 +228,7 @@ impl Peer {
             to_store = to.store_id,
             "transferring leadership"
         );
-        self.lease_expire = None;
+        self.lease.begin_transfer();
         self.raw.transfer_leader(to.id);
     }
 }

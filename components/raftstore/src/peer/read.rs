@@ -25,6 +25,7 @@
 //!   The development-only `unsafe_follower_reads` skips the round: a negative control.
 
 use super::*;
+use raft_group::lease::Lease;
 
 pub(super) struct PendingRead {
     pub(super) id: u64,
@@ -40,9 +41,7 @@ struct LeaseView {
     transferring: bool,
     applied_index: u64,
     last_committed_split: u64,
-    lease_expire: Option<Instant>,
-    /// After an aborted leader transfer: no lease reads before this.
-    lease_suspended_until: Option<Instant>,
+    lease: Lease,
     /// The region is merging into another (see [`crate::merge`]), which will serve its range.
     merging: bool,
 }
@@ -53,8 +52,7 @@ impl LeaseView {
             && !self.transferring
             && !self.merging
             && self.applied_index >= self.last_committed_split
-            && self.lease_expire.is_some_and(|t| now < t)
-            && self.lease_suspended_until.is_none_or(|t| now >= t)
+            && self.lease.holds(now)
     }
 }
 
@@ -101,18 +99,22 @@ impl Peer {
         self.start_read_index(vec![(header, cb)]);
     }
 
-    /// Notes the end of a leader transfer. One that ended with this peer still leading was
-    /// aborted, yet the transferee may still receive a delayed MsgTimeoutNow and be elected at
-    /// once (it skips the followers' lease check): no lease reads for an election timeout.
+    /// Notes the start and end of a leader transfer. One that ended with this peer still
+    /// leading was aborted, yet the transferee may still receive a delayed MsgTimeoutNow and be
+    /// elected at once (it skips the followers' lease check): no round sent for an election
+    /// timeout renews the lease (see `raft_group::lease`).
     pub(super) fn observe_transfer(&mut self) {
         let transferring = self.is_leader() && self.raw.raft.lead_transferee.is_some();
+        if transferring && !self.transfer_seen {
+            self.lease.begin_transfer();
+        }
         if self.transfer_seen && !transferring && self.is_leader() {
-            let until = self.cfg.clock.now() + self.cfg.election_timeout();
             info!(
                 region_id = self.region.id,
-                "leader transfer aborted; no lease reads for an election timeout"
+                "leader transfer aborted; no lease from rounds sent for an election timeout"
             );
-            self.lease_suspended_until = Some(until);
+            self.lease
+                .abort_transfer(self.cfg.clock.now(), self.cfg.election_timeout());
         }
         self.transfer_seen = transferring;
     }
@@ -128,8 +130,7 @@ impl Peer {
             transferring: self.raw.raft.lead_transferee.is_some(),
             applied_index: self.applied.applied_index,
             last_committed_split: self.last_committed_split,
-            lease_expire: self.lease_expire,
-            lease_suspended_until: self.lease_suspended_until,
+            lease: self.lease,
             merging: self.merge_busy(),
         }
         .allows_read(now)
@@ -143,11 +144,10 @@ impl Peer {
             && self.raw.raft.lead_transferee.is_none()
             && self.applied.applied_index >= self.last_committed_split
             && self.applied.applied_term == self.raw.raft.term;
-        let lease = match self.lease_expire {
+        let lease = match self.lease.until() {
             Some(valid_until) if allowed => Some(crate::local_reader::LeaseRef {
                 region: &self.region,
                 term: self.raw.raft.term,
-                valid_from: self.lease_suspended_until,
                 valid_until,
             }),
             _ => None,
@@ -165,10 +165,7 @@ impl Peer {
         if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
             return;
         }
-        let expire = since + self.cfg.lease_duration();
-        if self.lease_expire.is_none_or(|t| t < expire) {
-            self.lease_expire = Some(expire);
-        }
+        self.lease.renew(since, self.cfg.lease_duration());
     }
 
     /// Whether the leader has committed an entry of its current term, without which raft-rs
@@ -289,10 +286,15 @@ mod tests {
             transferring: false,
             applied_index: 10,
             last_committed_split: 0,
-            lease_expire: Some(now + Duration::from_millis(100)),
-            lease_suspended_until: None,
+            lease: leased(now, Duration::from_millis(100)),
             merging: false,
         }
+    }
+
+    fn leased(now: Instant, d: Duration) -> Lease {
+        let mut lease = Lease::default();
+        lease.renew(now, d);
+        lease
     }
 
     #[test]
@@ -314,7 +316,7 @@ mod tests {
         }
         .allows_read(now));
         assert!(!LeaseView {
-            lease_expire: None,
+            lease: Lease::default(),
             ..view(now)
         }
         .allows_read(now));
@@ -334,17 +336,13 @@ mod tests {
             ..view(now)
         }
         .allows_read(now));
-        // After an aborted transfer: suspended until the given time, whatever the lease says.
-        let later = now + Duration::from_millis(50);
-        assert!(!LeaseView {
-            lease_suspended_until: Some(later),
-            ..view(now)
-        }
-        .allows_read(now));
-        assert!(LeaseView {
-            lease_suspended_until: Some(later),
-            ..view(now)
-        }
-        .allows_read(later));
+        // After an aborted transfer: no lease until a round sent after the gate renews it.
+        let mut lease = leased(now, Duration::from_millis(100));
+        lease.abort_transfer(now, Duration::from_millis(50));
+        lease.renew(now + Duration::from_millis(10), Duration::from_millis(100));
+        let gated = LeaseView { lease, ..view(now) };
+        assert!(!gated.allows_read(now + Duration::from_millis(60)));
+        lease.renew(now + Duration::from_millis(50), Duration::from_millis(100));
+        assert!(LeaseView { lease, ..view(now) }.allows_read(now + Duration::from_millis(60)));
     }
 }

@@ -111,26 +111,22 @@ impl Peer {
             // (its report wakes this peer).
             return;
         }
-        let mut rd = self.raw.ready();
-        if let Some(ss) = rd.ss() {
+        let Some((taken, pending)) = raft_group::ready::take(&mut self.raw) else {
+            return;
+        };
+        if let Some(ss) = taken.soft_state {
             self.on_role_change(ss.raft_state, ss.leader_id);
         }
         self.observe_transfer();
-        for m in rd.take_messages() {
+        for m in taken.messages {
             self.send(ctx, m);
         }
-        if !rd.snapshot().is_empty() {
-            let snap = rd.snapshot().clone();
-            self.apply_snapshot(ctx, &snap);
+        if let Some(snap) = &taken.snapshot {
+            self.apply_snapshot(ctx, snap);
         }
-        self.take_committed(rd.take_committed_entries());
-        if !rd.entries().is_empty() {
-            self.raw.mut_store().append(rd.entries(), &mut ctx.wb);
-        }
-        if let Some(hs) = rd.hs() {
-            self.raw.mut_store().set_hard_state(hs.clone(), &mut ctx.wb);
-        }
-        for rs in rd.take_read_states() {
+        self.take_committed(taken.committed);
+        raft_group::ready::stage_log(&mut self.raw, &pending, &mut ctx.wb);
+        for rs in taken.read_states {
             let Ok(bytes) = <[u8; 8]>::try_from(&rs.request_ctx[..]) else {
                 continue;
             };
@@ -141,7 +137,7 @@ impl Peer {
                 self.renew_lease(issued_at);
             }
         }
-        self.ready = Some(rd);
+        self.ready = Some(pending);
     }
 
     /// Stage 2 of the Ready cycle: runs after the group commit is on disk.
@@ -149,25 +145,20 @@ impl Peer {
         if self.destroyed {
             return;
         }
-        if let Some(mut rd) = self.ready.take() {
-            for m in rd.take_persisted_messages() {
-                self.send(ctx, m);
-            }
-            let mut light = self.raw.advance_append(rd);
-            if let Some(index) = self.applied_snapshot.take() {
+        if let Some(pending) = self.ready.take() {
+            let snapshot_index = self.applied_snapshot.take();
+            if snapshot_index.is_some() {
                 // Tests crash the store here: the snapshot's batch is on disk, its files are
                 // not ingested yet.
                 fail::fail_point!("snapshot_apply_after_write");
                 self.finish_snapshot(ctx);
-                self.raw.advance_apply_to(index);
             }
-            if let Some(commit) = light.commit_index() {
-                self.raw.mut_store().set_commit(commit, &mut ctx.wb);
-            }
-            for m in light.take_messages() {
+            let advanced =
+                raft_group::ready::advance(&mut self.raw, pending, snapshot_index, &mut ctx.wb);
+            for m in advanced.messages {
                 self.send(ctx, m);
             }
-            self.take_committed(light.take_committed_entries());
+            self.take_committed(advanced.committed);
         }
         if !self.to_apply.is_empty() {
             self.dispatch_apply();
@@ -247,7 +238,7 @@ impl Peer {
                 "became leader"
             );
             self.became_leader_at = self.cfg.clock.now();
-            self.lease_expire = None;
+            self.lease.expire();
             return;
         }
         debug!(
@@ -257,7 +248,7 @@ impl Peer {
             leader_id,
             "not leader"
         );
-        self.lease_expire = None;
+        self.lease.expire();
         self.forget_merge_proposals();
         let leader = self.peer_by_id(leader_id);
         // Reads whose leadership was never confirmed cannot be served here any more.
