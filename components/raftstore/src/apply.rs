@@ -180,7 +180,8 @@ pub struct ApplyPool {
 }
 
 impl ApplyPool {
-    pub fn start(size: usize, engine: Engine, notifier: ApplyNotifier) -> ApplyPool {
+    /// Starts `size` workers for store `store_id` (threads `apply-<store>-<i>`).
+    pub fn start(store_id: u64, size: usize, engine: Engine, notifier: ApplyNotifier) -> ApplyPool {
         let mut senders = Vec::new();
         let mut workers = Vec::new();
         let backlog = ApplyBacklog::default();
@@ -195,7 +196,7 @@ impl ApplyPool {
             };
             workers.push(
                 std::thread::Builder::new()
-                    .name(format!("apply-{i}"))
+                    .name(format!("apply-{store_id}-{i}"))
                     .spawn(move || worker.run(rx))
                     .expect("spawn apply worker"),
             );

@@ -10,11 +10,12 @@
 //!
 //! Invariants:
 //! - A lease is published only while the peer itself would grant a lease read: it leads, no
-//!   transfer is under way, every committed split is applied, it applied an entry of its term,
-//!   and `now` is before `valid_until` (a lease suspended after an aborted transfer is not
+//!   transfer is under way, every committed split is applied, it applied an entry of its term
+//!   and everything it knows committed (a follower may already serve those entries to replica
+//!   reads), and `now` is before `valid_until` (a lease suspended after an aborted transfer is not
 //!   published at all: `raft_group::lease`).
 //! - Whatever would end those conditions (stepping down, starting a transfer, a split
-//!   committing, the region changing) is published before any message of the same poll round
+//!   committing, an entry committing, the region changing) is published before any message of the same poll round
 //!   leaves the store: the peer publishes at the end of its `handle` and of its `post_persist`,
 //!   and the transport sends nothing before its `flush` at the end of the round. So no other
 //!   store can act on such a change (elect the transferee, apply the split and elect the new

@@ -673,7 +673,7 @@ impl Store {
         let notifier: ApplyNotifier = Arc::new(move |res| {
             let _ = notify_router.send(res.region_id, PeerMsg::ApplyRes(res));
         });
-        let apply = ApplyPool::start(cfg.apply_pool_size, engine.clone(), notifier);
+        let apply = ApplyPool::start(store_id, cfg.apply_pool_size, engine.clone(), notifier);
         let pending = Arc::new(Mutex::new(PendingMessages::default()));
         let logger = slog::Logger::root(
             tracing_slog::TracingSlogDrain,

@@ -6,5 +6,6 @@
 
 mod apply_backlog;
 mod cas;
+mod lease_after_replica_read;
 mod local_read;
 mod merge;

@@ -5,7 +5,10 @@
 //!   acknowledged something the leader sent at time `t` (a committed proposal of this term, or
 //!   a ReadIndex round). With check-quorum on, a follower that acknowledged at or after `t`
 //!   refuses to vote for another candidate until an election timeout later, and the lease is
-//!   shorter than that, so no other leader can exist while the lease holds.
+//!   shorter than that, so no other leader can exist while the lease holds. The grant waits
+//!   until the leader applied everything it knows committed: a follower may have applied (and
+//!   served, to a replica read) a committed entry its leader has not applied yet, and a read
+//!   must not go back in time behind a replica read that ended before it started.
 //! - **ReadIndex** otherwise: raft-rs confirms leadership with a heartbeat round and returns the
 //!   commit index; the read is answered once the apply side has reached it. Reads that arrived
 //!   in one round share one ReadIndex request; later reads never join an earlier request.
@@ -68,14 +71,33 @@ impl Peer {
         }
         if self.lease_valid(self.cfg.clock.now()) && self.applied.applied_term == self.raw.raft.term
         {
-            self.lease_reads += 1;
-            crate::metrics::LEASE_READS.inc();
-            cb(Ok(ReadGrant {
-                region: self.region.clone(),
-            }));
+            self.lease_read(header, cb);
             return;
         }
         self.reads_to_issue.push((header, cb));
+    }
+
+    /// A read under a valid lease: answered once this leader applied everything it knows
+    /// committed. A follower may apply a committed entry before its leader does and serve it
+    /// to a replica read; a lease read answered from the leader's applied state before that
+    /// entry would then go back in time. The wait is for entries already committed, so it
+    /// lasts no longer than their apply.
+    fn lease_read(&mut self, header: RequestHeader, cb: ReadCallback) {
+        self.lease_reads += 1;
+        crate::metrics::LEASE_READS.inc();
+        let committed = self.raw.raft.raft_log.committed;
+        if self.applied.applied_index >= committed {
+            self.grant(&header, cb);
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id = self.next_read_id.wrapping_add(1);
+        self.pending_reads.push_back(PendingRead {
+            id,
+            issued_at: self.cfg.clock.now(),
+            read_index: Some(committed),
+            callbacks: vec![(header, cb)],
+        });
     }
 
     /// A read sent to this follower on purpose; see the module docs.
@@ -139,10 +161,13 @@ impl Peer {
     /// Publishes to the store's [`crate::local_reader`] what this peer's lease allows now (see
     /// its invariants: call it before the round's messages leave).
     pub(super) fn publish_lease(&mut self, ctx: &PollContext<impl crate::Transport>) {
+        // Also only while everything known committed is applied (see `lease_read`): the
+        // messages that tell followers of a newer commit leave after this publication.
         let allowed = self.is_leader()
             && !self.merge_busy()
             && self.raw.raft.lead_transferee.is_none()
             && self.applied.applied_index >= self.last_committed_split
+            && self.applied.applied_index >= self.raw.raft.raft_log.committed
             && self.applied.applied_term == self.raw.raft.term;
         let lease = match self.lease.until() {
             Some(valid_until) if allowed => Some(crate::local_reader::LeaseRef {
@@ -186,9 +211,7 @@ impl Peer {
         if self.lease_valid(self.cfg.clock.now()) && self.applied.applied_term == self.raw.raft.term
         {
             for (header, cb) in std::mem::take(&mut self.reads_to_issue) {
-                self.lease_reads += 1;
-                crate::metrics::LEASE_READS.inc();
-                self.grant(&header, cb);
+                self.lease_read(header, cb);
             }
             return;
         }
