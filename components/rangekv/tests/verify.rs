@@ -180,7 +180,10 @@ fn register_while_regions_split_and_merge_is_linearizable() {
         "--nemesis",
         "split,merge,kill-store",
     ];
-    args.extend(["--time-limit", "20", "--seed", "4"]);
+    // Seed 3 asks for two merges, each with time to finish before the next split of its
+    // regions (with seed 4 the only early merge raced a split of its source 1.5 s later, and
+    // lost about one run in three).
+    args.extend(["--time-limit", "20", "--seed", "3"]);
     args.extend(SMALL);
     let run = verify(&args);
     // The stores' logs say whether a merge went through, not only that PD took one.
