@@ -5,7 +5,8 @@
 //! - [`txn`]: the transactional KV API (Percolator): wire conversion, reads on the read pool,
 //!   write commands through `storage::scheduler`.
 //! - [`service`]: `tikvpb.Tikv` (wire-compatible with TiKV's client protocol) and the
-//!   store-to-store `BatchRaft` and `Snapshot` streams.
+//!   store-to-store `BatchRaft` and `Snapshot` streams; [`batch_commands`]: TiKV's
+//!   `BatchCommands` stream (many client commands per frame, answered by id).
 //! - [`transport`]: the Raft transport to other stores: batched per destination store over one
 //!   streaming RPC with HTTP/2 keepalives, reconnecting with backoff, addresses found through
 //!   a [`StoreResolver`].
@@ -36,6 +37,7 @@
 //! Deliberately absent: coprocessor.
 
 pub mod admission;
+pub mod batch_commands;
 pub mod config;
 mod down_peers;
 pub mod errors;

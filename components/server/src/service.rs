@@ -546,6 +546,17 @@ impl Tikv for TikvService {
         .await
     }
 
+    async fn batch_commands(
+        &self,
+        req: Request<Streaming<proto::tikvpb::BatchCommandsRequest>>,
+    ) -> Result<Response<crate::batch_commands::ResponseStream>, Status> {
+        Ok(Response::new(crate::batch_commands::serve(
+            self.clone(),
+            req.into_inner(),
+            self.shutdown.clone(),
+        )))
+    }
+
     async fn batch_raft(
         &self,
         req: Request<Streaming<BatchRaftMessage>>,

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod bank;
+mod batch_commands;
 mod conf_change;
 mod consistency;
 mod failover;
