@@ -12,8 +12,7 @@
 //!   transfer (started, or aborted) suspends it;
 //! - [`ready`], raft-rs's Ready cycle in two phases around the driver's synced write.
 //!
-//! PD's Raft node uses all of them; the raftstore uses `validate`, `log_gc` and `proposal`, and
-//! still has its own lease and Ready code (moving it over is pending: see ARCHITECTURE.md).
+//! PD's Raft node and the raftstore's region peers both use all of them.
 //!
 //! Not here: each driver's threads and storage layout (a store batches the Readies of many
 //! regions into one group commit; PD has one group), and what it does with committed entries.

@@ -15,11 +15,11 @@
 //! `snap-io-max-bytes-per-sec`), and refuses a snapshot larger than `max_bytes`. Neither side
 //! holds more than a chunk of a snapshot in memory.
 //!
-//! This module holds the stream's rules ([`head`], [`Receiver`]); the transport and the
+//! This module holds the stream's receiving rules ([`Receiver`]); the transport and the
 //! service do the network IO.
 
 use proto::raft_serverpb::{RaftMessage, SnapshotChunk};
-use raftstore::snap::{SnapManager, SnapWriter};
+use raftstore::snap::{files_of, SnapManager, SnapWriter};
 
 /// Bytes of snapshot data per chunk.
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -43,8 +43,6 @@ impl Default for SnapshotLimits {
         }
     }
 }
-
-pub use raftstore::snap::files_of as head;
 
 /// Why a received snapshot stream is refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -79,7 +77,7 @@ impl Receiver {
     pub fn push(&mut self, chunk: SnapshotChunk) -> Result<(), ReceiveError> {
         match (chunk.message, &mut self.head) {
             (Some(m), None) => {
-                let (key, data) = head(&m).ok_or(ReceiveError::NotASnapshot)?;
+                let (key, data) = files_of(&m).ok_or(ReceiveError::NotASnapshot)?;
                 if data.total_size() > self.max_bytes as u64 {
                     return Err(ReceiveError::TooLarge(self.max_bytes));
                 }
@@ -164,7 +162,7 @@ mod tests {
 
     /// The chunks a sender makes of `msg` with `chunk` bytes a chunk.
     fn chunks(mgr: &SnapManager, msg: &RaftMessage, chunk: usize) -> Vec<SnapshotChunk> {
-        let (key, data) = head(msg).unwrap();
+        let (key, data) = files_of(msg).unwrap();
         let mut bytes = Vec::new();
         mgr.reader(key, &data)
             .unwrap()
@@ -196,7 +194,7 @@ mod tests {
     #[test]
     fn a_streamed_snapshot_arrives_with_its_files() {
         let (_dir, mgr, msg) = leader();
-        let (key, data) = head(&msg).unwrap();
+        let (key, data) = files_of(&msg).unwrap();
         assert!(data.total_size() > 1000);
         let chunks = chunks(&mgr, &msg, 1000);
         assert!(chunks.len() > 2);
@@ -210,7 +208,7 @@ mod tests {
     #[test]
     fn malformed_streams_are_refused() {
         let (_dir, mgr, msg) = leader();
-        let (key, data) = head(&msg).unwrap();
+        let (key, data) = files_of(&msg).unwrap();
         let all = chunks(&mgr, &msg, 1000);
         let to_dir = tempfile::tempdir().unwrap();
         let to = SnapManager::new(to_dir.path());
@@ -249,7 +247,7 @@ mod tests {
             message: Bytes::from(m.write_to_bytes().unwrap()),
             ..Default::default()
         };
-        assert!(head(&append).is_none());
+        assert!(files_of(&append).is_none());
         let chunk = SnapshotChunk {
             message: Some(append),
             data: Bytes::new(),

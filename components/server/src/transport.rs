@@ -318,7 +318,7 @@ async fn connection_loop(
 /// `send_bytes_per_sec`; returns the bytes sent.
 async fn send_snapshot(shared: &Shared, store_id: u64, msg: RaftMessage) -> Result<u64, String> {
     use std::io::Read as _;
-    let (key, data) = crate::snap::head(&msg).ok_or("not a snapshot message")?;
+    let (key, data) = raftstore::snap::files_of(&msg).ok_or("not a snapshot message")?;
     let mgr = shared
         .snap_files
         .clone()

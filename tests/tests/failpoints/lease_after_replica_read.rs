@@ -7,47 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex};
 use raftstore::clock::ManualClock;
 use raftstore::cmd::WriteOp;
 use raftstore::RequestHeader;
 use tests::{wait_until, Cluster};
 
+use crate::apply_pause::ApplyPaused;
+
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Holds the apply workers of one store (threads `apply-<store>-<i>`) until dropped.
-struct StoreApplyPaused {
-    released: Arc<(Mutex<bool>, Condvar)>,
-}
-
-impl StoreApplyPaused {
-    fn start(store_id: u64) -> StoreApplyPaused {
-        let released = Arc::new((Mutex::new(false), Condvar::new()));
-        let r = released.clone();
-        let prefix = format!("apply-{store_id}-");
-        fail::cfg_callback("apply_before_write", move || {
-            let on_store = std::thread::current()
-                .name()
-                .is_some_and(|n| n.starts_with(&prefix));
-            if on_store {
-                let mut done = r.0.lock();
-                while !*done {
-                    r.1.wait(&mut done);
-                }
-            }
-        })
-        .expect("fail point");
-        StoreApplyPaused { released }
-    }
-}
-
-impl Drop for StoreApplyPaused {
-    fn drop(&mut self) {
-        fail::remove("apply_before_write");
-        *self.released.0.lock() = true;
-        self.released.1.notify_all();
-    }
-}
 
 #[test]
 fn a_lease_read_sees_what_a_replica_read_already_saw() {
@@ -76,7 +43,7 @@ fn a_lease_read_sees_what_a_replica_read_already_saw() {
 
     // The leader's apply holds: the write commits and the followers apply it, the leader
     // does not (nor answers the write).
-    let paused = StoreApplyPaused::start(leader);
+    let paused = ApplyPaused::on_store(leader);
     let write = {
         let router = leader_router.clone();
         let header = header(leader, false);

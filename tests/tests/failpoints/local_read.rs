@@ -16,24 +16,9 @@ use raftstore::{RequestHeader, StoreRouter};
 use tests::network::{Filter, Verdict};
 use tests::{wait_until, Cluster};
 
+use crate::apply_pause::ApplyPaused;
+
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Holds every apply worker until dropped, also when the test fails (a held apply would keep
-/// the cluster from shutting down).
-struct ApplyPaused;
-
-impl ApplyPaused {
-    fn start() -> ApplyPaused {
-        fail::cfg("apply_before_write", "pause").expect("fail point");
-        ApplyPaused
-    }
-}
-
-impl Drop for ApplyPaused {
-    fn drop(&mut self) {
-        fail::remove("apply_before_write");
-    }
-}
 
 #[test]
 fn a_committed_split_stops_local_reads_until_it_is_applied() {
@@ -62,7 +47,7 @@ fn a_committed_split_stops_local_reads_until_it_is_applied() {
     });
 
     // Every apply worker holds: the split commits, nobody applies it.
-    let paused = ApplyPaused::start();
+    let paused = ApplyPaused::everywhere();
     let split = {
         let router = router.clone();
         let header = RequestHeader {
@@ -160,7 +145,7 @@ fn no_message_reports_a_split_committed_while_reads_are_still_local() {
         router.local_read(&header).is_some()
     });
     // Hold apply so the parent's range stays as it was while the split commits.
-    let paused = ApplyPaused::start();
+    let paused = ApplyPaused::everywhere();
     let seen = Arc::new(Mutex::new(Vec::new()));
     cluster.add_filter(CommitWatch {
         leader,

@@ -172,23 +172,29 @@ pub fn stage_apply(wb: &mut WriteBatch, old: Option<&metapb::Region>, data: &Sna
 
 /// Ends applying a snapshot whose [`stage_apply`] batch is on disk: ingests its files, writes
 /// the region state it leaves (`Normal`, or `Merging` for a prepared merge source), synced,
-/// and then removes the files.
+/// and then removes the files. Answers that state.
 pub fn finish_apply(
     mgr: &SnapManager,
     engine: &Engine,
     key: SnapKey,
     region: &metapb::Region,
     merge_state: Option<&MergeState>,
-) -> Result<()> {
+) -> Result<PeerState> {
     mgr.ingest(engine, key)?;
     let mut wb = WriteBatch::new();
-    match merge_state {
-        Some(m) => crate::bootstrap::write_merging_state(&mut wb, region, m),
-        None => crate::bootstrap::write_region_state(&mut wb, region, PeerState::Normal),
-    }
+    let state = match merge_state {
+        Some(m) => {
+            crate::bootstrap::write_merging_state(&mut wb, region, m);
+            PeerState::Merging
+        }
+        None => {
+            crate::bootstrap::write_region_state(&mut wb, region, PeerState::Normal);
+            PeerState::Normal
+        }
+    };
     engine.write(wb, true)?;
     mgr.remove_received(key.region_id, key.index);
-    Ok(())
+    Ok(state)
 }
 
 /// At start-up, before any region is loaded: finishes every snapshot apply a crash cut short
@@ -199,42 +205,41 @@ pub fn recover_applying(
     engine: &Engine,
     mut states: Vec<RegionLocalState>,
 ) -> Result<Vec<RegionLocalState>> {
+    // (position in `states`, the snapshot its apply state names)
     let mut applying = Vec::new();
-    for s in &states {
-        if s.state != PeerState::Applying as i32 {
+    for (i, s) in states.iter().enumerate() {
+        let Some(region) = s
+            .region
+            .as_ref()
+            .filter(|_| s.state == PeerState::Applying as i32)
+        else {
             continue;
-        }
-        let Some(region) = &s.region else { continue };
+        };
         let apply = ApplyState::load(engine, region.id)?.ok_or_else(|| {
             Error::Engine(format!(
                 "region {} is applying without an apply state",
                 region.id
             ))
         })?;
-        applying.push(SnapKey {
+        let key = SnapKey {
             region_id: region.id,
             term: apply.applied_term,
             index: apply.applied_index,
-        });
+        };
+        applying.push((i, key));
     }
-    mgr.clean_up(&applying)?;
-    for (s, key) in states
-        .iter_mut()
-        .filter(|s| s.state == PeerState::Applying as i32 && s.region.is_some())
-        .zip(applying)
-    {
-        let region = s.region.as_ref().expect("filtered");
-        finish_apply(mgr, engine, key, region, s.merge_state.as_ref())?;
+    let keep: Vec<SnapKey> = applying.iter().map(|(_, k)| *k).collect();
+    mgr.clean_up(&keep)?;
+    for (i, key) in applying {
+        let s = &mut states[i];
+        let region = s.region.as_ref().expect("an applying state has a region");
+        let state = finish_apply(mgr, engine, key, region, s.merge_state.as_ref())?;
         tracing::info!(
             region_id = region.id,
             index = key.index,
             "interrupted snapshot apply finished"
         );
-        s.state = if s.merge_state.is_some() {
-            PeerState::Merging as i32
-        } else {
-            PeerState::Normal as i32
-        };
+        s.state = state as i32;
     }
     Ok(states)
 }
