@@ -12,11 +12,8 @@ if [ ! -x "$RANGEKV_BIN" ]; then
   echo "no rangekv binary at $RANGEKV_BIN: build it first (cargo build -p rangekv) or set RANGEKV_BIN" >&2
   exit 1
 fi
+source scripts/env.sh
 export CARGO_TARGET_DIR=/var/tmp/rangekv-compat-target
-export SCCACHE_DIR="${SCCACHE_DIR:-/var/tmp/rangekv-sccache}"
-if [ -z "${RUSTC_WRAPPER:-}" ] && command -v sccache >/dev/null 2>&1; then
-  export RUSTC_WRAPPER="$(command -v sccache)"
-fi
 # tikv-client pins an old toolchain in its rust-toolchain.toml; always use the stable one.
 export RUSTUP_TOOLCHAIN="${RUSTUP_TOOLCHAIN:-stable}"
 

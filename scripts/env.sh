@@ -33,8 +33,30 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust (https://rustup.rs) first" >&2
   exit 1
 fi
-if command -v sccache >/dev/null 2>&1; then
-  export RUSTC_WRAPPER="${RUSTC_WRAPPER:-$(command -v sccache)}"
+# The server stays up for the whole run (by default it exits after 10 idle minutes, and the test
+# step is longer; restarting it means scanning a large cache, which can outlast the client's
+# start-up wait and fail the compile). It is started here, given time, and left out if it does
+# not come up: a slower build beats a failed one.
+sccache_up() {
+  local i
+  for i in $(seq 1 30); do
+    sccache --show-stats >/dev/null 2>&1 && return 0
+    [ "$i" -eq 1 ] && { sccache --start-server >/dev/null 2>&1 || true; }
+    sleep 2
+  done
+  return 1
+}
+# Sourcing again (each script does) checks again: a server started earlier by another run may
+# have exited since.
+if command -v sccache >/dev/null 2>&1 &&
+  { [ -z "${RUSTC_WRAPPER:-}" ] || [ "$RUSTC_WRAPPER" = "$(command -v sccache)" ]; }; then
+  export SCCACHE_IDLE_TIMEOUT=0
+  if sccache_up; then
+    export RUSTC_WRAPPER="$(command -v sccache)"
+  else
+    echo "sccache server did not start; building without it"
+    unset RUSTC_WRAPPER
+  fi
 fi
 
 # Prints how long a step took.
