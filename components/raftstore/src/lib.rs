@@ -3,8 +3,8 @@
 //!
 //! Code map:
 //! - [`store`]: start-up (load regions from the engine, spawn pollers, apply workers and the
-//!   ticker), the poll handler that group-commits all peers' Raft writes once per round, and the
-//!   [`StoreRouter`] through which the server talks to peers; [`store_meta`]: the ranges of
+//!   ticker) and the poll handler that group-commits all peers' Raft writes once per round;
+//!   `router`: the [`StoreRouter`] through which the server talks to peers; [`store_meta`]: the ranges of
 //!   the replicas a store hosts and the tombstones of those it destroyed.
 //! - [`peer`]: one region replica: Raft state machine, proposals, context checks, reads
 //!   (lease and ReadIndex), Raft log GC, split proposals and creating the split-off replicas.
@@ -42,6 +42,7 @@ pub mod local_reader;
 pub mod merge;
 pub mod metrics;
 pub mod peer;
+mod router;
 pub mod snap;
 pub mod store;
 pub mod store_meta;

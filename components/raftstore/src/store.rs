@@ -1,5 +1,5 @@
-//! The store: all peers of one store, the poller loop that drives them and the router that
-//! reaches them.
+//! The store: all peers of one store and the poller loop that drives them (the router that
+//! reaches them is in `router`).
 //!
 //! One poll round ([`RaftPoller`]):
 //! 1. `handle` each scheduled peer: step its messages, proposals, reads and ticks, then
@@ -17,17 +17,15 @@
 //! - A peer handled in a round is advanced in the same round, so two pollers never hold staged
 //!   state of one peer.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use batch_system::{BatchSystem, HandlerBuilder, PollHandler, Router};
 use bytes::Bytes;
 use crossbeam::channel;
 use engine::{Engine, WriteBatch};
-use futures::channel::oneshot;
 use parking_lot::Mutex;
 use proto::metapb;
 use proto::raft_serverpb::{PeerState, RaftMessage};
@@ -35,8 +33,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::apply::{ApplyNotifier, ApplyPool, ApplyRouter};
 use crate::bootstrap::load_region_states;
-use crate::cmd::{WriteOp, WriteResponse};
-use crate::peer::{Peer, PeerFsm, PeerMsg, PeerStatus};
+use crate::peer::{Peer, PeerFsm, PeerMsg};
+use crate::router::PendingMessages;
+pub use crate::router::StoreRouter;
 use crate::store_meta::StoreMeta;
 use crate::util::find_peer_on_store;
 use crate::{Config, Error, Result, Transport};
@@ -65,17 +64,17 @@ pub struct ReadGrant {
 }
 
 /// What it takes to build a replica, shared by the pollers and the router.
-struct PeerFactory {
-    store_id: u64,
-    engine: Engine,
-    cfg: Arc<Config>,
+pub(crate) struct PeerFactory {
+    pub(crate) store_id: u64,
+    pub(crate) engine: Engine,
+    pub(crate) cfg: Arc<Config>,
     /// `None` once the store shuts down (the apply workers stop when every router is gone).
-    apply: Mutex<Option<ApplyRouter>>,
-    logger: slog::Logger,
-    router: Router<PeerFsm>,
-    meta: Arc<Mutex<StoreMeta>>,
-    awake: crate::hibernate::AwakeSet,
-    liveness: crate::hibernate::StoreLiveness,
+    pub(crate) apply: Mutex<Option<ApplyRouter>>,
+    pub(crate) logger: slog::Logger,
+    pub(crate) router: Router<PeerFsm>,
+    pub(crate) meta: Arc<Mutex<StoreMeta>>,
+    pub(crate) awake: crate::hibernate::AwakeSet,
+    pub(crate) liveness: crate::hibernate::StoreLiveness,
 }
 
 impl PeerFactory {
@@ -93,7 +92,7 @@ impl PeerFactory {
     /// the message's membership, the message is not one a leader sends a new member, or its
     /// range overlaps a replica this store hosts (a split this store has not applied yet
     /// will create it).
-    fn maybe_create(&self, msg: &RaftMessage) -> bool {
+    pub(crate) fn maybe_create(&self, msg: &RaftMessage) -> bool {
         use raft::eraftpb::MessageType;
         let Some(to) = msg.to_peer.filter(|p| p.store_id == self.store_id) else {
             return false;
@@ -331,318 +330,6 @@ impl<T: Transport> HandlerBuilder<PeerFsm> for PollerBuilder<T> {
             },
         }
     }
-}
-
-/// The handle through which the server and tests reach the peers of a store.
-#[derive(Clone)]
-pub struct StoreRouter {
-    store_id: u64,
-    router: Router<PeerFsm>,
-    pending: Arc<Mutex<PendingMessages>>,
-    factory: Arc<PeerFactory>,
-    apply_backlog: crate::apply::ApplyBacklog,
-    local_reader: crate::local_reader::LocalReader,
-}
-
-/// Raft messages for regions this store does not host yet, kept briefly: the replica of a
-/// region just split off is created when this store applies the split, and the new region's
-/// first vote requests may arrive before that. Delivering them at creation saves an election
-/// timeout. Bounded in count and age; whatever is dropped, Raft sends again.
-#[derive(Default)]
-struct PendingMessages {
-    by_region: HashMap<u64, Vec<(Instant, RaftMessage)>>,
-    count: usize,
-}
-
-const PENDING_MAX_MESSAGES: usize = 4096;
-const PENDING_MAX_AGE: Duration = Duration::from_secs(3);
-
-impl PendingMessages {
-    fn push(&mut self, msg: RaftMessage) {
-        let now = Instant::now();
-        if self.count >= PENDING_MAX_MESSAGES {
-            self.by_region.retain(|_, msgs| {
-                msgs.retain(|(at, _)| now.duration_since(*at) < PENDING_MAX_AGE);
-                !msgs.is_empty()
-            });
-            self.count = self.by_region.values().map(Vec::len).sum();
-            if self.count >= PENDING_MAX_MESSAGES {
-                return;
-            }
-        }
-        self.by_region
-            .entry(msg.region_id)
-            .or_default()
-            .push((now, msg));
-        self.count += 1;
-    }
-
-    fn take(&mut self, region_id: u64) -> Vec<RaftMessage> {
-        let msgs = self.by_region.remove(&region_id).unwrap_or_default();
-        self.count -= msgs.len();
-        let now = Instant::now();
-        msgs.into_iter()
-            .filter(|(at, _)| now.duration_since(*at) < PENDING_MAX_AGE)
-            .map(|(_, m)| m)
-            .collect()
-    }
-}
-
-impl StoreRouter {
-    pub fn store_id(&self) -> u64 {
-        self.store_id
-    }
-
-    /// Whether this store has not heard from `store_id` for an election timeout (see
-    /// [`crate::hibernate`]'s store liveness): true of a store that is down, even while the
-    /// regions it shares with this one sleep.
-    pub fn is_store_silent(&self, store_id: u64) -> bool {
-        self.factory.liveness.is_down(store_id)
-    }
-
-    /// How far this store's apply lags behind commit, in bytes.
-    pub fn apply_backlog(&self) -> &crate::apply::ApplyBacklog {
-        &self.apply_backlog
-    }
-
-    /// Delivers a Raft message from another store. A message for a region this store does not
-    /// host creates an uninitialized replica when it proves this store was added to the region
-    /// (see `PeerFactory::maybe_create`); otherwise it is kept for a short while in case the
-    /// region is about to be created here by a split.
-    pub fn send_raft_message(&self, msg: RaftMessage) -> Result<()> {
-        if let Some(from) = &msg.from_peer {
-            self.factory.liveness.heard(from.store_id);
-        }
-        let region_id = msg.region_id;
-        if region_id == 0 {
-            // A store's liveness beacon: noted above, nothing else to do.
-            return Ok(());
-        }
-        match self.router.send(region_id, PeerMsg::Raft(Box::new(msg))) {
-            Ok(()) => Ok(()),
-            Err(batch_system::Disconnected(PeerMsg::Raft(msg))) => {
-                if self.factory.maybe_create(&msg) {
-                    return self
-                        .router
-                        .send(region_id, PeerMsg::Raft(msg))
-                        .map_err(|_| Error::RegionNotFound(region_id));
-                }
-                if msg
-                    .to_peer
-                    .as_ref()
-                    .is_some_and(|p| p.store_id == self.store_id)
-                    && !msg.is_tombstone
-                {
-                    self.pending.lock().push(*msg);
-                }
-                Err(Error::RegionNotFound(region_id))
-            }
-            Err(_) => Err(Error::RegionNotFound(region_id)),
-        }
-    }
-
-    /// Tells the leader of `region_id` whether the snapshot it sent to peer `to` was
-    /// delivered (the transport's report).
-    pub fn report_snapshot(&self, region_id: u64, to: u64, delivered: bool) {
-        let _ = self
-            .router
-            .send(region_id, PeerMsg::SnapshotStatus { to, delivered });
-    }
-
-    /// Changes the membership of `region_id` (its leader must be on this store), if the region
-    /// still has `epoch`'s `conf_ver`. Answers with the region after the change.
-    pub async fn change_peer(
-        &self,
-        region_id: u64,
-        epoch: Option<metapb::RegionEpoch>,
-        changes: Vec<crate::conf_change::PeerChange>,
-    ) -> Result<metapb::Region> {
-        let resp = self
-            .admin(region_id, |cb| PeerMsg::ChangePeer { epoch, changes, cb })
-            .await?;
-        first_region(resp, "the change")
-    }
-
-    /// Sends the admin command `msg` builds around its callback to `region_id`'s peer and
-    /// waits for its answer.
-    async fn admin(
-        &self,
-        region_id: u64,
-        msg: impl FnOnce(crate::apply::WriteCallback) -> PeerMsg,
-    ) -> Result<WriteResponse> {
-        let (tx, rx) = oneshot::channel();
-        self.send(
-            region_id,
-            msg(Box::new(move |r| {
-                let _ = tx.send(r);
-            })),
-        )?;
-        rx.await.unwrap_or(Err(Error::Shutdown))
-    }
-
-    fn send(&self, region_id: u64, msg: PeerMsg) -> Result<()> {
-        self.router.send(region_id, msg).map_err(|e| {
-            let err = Error::RegionNotFound(region_id);
-            match e.0 {
-                PeerMsg::Propose { cb, .. } => cb(Err(err.clone())),
-                PeerMsg::Read { cb, .. } => cb(Err(err.clone())),
-                PeerMsg::Split { cb, .. } => cb(Err(err.clone())),
-                PeerMsg::ChangePeer { cb, .. } => cb(Err(err.clone())),
-                PeerMsg::PrepareMerge { cb, .. } => cb(Err(err.clone())),
-                _ => {}
-            }
-            err
-        })
-    }
-
-    /// Proposes `ops` to the region named by `header`; `cb` runs when they are applied (or fail).
-    pub fn propose(
-        &self,
-        header: RequestHeader,
-        ops: Vec<WriteOp>,
-        cb: impl FnOnce(Result<WriteResponse>) + Send + 'static,
-    ) {
-        let region_id = header.region_id;
-        let _ = self.send(
-            region_id,
-            PeerMsg::Propose {
-                header,
-                ops,
-                cb: Box::new(cb),
-            },
-        );
-    }
-
-    /// Asks for a linearizable read grant on the region named by `header`.
-    pub fn read(&self, header: RequestHeader, cb: impl FnOnce(Result<ReadGrant>) + Send + 'static) {
-        if let Some(grant) = self.local_read(&header) {
-            cb(Ok(grant));
-            return;
-        }
-        let region_id = header.region_id;
-        let _ = self.send(
-            region_id,
-            PeerMsg::Read {
-                header,
-                cb: Box::new(cb),
-            },
-        );
-    }
-
-    /// Splits the region named by `header` at `split_keys` (ascending, inside the region),
-    /// giving the new regions the ids in `ids` (one per key, from PD). Answers with every
-    /// region the parent's range now consists of.
-    pub async fn split(
-        &self,
-        header: RequestHeader,
-        split_keys: Vec<Bytes>,
-        ids: Vec<crate::cmd::SplitIds>,
-    ) -> Result<Vec<metapb::Region>> {
-        let region_id = header.region_id;
-        let resp = self
-            .admin(region_id, |cb| PeerMsg::Split {
-                header,
-                split_keys,
-                ids,
-                cb,
-            })
-            .await?;
-        Ok(resp.regions)
-    }
-
-    /// Asks the leader of `source_id` (on this store) to merge the region into `target`, an
-    /// adjacent region with replicas on the same stores, at the epoch `target` names (see
-    /// [`crate::merge`]). Answers once PrepareMerge applied: the source, now merging, which
-    /// the target then absorbs (or, if the target changed meanwhile, which rolls back).
-    pub async fn prepare_merge(
-        &self,
-        source_id: u64,
-        target: metapb::Region,
-    ) -> Result<metapb::Region> {
-        let resp = self
-            .admin(source_id, |cb| PeerMsg::PrepareMerge { target, cb })
-            .await?;
-        first_region(resp, "the merge")
-    }
-
-    /// Asks the leader of `region_id` to hand leadership to `to`, if the region still has
-    /// `epoch` (scheduling decisions made under another epoch are dropped).
-    pub fn transfer_leader(
-        &self,
-        region_id: u64,
-        to: metapb::Peer,
-        epoch: Option<metapb::RegionEpoch>,
-    ) -> Result<()> {
-        self.send(region_id, PeerMsg::TransferLeader { to, epoch })
-    }
-
-    /// Starts a consistency check of `region_id` on its leader (this store's peer must lead):
-    /// answers with the `ComputeHash` entry's index and the leader's hash once it applied it;
-    /// every replica then compares (see [`crate::consistency`]).
-    pub async fn check_consistency(&self, region_id: u64) -> Result<(u64, u32)> {
-        let resp = self
-            .admin(region_id, |cb| PeerMsg::CheckConsistency { cb })
-            .await?;
-        resp.hash
-            .ok_or_else(|| Error::InvalidRequest("the check produced no hash".into()))
-    }
-
-    /// [`StoreRouter::propose`] as a future.
-    pub async fn write(&self, header: RequestHeader, ops: Vec<WriteOp>) -> Result<WriteResponse> {
-        let (tx, rx) = oneshot::channel();
-        self.propose(header, ops, move |r| {
-            let _ = tx.send(r);
-        });
-        rx.await.unwrap_or(Err(Error::Shutdown))
-    }
-
-    /// A grant under the lease the region's leader published, on this thread, if it covers
-    /// `header` (see [`crate::local_reader`]); `None` when only the peer can decide.
-    pub fn local_read(&self, header: &RequestHeader) -> Option<ReadGrant> {
-        let now = self.factory.cfg.clock.now();
-        self.local_reader.try_grant(self.store_id, header, now)
-    }
-
-    /// [`StoreRouter::read`] as a future.
-    pub async fn read_grant(&self, header: RequestHeader) -> Result<ReadGrant> {
-        let (tx, rx) = oneshot::channel();
-        self.read(header, move |r| {
-            let _ = tx.send(r);
-        });
-        rx.await.unwrap_or(Err(Error::Shutdown))
-    }
-
-    /// Regions of this store that tick (not hibernating).
-    pub fn awake_regions(&self) -> usize {
-        self.factory.awake.len()
-    }
-
-    /// The status of the local peer of `region_id`.
-    pub async fn peer_status(&self, region_id: u64) -> Result<PeerStatus> {
-        let (tx, rx) = oneshot::channel();
-        self.router
-            .send(
-                region_id,
-                PeerMsg::Query(Box::new(move |s| {
-                    let _ = tx.send(s);
-                })),
-            )
-            .map_err(|_| Error::RegionNotFound(region_id))?;
-        rx.await.map_err(|_| Error::Shutdown)
-    }
-
-    /// Ids of every region with a peer on this store, sorted.
-    pub fn region_ids(&self) -> Vec<u64> {
-        self.router.ids()
-    }
-}
-
-/// The region an admin command answered with (`what` produced it).
-fn first_region(resp: WriteResponse, what: &str) -> Result<metapb::Region> {
-    resp.regions
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::InvalidRequest(format!("{what} produced no region")))
 }
 
 /// A running store: pollers, apply workers and the ticker.
@@ -910,31 +597,5 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(region_id: u64) -> RaftMessage {
-        RaftMessage {
-            region_id,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn pending_messages_are_bounded_and_taken_per_region() {
-        let mut pending = PendingMessages::default();
-        for i in 0..(PENDING_MAX_MESSAGES as u64 + 10) {
-            pending.push(msg(i % 3));
-        }
-        assert_eq!(pending.count, PENDING_MAX_MESSAGES);
-        let taken = pending.take(1);
-        assert!(!taken.is_empty() && taken.iter().all(|m| m.region_id == 1));
-        assert_eq!(pending.count, PENDING_MAX_MESSAGES - taken.len());
-        assert!(pending.take(1).is_empty());
-        assert!(pending.take(7).is_empty());
     }
 }
