@@ -68,6 +68,14 @@ impl Engine {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(opts.background_jobs);
+        // Every Raft round ends in a synced WAL write. Reusing old WAL files overwrites blocks
+        // already allocated, so the fdatasync need not also commit the file's growth to the
+        // filesystem journal (about 30% off each sync on ext4 here). Records carry their log
+        // number, so recovery never replays a recycled file's old contents. (RocksDB refuses
+        // writes without the WAL on a database that recycles, hence not when volatile.)
+        if !opts.unsafe_volatile {
+            db_opts.set_recycle_log_file_num(4);
+        }
         // Without the WAL, only a flush persists: it must cut every column family at once.
         db_opts.set_atomic_flush(opts.unsafe_volatile);
         if opts.unsafe_volatile {

@@ -6,8 +6,10 @@
 //!    - `messages` may leave at once: a leader's appends go to followers before its own fsync
 //!      (Raft allows it; the leader counts itself toward a quorum only once persisted);
 //!    - a `snapshot` the driver stages into its write batch **first** (it resets the log);
-//!    - `committed` entries and `read_states` are the driver's to hand on (a committed entry is
-//!      applied only once this Ready is written, so that what is applied is also logged);
+//!    - `committed` entries and `read_states` are the driver's to hand on at once: raft-rs
+//!      hands out only committed entries this node has already persisted (up to its persisted
+//!      index, advanced in [`advance`]), so applying them need not wait for this Ready's write
+//!      (after a crash, the commit index is recovered as at least the applied index);
 //!    - then [`stage_log`] stages the new entries and hard state into the same batch.
 //! 2. The driver writes the batch, **synced** (a store's group commit of many regions' Readies,
 //!    or PD's own write).
@@ -35,7 +37,8 @@ pub struct Taken {
     pub messages: Vec<Message>,
     /// To stage before [`stage_log`]; `None` when the Ready has none.
     pub snapshot: Option<Snapshot>,
-    /// Committed entries, in log order, to apply once the Ready is written.
+    /// Committed entries, in log order, all persisted here already: they may be applied
+    /// before the Ready is written.
     pub committed: Vec<Entry>,
     pub read_states: Vec<ReadState>,
 }

@@ -125,6 +125,12 @@ impl Peer {
             self.apply_snapshot(ctx, snap);
         }
         self.take_committed(taken.committed);
+        if self.applied_snapshot.is_none() {
+            // raft-rs hands out only entries this replica has already persisted, so they need
+            // not wait for this round's write: applying them now takes a synced write off
+            // every command's path. Entries after a snapshot wait until its files are in.
+            self.dispatch_apply();
+        }
         raft_group::ready::stage_log(&mut self.raw, &pending, &mut ctx.wb);
         for rs in taken.read_states {
             let Ok(bytes) = <[u8; 8]>::try_from(&rs.request_ctx[..]) else {
