@@ -263,6 +263,8 @@ impl<T: Transport> PollHandler<PeerFsm> for RaftPoller<T> {
             self.ctx.transport.flush();
         }
         if !self.ctx.wb.is_empty() {
+            // Tests hold a store's synced log write here (TiKV's `raft_before_save`).
+            fail::fail_point!("raft_before_save");
             crate::metrics::GROUP_COMMIT_PEERS.observe(batch.len() as f64);
             let timer = crate::metrics::LOG_WRITE_SECONDS.start_timer();
             self.write(true);
@@ -357,7 +359,8 @@ impl Store {
         cfg.validate().map_err(Error::InvalidRequest)?;
         let cfg = Arc::new(cfg);
         let (router, mut system) =
-            batch_system::create_system::<PeerFsm>("raftstore", cfg.max_batch_size);
+            // Poller threads are `raftstore-<store>-<i>` (as apply's are `apply-<store>-<i>`).
+            batch_system::create_system::<PeerFsm>(&format!("raftstore-{store_id}"), cfg.max_batch_size);
         let notify_router = router.clone();
         let notifier: ApplyNotifier = Arc::new(move |res| {
             let _ = notify_router.send(res.region_id, PeerMsg::ApplyRes(res));

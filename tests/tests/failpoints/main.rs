@@ -5,6 +5,7 @@
 //! holds a `fail::FailScenario` (which also serializes them).
 
 mod apply_backlog;
+mod apply_before_save;
 mod apply_pause;
 mod cas;
 mod lease_after_replica_read;
