@@ -36,6 +36,16 @@ pub static GROUP_COMMIT_PEERS: LazyLock<Histogram> = LazyLock::new(|| {
     .expect("register metric")
 });
 
+/// Client writes that shared one Raft entry, for entries carrying more than one.
+pub static BATCHED_WRITES: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "rangekv_raftstore_batched_writes",
+        "Client writes proposed together as one entry (entries of two or more)",
+        prometheus::exponential_buckets(2.0, 2.0, 10).expect("buckets")
+    )
+    .expect("register metric")
+});
+
 /// Proposals by kind (`write`, `compact_log`, `split`).
 pub static PROPOSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(

@@ -11,3 +11,5 @@ mod cas;
 mod lease_after_replica_read;
 mod local_read;
 mod merge;
+mod save_gate;
+mod write_batching;

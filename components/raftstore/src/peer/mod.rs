@@ -224,6 +224,9 @@ impl PeerFsm {
                 | PeerMsg::StoreUnreachable(_) => {}
                 _ => self.peer.wake(ctx, true),
             }
+            if !matches!(msg, PeerMsg::Propose { .. }) {
+                self.peer.propose_batched(ctx);
+            }
             match msg {
                 PeerMsg::Raft(m) => self.peer.on_raft_message(ctx, *m),
                 PeerMsg::Propose { header, ops, cb } => self.peer.on_propose(ctx, header, ops, cb),
@@ -268,6 +271,7 @@ impl PeerFsm {
                 }
             }
         }
+        self.peer.propose_batched(ctx);
         if self.peer.destroyed {
             return;
         }
@@ -297,6 +301,8 @@ pub struct Peer {
     cfg: Arc<Config>,
     apply: ApplyRouter,
     proposals: ProposalQueue<WriteCallback>,
+    /// Client writes of this round not proposed yet.
+    batched: propose::BatchedWrites,
     /// Reads that arrived this round and still need a ReadIndex.
     reads_to_issue: Vec<(RequestHeader, ReadCallback)>,
     pending_reads: VecDeque<PendingRead>,
@@ -472,6 +478,7 @@ impl Peer {
             cfg,
             apply,
             proposals: ProposalQueue::default(),
+            batched: Default::default(),
             reads_to_issue: Vec::new(),
             pending_reads: VecDeque::new(),
             // Random, not 1: see the field.

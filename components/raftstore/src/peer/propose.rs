@@ -14,6 +14,27 @@ use crate::{Error, Result};
 
 use super::*;
 
+/// Client writes that reached the peer one after another in one round, proposed as one entry
+/// (TiKV's command batching): under load one Raft entry, one log write and one apply task then
+/// carry many writes. Every write of the batch passed the request checks when it arrived; the
+/// batch is proposed before the peer handles any message other than a write (so nothing that
+/// could change the region, leadership or epoch comes between a check and the proposal, and
+/// no admin command overtakes a write that arrived before it), and at the end of the peer's
+/// turn in the round. The entry applies whole or not at all, and every write of it gets its
+/// outcome; writes keep their arrival order inside it. A batch stays under half of
+/// `raft_entry_max_size` (a write larger than that is proposed alone and refused as before).
+#[derive(Default)]
+pub(super) struct BatchedWrites {
+    ops: Vec<WriteOp>,
+    callbacks: Vec<WriteCallback>,
+    bytes: usize,
+}
+
+/// About what `op` adds to an encoded command.
+fn op_bytes(op: &WriteOp) -> usize {
+    op.key.len() + op.value.len() + op.end_key.len() + op.cf.len() + 16
+}
+
 impl Peer {
     /// The checks every client request passes, in TiKV's order: store, leader, epoch, keys.
     pub(super) fn check_request(&self, header: &RequestHeader) -> Result<()> {
@@ -73,6 +94,8 @@ impl Peer {
         Ok(())
     }
 
+    /// Takes a client write into this round's batch (see [`BatchedWrites`]); it is proposed
+    /// by [`Self::propose_batched`] before the peer handles any other message.
     pub(super) fn on_propose(
         &mut self,
         ctx: &PollContext<impl crate::Transport>,
@@ -84,6 +107,41 @@ impl Peer {
             cb(Err(e));
             return;
         }
+        let bytes: usize = ops.iter().map(op_bytes).sum();
+        if !self.batched.callbacks.is_empty()
+            && self.batched.bytes + bytes > ctx.cfg.raft_entry_max_size / 2
+        {
+            self.propose_batched(ctx);
+        }
+        self.batched.bytes += bytes;
+        self.batched.ops.extend(ops);
+        self.batched.callbacks.push(cb);
+    }
+
+    /// Proposes the writes batched so far as one entry, whose outcome every one of them gets.
+    pub(super) fn propose_batched(&mut self, ctx: &PollContext<impl crate::Transport>) {
+        if self.batched.callbacks.is_empty() {
+            return;
+        }
+        let BatchedWrites {
+            ops, mut callbacks, ..
+        } = std::mem::take(&mut self.batched);
+        if self.destroyed {
+            for cb in callbacks {
+                cb(Err(Error::RegionNotFound(self.region.id)));
+            }
+            return;
+        }
+        let cb: WriteCallback = if callbacks.len() == 1 {
+            callbacks.pop().expect("one callback")
+        } else {
+            crate::metrics::BATCHED_WRITES.observe(callbacks.len() as f64);
+            Box::new(move |res| {
+                for cb in callbacks {
+                    cb(res.clone());
+                }
+            })
+        };
         let cmd = RaftCmd {
             region_id: self.region.id,
             epoch: self.region.region_epoch,
