@@ -46,6 +46,10 @@ pub struct Config {
     /// persist in parallel with the leader (Raft allows it: an entry commits once any
     /// majority persisted it). Off only to measure the difference (benches/).
     pub send_appends_before_persist: bool,
+    /// Propose client writes that reach a leader together as one entry (TiKV's command
+    /// batching, see `peer::propose::BatchedWrites`). Off by default until it has run under
+    /// the whole fault suite for longer.
+    pub batch_client_writes: bool,
     /// Idle regions stop ticking (see [`crate::hibernate`]).
     pub hibernate_regions: bool,
     /// Ticks a leader must be idle before it asks its followers to hibernate.
@@ -91,6 +95,7 @@ impl Default for Config {
             read_index_timeout: Duration::from_secs(5),
             max_pending_proposals: 8192,
             send_appends_before_persist: true,
+            batch_client_writes: false,
             hibernate_regions: true,
             hibernate_ticks: 20,
             unsafe_follower_reads: false,

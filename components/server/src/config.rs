@@ -178,6 +178,9 @@ pub struct RaftstoreConfig {
     pub snap_io_max_bytes_per_sec: u64,
     /// Idle regions stop ticking until there is work (TiKV's hibernate regions).
     pub hibernate_regions: bool,
+    /// Client writes that reach a leader together share one Raft entry (TiKV's command
+    /// batching); off by default for now.
+    pub batch_client_writes: bool,
 }
 
 impl Default for RaftstoreConfig {
@@ -199,6 +202,7 @@ impl Default for RaftstoreConfig {
             concurrent_recv_snap_limit: snap.max_receives,
             snap_io_max_bytes_per_sec: snap.send_bytes_per_sec,
             hibernate_regions: d.hibernate_regions,
+            batch_client_writes: d.batch_client_writes,
         }
     }
 }
@@ -217,6 +221,7 @@ impl RaftstoreConfig {
             apply_pool_size: self.apply_pool_size,
             max_pending_proposals: self.max_pending_proposals,
             hibernate_regions: self.hibernate_regions,
+            batch_client_writes: self.batch_client_writes,
             ..Default::default()
         }
     }

@@ -20,7 +20,9 @@ const WRITES: u64 = 10;
 #[test]
 fn writes_that_arrive_together_share_one_entry_and_keep_their_order() {
     let scenario = fail::FailScenario::setup();
-    let cluster = Cluster::new(3, &[]);
+    let mut cfg = tests::cluster::test_config();
+    cfg.batch_client_writes = true;
+    let cluster = Cluster::with_config(3, &[], cfg);
     let leader = cluster.wait_leader(1, TIMEOUT);
     cluster.must_put(b"k", b"start");
     cluster.wait_replicated(b"k", Some(b"start"), TIMEOUT);

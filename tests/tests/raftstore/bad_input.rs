@@ -10,7 +10,7 @@ use proto::kvrpcpb::{
 };
 use proto::tikvpb::tikv_server::Tikv;
 use server::TikvService;
-use tests::Cluster;
+use tests::{wait_until, Cluster};
 use tonic::Request;
 
 #[test]
@@ -179,7 +179,9 @@ fn a_leader_with_too_many_waiting_proposals_answers_busy() {
     cluster.add_filter(tests::network::Isolate(leader));
     let (tx, rx) = std::sync::mpsc::channel();
     let router = cluster.storage(leader).router().clone();
-    for i in 0..12u32 {
+    let last_index = || cluster.peer_status(leader, 1).expect("leader").last_index;
+    let start = last_index();
+    for i in 0..12u64 {
         let header = raftstore::RequestHeader {
             replica_read: false,
             region_id: 1,
@@ -199,6 +201,15 @@ fn a_leader_with_too_many_waiting_proposals_answers_busy() {
                 let _ = tx.send(r);
             },
         );
+        if i < 8 {
+            // Each in an entry of its own (writes that reach the leader together would share
+            // one: see `write_batching`).
+            wait_until(
+                "the write is in the leader's log",
+                Duration::from_secs(10),
+                || last_index() == start + i + 1,
+            );
+        }
     }
     // The four beyond the limit are refused at once; the first eight wait.
     for _ in 0..4 {

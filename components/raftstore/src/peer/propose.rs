@@ -116,6 +116,9 @@ impl Peer {
         self.batched.bytes += bytes;
         self.batched.ops.extend(ops);
         self.batched.callbacks.push(cb);
+        if !ctx.cfg.batch_client_writes {
+            self.propose_batched(ctx);
+        }
     }
 
     /// Proposes the writes batched so far as one entry, whose outcome every one of them gets.
