@@ -50,6 +50,10 @@ pub struct Config {
     /// batching, see `peer::propose::BatchedWrites`). Off by default until it has run under
     /// the whole fault suite for longer.
     pub batch_client_writes: bool,
+    /// Hand committed entries that are already persisted here to apply as soon as the Ready
+    /// is taken, not after the round's synced write (see `Peer::collect_ready`). Off by
+    /// default until it has run under the whole fault suite for longer.
+    pub apply_before_persist: bool,
     /// Idle regions stop ticking (see [`crate::hibernate`]).
     pub hibernate_regions: bool,
     /// Ticks a leader must be idle before it asks its followers to hibernate.
@@ -96,6 +100,7 @@ impl Default for Config {
             max_pending_proposals: 8192,
             send_appends_before_persist: true,
             batch_client_writes: false,
+            apply_before_persist: false,
             hibernate_regions: true,
             hibernate_ticks: 20,
             unsafe_follower_reads: false,

@@ -26,7 +26,9 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 #[test]
 fn a_write_is_answered_while_the_round_that_learnt_its_commit_still_syncs() {
     let scenario = fail::FailScenario::setup();
-    let cluster = Cluster::new(3, &[]);
+    let mut cfg = tests::cluster::test_config();
+    cfg.apply_before_persist = true;
+    let cluster = Cluster::with_config(3, &[], cfg);
     let leader = cluster.wait_leader(1, TIMEOUT);
     cluster.must_put(b"k", b"old");
     cluster.wait_replicated(b"k", Some(b"old"), TIMEOUT);

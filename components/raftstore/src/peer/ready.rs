@@ -125,7 +125,7 @@ impl Peer {
             self.apply_snapshot(ctx, snap);
         }
         self.take_committed(taken.committed);
-        if self.applied_snapshot.is_none() {
+        if ctx.cfg.apply_before_persist && self.applied_snapshot.is_none() {
             // raft-rs hands out only entries this replica has already persisted, so they need
             // not wait for this round's write: applying them now takes a synced write off
             // every command's path. Entries after a snapshot wait until its files are in.
