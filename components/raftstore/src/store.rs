@@ -3,15 +3,14 @@
 //!
 //! One poll round ([`RaftPoller`]):
 //! 1. `handle` each scheduled peer: step its messages, proposals, reads and ticks, then
-//!    [`Peer::collect_ready`] — queue leader messages, hand entries that are committed and
-//!    already persisted here to the apply workers (they need not wait for this round's
-//!    write), stage log entries and hard state into the round's single write batch;
+//!    [`Peer::collect_ready`] — queue leader messages, (with `apply_before_persist`) hand
+//!    entries that are committed and already persisted here to the apply workers, stage log
+//!    entries and hard state into the round's single write batch;
 //! 2. `end`: flush the queued leader messages (appends go out before the leader's own fsync,
 //!    as Raft allows: an entry commits once a majority, leader or not, persisted it); write
 //!    the batch **synced**, once for every peer of the round (group commit); then
 //!    [`Peer::post_persist`] each peer — send the messages that needed persistence, advance
-//!    raft-rs, dispatch the entries this write let commit to the apply workers; flush the
-//!    transport.
+//!    raft-rs, dispatch committed entries to the apply workers; flush the transport.
 //!
 //! Invariants:
 //! - No message that raft-rs marks as needing persistence leaves before the sync.
